@@ -1,0 +1,389 @@
+// nnx/core/tensor.hpp — Tensor: a dtype, a shape and shared, 64-byte aligned storage.
+//
+// A Tensor is contiguous and row-major. Copying a Tensor shares its storage (like a
+// std::shared_ptr); clone() copies the bytes. Storage is either owned (allocated here) or
+// borrowed from an external owner that the tensor keeps alive (an mmap'd file region).
+// An *abstract* tensor has a shape and a dtype but no storage: eval_shape builds modules
+// of them, and reading their data throws.
+//
+//   auto x = nnx::Tensor::zeros({2, 3});            // f32 [2, 3], owned
+//   x.data<float>()[4] = 1.0f;
+//   auto row = x.select(1);                         // [3], shares x's storage
+//   auto y = x.reshape({3, 2});                     // [3, 2], shares x's storage
+//   auto z = x.clone();                             // independent copy
+//   x.use_count();                                  // 3 (x, row, y): donation checks this
+#pragma once
+
+#include <atomic>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <initializer_list>
+#include <limits>
+#include <memory>
+#include <new>
+#include <span>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include "nnx/core/dtype.hpp"
+#include "nnx/core/error.hpp"
+#include "nnx/core/shape.hpp"
+
+namespace nnx {
+
+// Bytes of tensor storage this process allocated, for tests and memory reports.
+// Borrowed storage (mmap) is not counted.
+struct TensorMemoryStats {
+  std::int64_t live_bytes = 0;       // allocated and not yet freed
+  std::int64_t allocated_bytes = 0;  // allocated since start
+  std::int64_t allocations = 0;      // number of allocations since start
+};
+
+namespace detail {
+
+struct TensorMemoryCounters {
+  std::atomic<std::int64_t> live_bytes{0};
+  std::atomic<std::int64_t> allocated_bytes{0};
+  std::atomic<std::int64_t> allocations{0};
+};
+inline TensorMemoryCounters& tensor_memory_counters() {
+  static TensorMemoryCounters counters;
+  return counters;
+}
+
+inline constexpr std::size_t tensor_alignment = 64;
+
+// While positive on a thread, tensor factories build abstract tensors (see eval_shape).
+inline thread_local int abstract_tensor_depth = 0;
+
+// Makes tensor factories on this thread return abstract tensors while alive.
+class AbstractTensorScope {
+ public:
+  AbstractTensorScope() noexcept { ++abstract_tensor_depth; }
+  ~AbstractTensorScope() { --abstract_tensor_depth; }
+  AbstractTensorScope(const AbstractTensorScope&) = delete;
+  AbstractTensorScope& operator=(const AbstractTensorScope&) = delete;
+};
+
+// Makes tensor factories on this thread allocate again while alive, inside an eval_shape
+// (for small state that must hold real numbers, such as random-stream counters).
+class ConcreteTensorScope {
+ public:
+  ConcreteTensorScope() noexcept : saved_(abstract_tensor_depth) { abstract_tensor_depth = 0; }
+  ~ConcreteTensorScope() { abstract_tensor_depth = saved_; }
+  ConcreteTensorScope(const ConcreteTensorScope&) = delete;
+  ConcreteTensorScope& operator=(const ConcreteTensorScope&) = delete;
+
+ private:
+  int saved_;
+};
+
+inline std::shared_ptr<std::byte> allocate_storage(std::size_t nbytes) {
+  if (nbytes == 0) return nullptr;
+  auto* p = static_cast<std::byte*>(::operator new(nbytes, std::align_val_t{tensor_alignment}));
+  auto& c = tensor_memory_counters();
+  c.live_bytes += static_cast<std::int64_t>(nbytes);
+  c.allocated_bytes += static_cast<std::int64_t>(nbytes);
+  c.allocations += 1;
+  return std::shared_ptr<std::byte>(p, [nbytes](std::byte* q) {
+    ::operator delete(q, std::align_val_t{tensor_alignment});
+    tensor_memory_counters().live_bytes -= static_cast<std::int64_t>(nbytes);
+  });
+}
+
+}  // namespace detail
+
+inline TensorMemoryStats tensor_memory_stats() {
+  auto& c = detail::tensor_memory_counters();
+  return {c.live_bytes.load(), c.allocated_bytes.load(), c.allocations.load()};
+}
+
+class Tensor {
+ public:
+  // An undefined tensor: no dtype, no shape, no storage. defined() is false.
+  Tensor() = default;
+
+  // ---- factories (abstract inside eval_shape) -------------------------------------------
+  // Uninitialized owned storage.
+  static Tensor empty(const Shape& shape, DType dtype = DType::f32) {
+    Tensor t = abstract(shape, dtype);
+    if (detail::abstract_tensor_depth > 0) return t;
+    t.storage_ = detail::allocate_storage(t.nbytes());
+    t.abstract_ = false;
+    return t;
+  }
+  static Tensor zeros(const Shape& shape, DType dtype = DType::f32) {
+    Tensor t = empty(shape, dtype);
+    if (!t.abstract_ && t.nbytes()) std::memset(t.storage_.get(), 0, t.nbytes());
+    return t;
+  }
+  // Every element set to `value` converted to dtype (floats rounded to nearest even).
+  static Tensor full(const Shape& shape, double value, DType dtype = DType::f32) {
+    Tensor t = empty(shape, dtype);
+    if (!t.abstract_) t.fill(value);
+    return t;
+  }
+  // A copy of `values` with the given shape. Throws ShapeError when the counts differ.
+  template <class T>
+  static Tensor from_vector(std::span<const T> values, const Shape& shape) {
+    static_assert(is_dtype_type<T>, "Tensor::from_vector: T must be one of the nnx dtype types");
+    if (static_cast<std::int64_t>(values.size()) != shape.numel())
+      throw ShapeError("Tensor::from_vector: " + std::to_string(values.size()) + " values for shape " +
+                       to_string(shape) + " (" + std::to_string(shape.numel()) + " elements)");
+    Tensor t = empty(shape, dtype_of<T>);
+    if (!t.abstract_ && t.nbytes()) std::memcpy(t.storage_.get(), values.data(), t.nbytes());
+    return t;
+  }
+  template <class T>
+  static Tensor from_vector(const std::vector<T>& values, const Shape& shape) {
+    return from_vector(std::span<const T>(values), shape);
+  }
+  template <class T>
+  static Tensor from_vector(const std::vector<T>& values) {
+    return from_vector(std::span<const T>(values), Shape{static_cast<std::int64_t>(values.size())});
+  }
+  // Shape and dtype only; reading its data throws.
+  static Tensor abstract(const Shape& shape, DType dtype = DType::f32) {
+    Tensor t;
+    t.shape_ = shape;
+    t.dtype_ = dtype;
+    t.defined_ = true;
+    t.abstract_ = true;
+    return t;
+  }
+  // A view of memory owned elsewhere; `owner` is kept alive as long as any tensor shares it.
+  // `data` must hold shape.numel() * dtype_size(dtype) bytes.
+  static Tensor borrow(void* data, const Shape& shape, DType dtype, std::shared_ptr<const void> owner) {
+    Tensor t = abstract(shape, dtype);
+    t.storage_ = std::shared_ptr<std::byte>(std::move(owner), static_cast<std::byte*>(data));
+    t.abstract_ = false;
+    return t;
+  }
+
+  // ---- description ----------------------------------------------------------------------
+  bool defined() const noexcept { return defined_; }
+  bool is_abstract() const noexcept { return abstract_; }
+  DType dtype() const noexcept { return dtype_; }
+  const Shape& shape() const noexcept { return shape_; }
+  std::size_t rank() const noexcept { return shape_.rank(); }
+  // Size of `axis`; negative axes count from the end.
+  std::int64_t dim(std::int64_t axis) const {
+    const auto r = static_cast<std::int64_t>(rank());
+    if (axis < -r || axis >= r)
+      throw ShapeError("Tensor::dim: axis " + std::to_string(axis) + " out of range for shape " + to_string(shape_));
+    return shape_[static_cast<std::size_t>(axis < 0 ? axis + r : axis)];
+  }
+  std::int64_t numel() const noexcept { return defined_ ? shape_.numel() : 0; }
+  std::size_t nbytes() const noexcept { return static_cast<std::size_t>(numel()) * dtype_size(dtype_); }
+
+  // ---- data access (throws on undefined or abstract tensors and on a dtype mismatch) -----
+  std::byte* raw_data() {
+    check_readable("raw_data");
+    return base();
+  }
+  const std::byte* raw_data() const {
+    check_readable("raw_data");
+    return base();
+  }
+  template <class T>
+  T* data() {
+    check_access<T>("data");
+    return reinterpret_cast<T*>(base());
+  }
+  template <class T>
+  const T* data() const {
+    check_access<T>("data");
+    return reinterpret_cast<const T*>(base());
+  }
+  template <class T>
+  std::span<T> span() {
+    return {data<T>(), static_cast<std::size_t>(numel())};
+  }
+  template <class T>
+  std::span<const T> span() const {
+    return {data<T>(), static_cast<std::size_t>(numel())};
+  }
+  template <class T>
+  std::vector<T> to_vector() const {
+    auto s = span<T>();
+    return {s.begin(), s.end()};
+  }
+  // The single element of a one-element tensor.
+  template <class T>
+  T item() const {
+    if (numel() != 1) throw ShapeError("Tensor::item: tensor of shape " + to_string(shape_) + " is not one element");
+    return *data<T>();
+  }
+
+  // ---- zero-copy views ------------------------------------------------------------------
+  // Rows [begin, end) along axis 0, sharing storage.
+  Tensor slice(std::int64_t begin, std::int64_t end) const {
+    if (rank() == 0) throw ShapeError("Tensor::slice: cannot slice a scalar");
+    if (begin < 0 || end < begin || end > shape_[0])
+      throw ShapeError("Tensor::slice: range [" + std::to_string(begin) + ", " + std::to_string(end) +
+                       ") outside axis 0 of shape " + to_string(shape_));
+    Tensor t = *this;
+    t.offset_ += static_cast<std::size_t>(begin) * row_bytes();
+    t.shape_[0] = end - begin;
+    return t;
+  }
+  // Row `index` along axis 0 (the axis removed), sharing storage.
+  Tensor select(std::int64_t index) const {
+    if (rank() == 0) throw ShapeError("Tensor::select: cannot index a scalar");
+    if (index < 0 || index >= shape_[0])
+      throw ShapeError("Tensor::select: index " + std::to_string(index) + " outside axis 0 of shape " +
+                       to_string(shape_));
+    Tensor t = *this;
+    t.offset_ += static_cast<std::size_t>(index) * row_bytes();
+    t.shape_ = Shape(shape_.dims().subspan(1));
+    return t;
+  }
+  // The same elements with another shape, sharing storage. One dimension may be -1.
+  Tensor reshape(std::initializer_list<std::int64_t> dims) const {
+    return reshape(std::span<const std::int64_t>(dims.begin(), dims.size()));
+  }
+  Tensor reshape(std::span<const std::int64_t> dims) const {
+    std::int64_t known = 1;
+    int inferred = -1;
+    for (std::size_t i = 0; i < dims.size(); ++i) {
+      if (dims[i] == -1 && inferred < 0) {
+        inferred = static_cast<int>(i);
+      } else if (dims[i] < 0) {
+        throw ShapeError("Tensor::reshape: invalid dimension " + std::to_string(dims[i]));
+      } else {
+        known *= dims[i];
+      }
+    }
+    std::vector<std::int64_t> out(dims.begin(), dims.end());
+    if (inferred >= 0) {
+      if (known == 0 || numel() % known != 0)
+        throw ShapeError("Tensor::reshape: cannot infer -1 for " + std::to_string(numel()) + " elements of shape " +
+                         to_string(shape_));
+      out[static_cast<std::size_t>(inferred)] = numel() / known;
+    }
+    Shape target{std::span<const std::int64_t>(out)};
+    if (target.numel() != numel())
+      throw ShapeError("Tensor::reshape: shape " + to_string(shape_) + " (" + std::to_string(numel()) +
+                       " elements) cannot become " + to_string(target));
+    Tensor t = *this;
+    t.shape_ = target;
+    return t;
+  }
+  Tensor reshape(const Shape& shape) const { return reshape(shape.dims()); }
+
+  // ---- copies and conversions -----------------------------------------------------------
+  // A deep copy in fresh storage (abstract stays abstract).
+  Tensor clone() const {
+    if (!defined_) return {};
+    Tensor t = abstract_ ? abstract(shape_, dtype_) : empty(shape_, dtype_);
+    if (!t.abstract_ && nbytes()) std::memcpy(t.base(), base(), nbytes());
+    return t;
+  }
+  // A copy converted to `dtype` (see nnx::convert for which conversions exist).
+  Tensor astype(DType dtype) const {
+    if (!defined_) throw InvalidArgument("Tensor::astype: undefined tensor");
+    if (abstract_) return abstract(shape_, dtype);
+    Tensor t = empty(shape_, dtype);
+    if (numel()) convert(base(), dtype_, t.base(), dtype, static_cast<std::size_t>(numel()));
+    return t;
+  }
+  // Sets every element to `value` converted to this tensor's dtype.
+  Tensor& fill(double value) {
+    check_readable("fill");
+    const std::size_t n = static_cast<std::size_t>(numel());
+    if (n == 0) return *this;
+    const std::size_t es = dtype_size(dtype_);
+    std::byte first[8];
+    store_scalar(value, first);
+    for (std::size_t i = 0; i < n; ++i) std::memcpy(base() + i * es, first, es);
+    return *this;
+  }
+  // Copies the bytes of `src` into this tensor's storage (same shape and dtype).
+  void copy_from(const Tensor& src) {
+    if (src.shape_ != shape_ || src.dtype_ != dtype_)
+      throw ShapeError("Tensor::copy_from: source " + describe(src) + " into " + describe(*this));
+    check_readable("copy_from");
+    if (nbytes()) std::memmove(base(), src.raw_data(), nbytes());
+  }
+
+  // ---- sharing --------------------------------------------------------------------------
+  // Number of tensors sharing this storage (0 for abstract or empty tensors). A function that
+  // holds the only reference (1) may write in place: that is donation.
+  long use_count() const noexcept { return storage_.use_count(); }
+  bool shares_storage_with(const Tensor& other) const noexcept {
+    return storage_ && !storage_.owner_before(other.storage_) && !other.storage_.owner_before(storage_);
+  }
+
+  // "f32[2, 3]" (with " abstract" for abstract tensors).
+  friend std::string describe(const Tensor& t) {
+    if (!t.defined_) return "undefined";
+    return std::string(dtype_name(t.dtype_)) + to_string(t.shape_) + (t.abstract_ ? " abstract" : "");
+  }
+
+ private:
+  std::byte* base() const noexcept { return storage_ ? storage_.get() + offset_ : nullptr; }
+  std::size_t row_bytes() const noexcept {
+    std::int64_t inner = 1;
+    for (std::size_t i = 1; i < rank(); ++i) inner *= shape_[i];
+    return static_cast<std::size_t>(inner) * dtype_size(dtype_);
+  }
+  void check_readable(const char* what) const {
+    if (!defined_) throw InvalidArgument(std::string("Tensor::") + what + ": undefined tensor");
+    if (abstract_)
+      throw InvalidArgument(std::string("Tensor::") + what + ": tensor " + describe(*this) +
+                            " is abstract (shape only, from eval_shape); it has no data");
+  }
+  template <class T>
+  void check_access(const char* what) const {
+    static_assert(is_dtype_type<std::remove_const_t<T>>, "Tensor::data<T>: T must be one of the nnx dtype types");
+    check_readable(what);
+    if (dtype_of<std::remove_const_t<T>> != dtype_)
+      throw DTypeError(std::string("Tensor::") + what + ": requested " +
+                       std::string(dtype_name(dtype_of<std::remove_const_t<T>>)) + " from a " + describe(*this) +
+                       " tensor");
+  }
+  void store_scalar(double value, std::byte* out) const {
+    auto put = [out](auto v) { std::memcpy(out, &v, sizeof v); };
+    switch (dtype_) {
+      case DType::f32: put(static_cast<float>(value)); break;
+      case DType::bf16: put(to_bf16(static_cast<float>(value))); break;
+      case DType::f16: put(to_f16(static_cast<float>(value))); break;
+      case DType::i8: put(checked_int<std::int8_t>(value)); break;
+      case DType::u8: put(checked_int<std::uint8_t>(value)); break;
+      case DType::i32: put(checked_int<std::int32_t>(value)); break;
+      case DType::u32: put(checked_int<std::uint32_t>(value)); break;
+      case DType::i64: put(checked_int<std::int64_t>(value)); break;
+      case DType::u64: put(checked_int<std::uint64_t>(value)); break;
+    }
+  }
+  template <class I>
+  I checked_int(double value) const {
+    // The range test is written so that NaN fails it too.
+    if (!(std::trunc(value) == value && value >= static_cast<double>(std::numeric_limits<I>::min()) &&
+          value <= static_cast<double>(std::numeric_limits<I>::max())))
+      throw DTypeError("Tensor::fill: value " + std::to_string(value) + " is not representable in " +
+                       std::string(dtype_name(dtype_)));
+    return static_cast<I>(value);
+  }
+
+  std::shared_ptr<std::byte> storage_;
+  std::size_t offset_ = 0;
+  Shape shape_;
+  DType dtype_ = DType::f32;
+  bool defined_ = false;
+  bool abstract_ = false;
+};
+
+// Same dtype, same shape and the same bytes (abstract tensors compare by dtype and shape).
+inline bool equal(const Tensor& a, const Tensor& b) {
+  if (a.defined() != b.defined()) return false;
+  if (!a.defined()) return true;
+  if (a.dtype() != b.dtype() || a.shape() != b.shape() || a.is_abstract() != b.is_abstract()) return false;
+  if (a.is_abstract() || a.nbytes() == 0) return true;
+  return std::memcmp(a.raw_data(), b.raw_data(), a.nbytes()) == 0;
+}
+
+}  // namespace nnx
