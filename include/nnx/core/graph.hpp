@@ -87,7 +87,7 @@ class CellIndex {
 };
 
 inline void check_axes(const Path& path, const VariableState& v) {
-  if (!v.axes().empty() && v.axes().size() != v.shape().rank())
+  if (v.metadata && !v.metadata->axes.empty() && v.metadata->axes.size() != v.shape().rank())
     throw ShapeError("'" + path.to_string() + "': " + std::to_string(v.axes().size()) + " logical axis names for a " +
                      std::string(dtype_name(v.dtype())) + to_string(v.shape()) + " value (rank " +
                      std::to_string(v.shape().rank()) + ")");
@@ -330,20 +330,22 @@ M merge_impl(const GraphDef<M>& graphdef, S&&... states) {
       throw MissingLeafError("merge: missing leaf '" + d.leaves[i].path.to_string() + "' (" + d.leaves[i].describe() +
                              ") in the given states");
 
-  std::vector<std::shared_ptr<VariableState>> cells(n);
+  // One allocation holds every variable of the merged module; each handle shares its owner.
+  auto block = std::make_shared<std::vector<VariableState>>();
+  block->reserve(n);
   for (std::size_t i = 0; i < n; ++i) {
     if constexpr (DeepCopy) {
       VariableState copy = *found[i];
       copy.value = map_tensors(found[i]->value, [](const Tensor& t) { return t.clone(); });
-      cells[i] = std::make_shared<VariableState>(std::move(copy));
+      block->push_back(std::move(copy));
     } else if (movable[i]) {
-      cells[i] = std::make_shared<VariableState>(std::move(*const_cast<VariableState*>(found[i])));
+      block->push_back(std::move(*const_cast<VariableState*>(found[i])));
     } else {
-      cells[i] = std::make_shared<VariableState>(*found[i]);
+      block->push_back(*found[i]);
     }
   }
   M module = graphdef.prototype();
-  Binder bind{{}, [&](std::size_t slot) { return cells[d.slot_leaf[slot]]; }};
+  Binder bind{{}, [&](std::size_t slot) { return std::shared_ptr<VariableState>(block, &(*block)[d.slot_leaf[slot]]); }};
   walk_root(module, bind);
   return module;
 }

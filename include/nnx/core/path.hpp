@@ -136,8 +136,8 @@ class Path {
   PathKey back() const noexcept { return keys_[depth_ - 1]; }
 
   void push_back(PathKey key) {
-    if (depth_ == max_depth)
-      throw InvalidArgument("Path: '" + to_string() + "' is deeper than " + std::to_string(max_depth) + " keys");
+    if (depth_ == max_depth) [[unlikely]]
+      throw_too_deep();
     keys_[depth_++] = key;
   }
   void pop_back() noexcept { --depth_; }
@@ -189,6 +189,9 @@ class Path {
   }
 
  private:
+  [[noreturn, gnu::cold, gnu::noinline]] void throw_too_deep() const {
+    throw InvalidArgument("Path: '" + to_string() + "' is deeper than " + std::to_string(max_depth) + " keys");
+  }
   std::array<PathKey, max_depth> keys_{};
   std::uint8_t depth_ = 0;
 };

@@ -56,6 +56,13 @@ class PathIndex {
       if (path_of(s - 1) == path) return static_cast<std::int64_t>(s - 1);
     }
   }
+  // Room for n entries without growing.
+  template <class PathOf>
+  void reserve(std::size_t n, PathOf&& path_of) {
+    std::size_t cap = 16;
+    while (cap < 2 * n) cap *= 2;
+    if (cap > slots_.size()) rehash(cap, path_of);
+  }
   void clear() noexcept {
     slots_.clear();
     count_ = 0;
@@ -65,7 +72,10 @@ class PathIndex {
  private:
   template <class PathOf>
   void grow(PathOf&& path_of) {
-    std::size_t cap = slots_.empty() ? 16 : slots_.size() * 2;
+    rehash(slots_.empty() ? 16 : slots_.size() * 2, path_of);
+  }
+  template <class PathOf>
+  void rehash(std::size_t cap, PathOf&& path_of) {
     slots_.assign(cap, 0);
     mask_ = cap - 1;
     for (std::uint32_t e = 0; e < count_; ++e) {
@@ -112,7 +122,10 @@ class PathMap {
   auto begin() const noexcept { return entries_.begin(); }
   auto end() const noexcept { return entries_.end(); }
   const Entry& entry(std::size_t i) const { return entries_.at(i); }
-  void reserve(std::size_t n) { entries_.reserve(n); }
+  void reserve(std::size_t n) {
+    entries_.reserve(n);
+    index_.reserve(n, path_of());
+  }
 
   const V* find(const Path& path) const {
     auto i = index_.find(path, path_of());
