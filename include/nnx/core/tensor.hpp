@@ -287,7 +287,7 @@ class Tensor {
     if (!defined_) throw InvalidArgument("Tensor::astype: undefined tensor");
     if (abstract_) return abstract(shape_, dtype);
     Tensor t = empty(shape_, dtype);
-    if (numel()) convert(base(), dtype_, t.base(), dtype, static_cast<std::size_t>(numel()));
+    if (!t.abstract_ && numel()) convert(base(), dtype_, t.base(), dtype, static_cast<std::size_t>(numel()));
     return t;
   }
   // Sets every element to `value` converted to this tensor's dtype.
@@ -303,7 +303,9 @@ class Tensor {
   }
   // Copies the bytes of `src` into this tensor's storage (same shape and dtype).
   void copy_from(const Tensor& src) {
-    if (src.shape_ != shape_ || src.dtype_ != dtype_)
+    if (src.dtype_ != dtype_)
+      throw DTypeError("Tensor::copy_from: source " + describe(src) + " into " + describe(*this));
+    if (src.shape_ != shape_)
       throw ShapeError("Tensor::copy_from: source " + describe(src) + " into " + describe(*this));
     check_readable("copy_from");
     if (nbytes()) std::memmove(base(), src.raw_data(), nbytes());
@@ -349,8 +351,9 @@ class Tensor {
     auto put = [out](auto v) { std::memcpy(out, &v, sizeof v); };
     switch (dtype_) {
       case DType::f32: put(static_cast<float>(value)); break;
-      case DType::bf16: put(to_bf16(static_cast<float>(value))); break;
-      case DType::f16: put(to_f16(static_cast<float>(value))); break;
+      // Via f32 rounded to odd, so the 16-bit result is rounded once from the double.
+      case DType::bf16: put(to_bf16(f32_round_to_odd(value))); break;
+      case DType::f16: put(to_f16(f32_round_to_odd(value))); break;
       case DType::i8: put(checked_int<std::int8_t>(value)); break;
       case DType::u8: put(checked_int<std::uint8_t>(value)); break;
       case DType::i32: put(checked_int<std::int32_t>(value)); break;
@@ -359,11 +362,23 @@ class Tensor {
       case DType::u64: put(checked_int<std::uint64_t>(value)); break;
     }
   }
+  // A float that keeps a sticky bit for the part of `value` it drops; rounding it once more
+  // to a format at least two bits narrower equals rounding `value` directly.
+  static float f32_round_to_odd(double value) {
+    float f = static_cast<float>(value);
+    if (std::isnan(value) || static_cast<double>(f) == value) return f;
+    if (std::fabs(static_cast<double>(f)) > std::fabs(value)) f = std::nextafter(f, 0.0f);
+    std::uint32_t bits;
+    std::memcpy(&bits, &f, sizeof bits);
+    bits |= 1u;
+    std::memcpy(&f, &bits, sizeof bits);
+    return f;
+  }
   template <class I>
   I checked_int(double value) const {
-    // The range test is written so that NaN fails it too.
-    if (!(std::trunc(value) == value && value >= static_cast<double>(std::numeric_limits<I>::min()) &&
-          value <= static_cast<double>(std::numeric_limits<I>::max())))
+    // Bounds are powers of two (exact in double); the test is written so that NaN fails it.
+    const double upper = std::ldexp(1.0, std::numeric_limits<I>::digits);  // max + 1
+    if (!(std::trunc(value) == value && value >= static_cast<double>(std::numeric_limits<I>::min()) && value < upper))
       throw DTypeError("Tensor::fill: value " + std::to_string(value) + " is not representable in " +
                        std::string(dtype_name(dtype_)));
     return static_cast<I>(value);

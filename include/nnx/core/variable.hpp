@@ -214,10 +214,14 @@ class Variable {
   void bind(std::shared_ptr<VariableState> cell) noexcept { cell_ = std::move(cell); }
 
  protected:
-  Variable(const KindInfo& kind, Value value, Metadata metadata)
-      : cell_(std::make_shared<VariableState>(VariableState{
-            &kind, std::move(value),
-            metadata.axes.empty() ? nullptr : std::make_shared<const Metadata>(std::move(metadata))})) {}
+  // The value is built in place from a Tensor or a QTensor; passing a whole Value by value
+  // here makes GCC 12 warn (falsely) that the QTensor alternative may be uninitialized.
+  template <class T>
+  Variable(const KindInfo& kind, T&& value, Metadata metadata) : cell_(std::make_shared<VariableState>()) {
+    cell_->kind = &kind;
+    cell_->value.template emplace<std::remove_cvref_t<T>>(std::forward<T>(value));
+    if (!metadata.axes.empty()) cell_->metadata = std::make_shared<const Metadata>(std::move(metadata));
+  }
 
  private:
   VariableState& cell() const {
@@ -233,9 +237,9 @@ class VariableKind : public Base {
  public:
   VariableKind() = default;
   explicit VariableKind(Tensor value, Metadata metadata = {})
-      : Base(Self::kind_info(), Value(std::move(value)), std::move(metadata)) {}
+      : Base(Self::kind_info(), std::move(value), std::move(metadata)) {}
   explicit VariableKind(QTensor value, Metadata metadata = {})
-      : Base(Self::kind_info(), Value(std::move(value)), std::move(metadata)) {}
+      : Base(Self::kind_info(), std::move(value), std::move(metadata)) {}
   VariableKind(Tensor value, std::initializer_list<std::string> axes)
       : VariableKind(std::move(value), Metadata{std::vector<std::string>(axes)}) {}
 
@@ -247,8 +251,9 @@ class VariableKind : public Base {
   }
 
  protected:
-  VariableKind(const KindInfo& kind, Value value, Metadata metadata)
-      : Base(kind, std::move(value), std::move(metadata)) {}
+  template <class T>
+  VariableKind(const KindInfo& kind, T&& value, Metadata metadata)
+      : Base(kind, std::forward<T>(value), std::move(metadata)) {}
 };
 
 // Trainable weights.
