@@ -17,7 +17,9 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <algorithm>
 #include <cstdio>
+#include <cstring>
 #include <memory>
 #include <mutex>
 #include <span>
@@ -45,6 +47,7 @@ struct LeafSpec {
   std::vector<Shape> scale_shapes;  // a QTensor's scales (f32)
   std::shared_ptr<const Metadata> metadata;
 
+  std::string_view kind_name() const noexcept { return *kind->name; }
   const std::vector<std::string>& axes() const noexcept {
     static const std::vector<std::string> none;
     return metadata ? metadata->axes : none;
@@ -103,9 +106,24 @@ struct GraphData {
   }
 };
 
+// Bitwise for doubles, so a NaN in a config equals itself.
+inline bool same_static(const StaticValue& a, const StaticValue& b) {
+  auto same_double = [](double x, double y) { return std::memcmp(&x, &y, sizeof x) == 0; };
+  if (const auto* x = std::get_if<double>(&a)) {
+    const auto* y = std::get_if<double>(&b);
+    return y && same_double(*x, *y);
+  }
+  if (const auto* x = std::get_if<std::vector<double>>(&a)) {
+    const auto* y = std::get_if<std::vector<double>>(&b);
+    return y && x->size() == y->size() && std::equal(x->begin(), x->end(), y->begin(), same_double);
+  }
+  return a == b;
+}
+
 inline bool same_graph(const GraphData& a, const GraphData& b) {
-  return &a == &b || (a.type_name == b.type_name && a.nodes == b.nodes && a.statics == b.statics &&
-                      a.leaves == b.leaves && a.slot_leaf == b.slot_leaf);
+  return &a == &b ||
+         (a.type_name == b.type_name && a.nodes == b.nodes && a.leaves == b.leaves && a.slot_leaf == b.slot_leaf &&
+          std::equal(a.statics.begin(), a.statics.end(), b.statics.begin(), b.statics.end(), same_static));
 }
 
 inline std::string format_static(const StaticValue& v) {
