@@ -330,22 +330,24 @@ M merge_impl(const GraphDef<M>& graphdef, S&&... states) {
       throw MissingLeafError("merge: missing leaf '" + d.leaves[i].path.to_string() + "' (" + d.leaves[i].describe() +
                              ") in the given states");
 
-  // One allocation holds every variable of the merged module; each handle shares its owner.
-  auto block = std::make_shared<std::vector<VariableState>>();
-  block->reserve(n);
+  std::vector<std::shared_ptr<VariableState>> cells(n);
   for (std::size_t i = 0; i < n; ++i) {
     if constexpr (DeepCopy) {
       VariableState copy = *found[i];
       copy.value = map_tensors(found[i]->value, [](const Tensor& t) { return t.clone(); });
-      block->push_back(std::move(copy));
+      cells[i] = std::make_shared<VariableState>(std::move(copy));
     } else if (movable[i]) {
-      block->push_back(std::move(*const_cast<VariableState*>(found[i])));
+      cells[i] = std::make_shared<VariableState>(std::move(*const_cast<VariableState*>(found[i])));
     } else {
-      block->push_back(*found[i]);
+      cells[i] = std::make_shared<VariableState>(*found[i]);
     }
   }
+  // A donated state gave its values away; leave it empty rather than full of husks.
+  ([&](auto&& s) {
+    if constexpr (donated<decltype(s)>) s.clear();
+  }(std::forward<S>(states)), ...);
   M module = graphdef.prototype();
-  Binder bind{{}, [&](std::size_t slot) { return std::shared_ptr<VariableState>(block, &(*block)[d.slot_leaf[slot]]); }};
+  Binder bind{{}, [&](std::size_t slot) { return cells[d.slot_leaf[slot]]; }};
   walk_root(module, bind);
   return module;
 }

@@ -109,10 +109,14 @@ struct RngStream {
     key = RngState(Tensor::from_vector(std::vector<std::uint32_t>{k.k0, k.k1}));
     count = RngState(Tensor::zeros({}, DType::u64));
   }
-  // The stream's next key; advances the counter seen by every handle to this stream.
+  // The stream's next key; advances the counter seen by every handle to this stream. The
+  // counter is written in place only when this stream holds the only reference to its
+  // tensor; a state it was merged from (shared, not donated) keeps its value.
   RngKey next() {
     const auto* k = key.value().data<std::uint32_t>();
-    auto* c = count.value().data<std::uint64_t>();
+    Tensor& counter = count.value();
+    if (counter.use_count() > 1) counter = counter.clone();
+    auto* c = counter.data<std::uint64_t>();
     const std::uint64_t n = (*c)++;
     return detail::key_from_block(detail::philox4x32_10(
         {static_cast<std::uint32_t>(n), static_cast<std::uint32_t>(n >> 32), 0, detail::domain_stream}, {k[0], k[1]}));

@@ -33,6 +33,19 @@ namespace detail {
 // Open-addressing index from Path to entry number; the paths live in the owner's entries.
 class PathIndex {
  public:
+  PathIndex() = default;
+  PathIndex(const PathIndex&) = default;
+  PathIndex& operator=(const PathIndex&) = default;
+  // A moved-from index is empty (its entries went with it).
+  PathIndex(PathIndex&& o) noexcept : slots_(std::move(o.slots_)), mask_(o.mask_), count_(o.count_) { o.clear(); }
+  PathIndex& operator=(PathIndex&& o) noexcept {
+    slots_ = std::move(o.slots_);
+    mask_ = o.mask_;
+    count_ = o.count_;
+    o.clear();
+    return *this;
+  }
+
   template <class PathOf>
   std::int64_t find(const Path& path, PathOf&& path_of) const {
     if (slots_.empty()) return -1;
@@ -125,6 +138,10 @@ class PathMap {
   void reserve(std::size_t n) {
     entries_.reserve(n);
     index_.reserve(n, path_of());
+  }
+  void clear() noexcept {
+    entries_.clear();
+    index_.clear();
   }
 
   const V* find(const Path& path) const {
@@ -304,11 +321,18 @@ class State : public PathMap<VariableState> {
   }
 
  private:
-  // True when `p` names a leaf or one of a QTensor leaf's parts.
+  // True when `p` names a Tensor leaf or a part of a QTensor leaf (".../qvalue",
+  // ".../scale/<i>" with i below its scale count).
   bool covers(const Path& p) const {
-    if (contains(p)) return true;
-    for (Path q = p.parent(); !q.empty(); q = q.parent())
-      if (const auto* leaf = find(q)) return leaf->is_quantized();
+    if (const auto* leaf = find(p)) return !leaf->is_quantized();
+    if (p.size() >= 2 && p.back().is_name() && p.back().name() == "qvalue") {
+      const auto* leaf = find(p.parent());
+      return leaf && leaf->is_quantized();
+    }
+    if (p.size() >= 3 && p.back().is_index() && p[p.size() - 2].is_name() && p[p.size() - 2].name() == "scale") {
+      const auto* leaf = find(p.parent().parent());
+      return leaf && leaf->is_quantized() && p.back().index() < static_cast<std::int64_t>(leaf->qtensor().scale.size());
+    }
     return false;
   }
 };

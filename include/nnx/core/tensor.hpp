@@ -105,6 +105,30 @@ class Tensor {
  public:
   // An undefined tensor: no dtype, no shape, no storage. defined() is false.
   Tensor() = default;
+  Tensor(const Tensor&) = default;
+  Tensor& operator=(const Tensor&) = default;
+  // A moved-from tensor is undefined (never a defined tensor without its storage).
+  Tensor(Tensor&& o) noexcept
+      : storage_(std::move(o.storage_)),
+        offset_(o.offset_),
+        shape_(o.shape_),
+        dtype_(o.dtype_),
+        defined_(o.defined_),
+        abstract_(o.abstract_) {
+    o.reset();
+  }
+  Tensor& operator=(Tensor&& o) noexcept {
+    if (this != &o) {
+      storage_ = std::move(o.storage_);
+      offset_ = o.offset_;
+      shape_ = o.shape_;
+      dtype_ = o.dtype_;
+      defined_ = o.defined_;
+      abstract_ = o.abstract_;
+      o.reset();
+    }
+    return *this;
+  }
 
   // ---- factories (abstract inside eval_shape) -------------------------------------------
   // Uninitialized owned storage.
@@ -316,7 +340,10 @@ class Tensor {
   // holds the only reference (1) may write in place: that is donation.
   long use_count() const noexcept { return storage_.use_count(); }
   bool shares_storage_with(const Tensor& other) const noexcept {
-    return storage_ && !storage_.owner_before(other.storage_) && !other.storage_.owner_before(storage_);
+    if (!storage_ || !other.storage_) return false;
+    // Borrowed memory without an owner has no control block to compare: compare addresses.
+    if (storage_.use_count() == 0 || other.storage_.use_count() == 0) return storage_.get() == other.storage_.get();
+    return !storage_.owner_before(other.storage_) && !other.storage_.owner_before(storage_);
   }
 
   // "f32[2, 3]" (with " abstract" for abstract tensors).
@@ -326,6 +353,14 @@ class Tensor {
   }
 
  private:
+  void reset() noexcept {
+    storage_.reset();
+    offset_ = 0;
+    shape_ = Shape();
+    dtype_ = DType::f32;
+    defined_ = false;
+    abstract_ = false;
+  }
   std::byte* base() const noexcept { return storage_ ? storage_.get() + offset_ : nullptr; }
   std::size_t row_bytes() const noexcept {
     std::int64_t inner = 1;
