@@ -309,7 +309,7 @@ M merge_impl(const GraphDef<M>& graphdef, S&&... states) {
   std::vector<const VariableState*> found(n, nullptr);
   std::vector<char> movable(n, 0);
 
-  auto collect = [&](const State& state, bool can_move) {
+  [[maybe_unused]] auto collect = [&](const State& state, bool can_move) {
     std::size_t guess = 0;  // states from split list leaves in graphdef order
     for (const auto& [path, leaf] : state) {
       std::int64_t i = (guess < n && d.leaves[guess].path == path) ? static_cast<std::int64_t>(guess) : d.find_leaf(path);

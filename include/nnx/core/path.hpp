@@ -117,6 +117,10 @@ class Path {
       std::string_view part = text.substr(start, slash == std::string_view::npos ? std::string_view::npos : slash - start);
       if (part.empty()) throw InvalidArgument("Path::parse: empty key in '" + std::string(text) + "'");
       if (detail::is_all_digits(part)) {
+        // One spelling per index, so that parse and to_string are inverses.
+        if (part.size() > 1 && part[0] == '0')
+          throw InvalidArgument("Path::parse: index '" + std::string(part) + "' has leading zeros in '" +
+                                std::string(text) + "'");
         if (part.size() > 18) throw InvalidArgument("Path::parse: index too large in '" + std::string(text) + "'");
         p.push_back(PathKey(static_cast<std::int64_t>(std::stoll(std::string(part)))));
       } else {

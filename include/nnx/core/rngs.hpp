@@ -115,7 +115,11 @@ struct RngStream {
   RngKey next() {
     const auto* k = key.value().data<std::uint32_t>();
     Tensor& counter = count.value();
-    if (counter.use_count() > 1) counter = counter.clone();
+    if (counter.use_count() > 1) {
+      detail::ConcreteTensorScope concrete;  // a real copy even inside eval_shape
+      Tensor copy = counter.clone();
+      counter = std::move(copy);
+    }
     auto* c = counter.data<std::uint64_t>();
     const std::uint64_t n = (*c)++;
     return detail::key_from_block(detail::philox4x32_10(

@@ -376,7 +376,7 @@ template <class... S>
 State merge_states(const S&... states) {
   State out;
   out.reserve((states.size() + ... + 0));
-  auto add = [&](const State& s) {
+  [[maybe_unused]] auto add = [&](const State& s) {
     for (const auto& [path, leaf] : s) out.insert(path, leaf);
   };
   (add(states), ...);

@@ -68,6 +68,19 @@ class AbstractTensorScope {
   AbstractTensorScope& operator=(const AbstractTensorScope&) = delete;
 };
 
+// A float that keeps a sticky bit for the part of `value` it drops: rounding it once more to
+// a format at least two bits narrower (bf16, f16) equals rounding `value` directly.
+inline float f32_round_to_odd(double value) noexcept {
+  float f = static_cast<float>(value);
+  if (std::isnan(value) || static_cast<double>(f) == value) return f;
+  if (std::fabs(static_cast<double>(f)) > std::fabs(value)) f = std::nextafter(f, 0.0f);
+  std::uint32_t bits;
+  std::memcpy(&bits, &f, sizeof bits);
+  bits |= 1u;
+  std::memcpy(&f, &bits, sizeof bits);
+  return f;
+}
+
 // Makes tensor factories on this thread allocate again while alive, inside an eval_shape
 // (for small state that must hold real numbers, such as random-stream counters).
 class ConcreteTensorScope {
@@ -100,6 +113,9 @@ inline TensorMemoryStats tensor_memory_stats() {
   auto& c = detail::tensor_memory_counters();
   return {c.live_bytes.load(), c.allocated_bytes.load(), c.allocations.load()};
 }
+
+class Tensor;
+std::string describe(const Tensor& t);
 
 class Tensor {
  public:
@@ -346,11 +362,6 @@ class Tensor {
     return !storage_.owner_before(other.storage_) && !other.storage_.owner_before(storage_);
   }
 
-  // "f32[2, 3]" (with " abstract" for abstract tensors).
-  friend std::string describe(const Tensor& t) {
-    if (!t.defined_) return "undefined";
-    return std::string(dtype_name(t.dtype_)) + to_string(t.shape_) + (t.abstract_ ? " abstract" : "");
-  }
 
  private:
   void reset() noexcept {
@@ -387,8 +398,8 @@ class Tensor {
     switch (dtype_) {
       case DType::f32: put(static_cast<float>(value)); break;
       // Via f32 rounded to odd, so the 16-bit result is rounded once from the double.
-      case DType::bf16: put(to_bf16(f32_round_to_odd(value))); break;
-      case DType::f16: put(to_f16(f32_round_to_odd(value))); break;
+      case DType::bf16: put(to_bf16(detail::f32_round_to_odd(value))); break;
+      case DType::f16: put(to_f16(detail::f32_round_to_odd(value))); break;
       case DType::i8: put(checked_int<std::int8_t>(value)); break;
       case DType::u8: put(checked_int<std::uint8_t>(value)); break;
       case DType::i32: put(checked_int<std::int32_t>(value)); break;
@@ -396,18 +407,6 @@ class Tensor {
       case DType::i64: put(checked_int<std::int64_t>(value)); break;
       case DType::u64: put(checked_int<std::uint64_t>(value)); break;
     }
-  }
-  // A float that keeps a sticky bit for the part of `value` it drops; rounding it once more
-  // to a format at least two bits narrower equals rounding `value` directly.
-  static float f32_round_to_odd(double value) {
-    float f = static_cast<float>(value);
-    if (std::isnan(value) || static_cast<double>(f) == value) return f;
-    if (std::fabs(static_cast<double>(f)) > std::fabs(value)) f = std::nextafter(f, 0.0f);
-    std::uint32_t bits;
-    std::memcpy(&bits, &f, sizeof bits);
-    bits |= 1u;
-    std::memcpy(&f, &bits, sizeof bits);
-    return f;
   }
   template <class I>
   I checked_int(double value) const {
@@ -426,6 +425,12 @@ class Tensor {
   bool defined_ = false;
   bool abstract_ = false;
 };
+
+// "f32[2, 3]" (with " abstract" for abstract tensors, "undefined" for undefined ones).
+inline std::string describe(const Tensor& t) {
+  if (!t.defined()) return "undefined";
+  return std::string(dtype_name(t.dtype())) + to_string(t.shape()) + (t.is_abstract() ? " abstract" : "");
+}
 
 // Same dtype, same shape and the same bytes (abstract tensors compare by dtype and shape).
 inline bool equal(const Tensor& a, const Tensor& b) {
