@@ -196,6 +196,8 @@ struct Binder : NodeVisitor {
   std::size_t slot = 0;
   void variable(const Path&, Variable& v) { v.bind(cell_for(slot++)); }
 };
+template <class C>
+Binder(NodeVisitor, C) -> Binder<C>;  // for compilers without aggregate deduction (clang 14)
 
 // Replaces each unique variable by make(old) (ties stay tied); empty handles are an error.
 template <class Make>

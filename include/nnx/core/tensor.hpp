@@ -14,6 +14,8 @@
 //   x.use_count();                                  // 3 (x, row, y): donation checks this
 #pragma once
 
+#include <algorithm>
+#include <array>
 #include <atomic>
 #include <cmath>
 #include <cstddef>
@@ -22,10 +24,12 @@
 #include <initializer_list>
 #include <limits>
 #include <memory>
+#include <mutex>
 #include <new>
 #include <span>
 #include <string>
 #include <type_traits>
+#include <unordered_map>
 #include <vector>
 
 #include "nnx/core/dtype.hpp"
@@ -34,8 +38,8 @@
 
 namespace nnx {
 
-// Bytes of tensor storage this process allocated, for tests and memory reports.
-// Borrowed storage (mmap) is not counted.
+// Bytes of tensor storage this process handed out, for tests and memory reports (buffers
+// reused from the storage pool count again). Borrowed storage (mmap) is not counted.
 struct TensorMemoryStats {
   std::int64_t live_bytes = 0;       // allocated and not yet freed
   std::int64_t allocated_bytes = 0;  // allocated since start
@@ -94,20 +98,105 @@ class ConcreteTensorScope {
   int saved_;
 };
 
+// Recycles tensor buffers (and the shared_ptr control blocks that own them): a freed
+// buffer of up to max_cached_block bytes is kept, up to max_cached_total bytes in all, for
+// the next allocation of the same size. A decode step allocates the same shapes every token,
+// so after the first one it takes every buffer from here and calls malloc for none.
+class StoragePool {
+ public:
+  static constexpr std::size_t max_cached_block = std::size_t{16} << 20;
+  static constexpr std::size_t max_cached_total = std::size_t{256} << 20;
+
+  void* take(std::size_t n) {
+    {
+      std::lock_guard lock(mutex_);
+      auto it = free_.find(n);
+      if (it != free_.end() && !it->second.empty()) {
+        void* p = it->second.back();
+        it->second.pop_back();
+        cached_ -= n;
+        return p;
+      }
+    }
+    return ::operator new(n, std::align_val_t{tensor_alignment});
+  }
+  void give(void* p, std::size_t n) noexcept {
+    if (n <= max_cached_block) {
+      std::lock_guard lock(mutex_);
+      if (cached_ + n <= max_cached_total) {
+        try {
+          free_[n].push_back(p);
+          cached_ += n;
+          return;
+        } catch (...) {  // no memory to remember it: free it instead
+        }
+      }
+    }
+    ::operator delete(p, std::align_val_t{tensor_alignment});
+  }
+  // Frees every cached buffer (memory in use is untouched).
+  void release() noexcept {
+    std::lock_guard lock(mutex_);
+    for (auto& [n, blocks] : free_)
+      for (void* p : blocks) ::operator delete(p, std::align_val_t{tensor_alignment});
+    free_.clear();
+    cached_ = 0;
+  }
+  std::size_t cached_bytes() {
+    std::lock_guard lock(mutex_);
+    return cached_;
+  }
+
+ private:
+  std::mutex mutex_;
+  std::unordered_map<std::size_t, std::vector<void*>> free_;
+  std::size_t cached_ = 0;
+};
+
+inline StoragePool& storage_pool() {
+  static StoragePool* pool = new StoragePool;  // lives as long as any tensor may
+  return *pool;
+}
+
+// Allocates shared_ptr control blocks from the pool as well.
+template <class T>
+struct PoolAllocator {
+  using value_type = T;
+  PoolAllocator() = default;
+  template <class U>
+  PoolAllocator(const PoolAllocator<U>&) noexcept {}
+  T* allocate(std::size_t n) { return static_cast<T*>(storage_pool().take(n * sizeof(T))); }
+  void deallocate(T* p, std::size_t n) noexcept { storage_pool().give(p, n * sizeof(T)); }
+  template <class U>
+  friend bool operator==(const PoolAllocator&, const PoolAllocator<U>&) noexcept {
+    return true;
+  }
+};
+
 inline std::shared_ptr<std::byte> allocate_storage(std::size_t nbytes) {
   if (nbytes == 0) return nullptr;
-  auto* p = static_cast<std::byte*>(::operator new(nbytes, std::align_val_t{tensor_alignment}));
+  auto* p = static_cast<std::byte*>(storage_pool().take(nbytes));
   auto& c = tensor_memory_counters();
   c.live_bytes += static_cast<std::int64_t>(nbytes);
   c.allocated_bytes += static_cast<std::int64_t>(nbytes);
   c.allocations += 1;
-  return std::shared_ptr<std::byte>(p, [nbytes](std::byte* q) {
-    ::operator delete(q, std::align_val_t{tensor_alignment});
+  auto release = [nbytes](std::byte* q) {
+    storage_pool().give(q, nbytes);
     tensor_memory_counters().live_bytes -= static_cast<std::int64_t>(nbytes);
-  });
+  };
+  try {
+    return std::shared_ptr<std::byte>(p, release, PoolAllocator<std::byte>());
+  } catch (...) {
+    release(p);
+    throw;
+  }
 }
 
 }  // namespace detail
+
+// Returns the tensor buffers the storage pool keeps for reuse to the system (buffers in use
+// are untouched). The pool holds at most 256 MiB of buffers of at most 16 MiB each.
+inline void release_cached_tensor_memory() noexcept { detail::storage_pool().release(); }
 
 inline TensorMemoryStats tensor_memory_stats() {
   auto& c = detail::tensor_memory_counters();
@@ -297,14 +386,18 @@ class Tensor {
         known *= dims[i];
       }
     }
-    std::vector<std::int64_t> out(dims.begin(), dims.end());
+    if (dims.size() > Shape::max_rank)
+      throw ShapeError("Tensor::reshape: rank " + std::to_string(dims.size()) + " above the maximum of " +
+                       std::to_string(Shape::max_rank));
+    std::array<std::int64_t, Shape::max_rank> out{};
+    std::copy(dims.begin(), dims.end(), out.begin());
     if (inferred >= 0) {
       if (known == 0 || numel() % known != 0)
         throw ShapeError("Tensor::reshape: cannot infer -1 for " + std::to_string(numel()) + " elements of shape " +
                          to_string(shape_));
       out[static_cast<std::size_t>(inferred)] = numel() / known;
     }
-    Shape target{std::span<const std::int64_t>(out)};
+    Shape target{std::span<const std::int64_t>(out.data(), dims.size())};
     if (target.numel() != numel())
       throw ShapeError("Tensor::reshape: shape " + to_string(shape_) + " (" + std::to_string(numel()) +
                        " elements) cannot become " + to_string(target));

@@ -1,0 +1,179 @@
+// generate — greedy decoding from a Hugging Face directory or a native nnxcpp checkpoint.
+//
+//   generate --model PATH --prompt-ids 1,2,3 --max-new-tokens 16 [--dump-logits FILE]
+//
+// Prints the generated token ids, space-separated, on one line of stdout (and nothing else
+// there). --dump-logits writes the prompt's full-sequence logits as a safetensors file with
+// one tensor "logits" f32 [prompt length, vocab]. Any error (missing path, bad config,
+// unknown architecture, a token id out of range, a prompt that does not fit the context) is
+// one line on stderr and exit code 2.
+//
+// PATH is a directory holding config.json + model.safetensors (or sharded files with
+// model.safetensors.index.json) for gpt2 or llama, or a checkpoint written by
+// nnx::io::save_checkpoint with the model's config (including "model_type").
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <iostream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <nnx/core.hpp>
+#include <nnx/io/checkpoint.hpp>
+#include <nnx/io/huggingface.hpp>
+#include <nnx/io/safetensors.hpp>
+#include <nnx/models.hpp>
+
+namespace {
+
+struct UsageError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+struct Args {
+  std::filesystem::path model;
+  std::vector<std::int64_t> prompt;
+  std::int64_t max_new_tokens = -1;
+  std::string dump_logits;
+};
+
+std::vector<std::int64_t> parse_ids(const std::string& text) {
+  std::vector<std::int64_t> ids;
+  std::stringstream in(text);
+  std::string item;
+  while (std::getline(in, item, ',')) {
+    std::size_t used = 0;
+    long long v = 0;
+    try {
+      v = std::stoll(item, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    if (used == 0 || used != item.size() || v < 0) throw UsageError("--prompt-ids: '" + item + "' is not a token id");
+    ids.push_back(v);
+  }
+  if (ids.empty()) throw UsageError("--prompt-ids: empty prompt");
+  return ids;
+}
+
+Args parse_args(int argc, char** argv) {
+  Args a;
+  for (int i = 1; i < argc; ++i) {
+    const std::string flag = argv[i];
+    if (i + 1 >= argc) throw UsageError(flag + ": missing value");
+    const std::string value = argv[++i];
+    if (flag == "--model") {
+      a.model = value;
+    } else if (flag == "--prompt-ids") {
+      a.prompt = parse_ids(value);
+    } else if (flag == "--max-new-tokens") {
+      std::size_t used = 0;
+      try {
+        a.max_new_tokens = std::stoll(value, &used);
+      } catch (const std::exception&) {
+        used = 0;
+      }
+      if (used == 0 || used != value.size() || a.max_new_tokens < 0)
+        throw UsageError("--max-new-tokens: '" + value + "' is not a non-negative integer");
+    } else if (flag == "--dump-logits") {
+      a.dump_logits = value;
+    } else {
+      throw UsageError("unknown option " + flag);
+    }
+  }
+  if (a.model.empty()) throw UsageError("--model is required");
+  if (a.prompt.empty()) throw UsageError("--prompt-ids is required");
+  if (a.max_new_tokens < 0) throw UsageError("--max-new-tokens is required");
+  return a;
+}
+
+std::int64_t argmax(const float* row, std::int64_t n) {
+  std::int64_t best = 0;
+  for (std::int64_t i = 1; i < n; ++i)
+    if (row[i] > row[best]) best = i;
+  return best;
+}
+
+// Builds Model from its config without allocating weights, then loads the weights.
+template <class Model, class Config>
+Model load(const std::filesystem::path& path, const Config& cfg, bool hugging_face, std::int64_t cache_length) {
+  nnx::Rngs rngs{0};
+  Model abstract = nnx::eval_shape([&] {
+    return Model(cfg, nnx::Mode::autoregressive, rngs, {.cache_batch = 1, .cache_length = cache_length});
+  });
+  auto [graphdef, params, cache] = nnx::split(abstract, nnx::of<nnx::Param>, nnx::everything);
+  nnx::State weights = hugging_face ? nnx::io::HfCheckpoint::open(path).read_params(params)
+                                    : nnx::io::restore_checkpoint(path, params);
+  nnx::State zeros = cache.map([](const nnx::Tensor& t) { return nnx::Tensor::zeros(t.shape(), t.dtype()); });
+  return nnx::merge(graphdef, std::move(weights), std::move(zeros));
+}
+
+template <class Model, class Config>
+std::vector<std::int64_t> run(const Args& args, const Config& cfg, std::int64_t vocab, std::int64_t context,
+                              bool hugging_face) {
+  const auto T = static_cast<std::int64_t>(args.prompt.size());
+  for (std::int64_t id : args.prompt)
+    if (id >= vocab)
+      throw nnx::InvalidArgument("token id " + std::to_string(id) + " is outside the vocabulary [0, " +
+                                 std::to_string(vocab) + ")");
+  if (T + args.max_new_tokens > context)
+    throw nnx::InvalidArgument("prompt of " + std::to_string(T) + " tokens plus " +
+                               std::to_string(args.max_new_tokens) + " new tokens exceeds the context length " +
+                               std::to_string(context));
+  Model model = load<Model>(args.model, cfg, hugging_face, T + args.max_new_tokens);
+
+  std::vector<std::int32_t> ids(args.prompt.begin(), args.prompt.end());
+  auto tokens = nnx::Tensor::from_vector(ids, {1, T});
+  auto out = nnx::prefill(model, tokens, {T});
+  if (!args.dump_logits.empty()) {
+    std::vector<std::pair<std::string, nnx::Tensor>> dump{{"logits", out.logits.select(0)}};
+    nnx::io::save_safetensors(args.dump_logits, dump);
+  }
+  std::vector<std::int64_t> generated;
+  nnx::Tensor last = out.last_logits;
+  for (std::int64_t step = 0; step < args.max_new_tokens; ++step) {
+    const std::int64_t next = argmax(last.data<float>(), vocab);
+    generated.push_back(next);
+    if (step + 1 == args.max_new_tokens) break;
+    auto next_token = nnx::Tensor::from_vector(std::vector<std::int32_t>{static_cast<std::int32_t>(next)}, {1});
+    last = nnx::decode_step(model, next_token, {T + step});
+  }
+  return generated;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    const Args args = parse_args(argc, argv);
+    if (!std::filesystem::exists(args.model)) throw nnx::InvalidArgument(args.model.string() + ": no such path");
+    const bool hugging_face = std::filesystem::exists(args.model / "config.json");
+    const nlohmann::json config = hugging_face ? nnx::io::HfCheckpoint::open(args.model).config()
+                                               : nnx::io::checkpoint_config(args.model);
+    const std::string type = config.is_object() ? config.value("model_type", std::string()) : std::string();
+    std::vector<std::int64_t> generated;
+    if (type == "gpt2") {
+      const auto cfg = nnx::Gpt2Config::from_json(config);
+      generated = run<nnx::Gpt2>(args, cfg, cfg.vocab_size, cfg.n_positions, hugging_face);
+    } else if (type == "llama") {
+      const auto cfg = nnx::LlamaConfig::from_json(config);
+      generated = run<nnx::Llama>(args, cfg, cfg.vocab_size, cfg.max_position_embeddings, hugging_face);
+    } else {
+      throw nnx::InvalidArgument(args.model.string() + ": unknown architecture \"" + type + "\" (gpt2, llama)");
+    }
+    std::string line;
+    for (std::size_t i = 0; i < generated.size(); ++i) {
+      if (i) line += ' ';
+      line += std::to_string(generated[i]);
+    }
+    std::cout << line << "\n";
+    return 0;
+  } catch (const std::exception& e) {
+    std::string msg = e.what();
+    for (char& c : msg)
+      if (c == '\n') c = ' ';
+    std::cerr << "generate: " << msg << "\n";
+    return 2;
+  }
+}

@@ -1,0 +1,16 @@
+// nnx/kernels.hpp — the kernels layer: compute on raw row-major float buffers, no Tensor.
+// Matrix products (AVX2+FMA when the CPU has it, chosen at run time, else portable),
+// softmax, LayerNorm / RMSNorm, GELU / SiLU / SwiGLU, rotary embeddings, bias and sums.
+// Kernels never throw; nnx/ops.hpp wraps them with shape and dtype checks.
+//
+//   nnx::kernels::gemm_f32(M, N, K, a, K, b, N, c, N);
+//   nnx::kernels::softmax_rows(c, M, N);
+#pragma once
+
+#include "nnx/kernels/activation.hpp"
+#include "nnx/kernels/cpu.hpp"
+#include "nnx/kernels/elementwise.hpp"
+#include "nnx/kernels/gemm.hpp"
+#include "nnx/kernels/norm.hpp"
+#include "nnx/kernels/rope.hpp"
+#include "nnx/kernels/softmax.hpp"

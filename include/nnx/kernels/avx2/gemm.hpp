@@ -1,0 +1,425 @@
+// nnx/kernels/avx2/gemm.hpp — AVX2+FMA single-precision matrix products.
+//
+// Compiled with per-function target attributes, so including this header needs no -mavx2;
+// call these only when nnx::kernels::cpu_has_avx2_fma() is true (nnx/kernels/gemm.hpp does
+// that for you). On other platforms the header declares nothing.
+//
+// Reduction orders (fixed, independent of M, of the blocking and of the other rows):
+// - gemm_f32: C[i][j] is one chain of fused multiply-adds over k ascending,
+//     c = (accumulate ? C[i][j] : 0);  for k = 0..K-1: c = fma(A[i][k], B[k][j], c)
+//   Register tiles are outer products (broadcast A[i][k], a vector of B[k][j..j+8)), which
+//   compute exactly this chain per element; a K block resumes the chain from the float it
+//   left in C, which is exact. So a row computed in a batch of 128 equals the same row
+//   computed alone (M = 1), bit for bit.
+// - gemm_f32_bt: C[i][j] = the dot product of A row i and B row j as eight lane chains
+//   (lane l takes k = l, l+8, l+16, ...; a partial last group reads zeros), each an FMA
+//   chain, then summed in the fixed tree ((l0+l4)+(l2+l6)) + ((l1+l5)+(l3+l7)).
+// Single-threaded. A later threaded version may split the columns of C between threads:
+// that keeps every element's chain, hence the same bits on any thread count.
+#pragma once
+
+#include "nnx/kernels/cpu.hpp"
+
+#if NNX_KERNELS_X86_DISPATCH
+
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <new>
+
+namespace nnx::kernels::avx2 {
+
+namespace detail {
+
+// Lanes [0, n) set, for n in 1..8: masked loads read nothing past the end of a row (and
+// give zeros there), masked stores write nothing past it.
+NNX_TARGET_AVX2_FMA inline __m256i lane_mask(int n) noexcept {
+  static constexpr std::int32_t table[16] = {-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0};
+  return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(table + 8 - n));
+}
+
+template <bool kMasked>
+NNX_TARGET_AVX2_FMA inline __m256 load(const float* p, __m256i mask) noexcept {
+  if constexpr (kMasked)
+    return _mm256_maskload_ps(p, mask);
+  else
+    return _mm256_loadu_ps(p);
+}
+
+template <bool kMasked>
+NNX_TARGET_AVX2_FMA inline void store(float* p, __m256 v, __m256i mask) noexcept {
+  if constexpr (kMasked)
+    _mm256_maskstore_ps(p, mask, v);
+  else
+    _mm256_storeu_ps(p, v);
+}
+
+// One MR x (8*NV) tile of C: for k in [0, kc), C[i][j] = fma(A[i][k], b[k][j], C[i][j]),
+// starting from C (load_c) or zero. A[i][k] is a[i * lda + k], or a[k * 6 + i] for a packed
+// panel (kPackedA); b has row stride ldb (a packed panel or B itself). With kMasked only
+// `mask`'s lanes of the last vector exist: loads there read only those lanes, stores write
+// only those.
+template <int MR, int NV, bool kMasked, bool kPackedA = false>
+NNX_TARGET_AVX2_FMA inline void gemm_tile(std::int64_t kc, const float* a, std::int64_t lda, const float* b,
+                                          std::int64_t ldb, float* c, std::int64_t ldc, bool load_c,
+                                          __m256i mask) noexcept {
+  __m256 acc[MR][NV];
+#pragma GCC unroll 8
+  for (int i = 0; i < MR; ++i) {
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) {
+      if (!load_c)
+        acc[i][v] = _mm256_setzero_ps();
+      else if (v == NV - 1)
+        acc[i][v] = load<kMasked>(c + i * ldc + 8 * v, mask);
+      else
+        acc[i][v] = _mm256_loadu_ps(c + i * ldc + 8 * v);
+    }
+  }
+  for (std::int64_t k = 0; k < kc; ++k) {
+    const float* bk = b + k * ldb;
+    __m256 bv[NV];
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) bv[v] = v == NV - 1 ? load<kMasked>(bk + 8 * v, mask) : _mm256_loadu_ps(bk + 8 * v);
+#pragma GCC unroll 8
+    for (int i = 0; i < MR; ++i) {
+      const __m256 av = _mm256_broadcast_ss(kPackedA ? a + k * 6 + i : a + i * lda + k);
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; ++v) acc[i][v] = _mm256_fmadd_ps(av, bv[v], acc[i][v]);
+    }
+  }
+#pragma GCC unroll 8
+  for (int i = 0; i < MR; ++i) {
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) {
+      if (v == NV - 1)
+        store<kMasked>(c + i * ldc + 8 * v, acc[i][v], mask);
+      else
+        _mm256_storeu_ps(c + i * ldc + 8 * v, acc[i][v]);
+    }
+  }
+}
+
+// A tile of mr (1..6) rows and 8 * NV columns: picks the instantiation.
+template <int NV, bool kMasked, bool kPackedA>
+NNX_TARGET_AVX2_FMA inline void gemm_tile_rows(int mr, std::int64_t kc, const float* a, std::int64_t lda,
+                                               const float* b, std::int64_t ldb, float* c, std::int64_t ldc,
+                                               bool load_c, __m256i mask) noexcept {
+  switch (mr) {
+    case 1: gemm_tile<1, NV, kMasked, kPackedA>(kc, a, lda, b, ldb, c, ldc, load_c, mask); break;
+    case 2: gemm_tile<2, NV, kMasked, kPackedA>(kc, a, lda, b, ldb, c, ldc, load_c, mask); break;
+    case 3: gemm_tile<3, NV, kMasked, kPackedA>(kc, a, lda, b, ldb, c, ldc, load_c, mask); break;
+    case 4: gemm_tile<4, NV, kMasked, kPackedA>(kc, a, lda, b, ldb, c, ldc, load_c, mask); break;
+    case 5: gemm_tile<5, NV, kMasked, kPackedA>(kc, a, lda, b, ldb, c, ldc, load_c, mask); break;
+    default: gemm_tile<6, NV, kMasked, kPackedA>(kc, a, lda, b, ldb, c, ldc, load_c, mask); break;
+  }
+}
+
+// A tile of mr (1..6) rows and n (1..16) columns.
+template <bool kPackedA>
+NNX_TARGET_AVX2_FMA inline void gemm_tile_16(int mr, int n, std::int64_t kc, const float* a, std::int64_t lda,
+                                             const float* b, std::int64_t ldb, float* c, std::int64_t ldc,
+                                             bool load_c) noexcept {
+  const __m256i mask = lane_mask(n > 8 ? n - 8 : n);
+  if (n == 16)
+    gemm_tile_rows<2, false, kPackedA>(mr, kc, a, lda, b, ldb, c, ldc, load_c, mask);
+  else if (n > 8)
+    gemm_tile_rows<2, true, kPackedA>(mr, kc, a, lda, b, ldb, c, ldc, load_c, mask);
+  else if (n == 8)
+    gemm_tile_rows<1, false, kPackedA>(mr, kc, a, lda, b, ldb, c, ldc, load_c, mask);
+  else
+    gemm_tile_rows<1, true, kPackedA>(mr, kc, a, lda, b, ldb, c, ldc, load_c, mask);
+}
+
+// Rows per k panel of the unpacked path: about 128 KiB of B, which the row tiles share from
+// L2; one or two rows (decode) share nothing and stream best from 8 rows at a time
+// (measured).
+inline std::int64_t unpacked_panel_rows(std::int64_t M, std::int64_t N) noexcept {
+  return M <= 2 ? 8 : std::clamp<std::int64_t>(128 * 1024 / 4 / N, 4, 64);
+}
+// Row stride of a copied panel: an odd number of 64-byte lines, so 64 rows hit 64 L1 sets.
+inline std::int64_t unpacked_panel_stride(std::int64_t N) noexcept {
+  const std::int64_t lines = (N + 15) / 16;
+  return 16 * (lines % 2 == 0 ? lines + 1 : lines);
+}
+inline std::int64_t unpacked_panel_floats(std::int64_t M, std::int64_t N) noexcept {
+  return unpacked_panel_rows(M, N) * unpacked_panel_stride(N);
+}
+
+// The unpacked path: B read in panels of kb rows, each streamed once from memory as kb
+// sequential row streams; every row tile of C passes over the panel while it is in L2 (so
+// a batch of 8 reads the weights once), resuming its chains from C. One or two rows use
+// 32-wide tiles (four independent FMA chains per k per row), more rows 6 x 16.
+//
+// When B's row stride is a multiple of 2 KiB (e.g. N = 3072 or 4096), the rows of a panel
+// fall into one or two L1 sets and evict each other; with `panel` given, each k panel is
+// then first copied there with a stride of an odd number of cache lines.
+NNX_TARGET_AVX2_FMA inline void gemm_unpacked(std::int64_t M, std::int64_t N, std::int64_t K, const float* A,
+                                              std::int64_t lda, const float* B, std::int64_t ldb, float* C,
+                                              std::int64_t ldc, bool accumulate, float* panel = nullptr) noexcept {
+  const std::int64_t kb_max = unpacked_panel_rows(M, N);
+  const std::int64_t ldp = unpacked_panel_stride(N);
+  const __m256i all = lane_mask(8);
+  for (std::int64_t k0 = 0; k0 < K; k0 += kb_max) {
+    const std::int64_t kb = std::min(kb_max, K - k0);
+    const bool load_c = accumulate || k0 > 0;
+    const float* b = B + k0 * ldb;
+    std::int64_t ldbp = ldb;
+    if (panel) {
+      for (std::int64_t k = 0; k < kb; ++k) std::copy(b + k * ldb, b + k * ldb + N, panel + k * ldp);
+      b = panel;
+      ldbp = ldp;
+    }
+    for (std::int64_t i0 = 0; i0 < M;) {
+      const std::int64_t rem = M - i0;
+      const int mr = static_cast<int>(rem >= 3 ? std::min<std::int64_t>(6, rem) : rem);
+      const float* a = A + i0 * lda + k0;
+      float* c = C + i0 * ldc;
+      std::int64_t j = 0;
+      if (mr <= 2) {
+        for (; j + 32 <= N; j += 32) {
+          if (mr == 1)
+            gemm_tile<1, 4, false>(kb, a, lda, b + j, ldbp, c + j, ldc, load_c, all);
+          else
+            gemm_tile<2, 4, false>(kb, a, lda, b + j, ldbp, c + j, ldc, load_c, all);
+        }
+      }
+      for (; j < N; j += 16)
+        gemm_tile_16<false>(mr, static_cast<int>(std::min<std::int64_t>(16, N - j)), kb, a, lda, b + j, ldbp, c + j,
+                            ldc, load_c);
+      i0 += mr;
+    }
+  }
+}
+
+// A per-thread buffer for packed panels of B, grown once and kept (no allocation per call
+// after the first). nullptr when memory is exhausted: callers then use the unpacked path,
+// which gives the same bits.
+inline float* pack_buffer(std::size_t floats) noexcept {
+  struct Buffer {
+    float* data = nullptr;
+    std::size_t size = 0;
+    ~Buffer() { ::operator delete (data, std::align_val_t{64}); }
+  };
+  static thread_local Buffer buffer;
+  if (buffer.size < floats) {
+    ::operator delete (buffer.data, std::align_val_t{64});
+    buffer.data = static_cast<float*>(::operator new (floats * sizeof(float), std::align_val_t{64}, std::nothrow));
+    buffer.size = buffer.data ? floats : 0;
+  }
+  return buffer.data;
+}
+
+// Copies B[0:kc, 0:nc] into panels of 16 columns, each [kc][16] contiguous, the last one
+// zero-padded: the tile then reads B with unit stride and the padding is never stored.
+NNX_TARGET_AVX2_FMA inline void pack_b(std::int64_t kc, std::int64_t nc, const float* b, std::int64_t ldb,
+                                       float* out) noexcept {
+  for (std::int64_t k = 0; k < kc; ++k) {
+    const float* src = b + k * ldb;
+    std::int64_t j = 0;
+    for (; j + 16 <= nc; j += 16) {
+      float* dst = out + (j / 16) * kc * 16 + k * 16;
+      _mm256_storeu_ps(dst, _mm256_loadu_ps(src + j));
+      _mm256_storeu_ps(dst + 8, _mm256_loadu_ps(src + j + 8));
+    }
+    if (j < nc) {
+      float* dst = out + (j / 16) * kc * 16 + k * 16;
+      std::int64_t l = 0;
+      for (; j + l < nc; ++l) dst[l] = src[j + l];
+      for (; l < 16; ++l) dst[l] = 0.0f;
+    }
+  }
+}
+
+// Copies A[0:mc, 0:kc] into panels of 6 rows, each [kc][6] contiguous, the last one
+// zero-padded: the tile then broadcasts A with unit stride.
+NNX_TARGET_AVX2_FMA inline void pack_a(std::int64_t mc, std::int64_t kc, const float* a, std::int64_t lda,
+                                       float* out) noexcept {
+  for (std::int64_t i0 = 0; i0 < mc; i0 += 6) {
+    const std::int64_t mr = std::min<std::int64_t>(6, mc - i0);
+    float* dst = out + (i0 / 6) * kc * 6;
+    for (std::int64_t k = 0; k < kc; ++k)
+      for (std::int64_t i = 0; i < 6; ++i) dst[k * 6 + i] = i < mr ? a[(i0 + i) * lda + k] : 0.0f;
+  }
+}
+
+// Block sizes of the packed path: a kKc x 16 panel of B (16 KiB) stays in L1 while a packed
+// block of kMc rows of A (kMc x kKc floats, 96 KiB) is read from L2; a kKc x kNc block of
+// packed B (1 MiB) is reused by every row of A.
+inline constexpr std::int64_t kKc = 256;
+inline constexpr std::int64_t kMc = 96;
+inline constexpr std::int64_t kNc = 1024;
+
+NNX_TARGET_AVX2_FMA inline void gemm_packed(std::int64_t M, std::int64_t N, std::int64_t K, const float* A,
+                                            std::int64_t lda, const float* B, std::int64_t ldb, float* C,
+                                            std::int64_t ldc, bool accumulate, float* buf) noexcept {
+  float* abuf = buf + kKc * (kNc + 16);
+  for (std::int64_t jc = 0; jc < N; jc += kNc) {
+    const std::int64_t nc = std::min(kNc, N - jc);
+    for (std::int64_t pc = 0; pc < K; pc += kKc) {
+      const std::int64_t kc = std::min(kKc, K - pc);
+      pack_b(kc, nc, B + pc * ldb + jc, ldb, buf);
+      // Later K blocks resume each element's chain from C.
+      const bool load_c = accumulate || pc > 0;
+      for (std::int64_t ic = 0; ic < M; ic += kMc) {
+        const std::int64_t mc = std::min(kMc, M - ic);
+        pack_a(mc, kc, A + ic * lda + pc, lda, abuf);
+        for (std::int64_t jr = 0; jr < nc; jr += 16) {
+          const int n = static_cast<int>(std::min<std::int64_t>(16, nc - jr));
+          const float* panel = buf + (jr / 16) * kc * 16;
+          for (std::int64_t ir = 0; ir < mc; ir += 6) {
+            const int mr = static_cast<int>(std::min<std::int64_t>(6, mc - ir));
+            gemm_tile_16<true>(mr, n, kc, abuf + ir * kc, 6, panel, 16, C + (ic + ir) * ldc + jc + jr, ldc, load_c);
+          }
+        }
+      }
+    }
+  }
+}
+
+// Path choice (tuned on an AMD EPYC; every path computes the same chains, so the choice
+// never changes a bit of the result): B is packed for many rows of a wide B, where a k panel
+// of B read in place would be only a few rows deep; otherwise read in place (copied panel by
+// panel when its stride is 2 KiB-aliased and enough rows share each panel).
+inline constexpr std::int64_t kPackMinRows = 16;
+inline constexpr std::int64_t kPackMinCols = 8192;
+inline constexpr std::int64_t kCopyMinRows = 3;
+
+// Sum of the 8 lanes in the fixed tree ((l0+l4)+(l2+l6)) + ((l1+l5)+(l3+l7)).
+NNX_TARGET_AVX2_FMA inline float hsum(__m256 v) noexcept {
+  const __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  const __m128 s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
+  const __m128 s1 = _mm_add_ss(s2, _mm_movehdup_ps(s2));
+  return _mm_cvtss_f32(s1);
+}
+
+// C[i][j] for MR rows of A and NR rows of B (each element its own 8-lane accumulator).
+template <int MR, int NR>
+NNX_TARGET_AVX2_FMA inline void gemm_bt_tile(std::int64_t K, const float* a, std::int64_t lda, const float* b,
+                                             std::int64_t ldb, float* c, std::int64_t ldc) noexcept {
+  __m256 acc[MR][NR];
+#pragma GCC unroll 8
+  for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 8
+    for (int j = 0; j < NR; ++j) acc[i][j] = _mm256_setzero_ps();
+  const std::int64_t k8 = K - K % 8;
+  for (std::int64_t k = 0; k < k8; k += 8) {
+    __m256 bv[NR];
+#pragma GCC unroll 8
+    for (int j = 0; j < NR; ++j) bv[j] = _mm256_loadu_ps(b + j * ldb + k);
+#pragma GCC unroll 8
+    for (int i = 0; i < MR; ++i) {
+      const __m256 av = _mm256_loadu_ps(a + i * lda + k);
+#pragma GCC unroll 8
+      for (int j = 0; j < NR; ++j) acc[i][j] = _mm256_fmadd_ps(av, bv[j], acc[i][j]);
+    }
+  }
+  if (k8 < K) {
+    const __m256i mask = lane_mask(static_cast<int>(K - k8));
+#pragma GCC unroll 8
+    for (int i = 0; i < MR; ++i) {
+      const __m256 av = _mm256_maskload_ps(a + i * lda + k8, mask);
+#pragma GCC unroll 8
+      for (int j = 0; j < NR; ++j)
+        acc[i][j] = _mm256_fmadd_ps(av, _mm256_maskload_ps(b + j * ldb + k8, mask), acc[i][j]);
+    }
+  }
+#pragma GCC unroll 8
+  for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 8
+    for (int j = 0; j < NR; ++j) c[i * ldc + j] = hsum(acc[i][j]);
+}
+
+template <int NR>
+NNX_TARGET_AVX2_FMA inline void gemm_bt_tile_rows(int mr, std::int64_t K, const float* a, std::int64_t lda,
+                                                  const float* b, std::int64_t ldb, float* c,
+                                                  std::int64_t ldc) noexcept {
+  switch (mr) {
+    case 1: gemm_bt_tile<1, NR>(K, a, lda, b, ldb, c, ldc); break;
+    case 2: gemm_bt_tile<2, NR>(K, a, lda, b, ldb, c, ldc); break;
+    case 3: gemm_bt_tile<3, NR>(K, a, lda, b, ldb, c, ldc); break;
+    default: gemm_bt_tile<4, NR>(K, a, lda, b, ldb, c, ldc); break;
+  }
+}
+
+}  // namespace detail
+
+// C[M, N] (+)= A[M, K] · B[K, N]; same contract as nnx::kernels::ref::gemm_f32, order as in
+// the header comment. Requires AVX2 and FMA. Never throws.
+NNX_TARGET_AVX2_FMA inline void gemm_f32(std::int64_t M, std::int64_t N, std::int64_t K, const float* A,
+                                         std::int64_t lda, const float* B, std::int64_t ldb, float* C, std::int64_t ldc,
+                                         bool accumulate = false) noexcept {
+  if (M <= 0 || N <= 0) return;
+  if (K <= 0) {
+    if (!accumulate)
+      for (std::int64_t i = 0; i < M; ++i) std::fill(C + i * ldc, C + i * ldc + N, 0.0f);
+    return;
+  }
+  if (M >= detail::kPackMinRows && N >= detail::kPackMinCols) {
+    const auto floats = static_cast<std::size_t>(detail::kKc * (detail::kNc + 16 + detail::kMc + 6));
+    if (float* buf = detail::pack_buffer(floats)) {
+      detail::gemm_packed(M, N, K, A, lda, B, ldb, C, ldc, accumulate, buf);
+      return;
+    }
+  }
+  float* panel = nullptr;
+  if (M >= detail::kCopyMinRows && ldb % 512 == 0)
+    panel = detail::pack_buffer(static_cast<std::size_t>(detail::unpacked_panel_floats(M, N)));
+  detail::gemm_unpacked(M, N, K, A, lda, B, ldb, C, ldc, accumulate, panel);
+}
+
+// C[M, N] = A[M, K] · B[N, K]ᵀ; same contract as nnx::kernels::ref::gemm_f32_bt, order as
+// in the header comment. Requires AVX2 and FMA. Never throws.
+NNX_TARGET_AVX2_FMA inline void gemm_f32_bt(std::int64_t M, std::int64_t N, std::int64_t K, const float* A,
+                                            std::int64_t lda, const float* B, std::int64_t ldb, float* C,
+                                            std::int64_t ldc) noexcept {
+  if (M <= 0 || N <= 0) return;
+  if (M < 4) {
+    // Decode: 8 rows of B per tile give 8 independent chains per row of A.
+    for (std::int64_t j = 0; j < N; j += 8) {
+      const std::int64_t nr = std::min<std::int64_t>(8, N - j);
+      for (std::int64_t i = 0; i < M; ++i) {
+        const float* a = A + i * lda;
+        float* c = C + i * ldc + j;
+        const float* b = B + j * ldb;
+        switch (nr) {
+          case 8: detail::gemm_bt_tile<1, 8>(K, a, lda, b, ldb, c, ldc); break;
+          case 7: detail::gemm_bt_tile<1, 7>(K, a, lda, b, ldb, c, ldc); break;
+          case 6: detail::gemm_bt_tile<1, 6>(K, a, lda, b, ldb, c, ldc); break;
+          case 5: detail::gemm_bt_tile<1, 5>(K, a, lda, b, ldb, c, ldc); break;
+          case 4: detail::gemm_bt_tile<1, 4>(K, a, lda, b, ldb, c, ldc); break;
+          case 3: detail::gemm_bt_tile<1, 3>(K, a, lda, b, ldb, c, ldc); break;
+          case 2: detail::gemm_bt_tile<1, 2>(K, a, lda, b, ldb, c, ldc); break;
+          default: detail::gemm_bt_tile<1, 1>(K, a, lda, b, ldb, c, ldc); break;
+        }
+      }
+    }
+    return;
+  }
+  // Rows of A in blocks that stay in L2 (~192 KiB) while every row of B streams past once.
+  const std::int64_t mc = std::max<std::int64_t>(4, (192 * 1024 / 4 / std::max<std::int64_t>(K, 1)) / 4 * 4);
+  for (std::int64_t ic = 0; ic < M; ic += mc) {
+    const std::int64_t mb = std::min(mc, M - ic);
+    for (std::int64_t j = 0; j < N; j += 3) {
+      const int nr = static_cast<int>(std::min<std::int64_t>(3, N - j));
+      for (std::int64_t i = ic; i < ic + mb; i += 4) {
+        const int mr = static_cast<int>(std::min<std::int64_t>(4, ic + mb - i));
+        const float* a = A + i * lda;
+        const float* b = B + j * ldb;
+        float* c = C + i * ldc + j;
+        if (nr == 3)
+          detail::gemm_bt_tile_rows<3>(mr, K, a, lda, b, ldb, c, ldc);
+        else if (nr == 2)
+          detail::gemm_bt_tile_rows<2>(mr, K, a, lda, b, ldb, c, ldc);
+        else
+          detail::gemm_bt_tile_rows<1>(mr, K, a, lda, b, ldb, c, ldc);
+      }
+    }
+  }
+}
+
+}  // namespace nnx::kernels::avx2
+
+#endif  // NNX_KERNELS_X86_DISPATCH

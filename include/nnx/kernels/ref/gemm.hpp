@@ -1,0 +1,99 @@
+// nnx/kernels/ref/gemm.hpp — portable single-precision matrix products: the fallback on CPUs
+// without AVX2+FMA and the oracle the AVX2 kernels are tested against.
+//
+//   // C[M, N] = A[M, K] · B[K, N], all row-major with leading dimensions (row strides)
+//   nnx::kernels::ref::gemm_f32(M, N, K, A, K, B, N, C, N);
+//
+// Reduction order (what makes results reproducible): every C[i][j] is one running float sum
+// over k = 0, 1, ..., K-1, each product rounded and then added:
+//   c = (accumulate ? C[i][j] : 0);  for k ascending: c = c + A[i][k] * B[k][j]
+// The blocking below changes which elements are computed together, never that order, so a
+// row of C is bitwise the same whatever M and whatever the other rows are. (A compiler
+// allowed to contract a*b+c into an FMA, e.g. with -mfma, still does so in every block.)
+// Use nnx/kernels/gemm.hpp, which dispatches to the fastest path; call these directly only
+// to test or to pin the portable path.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+
+namespace nnx::kernels::ref {
+
+namespace detail {
+
+// C rows [i, i + MR) over columns [j0, j0 + nb): MR rows share every load of a B row.
+template <int MR>
+inline void gemm_rows(std::int64_t nb, std::int64_t K, const float* a, std::int64_t lda, const float* b,
+                      std::int64_t ldb, float* c, std::int64_t ldc, bool accumulate) noexcept {
+  float* cr[MR];
+  for (int r = 0; r < MR; ++r) {
+    cr[r] = c + r * ldc;
+    if (!accumulate) std::fill(cr[r], cr[r] + nb, 0.0f);
+  }
+  for (std::int64_t k = 0; k < K; ++k) {
+    const float* bk = b + k * ldb;
+    for (int r = 0; r < MR; ++r) {
+      const float ar = a[r * lda + k];
+      float* out = cr[r];
+      for (std::int64_t j = 0; j < nb; ++j) out[j] += ar * bk[j];
+    }
+  }
+}
+
+}  // namespace detail
+
+// C[M, N] (+)= A[M, K] · B[K, N]. Row-major; lda >= K, ldb >= N, ldc >= N. C must not
+// overlap A or B. With accumulate, C's values start each sum (see the order above);
+// otherwise C is overwritten (K == 0 gives zeros). Never throws.
+inline void gemm_f32(std::int64_t M, std::int64_t N, std::int64_t K, const float* A, std::int64_t lda, const float* B,
+                     std::int64_t ldb, float* C, std::int64_t ldc, bool accumulate = false) noexcept {
+  if (M <= 0 || N <= 0) return;
+  // 256 columns of 4 C rows (4 KiB) stay in L1 while a B strip streams past them.
+  constexpr std::int64_t kCols = 256;
+  for (std::int64_t j0 = 0; j0 < N; j0 += kCols) {
+    const std::int64_t nb = std::min(kCols, N - j0);
+    std::int64_t i = 0;
+    for (; i + 4 <= M; i += 4)
+      detail::gemm_rows<4>(nb, K, A + i * lda, lda, B + j0, ldb, C + i * ldc + j0, ldc, accumulate);
+    for (; i < M; ++i) detail::gemm_rows<1>(nb, K, A + i * lda, lda, B + j0, ldb, C + i * ldc + j0, ldc, accumulate);
+  }
+}
+
+// C[M, N] = A[M, K] · B[N, K]ᵀ: B is stored with one row per output column (a tied
+// embedding table [V, D] gives logits). Row-major; lda >= K, ldb >= K, ldc >= N; C must not
+// overlap A or B. Order: C[i][j] = one running float sum over k ascending of
+// A[i][k] * B[j][k], starting from 0. Never throws.
+inline void gemm_f32_bt(std::int64_t M, std::int64_t N, std::int64_t K, const float* A, std::int64_t lda,
+                        const float* B, std::int64_t ldb, float* C, std::int64_t ldc) noexcept {
+  for (std::int64_t i = 0; i < M; ++i) {
+    const float* a = A + i * lda;
+    std::int64_t j = 0;
+    // Four independent sums at once, for instruction-level parallelism; each is still
+    // its own k-ascending chain.
+    for (; j + 4 <= N; j += 4) {
+      const float* b0 = B + j * ldb;
+      const float* b1 = b0 + ldb;
+      const float* b2 = b1 + ldb;
+      const float* b3 = b2 + ldb;
+      float s0 = 0.0f, s1 = 0.0f, s2 = 0.0f, s3 = 0.0f;
+      for (std::int64_t k = 0; k < K; ++k) {
+        s0 += a[k] * b0[k];
+        s1 += a[k] * b1[k];
+        s2 += a[k] * b2[k];
+        s3 += a[k] * b3[k];
+      }
+      C[i * ldc + j] = s0;
+      C[i * ldc + j + 1] = s1;
+      C[i * ldc + j + 2] = s2;
+      C[i * ldc + j + 3] = s3;
+    }
+    for (; j < N; ++j) {
+      const float* b = B + j * ldb;
+      float s = 0.0f;
+      for (std::int64_t k = 0; k < K; ++k) s += a[k] * b[k];
+      C[i * ldc + j] = s;
+    }
+  }
+}
+
+}  // namespace nnx::kernels::ref

@@ -1,0 +1,86 @@
+// nnx/kernels/ref/rope.hpp — portable rotary position embedding, rotate-half convention
+// (Hugging Face Llama / GPT-NeoX), in place on rows of head_dim floats.
+//
+//   // q[T, H, D] at positions pos[T]
+//   nnx::kernels::ref::rope_rotate_half(q, pos, T, H, D, 10000.0f);
+//
+// Numerics follow Hugging Face's float32 computation, so logits match a PyTorch run closely:
+//   inv_freq[i] = 1 / theta^(float(2i) / float(D))     (float; the power correctly rounded)
+//   angle       = float(pos) * inv_freq[i]              (float product, as HF's matmul)
+//   c, s        = cos(angle), sin(angle)                (of that float, correctly rounded)
+//   y[i]        = x[i] c - x[i + D/2] s;   y[i + D/2] = x[i + D/2] c + x[i] s
+// HF's own pow/cos/sin are within 1 ulp, so c and s agree with theirs to ~1 ulp. Against
+// exact arithmetic the float angle is off by up to ~2 pos inv_freq 2^-24 rad (about
+// 2.4e-4 rad at position 4096 for the lowest frequency), as in HF; the test bounds it.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+
+namespace nnx::kernels::ref {
+
+namespace detail {
+
+inline float rope_inv_freq_at(float theta, std::int64_t D, std::int64_t i) noexcept {
+  const float exponent = static_cast<float>(2 * i) / static_cast<float>(D);
+  return 1.0f / static_cast<float>(std::pow(static_cast<double>(theta), static_cast<double>(exponent)));
+}
+
+// Rotates the frequencies [i0, i0 + nb) of every row of x[T, H, D]; inv[k] is the inverse
+// frequency of i0 + k.
+inline void rope_rotate_slice(float* x, const std::int32_t* positions, std::int64_t T, std::int64_t H, std::int64_t D,
+                              std::int64_t i0, std::int64_t nb, const float* inv) noexcept {
+  const std::int64_t half = D / 2;
+  constexpr std::int64_t kChunk = 64;  // cos/sin of one position for 64 frequencies, on the stack
+  float c[kChunk], s[kChunk];
+  for (std::int64_t t = 0; t < T; ++t) {
+    const auto pos = static_cast<float>(positions[t]);
+    for (std::int64_t k0 = 0; k0 < nb; k0 += kChunk) {
+      const std::int64_t kb = std::min(kChunk, nb - k0);
+      for (std::int64_t k = 0; k < kb; ++k) {
+        const float angle = pos * inv[k0 + k];
+        c[k] = static_cast<float>(std::cos(static_cast<double>(angle)));
+        s[k] = static_cast<float>(std::sin(static_cast<double>(angle)));
+      }
+      for (std::int64_t h = 0; h < H; ++h) {
+        float* lo = x + (t * H + h) * D + i0 + k0;
+        float* hi = lo + half;
+        for (std::int64_t k = 0; k < kb; ++k) {
+          const float x1 = lo[k], x2 = hi[k];
+          lo[k] = x1 * c[k] - x2 * s[k];
+          hi[k] = x2 * c[k] + x1 * s[k];
+        }
+      }
+    }
+  }
+}
+
+}  // namespace detail
+
+// inv_freq[i] = 1 / theta^(2i / D) for i < D / 2, computed as described above. Precompute
+// it once to apply a frequency scaling (Llama 3's rope_scaling rewrites these values).
+inline void rope_inv_freq(float theta, std::int64_t D, float* inv_freq) noexcept {
+  for (std::int64_t i = 0; i < D / 2; ++i) inv_freq[i] = detail::rope_inv_freq_at(theta, D, i);
+}
+
+// Rotates x[T, H, D] in place: every head of row t by positions[t], with the given
+// inv_freq[D / 2]. D must be even. Never throws.
+inline void rope_rotate_half(float* x, const std::int32_t* positions, std::int64_t T, std::int64_t H, std::int64_t D,
+                             const float* inv_freq) noexcept {
+  detail::rope_rotate_slice(x, positions, T, H, D, 0, D / 2, inv_freq);
+}
+
+// The same with inv_freq computed from theta (as rope_inv_freq does), without allocating.
+inline void rope_rotate_half(float* x, const std::int32_t* positions, std::int64_t T, std::int64_t H, std::int64_t D,
+                             float theta) noexcept {
+  constexpr std::int64_t kSlice = 256;  // frequencies per slice: head_dim 512 in one slice
+  float inv[kSlice];
+  for (std::int64_t i0 = 0; i0 < D / 2; i0 += kSlice) {
+    const std::int64_t nb = std::min(kSlice, D / 2 - i0);
+    for (std::int64_t k = 0; k < nb; ++k) inv[k] = detail::rope_inv_freq_at(theta, D, i0 + k);
+    detail::rope_rotate_slice(x, positions, T, H, D, i0, nb, inv);
+  }
+}
+
+}  // namespace nnx::kernels::ref

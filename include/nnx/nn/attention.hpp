@@ -1,0 +1,226 @@
+// nnx/nn/attention.hpp — causal multi-head / grouped-query attention with an optional KV cache.
+//
+// Heads: num_heads query heads share num_kv_heads key/value heads (GQA; equal for MHA).
+// Projections are fused (one [C, (H + 2 Hkv) D] kernel, q|k|v, as GPT-2's c_attn) or
+// separate (query, key, value). RoPE, when on, rotates q and k in the rotate-half
+// convention (pairs i and i + D/2) with the given theta.
+//
+// The KV cache (Cache variables key and value, [B, S, Hkv, D]) exists only in prefill and
+// autoregressive modes. Every row b writes its keys and values at its own positions, and a
+// query at position p attends to cache entries 0..p of its own row: a prefill of a padded
+// prompt never reads its padding, and decoding steps of different rows are independent.
+// Without a cache (train), a query at index t attends to keys 0..t of its sequence.
+//
+// Writing the cache is in place when the cache tensor is uniquely owned (use_count() == 1,
+// i.e. the state was donated) and copy-on-write otherwise: the module then holds a new
+// tensor and every other holder keeps the old one.
+//
+//   nnx::Attention attn(768, {.num_heads = 12, .fused_qkv = true, .mode = nnx::Mode::prefill,
+//                             .cache_batch = 1, .cache_length = 1024}, rngs);
+//   nnx::Tensor y = attn(x, positions);      // x f32 [B, T, C], positions i32 [B, T]
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "nnx/core/error.hpp"
+#include "nnx/core/module.hpp"
+#include "nnx/core/rngs.hpp"
+#include "nnx/core/tensor.hpp"
+#include "nnx/core/variable.hpp"
+#include "nnx/nn/linear.hpp"
+#include "nnx/nn/mode.hpp"
+#include "nnx/ops.hpp"
+
+namespace nnx {
+
+struct KVCache {
+  Cache key;    // f32 [B, S, Hkv, D]
+  Cache value;  // f32 [B, S, Hkv, D]
+  NNX_FIELDS(key, value)
+
+  KVCache() = default;
+  KVCache(std::int64_t batch, std::int64_t length, std::int64_t kv_heads, std::int64_t head_dim)
+      : key(Tensor::zeros({batch, length, kv_heads, head_dim}),
+            {"cache_batch", "cache_sequence", "cache_heads", "cache_kv"}),
+        value(Tensor::zeros({batch, length, kv_heads, head_dim}),
+              {"cache_batch", "cache_sequence", "cache_heads", "cache_kv"}) {}
+
+  std::int64_t batch() const { return key.value().dim(0); }
+  std::int64_t length() const { return key.value().dim(1); }
+};
+
+struct AttentionOptions {
+  std::int64_t num_heads = 1;
+  std::int64_t num_kv_heads = 0;  // 0: num_heads (multi-head attention)
+  std::int64_t head_dim = 0;      // 0: d_model / num_heads
+  bool fused_qkv = false;
+  bool use_bias = true;
+  bool use_rope = false;
+  double rope_theta = 10000.0;
+  Mode mode = Mode::train;
+  std::int64_t cache_batch = 1;   // prefill / autoregressive: rows of the KV cache
+  std::int64_t cache_length = 0;  // prefill / autoregressive: positions of the KV cache
+};
+
+struct Attention {
+  std::int64_t num_heads = 0;
+  std::int64_t num_kv_heads = 0;
+  std::int64_t head_dim = 0;
+  bool use_rope = false;
+  double rope_theta = 10000.0;
+  std::optional<Linear> qkv;    // fused: [C, (H + 2 Hkv) D]
+  std::optional<Linear> query;  // separate: [C, H D]
+  std::optional<Linear> key;    // separate: [C, Hkv D]
+  std::optional<Linear> value;  // separate: [C, Hkv D]
+  Linear out;                   // [H D, C]
+  std::optional<KVCache> cache;
+  NNX_FIELDS(num_heads, num_kv_heads, head_dim, use_rope, rope_theta, qkv, query, key, value, out, cache)
+
+  Attention() = default;
+  Attention(std::int64_t d_model, const AttentionOptions& o, Rngs& rngs)
+      : num_heads(o.num_heads),
+        num_kv_heads(o.num_kv_heads ? o.num_kv_heads : o.num_heads),
+        head_dim(o.head_dim ? o.head_dim : (o.num_heads ? d_model / o.num_heads : 0)),
+        use_rope(o.use_rope),
+        rope_theta(o.rope_theta) {
+    if (num_heads <= 0 || num_kv_heads <= 0 || num_heads % num_kv_heads != 0 || head_dim <= 0)
+      throw InvalidArgument("Attention: " + std::to_string(num_heads) + " query heads, " +
+                            std::to_string(num_kv_heads) + " kv heads and head_dim " + std::to_string(head_dim) +
+                            " (query heads must be a positive multiple of kv heads)");
+    if (use_rope && head_dim % 2 != 0)
+      throw InvalidArgument("Attention: RoPE needs an even head_dim, got " + std::to_string(head_dim));
+    const LinearOptions in{.use_bias = o.use_bias, .init_stddev = 0.0f, .in_axis = "embed", .out_axis = "heads"};
+    if (o.fused_qkv) {
+      qkv = Linear(d_model, (num_heads + 2 * num_kv_heads) * head_dim, rngs, in);
+    } else {
+      query = Linear(d_model, num_heads * head_dim, rngs, in);
+      key = Linear(d_model, num_kv_heads * head_dim, rngs, in);
+      value = Linear(d_model, num_kv_heads * head_dim, rngs, in);
+    }
+    out = Linear(num_heads * head_dim, d_model, rngs,
+                 {.use_bias = o.use_bias, .init_stddev = 0.0f, .in_axis = "heads", .out_axis = "embed"});
+    if (has_cache(o.mode)) {
+      if (o.cache_batch <= 0 || o.cache_length <= 0)
+        throw InvalidArgument("Attention: a " + std::string(mode_name(o.mode)) +
+                              " model needs cache_batch and cache_length > 0");
+      cache = KVCache(o.cache_batch, o.cache_length, num_kv_heads, head_dim);
+    }
+  }
+
+  // x: f32 [B, T, C]; positions: i32 [B, T] (the position of each token in its row).
+  // Returns f32 [B, T, C].
+  Tensor operator()(const Tensor& x, const Tensor& positions) {
+    if (x.rank() != 3) throw ShapeError("Attention: expected x [B, T, C], found " + describe(x));
+    const std::int64_t B = x.dim(0), T = x.dim(1);
+    if (positions.dtype() != DType::i32 || positions.shape() != Shape{B, T})
+      throw ShapeError("Attention: expected positions i32[" + std::to_string(B) + ", " + std::to_string(T) +
+                       "], found " + describe(positions));
+    const std::int64_t H = num_heads, Hkv = num_kv_heads, D = head_dim;
+
+    Tensor q, k, v;  // [B, T, H, D], [B, T, Hkv, D], [B, T, Hkv, D]
+    if (qkv) {
+      const Tensor fused = (*qkv)(x);  // [B, T, (H + 2 Hkv) D]
+      q = Tensor::empty({B, T, H, D});
+      k = Tensor::empty({B, T, Hkv, D});
+      v = Tensor::empty({B, T, Hkv, D});
+      const float* f = fused.data<float>();
+      const std::int64_t row = (H + 2 * Hkv) * D;
+      for (std::int64_t r = 0; r < B * T; ++r) {
+        std::copy_n(f + r * row, H * D, q.data<float>() + r * H * D);
+        std::copy_n(f + r * row + H * D, Hkv * D, k.data<float>() + r * Hkv * D);
+        std::copy_n(f + r * row + (H + Hkv) * D, Hkv * D, v.data<float>() + r * Hkv * D);
+      }
+    } else {
+      q = (*query)(x).reshape({B, T, H, D});
+      k = (*key)(x).reshape({B, T, Hkv, D});
+      v = (*value)(x).reshape({B, T, Hkv, D});
+    }
+    if (use_rope) {
+      ops::rope_(q, positions, static_cast<float>(rope_theta));
+      ops::rope_(k, positions, static_cast<float>(rope_theta));
+    }
+
+    const std::int32_t* pos = positions.data<std::int32_t>();
+    const float* keys = k.data<float>();
+    const float* values = v.data<float>();
+    std::int64_t key_rows = T;  // keys per batch row in `keys`
+    if (cache) {
+      Tensor& ck = writable(cache->key);
+      Tensor& cv = writable(cache->value);
+      const std::int64_t S = ck.dim(1);
+      if (ck.dim(0) != B)
+        throw ShapeError("Attention: input batch " + std::to_string(B) + " but the KV cache has " +
+                         std::to_string(ck.dim(0)) + " rows");
+      for (std::int64_t i = 0; i < B * T; ++i)
+        if (pos[i] < 0 || pos[i] >= S)
+          throw InvalidArgument("Attention: position " + std::to_string(pos[i]) + " of row " + std::to_string(i / T) +
+                                " is outside the KV cache [0, " + std::to_string(S) + ")");
+      float* ckd = ck.data<float>();
+      float* cvd = cv.data<float>();
+      for (std::int64_t b = 0; b < B; ++b)
+        for (std::int64_t t = 0; t < T; ++t) {
+          const std::int64_t src = (b * T + t) * Hkv * D, dst = (b * S + pos[b * T + t]) * Hkv * D;
+          std::copy_n(keys + src, Hkv * D, ckd + dst);
+          std::copy_n(values + src, Hkv * D, cvd + dst);
+        }
+      keys = ckd;
+      values = cvd;
+      key_rows = S;
+    }
+
+    // o[b, t, h] = softmax(q · k_j / sqrt(D), j <= limit) · v_j, each (b, t, h) on its own.
+    Tensor o = Tensor::empty({B, T, H * D});
+    float* od = o.data<float>();
+    const float* qd = q.data<float>();
+    const float scale = 1.0f / std::sqrt(static_cast<float>(D));
+    const std::int64_t group = H / Hkv;
+    // Per-thread scratch: grows once, then every step reuses it.
+    thread_local std::vector<float> scores;
+    if (scores.size() < static_cast<std::size_t>(key_rows)) scores.resize(static_cast<std::size_t>(key_rows));
+    for (std::int64_t b = 0; b < B; ++b)
+      for (std::int64_t t = 0; t < T; ++t) {
+        const std::int64_t last = cache ? pos[b * T + t] : t;  // attend to keys 0..last
+        for (std::int64_t h = 0; h < H; ++h) {
+          const float* qv = qd + ((b * T + t) * H + h) * D;
+          const std::int64_t kvh = h / group;
+          float max_score = -INFINITY;
+          for (std::int64_t j = 0; j <= last; ++j) {
+            const float* kv = keys + ((b * key_rows + j) * Hkv + kvh) * D;
+            float s = 0.0f;
+            for (std::int64_t d = 0; d < D; ++d) s += qv[d] * kv[d];
+            scores[j] = s * scale;
+            max_score = std::max(max_score, scores[j]);
+          }
+          float sum = 0.0f;
+          for (std::int64_t j = 0; j <= last; ++j) {
+            scores[j] = std::exp(scores[j] - max_score);
+            sum += scores[j];
+          }
+          float* ov = od + (b * T + t) * H * D + h * D;
+          std::fill_n(ov, D, 0.0f);
+          const float inv = 1.0f / sum;
+          for (std::int64_t j = 0; j <= last; ++j) {
+            const float p = scores[j] * inv;
+            const float* vv = values + ((b * key_rows + j) * Hkv + kvh) * D;
+            for (std::int64_t d = 0; d < D; ++d) ov[d] += p * vv[d];
+          }
+        }
+      }
+    return out(o);
+  }
+
+ private:
+  // The cache tensor, copied first unless this module is its only holder (donation).
+  static Tensor& writable(Cache& c) {
+    Tensor& t = c.value();
+    if (t.use_count() > 1) t = t.clone();
+    return t;
+  }
+};
+
+}  // namespace nnx

@@ -1,0 +1,52 @@
+// nnx/nn/linear.hpp — Linear: y = x · kernel + bias.
+//
+// kernel is [in, out] (as Flax, and as GPT-2's Conv1D), bias [out] and optional. Logical
+// axis names default to {"embed", "mlp"} / {"mlp"}; name them for your sharding.
+//
+//   nnx::Linear proj(768, 3072, rngs);                       // bias, lecun-normal kernel
+//   nnx::Linear head(768, 50257, rngs, {.use_bias = false});
+//   nnx::Tensor y = proj(x);                                 // x [..., 768] -> [..., 3072]
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <optional>
+#include <string>
+
+#include "nnx/core/init.hpp"
+#include "nnx/core/module.hpp"
+#include "nnx/core/rngs.hpp"
+#include "nnx/core/variable.hpp"
+#include "nnx/ops.hpp"
+
+namespace nnx {
+
+struct LinearOptions {
+  bool use_bias = true;
+  float init_stddev = 0.0f;  // 0: 1 / sqrt(in), LeCun normal
+  std::string in_axis = "embed";
+  std::string out_axis = "mlp";
+};
+
+struct Linear {
+  std::int64_t in_features = 0;
+  std::int64_t out_features = 0;
+  Param kernel;               // [in, out]
+  std::optional<Param> bias;  // [out]
+  NNX_FIELDS(in_features, out_features, kernel, bias)
+
+  Linear() = default;
+  Linear(std::int64_t in, std::int64_t out, Rngs& rngs, const LinearOptions& options = {})
+      : in_features(in), out_features(out) {
+    const float stddev = options.init_stddev > 0 ? options.init_stddev : 1.0f / std::sqrt(static_cast<float>(in));
+    kernel = Param(init::normal(rngs.params(), {in, out}, stddev), {options.in_axis, options.out_axis});
+    if (options.use_bias) bias = Param(Tensor::zeros({out}), {options.out_axis});
+  }
+
+  // x: [..., in] -> [..., out]
+  Tensor operator()(const Tensor& x) const {
+    return ops::linear(x, kernel.value(), bias ? &bias->value() : nullptr);
+  }
+};
+
+}  // namespace nnx

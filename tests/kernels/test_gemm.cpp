@@ -1,0 +1,359 @@
+// Tests for nnx/kernels/gemm.hpp (and ref/, avx2/): both paths against a double-precision
+// reference with the recursive-summation error bound, the AVX2 path against the portable
+// one, leading dimensions and accumulate, and the property the inference engine relies on:
+// a row of C is bitwise the same whether computed alone (M = 1) or in any batch.
+#include <catch2/catch.hpp>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "nnx/kernels/gemm.hpp"
+
+namespace {
+
+namespace k = nnx::kernels;
+using i64 = std::int64_t;
+
+constexpr double kUnit = 0x1p-24;  // unit roundoff of float
+
+std::vector<float> random_floats(std::size_t n, std::uint32_t seed, float lo = -1.0f, float hi = 1.0f) {
+  std::mt19937 gen(seed);
+  std::uniform_real_distribution<float> dist(lo, hi);
+  std::vector<float> v(n);
+  for (auto& x : v) x = dist(gen);
+  return v;
+}
+
+bool have_avx2() { return k::cpu_has_avx2_fma(); }
+
+using GemmFn = void (*)(i64, i64, i64, const float*, i64, const float*, i64, float*, i64, bool);
+using GemmBtFn = void (*)(i64, i64, i64, const float*, i64, const float*, i64, float*, i64);
+
+struct Path {
+  const char* name;
+  GemmFn gemm;
+  GemmBtFn gemm_bt;
+};
+
+std::vector<Path> paths() {
+  std::vector<Path> p{{"ref", &k::ref::gemm_f32, &k::ref::gemm_f32_bt}};
+#if NNX_KERNELS_X86_DISPATCH
+  if (have_avx2()) p.push_back({"avx2", &k::avx2::gemm_f32, &k::avx2::gemm_f32_bt});
+#endif
+  return p;  // the dispatching entry points are checked against these at the end
+}
+
+// Largest |c - ref| / bound over C, where ref is the double-precision product (plus C0 when
+// accumulating) and bound = (K + 2) u Σ_k |a_ik b_kj| (+ |C0|): recursive summation of K + 1
+// terms in float is within γ_{K+1} of the exact sum, with or without FMA. <= 1 passes.
+double gemm_error_ratio(i64 M, i64 N, i64 K, const std::vector<float>& A, i64 lda, const std::vector<float>& B, i64 ldb,
+                        bool b_transposed, const std::vector<float>& C, i64 ldc, const std::vector<float>* C0) {
+  double worst = 0.0;
+  for (i64 i = 0; i < M; ++i) {
+    for (i64 j = 0; j < N; ++j) {
+      double exact = C0 ? (*C0)[static_cast<std::size_t>(i * ldc + j)] : 0.0;
+      double mag = std::fabs(exact);
+      for (i64 kk = 0; kk < K; ++kk) {
+        const double a = A[static_cast<std::size_t>(i * lda + kk)];
+        const double b =
+            b_transposed ? B[static_cast<std::size_t>(j * ldb + kk)] : B[static_cast<std::size_t>(kk * ldb + j)];
+        exact += a * b;
+        mag += std::fabs(a * b);
+      }
+      const double bound = static_cast<double>(K + 2) * kUnit * mag + 1e-30;
+      const double err = std::fabs(static_cast<double>(C[static_cast<std::size_t>(i * ldc + j)]) - exact);
+      worst = std::max(worst, err / bound);
+    }
+  }
+  return worst;
+}
+
+const i64 kOddSizes[] = {1, 3, 7, 17, 33, 65, 129};
+
+}  // namespace
+
+TEST_CASE("gemm_f32 matches a double reference at odd sizes on every path", "[kernels][gemm]") {
+  for (const Path& p : paths()) {
+    for (i64 M : kOddSizes)
+      for (i64 N : kOddSizes)
+        for (i64 K : kOddSizes) {
+          const auto A = random_floats(static_cast<std::size_t>(M * K), 1u + static_cast<std::uint32_t>(M * 7 + K));
+          const auto B = random_floats(static_cast<std::size_t>(K * N), 2u + static_cast<std::uint32_t>(N * 13 + K));
+          std::vector<float> C(static_cast<std::size_t>(M * N), 123.0f);
+          p.gemm(M, N, K, A.data(), K, B.data(), N, C.data(), N, false);
+          INFO(p.name << " M=" << M << " N=" << N << " K=" << K);
+          REQUIRE(gemm_error_ratio(M, N, K, A, K, B, N, false, C, N, nullptr) <= 1.0);
+        }
+  }
+}
+
+TEST_CASE("gemm_f32 on every AVX2 path and block edge matches the reference", "[kernels][gemm]") {
+  // The AVX2 kernel reads B in place in k panels (M < 16 or N < 8192), copies the panels
+  // first when B's row stride is a multiple of 512 floats (M >= 3), and packs B for M >= 16
+  // with N >= 8192 (K blocks of 256, N blocks of 1024, row blocks of 96). These sizes cross
+  // each path's blocks with ragged edges.
+  struct Case {
+    i64 M, N, K;
+  };
+  for (const Path& p : paths()) {
+    for (Case c : {Case{17, 8200, 300}, Case{100, 8195, 20}, Case{15, 1030, 300}, Case{5, 1024, 129}, Case{20, 512, 77},
+                   Case{2, 2048, 70}, Case{130, 37, 1}, Case{1, 9000, 65}}) {
+      const auto A = random_floats(static_cast<std::size_t>(c.M * c.K), 11);
+      const auto B = random_floats(static_cast<std::size_t>(c.K * c.N), 12);
+      std::vector<float> C(static_cast<std::size_t>(c.M * c.N), -5.0f);
+      p.gemm(c.M, c.N, c.K, A.data(), c.K, B.data(), c.N, C.data(), c.N, false);
+      INFO(p.name << " M=" << c.M << " N=" << c.N << " K=" << c.K);
+      REQUIRE(gemm_error_ratio(c.M, c.N, c.K, A, c.K, B, c.N, false, C, c.N, nullptr) <= 1.0);
+    }
+  }
+}
+
+TEST_CASE("gemm_f32 honours leading dimensions and accumulate, and leaves padding alone", "[kernels][gemm]") {
+  for (const Path& p : paths()) {
+    for (i64 M : {1, 5, 20}) {
+      const i64 N = 37, K = 29, lda = K + 3, ldb = N + 5, ldc = N + 7;
+      const auto A = random_floats(static_cast<std::size_t>(M * lda), 21);
+      const auto B = random_floats(static_cast<std::size_t>(K * ldb), 22);
+      const auto C0 = random_floats(static_cast<std::size_t>(M * ldc), 23, -4.0f, 4.0f);
+      std::vector<float> C = C0;
+      p.gemm(M, N, K, A.data(), lda, B.data(), ldb, C.data(), ldc, true);
+      INFO(p.name << " M=" << M);
+      REQUIRE(gemm_error_ratio(M, N, K, A, lda, B, ldb, false, C, ldc, &C0) <= 1.0);
+      for (i64 i = 0; i < M; ++i)
+        for (i64 j = N; j < ldc; ++j)
+          REQUIRE(C[static_cast<std::size_t>(i * ldc + j)] == C0[static_cast<std::size_t>(i * ldc + j)]);
+      // Overwrite mode ignores C's old values entirely.
+      std::vector<float> D(C0.size(), std::nanf(""));
+      p.gemm(M, N, K, A.data(), lda, B.data(), ldb, D.data(), ldc, false);
+      REQUIRE(gemm_error_ratio(M, N, K, A, lda, B, ldb, false, D, ldc, nullptr) <= 1.0);
+    }
+  }
+}
+
+TEST_CASE("gemm_f32 with an empty dimension", "[kernels][gemm]") {
+  for (const Path& p : paths()) {
+    std::vector<float> C(6, 7.0f);
+    const float a = 1.0f, b = 2.0f;
+    p.gemm(2, 3, 0, &a, 0, &b, 3, C.data(), 3, true);
+    CHECK(C == std::vector<float>(6, 7.0f));
+    p.gemm(2, 3, 0, &a, 0, &b, 3, C.data(), 3, false);
+    CHECK(C == std::vector<float>(6, 0.0f));
+    p.gemm(0, 3, 4, &a, 4, &b, 3, C.data(), 3, false);
+    p.gemm(2, 0, 4, &a, 4, &b, 0, C.data(), 3, false);
+    CHECK(C == std::vector<float>(6, 0.0f));
+    std::vector<float> D(6, 7.0f);
+    p.gemm_bt(0, 3, 4, &a, 4, &b, 4, D.data(), 3);
+    p.gemm_bt(2, 3, 0, &a, 0, &b, 0, D.data(), 3);
+    CHECK(D == std::vector<float>(6, 0.0f));
+  }
+}
+
+TEST_CASE("the AVX2 gemm_f32 agrees with the portable one", "[kernels][gemm][avx2]") {
+#if NNX_KERNELS_X86_DISPATCH
+  if (!have_avx2()) {
+    WARN("CPU without AVX2+FMA: AVX2 path not tested");
+    return;
+  }
+  for (i64 M : {1, 2, 3, 6, 7, 17, 33, 100})
+    for (i64 N : {1, 7, 8, 9, 15, 16, 17, 31, 33, 65, 129})
+      for (i64 K : {1, 7, 8, 17, 129, 257}) {
+        const auto A = random_floats(static_cast<std::size_t>(M * K), 31u + static_cast<std::uint32_t>(M));
+        const auto B = random_floats(static_cast<std::size_t>(K * N), 32u + static_cast<std::uint32_t>(N));
+        std::vector<float> Cr(static_cast<std::size_t>(M * N)), Ca(Cr.size());
+        k::ref::gemm_f32(M, N, K, A.data(), K, B.data(), N, Cr.data(), N);
+        k::avx2::gemm_f32(M, N, K, A.data(), K, B.data(), N, Ca.data(), N);
+        double worst = 0.0;
+        for (i64 i = 0; i < M; ++i)
+          for (i64 j = 0; j < N; ++j) {
+            double mag = 0.0;
+            for (i64 kk = 0; kk < K; ++kk)
+              mag += std::fabs(static_cast<double>(A[static_cast<std::size_t>(i * K + kk)]) *
+                               B[static_cast<std::size_t>(kk * N + j)]);
+            // Both are within (K + 2) u Σ|ab| of the exact value, so within twice that of
+            // each other.
+            const double bound = 2.0 * static_cast<double>(K + 2) * kUnit * mag + 1e-30;
+            const auto idx = static_cast<std::size_t>(i * N + j);
+            worst = std::max(worst, std::fabs(static_cast<double>(Cr[idx]) - Ca[idx]) / bound);
+          }
+        INFO("M=" << M << " N=" << N << " K=" << K);
+        REQUIRE(worst <= 1.0);
+      }
+#else
+  WARN("not an x86-64 GCC/Clang build: no AVX2 path");
+#endif
+}
+
+TEST_CASE("a row of gemm_f32 is bitwise the same alone and in any batch", "[kernels][gemm][determinism]") {
+  // The M values cross the AVX2 path choices (1-2 rows, >= 3 rows, >= 16 rows), the 6-row
+  // and 2-row tiles and the 96-row block; the shapes select B read in place (1100), copied
+  // panels (1024) and packed B (8200, K > 256 for two K blocks).
+  struct Shape2 {
+    i64 N, K;
+    bool ref_too;  // the portable path has no size-dependent choices: one shape suffices
+    std::vector<i64> Ms;
+  };
+  const std::vector<i64> all_Ms{1, 2, 3, 5, 6, 7, 8, 15, 16, 17, 64, 97, 128};
+  for (const Shape2& s : {Shape2{1100, 300, true, all_Ms}, Shape2{1024, 70, false, all_Ms},
+                          Shape2{8200, 260, false, {2, 15, 16, 17, 97, 128}}}) {
+    const i64 N = s.N, K = s.K;
+    const auto A = random_floats(static_cast<std::size_t>(128 * K), 41);
+    const auto B = random_floats(static_cast<std::size_t>(K * N), 42);
+    const auto C0 = random_floats(static_cast<std::size_t>(128 * N), 43);
+    for (const Path& p : paths()) {
+      if (!s.ref_too && std::string(p.name) == "ref") continue;
+      for (bool accumulate : {false, true}) {
+        // Each row alone.
+        std::vector<float> alone(static_cast<std::size_t>(128 * N));
+        for (i64 r = 0; r < 128; ++r) {
+          std::memcpy(alone.data() + r * N, C0.data() + r * N, static_cast<std::size_t>(N) * sizeof(float));
+          p.gemm(1, N, K, A.data() + r * K, K, B.data(), N, alone.data() + r * N, N, accumulate);
+        }
+        for (i64 M : s.Ms) {
+          // Batches [r0, r0 + M) at two offsets, so a row sits at different tile positions.
+          for (i64 r0 : {i64{0}, (128 - M) / 2}) {
+            std::vector<float> C(C0.begin() + r0 * N, C0.begin() + (r0 + M) * N);
+            p.gemm(M, N, K, A.data() + r0 * K, K, B.data(), N, C.data(), N, accumulate);
+            INFO(p.name << " N=" << N << " K=" << K << " M=" << M << " r0=" << r0 << " accumulate=" << accumulate);
+            REQUIRE(std::memcmp(C.data(), alone.data() + r0 * N, C.size() * sizeof(float)) == 0);
+          }
+        }
+      }
+    }
+  }
+}
+
+TEST_CASE("gemm_f32 called from several threads at once gives the single-thread bits", "[kernels][gemm][determinism]") {
+  // Each thread has its own scratch buffers; the packed (20 x 8200), copied (7 x 1024) and
+  // in-place (3 x 100) paths run concurrently.
+  struct Case {
+    i64 M, N, K;
+  };
+  const Case cases[] = {{20, 8200, 300}, {7, 1024, 70}, {3, 100, 33}};
+  std::vector<std::vector<float>> A, B, expected;
+  for (const Case& c : cases) {
+    A.push_back(random_floats(static_cast<std::size_t>(c.M * c.K), 101));
+    B.push_back(random_floats(static_cast<std::size_t>(c.K * c.N), 102));
+    expected.emplace_back(static_cast<std::size_t>(c.M * c.N));
+    k::gemm_f32(c.M, c.N, c.K, A.back().data(), c.K, B.back().data(), c.N, expected.back().data(), c.N);
+  }
+  std::vector<std::vector<float>> got(6);
+  std::vector<std::thread> threads;
+  for (std::size_t t = 0; t < 6; ++t)
+    threads.emplace_back([&, t] {
+      const std::size_t i = t % 3;
+      const Case& c = cases[i];
+      got[t].resize(expected[i].size());
+      for (int rep = 0; rep < 3; ++rep)
+        k::gemm_f32(c.M, c.N, c.K, A[i].data(), c.K, B[i].data(), c.N, got[t].data(), c.N);
+    });
+  for (auto& th : threads) th.join();
+  for (std::size_t t = 0; t < 6; ++t) CHECK(got[t] == expected[t % 3]);
+}
+
+TEST_CASE("gemm_f32_bt matches a double reference at odd sizes on every path", "[kernels][gemm]") {
+  for (const Path& p : paths()) {
+    for (i64 M : kOddSizes)
+      for (i64 N : kOddSizes)
+        for (i64 K : kOddSizes) {
+          const auto A = random_floats(static_cast<std::size_t>(M * K), 51u + static_cast<std::uint32_t>(M * 7 + K));
+          const auto B = random_floats(static_cast<std::size_t>(N * K), 52u + static_cast<std::uint32_t>(N * 13 + K));
+          std::vector<float> C(static_cast<std::size_t>(M * N), 123.0f);
+          p.gemm_bt(M, N, K, A.data(), K, B.data(), K, C.data(), N);
+          INFO(p.name << " M=" << M << " N=" << N << " K=" << K);
+          REQUIRE(gemm_error_ratio(M, N, K, A, K, B, K, true, C, N, nullptr) <= 1.0);
+        }
+  }
+}
+
+TEST_CASE("gemm_f32_bt honours leading dimensions", "[kernels][gemm]") {
+  for (const Path& p : paths()) {
+    for (i64 M : {1, 3, 9}) {
+      const i64 N = 19, K = 45, lda = K + 1, ldb = K + 3, ldc = N + 2;
+      const auto A = random_floats(static_cast<std::size_t>(M * lda), 61);
+      const auto B = random_floats(static_cast<std::size_t>(N * ldb), 62);
+      std::vector<float> C(static_cast<std::size_t>(M * ldc), 9.0f);
+      p.gemm_bt(M, N, K, A.data(), lda, B.data(), ldb, C.data(), ldc);
+      INFO(p.name << " M=" << M);
+      REQUIRE(gemm_error_ratio(M, N, K, A, lda, B, ldb, true, C, ldc, nullptr) <= 1.0);
+      for (i64 i = 0; i < M; ++i)
+        for (i64 j = N; j < ldc; ++j) REQUIRE(C[static_cast<std::size_t>(i * ldc + j)] == 9.0f);
+    }
+  }
+}
+
+TEST_CASE("a row of gemm_f32_bt is bitwise the same alone and in any batch", "[kernels][gemm][determinism]") {
+  const i64 N = 203, K = 771;  // K % 8 != 0: the masked last lane group too
+  const auto A = random_floats(static_cast<std::size_t>(64 * K), 71);
+  const auto B = random_floats(static_cast<std::size_t>(N * K), 72);
+  for (const Path& p : paths()) {
+    std::vector<float> alone(static_cast<std::size_t>(64 * N));
+    for (i64 r = 0; r < 64; ++r) p.gemm_bt(1, N, K, A.data() + r * K, K, B.data(), K, alone.data() + r * N, N);
+    for (i64 M : {1, 2, 3, 4, 5, 7, 8, 33, 64}) {
+      for (i64 r0 : {i64{0}, (64 - M) / 2}) {
+        std::vector<float> C(static_cast<std::size_t>(M * N));
+        p.gemm_bt(M, N, K, A.data() + r0 * K, K, B.data(), K, C.data(), N);
+        INFO(p.name << " M=" << M << " r0=" << r0);
+        REQUIRE(std::memcmp(C.data(), alone.data() + r0 * N, C.size() * sizeof(float)) == 0);
+      }
+    }
+  }
+}
+
+TEST_CASE("the AVX2 gemm_f32_bt agrees with the portable one", "[kernels][gemm][avx2]") {
+#if NNX_KERNELS_X86_DISPATCH
+  if (!have_avx2()) {
+    WARN("CPU without AVX2+FMA: AVX2 path not tested");
+    return;
+  }
+  for (i64 M : {1, 3, 4, 5, 13})
+    for (i64 N : {1, 2, 3, 7, 8, 9, 17, 50})
+      for (i64 K : {1, 5, 8, 9, 16, 63, 769}) {
+        const auto A = random_floats(static_cast<std::size_t>(M * K), 81u + static_cast<std::uint32_t>(K));
+        const auto B = random_floats(static_cast<std::size_t>(N * K), 82u + static_cast<std::uint32_t>(N));
+        std::vector<float> Cr(static_cast<std::size_t>(M * N)), Ca(Cr.size());
+        k::ref::gemm_f32_bt(M, N, K, A.data(), K, B.data(), K, Cr.data(), N);
+        k::avx2::gemm_f32_bt(M, N, K, A.data(), K, B.data(), K, Ca.data(), N);
+        double worst = 0.0;
+        for (i64 i = 0; i < M; ++i)
+          for (i64 j = 0; j < N; ++j) {
+            double mag = 0.0;
+            for (i64 kk = 0; kk < K; ++kk)
+              mag += std::fabs(static_cast<double>(A[static_cast<std::size_t>(i * K + kk)]) *
+                               B[static_cast<std::size_t>(j * K + kk)]);
+            const double bound = 2.0 * static_cast<double>(K + 2) * kUnit * mag + 1e-30;
+            const auto idx = static_cast<std::size_t>(i * N + j);
+            worst = std::max(worst, std::fabs(static_cast<double>(Cr[idx]) - Ca[idx]) / bound);
+          }
+        INFO("M=" << M << " N=" << N << " K=" << K);
+        REQUIRE(worst <= 1.0);
+      }
+#else
+  WARN("not an x86-64 GCC/Clang build: no AVX2 path");
+#endif
+}
+
+TEST_CASE("the dispatching entry points run the active ISA's kernel", "[kernels][gemm]") {
+  const bool avx2 = k::active_isa() == k::Isa::avx2;
+  CHECK(k::isa_name(k::active_isa()) == (avx2 ? "avx2" : "portable"));
+  struct Case {
+    i64 M, N, K;
+  };
+  for (Case c : {Case{5, 23, 41}, Case{1, 3072, 20}, Case{20, 8200, 9}}) {
+    const auto A = random_floats(static_cast<std::size_t>(c.M * c.K), 91);
+    const auto B = random_floats(static_cast<std::size_t>(c.K * c.N), 92);
+    std::vector<float> Cd(static_cast<std::size_t>(c.M * c.N)), Ce(Cd.size());
+    const Path p = paths().back();  // avx2 when the CPU has it, else ref
+    REQUIRE(std::string(p.name) == (avx2 ? "avx2" : "ref"));
+    k::gemm_f32(c.M, c.N, c.K, A.data(), c.K, B.data(), c.N, Cd.data(), c.N);
+    p.gemm(c.M, c.N, c.K, A.data(), c.K, B.data(), c.N, Ce.data(), c.N, false);
+    CHECK(std::memcmp(Cd.data(), Ce.data(), Cd.size() * sizeof(float)) == 0);
+    // The same B buffer read as [N, K].
+    k::gemm_f32_bt(c.M, c.N, c.K, A.data(), c.K, B.data(), c.K, Cd.data(), c.N);
+    p.gemm_bt(c.M, c.N, c.K, A.data(), c.K, B.data(), c.K, Ce.data(), c.N);
+    CHECK(std::memcmp(Cd.data(), Ce.data(), Cd.size() * sizeof(float)) == 0);
+  }
+}

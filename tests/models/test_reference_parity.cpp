@@ -1,0 +1,112 @@
+// Parity with the PyTorch reference (tests/reference/gen_reference.py): logits within 1e-4,
+// identical greedy tokens, prefill-then-decode equal to full-sequence logits, padded batches
+// equal to single prompts, GQA, and bf16/f16 files.
+#include <catch2/catch.hpp>
+
+#include "reference_fixture.hpp"
+
+using fixture::Expected;
+
+namespace {
+
+template <class Model, class Config>
+void check_reference(const std::string& name) {
+  INFO("fixture " << name);
+  const Expected e = fixture::expected(name);
+  Model train = fixture::load<Model, Config>(name, nnx::Mode::train);
+  const auto T = static_cast<std::int64_t>(e.prompt.size());
+
+  // Full-sequence logits against PyTorch.
+  nnx::Tensor logits = train(fixture::tokens(e.prompt), nnx::arange_positions(1, T));
+  CHECK(fixture::max_abs_diff(logits, e.logits) <= 1e-4);
+  nnx::Tensor logits2 = train(fixture::tokens(e.prompt2), nnx::arange_positions(1, e.prompt2.size()));
+  CHECK(fixture::max_abs_diff(logits2, e.logits2) <= 1e-4);
+
+  // Greedy tokens through prefill + autoregressive decoding.
+  Model decoder = fixture::load<Model, Config>(name, nnx::Mode::autoregressive, {.cache_batch = 1, .cache_length = 32});
+  CHECK(fixture::greedy(decoder, e.prompt, 8) == e.greedy);
+  CHECK(fixture::greedy(decoder, e.prompt2, 8) == e.greedy2);
+
+  // Prefill k tokens, decode the rest one by one: the logits equal the full sequence's.
+  for (std::int64_t k : {std::int64_t{1}, T / 2, T - 1}) {
+    std::vector<std::int32_t> head(e.prompt.begin(), e.prompt.begin() + k);
+    auto pre = nnx::prefill(decoder, fixture::tokens(head), {k});
+    CHECK(fixture::max_abs_diff(pre.logits.select(0), logits.select(0).slice(0, k)) <= 1e-5);
+    for (std::int64_t t = k; t < T; ++t) {
+      auto step = nnx::decode_step(decoder, nnx::Tensor::from_vector(std::vector<std::int32_t>{e.prompt[t]}, {1}), {t});
+      CHECK(fixture::max_abs_diff(step, logits.select(0).select(t)) <= 1e-5);
+    }
+  }
+}
+
+}  // namespace
+
+TEST_CASE("GPT-2 matches PyTorch", "[models][reference]") {
+  check_reference<nnx::Gpt2, nnx::Gpt2Config>("gpt2_tiny");
+}
+
+TEST_CASE("GPT-2 with a transformer. prefix over two shards matches PyTorch", "[models][reference]") {
+  check_reference<nnx::Gpt2, nnx::Gpt2Config>("gpt2_prefixed_sharded");
+}
+
+TEST_CASE("Llama with grouped-query attention matches PyTorch", "[models][reference]") {
+  auto hf = nnx::io::HfCheckpoint::open(fixture::dir("llama_tiny"));
+  const auto cfg = nnx::LlamaConfig::from_json(hf.config());
+  REQUIRE(cfg.num_key_value_heads < cfg.num_attention_heads);  // GQA
+  check_reference<nnx::Llama, nnx::LlamaConfig>("llama_tiny");
+}
+
+TEST_CASE("Llama with tied embeddings matches PyTorch", "[models][reference]") {
+  check_reference<nnx::Llama, nnx::LlamaConfig>("llama_tied");
+  auto m = fixture::load<nnx::Llama, nnx::LlamaConfig>("llama_tied", nnx::Mode::train);
+  CHECK_FALSE(m.lm_head.has_value());
+}
+
+TEST_CASE("bf16 and f16 files load to the right values", "[models][reference][dtype]") {
+  for (const char* name : {"llama_tiny_bf16", "llama_tiny_f16"}) {
+    INFO(name);
+    check_reference<nnx::Llama, nnx::LlamaConfig>(name);
+    // A loaded value is the file's 16-bit value widened exactly.
+    auto model = fixture::load<nnx::Llama, nnx::LlamaConfig>(name, nnx::Mode::train);
+    auto file = nnx::io::SafetensorsFile::open(fixture::dir(name) / "model.safetensors");
+    const nnx::Tensor stored = file.get("model.norm.weight");
+    REQUIRE(stored.dtype() != nnx::DType::f32);
+    const nnx::Tensor widened = stored.astype(nnx::DType::f32);
+    CHECK(nnx::equal(model.norm.scale.value(), widened));
+    // A transposed nn.Linear weight: q_proj [out, in] -> our kernel [in, out].
+    const nnx::Tensor q = file.get("model.layers.1.self_attn.q_proj.weight").astype(nnx::DType::f32);
+    const nnx::Tensor& kernel = model.layers[1].attn.query->kernel.value();
+    REQUIRE(kernel.dim(0) == q.dim(1));
+    CHECK(kernel.data<float>()[3 * kernel.dim(1) + 5] == q.data<float>()[5 * q.dim(1) + 3]);
+  }
+}
+
+TEST_CASE("a padded batch gives each prompt's own logits, and decodes rows independently", "[models][batch]") {
+  const Expected e = fixture::expected("llama_tiny");
+  const auto T1 = static_cast<std::int64_t>(e.prompt.size()), T2 = static_cast<std::int64_t>(e.prompt2.size());
+  REQUIRE(T1 != T2);
+  const std::int64_t T = std::max(T1, T2);
+  auto batched = fixture::load<nnx::Llama, nnx::LlamaConfig>("llama_tiny", nnx::Mode::prefill,
+                                                              {.cache_batch = 2, .cache_length = 32});
+  std::vector<std::int32_t> ids(2 * T, 0);  // padding id 0
+  std::copy(e.prompt.begin(), e.prompt.end(), ids.begin());
+  std::copy(e.prompt2.begin(), e.prompt2.end(), ids.begin() + T);
+  auto out = nnx::prefill(batched, nnx::Tensor::from_vector(ids, {2, T}), {T1, T2});
+
+  auto alone = fixture::load<nnx::Llama, nnx::LlamaConfig>("llama_tiny", nnx::Mode::prefill,
+                                                            {.cache_batch = 1, .cache_length = 32});
+  auto one = nnx::prefill(alone, fixture::tokens(e.prompt), {T1});
+  auto two = nnx::prefill(alone, fixture::tokens(e.prompt2), {T2});
+  // Row by row, bitwise: no kernel's result depends on the other rows of the batch.
+  CHECK(nnx::equal(out.logits.select(0).slice(0, T1), one.logits.select(0)));
+  CHECK(nnx::equal(out.logits.select(1).slice(0, T2), two.logits.select(0)));
+  CHECK(nnx::equal(out.last_logits.select(1), two.last_logits.select(0)));
+  CHECK(fixture::max_abs_diff(out.logits.select(1).slice(0, T2), e.logits2) <= 1e-4);
+
+  // Both rows decode together, each at its own position, and match decoding alone.
+  auto step = nnx::decode_step(batched, nnx::Tensor::from_vector(std::vector<std::int32_t>{e.greedy[0], e.greedy2[0]}, {2}),
+                               {T1, T2});
+  auto solo = nnx::decode_step(alone, nnx::Tensor::from_vector(std::vector<std::int32_t>{e.greedy2[0]}, {1}), {T2});
+  CHECK(nnx::equal(step.select(1), solo.select(0)));
+  CHECK(fixture::argmax(step.select(0).data<float>(), step.dim(1)) == e.greedy[1]);
+}
