@@ -14,32 +14,17 @@
 #include "nnx/ops/elementwise.hpp"
 #include "nnx/ops/softmax.hpp"
 
+#include "ops_test_util.hpp"
+
 namespace {
+
+using ops_test::message_of;
+using ops_test::random_tensor;
 
 using nnx::DType;
 using nnx::Shape;
 using nnx::Tensor;
 namespace ops = nnx::ops;
-
-// The message of the E that fn throws; a different exception propagates (failing the test),
-// none gives a message no matcher accepts.
-template <class E, class Fn>
-std::string message_of(Fn&& fn) {
-  try {
-    fn();
-  } catch (const E& e) {
-    return e.what();
-  }
-  return "<nothing thrown>";
-}
-
-Tensor random_tensor(const Shape& shape, std::uint32_t seed, float lo = -4.0f, float hi = 4.0f) {
-  std::mt19937 gen(seed);
-  std::uniform_real_distribution<float> dist(lo, hi);
-  std::vector<float> v(static_cast<std::size_t>(shape.numel()));
-  for (auto& x : v) x = dist(gen);
-  return Tensor::from_vector(v, shape);
-}
 
 }  // namespace
 

@@ -8,24 +8,16 @@
 
 #include "nnx/ops/embedding.hpp"
 
+#include "ops_test_util.hpp"
+
 namespace {
+
+using ops_test::message_of;
 
 using nnx::DType;
 using nnx::Shape;
 using nnx::Tensor;
 namespace ops = nnx::ops;
-
-// The message of the E that fn throws; a different exception propagates (failing the test),
-// none gives a message no matcher accepts.
-template <class E, class Fn>
-std::string message_of(Fn&& fn) {
-  try {
-    fn();
-  } catch (const E& e) {
-    return e.what();
-  }
-  return "<nothing thrown>";
-}
 
 Tensor table_iota(std::int64_t V, std::int64_t D) {
   std::vector<float> v(static_cast<std::size_t>(V * D));

@@ -9,24 +9,16 @@
 #include "nnx/kernels/norm.hpp"
 #include "nnx/ops/norm.hpp"
 
+#include "ops_test_util.hpp"
+
 namespace {
+
+using ops_test::message_of;
 
 using nnx::DType;
 using nnx::Shape;
 using nnx::Tensor;
 namespace ops = nnx::ops;
-
-// The message of the E that fn throws; a different exception propagates (failing the test),
-// none gives a message no matcher accepts.
-template <class E, class Fn>
-std::string message_of(Fn&& fn) {
-  try {
-    fn();
-  } catch (const E& e) {
-    return e.what();
-  }
-  return "<nothing thrown>";
-}
 
 Tensor random_tensor(const Shape& shape, std::uint32_t seed, float lo = -1.0f, float hi = 1.0f) {
   std::mt19937 gen(seed);

@@ -10,24 +10,16 @@
 #include "nnx/kernels/rope.hpp"
 #include "nnx/ops/rope.hpp"
 
+#include "ops_test_util.hpp"
+
 namespace {
+
+using ops_test::message_of;
 
 using nnx::DType;
 using nnx::Shape;
 using nnx::Tensor;
 namespace ops = nnx::ops;
-
-// The message of the E that fn throws; a different exception propagates (failing the test),
-// none gives a message no matcher accepts.
-template <class E, class Fn>
-std::string message_of(Fn&& fn) {
-  try {
-    fn();
-  } catch (const E& e) {
-    return e.what();
-  }
-  return "<nothing thrown>";
-}
 
 Tensor random_tensor(const Shape& shape, std::uint32_t seed) {
   std::mt19937 gen(seed);
