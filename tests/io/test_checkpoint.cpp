@@ -25,7 +25,14 @@
 
 #include <nlohmann/json.hpp>
 
+#include "io_test_util.hpp"
+
 namespace {
+
+using io_test::TempDir;
+using io_test::expect_error;
+using io_test::read_bytes;
+using io_test::write_bytes;
 
 namespace fs = std::filesystem;
 using nnx::DType;
@@ -34,45 +41,12 @@ using nnx::State;
 using nnx::Tensor;
 namespace io = nnx::io;
 
-struct TempDir {
-  fs::path path;
-  TempDir() : path(fs::temp_directory_path() / ("nnx_ckpt_test_" + io::detail::unique_hex())) {
-    fs::create_directories(path);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-};
-
-std::string read_bytes(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-}
-void write_bytes(const fs::path& p, const std::string& bytes) {
-  std::ofstream out(p, std::ios::binary | std::ios::trunc);
-  out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-}
 std::set<std::string> files_in(const fs::path& dir) {
   std::set<std::string> out;
   for (const auto& e : fs::directory_iterator(dir)) out.insert(e.path().filename().string());
   return out;
 }
 
-template <class Fn>
-void expect_error(Fn&& fn, std::initializer_list<std::string> parts) {
-  try {
-    fn();
-  } catch (const nnx::CheckpointError& e) {
-    const std::string what = e.what();
-    for (const auto& p : parts) {
-      INFO("message: " << what);
-      CHECK(what.find(p) != std::string::npos);
-    }
-    return;
-  }
-  FAIL("no CheckpointError; expected one mentioning " << *parts.begin());
-}
 
 // ---- the test model ---------------------------------------------------------------------
 

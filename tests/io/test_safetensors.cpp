@@ -25,7 +25,14 @@
 #define NNX_TEST_DATA_DIR "tests"
 #endif
 
+#include "io_test_util.hpp"
+
 namespace {
+
+using io_test::TempDir;
+using io_test::expect_error;
+using io_test::read_bytes;
+using io_test::write_bytes;
 
 namespace fs = std::filesystem;
 using nnx::DType;
@@ -34,27 +41,6 @@ using nnx::Tensor;
 using nnx::io::SafetensorsFile;
 using Tensors = std::vector<std::pair<std::string, Tensor>>;
 
-// A fresh directory under the system temp directory, removed with everything in it.
-struct TempDir {
-  fs::path path;
-  TempDir() : path(fs::temp_directory_path() / ("nnx_io_test_" + nnx::io::detail::unique_hex())) {
-    fs::create_directories(path);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-  fs::path operator/(const std::string& name) const { return path / name; }
-};
-
-std::string read_bytes(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-}
-void write_bytes(const fs::path& p, const std::string& bytes) {
-  std::ofstream out(p, std::ios::binary | std::ios::trunc);
-  out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-}
 std::string u64_le(std::uint64_t n) {
   std::string s(8, '\0');
   for (int i = 0; i < 8; ++i) s[static_cast<std::size_t>(i)] = static_cast<char>((n >> (8 * i)) & 0xff);
@@ -71,21 +57,6 @@ Tensor random_tensor(const Shape& shape, DType dtype, std::mt19937_64& rng) {
   return t;
 }
 
-// Runs fn, which must throw CheckpointError with every one of `parts` in its message.
-template <class Fn>
-void expect_error(Fn&& fn, std::initializer_list<std::string> parts) {
-  try {
-    fn();
-  } catch (const nnx::CheckpointError& e) {
-    const std::string what = e.what();
-    for (const auto& p : parts) {
-      INFO("message: " << what);
-      CHECK(what.find(p) != std::string::npos);
-    }
-    return;
-  }
-  FAIL("no CheckpointError; expected one mentioning " << *parts.begin());
-}
 
 // Opens a file made from a header and data; it must fail naming the file and `parts`.
 void expect_corrupt(const TempDir& dir, const std::string& header, const std::string& data,

@@ -27,13 +27,7 @@ using nnx::Shape;
 using nnx::Tensor;
 namespace ops = nnx::ops;
 
-Tensor random_tensor(const Shape& shape, std::uint32_t seed) {
-  std::mt19937 gen(seed);
-  std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
-  std::vector<float> v(static_cast<std::size_t>(shape.numel()));
-  for (auto& x : v) x = dist(gen);
-  return Tensor::from_vector(v, shape);
-}
+Tensor random_tensor(const Shape& shape, std::uint32_t seed) { return ops_test::random_tensor(shape, seed, -1.0f, 1.0f); }
 
 bool same_bits(const Tensor& a, const Tensor& b) { return nnx::equal(a, b); }
 

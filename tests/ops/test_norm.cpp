@@ -21,11 +21,7 @@ using nnx::Tensor;
 namespace ops = nnx::ops;
 
 Tensor random_tensor(const Shape& shape, std::uint32_t seed, float lo = -1.0f, float hi = 1.0f) {
-  std::mt19937 gen(seed);
-  std::uniform_real_distribution<float> dist(lo, hi);
-  std::vector<float> v(static_cast<std::size_t>(shape.numel()));
-  for (auto& x : v) x = dist(gen);
-  return Tensor::from_vector(v, shape);
+  return ops_test::random_tensor(shape, seed, lo, hi);
 }
 
 }  // namespace
