@@ -32,6 +32,7 @@
 #include "nnx/core/rngs.hpp"
 #include "nnx/core/tensor.hpp"
 #include "nnx/core/variable.hpp"
+#include "nnx/kernels/softmax.hpp"
 #include "nnx/nn/linear.hpp"
 #include "nnx/nn/mode.hpp"
 #include "nnx/ops.hpp"
@@ -188,24 +189,17 @@ struct Attention {
         for (std::int64_t h = 0; h < H; ++h) {
           const float* qv = qd + ((b * T + t) * H + h) * D;
           const std::int64_t kvh = h / group;
-          float max_score = -INFINITY;
           for (std::int64_t j = 0; j <= last; ++j) {
             const float* kv = keys + ((b * key_rows + j) * Hkv + kvh) * D;
             float s = 0.0f;
             for (std::int64_t d = 0; d < D; ++d) s += qv[d] * kv[d];
             scores[j] = s * scale;
-            max_score = std::max(max_score, scores[j]);
           }
-          float sum = 0.0f;
-          for (std::int64_t j = 0; j <= last; ++j) {
-            scores[j] = std::exp(scores[j] - max_score);
-            sum += scores[j];
-          }
+          kernels::softmax_rows(scores.data(), 1, last + 1);
           float* ov = od + (b * T + t) * H * D + h * D;
           std::fill_n(ov, D, 0.0f);
-          const float inv = 1.0f / sum;
           for (std::int64_t j = 0; j <= last; ++j) {
-            const float p = scores[j] * inv;
+            const float p = scores[j];
             const float* vv = values + ((b * key_rows + j) * Hkv + kvh) * D;
             for (std::int64_t d = 0; d < D; ++d) ov[d] += p * vv[d];
           }
