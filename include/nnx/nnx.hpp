@@ -5,6 +5,7 @@
 
 #include "nnx/core.hpp"
 #include "nnx/core/graphdef_json.hpp"
+#include "nnx/engine.hpp"
 #include "nnx/interop.hpp"
 #include "nnx/io.hpp"
 #include "nnx/kernels.hpp"

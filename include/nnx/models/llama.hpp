@@ -136,6 +136,8 @@ struct Llama {
   }
 
   std::int64_t vocab_size() const { return config.vocab_size; }
+  // Positions the model was trained for (RoPE itself has no table to run out of).
+  std::int64_t context_length() const { return config.max_position_embeddings; }
 
   // tokens, positions: i32 [B, T] -> final hidden states f32 [B, T, C] (after norm).
   Tensor hidden_states(const Tensor& tokens, const Tensor& positions) {

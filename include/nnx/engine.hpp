@@ -1,0 +1,6 @@
+// nnx/engine.hpp — the inference engine layer: sampling, decode state, Engine.
+#pragma once
+
+#include "nnx/engine/decode_state.hpp"
+#include "nnx/engine/engine.hpp"
+#include "nnx/engine/sampling.hpp"

@@ -1,0 +1,473 @@
+// nnx/engine/engine.hpp — the inference engine: MaxText's MaxEngine contract (JetStream's
+// Engine API) as pure functions over state trees.
+//
+//   nnx::Engine<nnx::Gpt2> engine(cfg, {.max_prefill_length = 128, .max_target_length = 1024, .slots = 8});
+//   nnx::State params = engine.load_params("models/gpt2");       // HF directory or native checkpoint
+//   nnx::DecodeState state = engine.init_decode_state();
+//   nnx::Prefix prefix = engine.prefill(params, prompt, prompt_length, {.temperature = 0.7}, nnx::key_from_seed(7));
+//   state = engine.insert(prefix, std::move(state), /*slot=*/0);
+//   auto [next, result] = engine.generate(params, std::move(state));   // every active slot +1 token
+//   state = engine.release(std::move(next), 0);                         // once result.at(0).done
+//
+// States in, states out. A DecodeState passed as an rvalue is donated: its KV cache is
+// written in place, so a decode loop never copies a cache. Passed as an lvalue it is copied
+// on write and the caller's state stays as it was. Every check happens before anything is
+// consumed, so a call that throws (InvalidArgument naming the bad value) leaves the caller's
+// state intact and usable.
+//
+// Determinism: a request's tokens and logits depend only on its prompt, its SamplingParams,
+// its key and the parameters. Every row of every kernel is computed alone (fixed reduction
+// order), the KV cache is per slot, and token i of a request is drawn with fold_in(key, i):
+// the same request gives the same bits alone or beside others, in any slot, on any thread
+// count.
+//
+// Prompts longer than max_prefill_length are prefilled in chunks of that length, each chunk
+// attending to the cache written by the ones before; the result is bitwise the one long
+// prefill's. A Prefix can be extended the same way (a shared system prompt, then each
+// request's own tokens).
+#pragma once
+
+#include <algorithm>
+#include <concepts>
+#include <cstdint>
+#include <cstring>
+#include <filesystem>
+#include <span>
+#include <string>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "nnx/core/error.hpp"
+#include "nnx/core/filter.hpp"
+#include "nnx/core/graph.hpp"
+#include "nnx/core/rngs.hpp"
+#include "nnx/core/state.hpp"
+#include "nnx/core/tensor.hpp"
+#include "nnx/engine/decode_state.hpp"
+#include "nnx/engine/sampling.hpp"
+#include "nnx/io/checkpoint.hpp"
+#include "nnx/io/huggingface.hpp"
+#include "nnx/models/transformer.hpp"
+#include "nnx/nn/mode.hpp"
+
+namespace nnx {
+
+// What the engine needs of a model: the decoder's hidden states, the output head apart (a
+// prefill computes logits for its last position only), and its sizes.
+template <class Model>
+concept EngineModel = requires(Model& m, const Model& cm, const Tensor& t) {
+  { m.hidden_states(t, t) } -> std::same_as<Tensor>;
+  { cm.logits_from_hidden_states(t) } -> std::same_as<Tensor>;
+  { cm.vocab_size() } -> std::convertible_to<std::int64_t>;
+  { cm.context_length() } -> std::convertible_to<std::int64_t>;
+  { cm.config.to_json() } -> std::convertible_to<nlohmann::json>;
+};
+
+struct EngineOptions {
+  std::int64_t max_prefill_length = 512;  // tokens per prefill chunk
+  std::int64_t max_target_length = 0;     // positions per slot (prompt + generated); 0: the context length
+  std::int64_t slots = 1;                 // decode batch size
+};
+
+// The config.json of a Hugging Face directory or the config stored in a native checkpoint
+// (null when the checkpoint has none).
+inline nlohmann::json read_model_config(const std::filesystem::path& path) {
+  if (!std::filesystem::exists(path)) throw InvalidArgument(path.string() + ": no such file or directory");
+  if (std::filesystem::exists(path / "config.json")) return io::HfCheckpoint::open(path).config();
+  return io::checkpoint_config(path);
+}
+
+template <EngineModel Model>
+class Engine {
+ public:
+  using Config = std::remove_cvref_t<decltype(std::declval<Model&>().config)>;
+
+  struct GenerateOutput {
+    DecodeState state;
+    ResultTokens result;
+  };
+
+  Engine(const Config& config, const EngineOptions& options = {}) : config_(config), options_(options) {
+    if (options.slots < 1) throw InvalidArgument("Engine: slots " + std::to_string(options.slots) + " < 1");
+    if (options.max_prefill_length < 1)
+      throw InvalidArgument("Engine: max_prefill_length " + std::to_string(options.max_prefill_length) + " < 1");
+    Rngs rngs{0};
+    Model prefill_model = eval_shape([&] {
+      return Model(config, Mode::prefill, rngs, {.cache_batch = 1, .cache_length = options.max_target_length});
+    });
+    vocab_ = prefill_model.vocab_size();
+    context_ = prefill_model.context_length();
+    if (options_.max_target_length == 0) options_.max_target_length = context_;
+    if (options_.max_target_length < 2 || options_.max_target_length > context_)
+      throw InvalidArgument("Engine: max_target_length " + std::to_string(options_.max_target_length) +
+                            " outside [2, " + std::to_string(context_) + "] (the model's context length)");
+    auto [prefill_graphdef, params, prefill_cache, rest] = split(prefill_model, of<Param>, of<Cache>, everything);
+    if (!rest.empty())
+      throw InvalidArgument("Engine: the model holds state besides its parameters and KV cache, at '" +
+                            rest.entry(0).path.to_string() + "'");
+    Model decode_model = eval_shape([&] {
+      return Model(config, Mode::autoregressive, rngs,
+                   {.cache_batch = options_.slots, .cache_length = options_.max_target_length});
+    });
+    auto [decode_graphdef, decode_params, decode_cache] = split(decode_model, of<Param>, of<Cache>);
+    prefill_graphdef_ = std::move(prefill_graphdef);
+    decode_graphdef_ = std::move(decode_graphdef);
+    param_spec_ = std::move(params);
+    prefix_cache_spec_ = std::move(prefill_cache);
+    decode_cache_spec_ = std::move(decode_cache);
+  }
+
+  const Config& config() const { return config_; }
+  const EngineOptions& options() const { return options_; }
+  std::int64_t vocab_size() const { return vocab_; }
+  std::int64_t max_target_length() const { return options_.max_target_length; }
+  std::int64_t num_slots() const { return options_.slots; }
+  // The parameters' paths, dtypes and shapes (abstract tensors).
+  const State& param_spec() const { return param_spec_; }
+
+  // ---- parameters ----
+
+  // Weights from a Hugging Face directory (config.json + safetensors) or a native checkpoint.
+  // A config found there must describe this engine's model.
+  State load_params(const std::filesystem::path& path) const {
+    if (!std::filesystem::exists(path)) throw InvalidArgument(path.string() + ": no such file or directory");
+    const bool hugging_face = std::filesystem::exists(path / "config.json");
+    check_config(hugging_face ? io::HfCheckpoint::open(path).config() : io::checkpoint_config(path), path);
+    return hugging_face ? io::HfCheckpoint::open(path).read_params(param_spec_)
+                        : io::restore_checkpoint(path, param_spec_);
+  }
+  // Parameters already in memory: checked leaf by leaf (paths, dtypes, shapes), then shared.
+  State load_params(const State& params) const {
+    (void)merge(prefill_graphdef_, params, prefix_cache_spec_);
+    return params;
+  }
+  // Fresh random parameters, as the model's constructor initializes them.
+  State init_params(std::uint64_t seed) const {
+    Rngs rngs{seed};
+    Model model(config_, Mode::prefill, rngs, {.cache_batch = 1, .cache_length = 1});
+    return state(model, of<Param>);
+  }
+
+  // ---- decode state ----
+
+  DecodeState init_decode_state() const {
+    DecodeState s;
+    s.cache = zeros_like(decode_cache_spec_);
+    s.slots.resize(static_cast<std::size_t>(options_.slots));
+    return s;
+  }
+
+  // ---- prefill ----
+
+  // Prefills tokens[0 .. true_length) (i32 or i64, [T] or [1, T]; what follows is padding)
+  // and samples the first token with fold_in(rng, 0).
+  Prefix prefill(const State& params, const Tensor& tokens, std::int64_t true_length, const SamplingParams& sampling,
+                 RngKey rng, const StopCondition& stop = {}) const {
+    return sample_prefix(run_prefill(params, zeros_like(prefix_cache_spec_), 0, tokens, true_length, sampling, stop),
+                         sampling, stop, rng);
+  }
+  // Extends `existing` by tokens[0 .. true_length) at positions existing.next_position...
+  // Pass `existing` as an rvalue to extend its cache in place; a copy keeps it unchanged.
+  Prefix prefill(const State& params, Prefix existing, const Tensor& tokens, std::int64_t true_length,
+                 const SamplingParams& sampling, RngKey rng, const StopCondition& stop = {}) const {
+    check_prefix(existing, "prefill");
+    const std::int64_t start = existing.next_position;
+    return sample_prefix(run_prefill(params, std::move(existing.cache), start, tokens, true_length, sampling, stop),
+                         sampling, stop, rng);
+  }
+  // n first tokens from one forward pass: sample j is a request with key fold_in(rng, j), and
+  // all n Prefixes share one cache (insert copies it into each slot).
+  std::vector<Prefix> prefill_multisampling(const State& params, const Tensor& tokens, std::int64_t true_length,
+                                            std::int64_t n, const SamplingParams& sampling, RngKey rng,
+                                            const StopCondition& stop = {}) const {
+    if (n < 1) throw InvalidArgument("prefill_multisampling: n " + std::to_string(n) + " < 1");
+    Prefilled done = run_prefill(params, zeros_like(prefix_cache_spec_), 0, tokens, true_length, sampling, stop);
+    std::vector<Prefix> out;
+    out.reserve(static_cast<std::size_t>(n));
+    for (std::int64_t j = 0; j < n; ++j) out.push_back(sample_prefix(done, sampling, stop, fold_in(rng, j)));
+    return out;
+  }
+
+  // ---- insert, generate, release ----
+
+  // Copies the prefix's used cache positions into `slot` and starts the request there.
+  DecodeState insert(const Prefix& prefix, const DecodeState& state, std::int64_t slot) const {
+    return insert(prefix, DecodeState(state), slot);
+  }
+  DecodeState insert(const Prefix& prefix, DecodeState&& state, std::int64_t slot) const {
+    const std::int64_t slots[] = {slot};
+    return bulk_insert(prefix, std::move(state), slots);
+  }
+  // The same prefix into several slots (e.g. to sample several continuations of it).
+  DecodeState bulk_insert(const Prefix& prefix, const DecodeState& state, std::span<const std::int64_t> slots) const {
+    return bulk_insert(prefix, DecodeState(state), slots);
+  }
+  DecodeState bulk_insert(const Prefix& prefix, DecodeState&& state, std::span<const std::int64_t> slots) const {
+    check_decode_state(state, "insert");
+    check_prefix(prefix, "insert");
+    for (std::size_t i = 0; i < slots.size(); ++i) {
+      check_slot(slots[i], "insert");
+      if (state.slots[static_cast<std::size_t>(slots[i])].occupied)
+        throw InvalidArgument("insert: slot " + std::to_string(slots[i]) + " is busy (release it first)");
+      if (std::find(slots.begin(), slots.begin() + static_cast<std::ptrdiff_t>(i), slots[i]) !=
+          slots.begin() + static_cast<std::ptrdiff_t>(i))
+        throw InvalidArgument("insert: slot " + std::to_string(slots[i]) + " is given twice");
+    }
+    DecodeState out = std::move(state);
+    const std::int64_t S = options_.max_target_length;
+    for (auto& [path, leaf] : out.cache) {
+      Tensor& dst = leaf.tensor();
+      if (dst.use_count() > 1) dst = dst.clone();  // not donated: copy on write
+      const Tensor& src = prefix.cache.at(path).tensor();
+      const auto row = static_cast<std::size_t>(dst.numel() / (dst.dim(0) * S));  // floats per position
+      for (std::int64_t slot : slots)
+        std::memcpy(dst.data<float>() + static_cast<std::size_t>(slot * S) * row, src.data<float>(),
+                    static_cast<std::size_t>(prefix.next_position) * row * sizeof(float));
+    }
+    for (std::int64_t slot : slots) {
+      SlotState& s = out.slots[static_cast<std::size_t>(slot)];
+      s = SlotState{};
+      s.occupied = true;
+      s.next_position = prefix.next_position;
+      s.generated = 1;
+      s.max_new_tokens = prefix.max_new_tokens;
+      s.last_token = prefix.token;
+      s.sampling = prefix.sampling;
+      s.stop_ids = prefix.stop.stop_ids;
+      s.key = prefix.key;
+      s.finish = finish_reason(s, prefix.token);
+      s.done = s.finish != FinishReason::none;
+    }
+    return out;
+  }
+
+  // Advances every active slot by one token.
+  GenerateOutput generate(const State& params, const DecodeState& state) const {
+    return generate(params, DecodeState(state));
+  }
+  GenerateOutput generate(const State& params, DecodeState&& state) const {
+    check_decode_state(state, "generate");
+    const auto n = static_cast<std::size_t>(options_.slots);
+    ResultTokens result;
+    result.slots.resize(n);
+    if (state.num_active() == 0) return {std::move(state), std::move(result)};
+
+    // Slots that are not active decode token 0 at position 0 of their own (scratch) rows.
+    std::vector<std::int32_t> tokens(n, 0);
+    std::vector<std::int64_t> positions(n, 0);
+    for (std::size_t i = 0; i < n; ++i)
+      if (state.slots[i].active()) {
+        tokens[i] = state.slots[i].last_token;
+        positions[i] = state.slots[i].next_position;
+      }
+    const Tensor token_tensor = Tensor::from_vector(tokens, {options_.slots});
+    {
+      Model model = merge(decode_graphdef_, params, std::move(state.cache));
+      try {
+        result.logits = decode_step(model, token_tensor, positions);
+      } catch (...) {
+        state.cache = nnx::state(model, of<Cache>);
+        throw;
+      }
+      state.cache = nnx::state(model, of<Cache>);
+    }
+    for (std::size_t i = 0; i < n; ++i) {
+      SlotState& s = state.slots[i];
+      if (!s.active()) continue;
+      const SampledToken t = sample_token(result.logits.data<float>() + i * static_cast<std::size_t>(vocab_), vocab_,
+                                          s.sampling, fold_in(s.key, static_cast<std::uint64_t>(s.generated)));
+      s.last_token = t.token;
+      ++s.next_position;
+      ++s.generated;
+      s.finish = finish_reason(s, t.token);
+      s.done = s.finish != FinishReason::none;
+      result.slots[i] = {t.token, true, s.generated, t.log_prob, s.done, s.finish};
+    }
+    return {std::move(state), std::move(result)};
+  }
+
+  // Frees a slot for the next insert.
+  DecodeState release(const DecodeState& state, std::int64_t slot) const { return release(DecodeState(state), slot); }
+  DecodeState release(DecodeState&& state, std::int64_t slot) const {
+    check_decode_state(state, "release");
+    check_slot(slot, "release");
+    if (!state.slots[static_cast<std::size_t>(slot)].occupied)
+      throw InvalidArgument("release: slot " + std::to_string(slot) + " is not occupied");
+    DecodeState out = std::move(state);
+    out.slots[static_cast<std::size_t>(slot)] = SlotState{};
+    return out;
+  }
+
+ private:
+  // A prefill's outcome before sampling.
+  struct Prefilled {
+    State cache;
+    std::int64_t next_position = 0;
+    Tensor last_logits;  // f32 [V]
+    std::int64_t max_new_tokens = 0;
+  };
+
+  static State zeros_like(const State& spec) {
+    return spec.map([](const Tensor& t) { return Tensor::zeros(t.shape(), t.dtype()); });
+  }
+
+  Prefilled run_prefill(const State& params, State cache, std::int64_t start, const Tensor& tokens,
+                        std::int64_t true_length, const SamplingParams& sampling, const StopCondition& stop) const {
+    sampling.validate();
+    const std::vector<std::int32_t> ids = prompt_ids(tokens, true_length);
+    const std::int64_t S = options_.max_target_length;
+    const std::int64_t end = start + true_length;
+    if (end >= S)
+      throw InvalidArgument("prefill: a prefix of " + std::to_string(end) + " tokens does not fit the cache: " +
+                            "max_target_length " + std::to_string(S) + " leaves room for at most " +
+                            std::to_string(S - 1) + " prompt tokens");
+    Prefilled out;
+    out.max_new_tokens = S - end;
+    if (stop.max_new_tokens) {
+      const std::int64_t m = *stop.max_new_tokens;
+      if (m < 1) throw InvalidArgument("prefill: max_new_tokens " + std::to_string(m) + " < 1");
+      if (m > S - end)
+        throw InvalidArgument("prefill: max_new_tokens " + std::to_string(m) + " is beyond the target length: " +
+                              std::to_string(end) + " prompt tokens + " + std::to_string(m) + " > max_target_length " +
+                              std::to_string(S));
+      out.max_new_tokens = m;
+    }
+    for (std::int32_t id : stop.stop_ids)
+      if (id < 0 || id >= vocab_)
+        throw InvalidArgument("prefill: stop id " + std::to_string(id) + " is outside the vocabulary [0, " +
+                              std::to_string(vocab_) + ")");
+
+    const std::int64_t chunk = options_.max_prefill_length;
+    for (std::int64_t begin = 0; begin < true_length; begin += chunk) {
+      const std::int64_t len = std::min(chunk, true_length - begin);
+      Tensor chunk_tokens = Tensor::empty({1, len}, DType::i32);
+      Tensor chunk_positions = Tensor::empty({1, len}, DType::i32);
+      for (std::int64_t t = 0; t < len; ++t) {
+        chunk_tokens.data<std::int32_t>()[t] = ids[static_cast<std::size_t>(begin + t)];
+        chunk_positions.data<std::int32_t>()[t] = static_cast<std::int32_t>(start + begin + t);
+      }
+      Model model = merge(prefill_graphdef_, params, std::move(cache));
+      const Tensor hidden = model.hidden_states(chunk_tokens, chunk_positions);  // [1, len, C]
+      if (begin + len == true_length)
+        out.last_logits = model.logits_from_hidden_states(hidden.select(0).slice(len - 1, len)).reshape({vocab_});
+      cache = nnx::state(model, of<Cache>);
+    }
+    out.cache = std::move(cache);
+    out.next_position = end;
+    return out;
+  }
+
+  Prefix sample_prefix(const Prefilled& done, const SamplingParams& sampling, const StopCondition& stop,
+                       RngKey key) const {
+    const SampledToken first = sample_token(done.last_logits.template data<float>(), vocab_, sampling, fold_in(key, 0));
+    Prefix p;
+    p.cache = done.cache;
+    p.next_position = done.next_position;
+    p.token = first.token;
+    p.log_prob = first.log_prob;
+    p.last_logits = done.last_logits;
+    p.sampling = sampling;
+    p.stop = stop;
+    p.max_new_tokens = done.max_new_tokens;
+    p.key = key;
+    return p;
+  }
+  Prefix sample_prefix(Prefilled&& done, const SamplingParams& sampling, const StopCondition& stop,
+                       RngKey key) const {
+    Prefix p = sample_prefix(std::as_const(done), sampling, stop, key);
+    done.cache.clear();  // the Prefix is now the cache's only holder, so extending it is in place
+    return p;
+  }
+
+  // The prompt's first true_length ids, each checked against the vocabulary.
+  std::vector<std::int32_t> prompt_ids(const Tensor& tokens, std::int64_t true_length) const {
+    const bool integer = tokens.dtype() == DType::i32 || tokens.dtype() == DType::i64;
+    if (!integer || tokens.is_abstract() || !(tokens.rank() == 1 || (tokens.rank() == 2 && tokens.dim(0) == 1)))
+      throw ShapeError("prefill: expected tokens i32 or i64 [T] or [1, T], found " + describe(tokens));
+    const std::int64_t T = tokens.dim(tokens.rank() - 1);
+    if (true_length < 1 || true_length > T)
+      throw InvalidArgument("prefill: true_length " + std::to_string(true_length) + " outside [1, " +
+                            std::to_string(T) + "]");
+    std::vector<std::int32_t> ids(static_cast<std::size_t>(true_length));
+    for (std::int64_t t = 0; t < true_length; ++t) {
+      const std::int64_t id =
+          tokens.dtype() == DType::i32 ? tokens.data<std::int32_t>()[t] : tokens.data<std::int64_t>()[t];
+      if (id < 0 || id >= vocab_)
+        throw InvalidArgument("prefill: token id " + std::to_string(id) + " at index " + std::to_string(t) +
+                              " is outside the vocabulary [0, " + std::to_string(vocab_) + ")");
+      ids[static_cast<std::size_t>(t)] = static_cast<std::int32_t>(id);
+    }
+    return ids;
+  }
+
+  FinishReason finish_reason(const SlotState& s, std::int32_t token) const {
+    if (std::find(s.stop_ids.begin(), s.stop_ids.end(), token) != s.stop_ids.end()) return FinishReason::stop_token;
+    if (s.generated >= s.max_new_tokens) return FinishReason::max_new_tokens;
+    return FinishReason::none;
+  }
+
+  void check_slot(std::int64_t slot, const char* where) const {
+    if (slot < 0 || slot >= options_.slots)
+      throw InvalidArgument(std::string(where) + ": slot " + std::to_string(slot) + " outside [0, " +
+                            std::to_string(options_.slots) + ")");
+  }
+
+  static void check_cache(const State& cache, const State& spec, const std::string& what) {
+    if (cache.size() != spec.size())
+      throw InvalidArgument(what + " has " + std::to_string(cache.size()) + " cache leaves; expected " +
+                            std::to_string(spec.size()));
+    for (const auto& [path, leaf] : spec) {
+      const VariableState* found = cache.find(path);
+      if (!found) throw MissingLeafError(what + " lacks the cache leaf '" + path.to_string() + "'");
+      const Tensor& t = found->tensor();
+      if (t.dtype() != leaf.dtype() || t.shape() != leaf.shape() || t.is_abstract())
+        throw ShapeError(what + ": cache leaf '" + path.to_string() + "' expected " + describe(leaf.tensor()) +
+                         ", found " + describe(t));
+    }
+  }
+  void check_decode_state(const DecodeState& s, const char* where) const {
+    if (s.num_slots() != options_.slots)
+      throw InvalidArgument(std::string(where) + ": decode state has " + std::to_string(s.num_slots()) +
+                            " slots; the engine has " + std::to_string(options_.slots));
+    check_cache(s.cache, decode_cache_spec_, std::string(where) + ": the decode state");
+  }
+  void check_prefix(const Prefix& p, const char* where) const {
+    check_cache(p.cache, prefix_cache_spec_, std::string(where) + ": the prefix");
+    if (p.next_position < 1 || p.next_position >= options_.max_target_length)
+      throw InvalidArgument(std::string(where) + ": the prefix holds " + std::to_string(p.next_position) +
+                            " tokens; expected [1, " + std::to_string(options_.max_target_length - 1) + "]");
+  }
+
+  void check_config(const nlohmann::json& found, const std::filesystem::path& path) const {
+    if (found.is_null()) return;  // a native checkpoint saved without a config
+    const nlohmann::json expected = config_.to_json();
+    if (found.value("model_type", std::string()) != expected.value("model_type", std::string()))
+      throw InvalidArgument(path.string() + ": model_type " + found.value("model_type", nlohmann::json("missing")).dump() +
+                            "; the engine's model is " + expected.value("model_type", nlohmann::json()).dump());
+    nlohmann::json parsed;
+    try {
+      parsed = Config::from_json(found).to_json();
+    } catch (const Error& e) {
+      throw InvalidArgument(path.string() + ": " + e.what());
+    }
+    for (const auto& [key, value] : expected.items())
+      if (parsed.value(key, nlohmann::json()) != value)
+        throw InvalidArgument(path.string() + ": config " + key + " is " + parsed.value(key, nlohmann::json()).dump() +
+                              "; the engine's model has " + value.dump());
+  }
+
+  Config config_;
+  EngineOptions options_;
+  std::int64_t vocab_ = 0;
+  std::int64_t context_ = 0;
+  GraphDef<Model> prefill_graphdef_;
+  GraphDef<Model> decode_graphdef_;
+  State param_spec_;         // abstract
+  State prefix_cache_spec_;  // abstract, [1, S, Hkv, D] per layer
+  State decode_cache_spec_;  // abstract, [slots, S, Hkv, D] per layer
+};
+
+}  // namespace nnx
