@@ -10,7 +10,8 @@
 //
 // PATH is a directory holding config.json + model.safetensors (or sharded files with
 // model.safetensors.index.json) for gpt2 or llama, or a checkpoint written by
-// nnx::io::save_checkpoint with the model's config (including "model_type").
+// nnx::io::save_checkpoint with the model's config (including "model_type"), such as an int8
+// serve checkpoint written by examples/quantize (its config's "quantization" entry says how).
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -24,6 +25,7 @@
 #include <nnx/io/huggingface.hpp>
 #include <nnx/io/safetensors.hpp>
 #include <nnx/models.hpp>
+#include <nnx/quant.hpp>
 
 namespace {
 
@@ -95,13 +97,16 @@ std::int64_t argmax(const float* row, std::int64_t n) {
   return best;
 }
 
-// Builds Model from its config without allocating weights, then loads the weights.
+// Builds Model from its config without allocating weights (int8 where the checkpoint is
+// quantized), then loads the weights.
 template <class Model, class Config>
-Model load(const std::filesystem::path& path, const Config& cfg, bool hugging_face, std::int64_t cache_length) {
+Model load(const std::filesystem::path& path, const Config& cfg, const nnx::QuantConfig& quant, bool hugging_face,
+           std::int64_t cache_length) {
   nnx::Rngs rngs{0};
   Model abstract = nnx::eval_shape([&] {
     return Model(cfg, nnx::Mode::autoregressive, rngs, {.cache_batch = 1, .cache_length = cache_length});
   });
+  nnx::quantize(abstract, quant, nnx::QuantMode::serve);
   auto [graphdef, params, cache] = nnx::split(abstract, nnx::of<nnx::Param>, nnx::everything);
   nnx::State weights = hugging_face ? nnx::io::HfCheckpoint::open(path).read_params(params)
                                     : nnx::io::restore_checkpoint(path, params);
@@ -110,8 +115,8 @@ Model load(const std::filesystem::path& path, const Config& cfg, bool hugging_fa
 }
 
 template <class Model, class Config>
-std::vector<std::int64_t> run(const Args& args, const Config& cfg, std::int64_t vocab, std::int64_t context,
-                              bool hugging_face) {
+std::vector<std::int64_t> run(const Args& args, const Config& cfg, const nnx::QuantConfig& quant, std::int64_t vocab,
+                              std::int64_t context, bool hugging_face) {
   const auto T = static_cast<std::int64_t>(args.prompt.size());
   for (std::int64_t id : args.prompt)
     if (id >= vocab)
@@ -121,7 +126,7 @@ std::vector<std::int64_t> run(const Args& args, const Config& cfg, std::int64_t 
     throw nnx::InvalidArgument("prompt of " + std::to_string(T) + " tokens plus " +
                                std::to_string(args.max_new_tokens) + " new tokens exceeds the context length " +
                                std::to_string(context));
-  Model model = load<Model>(args.model, cfg, hugging_face, T + args.max_new_tokens);
+  Model model = load<Model>(args.model, cfg, quant, hugging_face, T + args.max_new_tokens);
 
   std::vector<std::int32_t> ids(args.prompt.begin(), args.prompt.end());
   auto tokens = nnx::Tensor::from_vector(ids, {1, T});
@@ -152,13 +157,14 @@ int main(int argc, char** argv) {
     const nlohmann::json config = hugging_face ? nnx::io::HfCheckpoint::open(args.model).config()
                                                : nnx::io::checkpoint_config(args.model);
     const std::string type = config.is_object() ? config.value("model_type", std::string()) : std::string();
+    const nnx::QuantConfig quant = nnx::QuantConfig::of_model_config(config);
     std::vector<std::int64_t> generated;
     if (type == "gpt2") {
       const auto cfg = nnx::Gpt2Config::from_json(config);
-      generated = run<nnx::Gpt2>(args, cfg, cfg.vocab_size, cfg.n_positions, hugging_face);
+      generated = run<nnx::Gpt2>(args, cfg, quant, cfg.vocab_size, cfg.n_positions, hugging_face);
     } else if (type == "llama") {
       const auto cfg = nnx::LlamaConfig::from_json(config);
-      generated = run<nnx::Llama>(args, cfg, cfg.vocab_size, cfg.max_position_embeddings, hugging_face);
+      generated = run<nnx::Llama>(args, cfg, quant, cfg.vocab_size, cfg.max_position_embeddings, hugging_face);
     } else {
       throw nnx::InvalidArgument(args.model.string() + ": unknown architecture \"" + type + "\" (gpt2, llama)");
     }

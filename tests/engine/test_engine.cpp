@@ -11,6 +11,7 @@
 
 #include <nnx/engine.hpp>
 #include <nnx/io/checkpoint.hpp>
+#include <nnx/kernels/parallel.hpp>
 #include <nnx/models.hpp>
 
 #include "../io/io_test_util.hpp"
@@ -254,6 +255,29 @@ TEST_CASE("a request's tokens and logits do not depend on its neighbours or its 
         nnx::Engine<nnx::Gpt2>(small_gpt2(), {.max_prefill_length = 5, .max_target_length = 40, .slots = 4}), 3);
   check(nnx::Engine<nnx::Llama>(small_llama(), {.max_prefill_length = 8, .max_target_length = 40, .slots = 1}),
         nnx::Engine<nnx::Llama>(small_llama(), {.max_prefill_length = 2, .max_target_length = 40, .slots = 3}), 4);
+}
+
+TEST_CASE("a request's tokens and logits do not depend on the thread count", "[engine][invariance][threads]") {
+  const int threads_before = nnx::num_threads();
+  const std::int64_t min_work_before = nnx::kernels::parallel_min_work();
+  auto traces = [](const auto& engine, const nnx::State& params, int threads) {
+    nnx::set_num_threads(threads);
+    nnx::kernels::set_parallel_min_work(1);  // split even these tiny shapes across threads
+    const Request a{{5, 9, 2, 33, 17, 40, 1, 2}, {.temperature = 0.8, .top_k = 0, .top_p = 0.9}, 21, 0, 0, 9};
+    const Request b{{1, 2, 3}, nnx::SamplingParams::greedy(), 5, 1, 2, 12};
+    return run(engine, params, {a, b});
+  };
+  const nnx::Engine<nnx::Gpt2> gpt2(small_gpt2(), {.max_prefill_length = 4, .max_target_length = 40, .slots = 2});
+  const nnx::Engine<nnx::Llama> llama(small_llama(), {.max_prefill_length = 3, .max_target_length = 40, .slots = 2});
+  const nnx::State gpt2_params = gpt2.init_params(8), llama_params = llama.init_params(8);
+  for (int threads : {2, 3}) {
+    const auto one = traces(gpt2, gpt2_params, 1), many = traces(gpt2, gpt2_params, threads);
+    for (std::size_t i = 0; i < one.size(); ++i) check_same_bits(one[i], many[i], gpt2);
+    const auto one_l = traces(llama, llama_params, 1), many_l = traces(llama, llama_params, threads);
+    for (std::size_t i = 0; i < one_l.size(); ++i) check_same_bits(one_l[i], many_l[i], llama);
+  }
+  nnx::set_num_threads(threads_before);
+  nnx::kernels::set_parallel_min_work(min_work_before);
 }
 
 TEST_CASE("donated decode states are written in place; shared ones are left unchanged", "[engine][donation]") {

@@ -75,7 +75,7 @@ TEST_CASE("bf16 and f16 files load to the right values", "[models][reference][dt
     CHECK(nnx::equal(model.norm.scale.value(), widened));
     // A transposed nn.Linear weight: q_proj [out, in] -> our kernel [in, out].
     const nnx::Tensor q = file.get("model.layers.1.self_attn.q_proj.weight").astype(nnx::DType::f32);
-    const nnx::Tensor& kernel = model.layers[1].attn.query->kernel.value();
+    const nnx::Tensor& kernel = model.layers[1].attn.query->kernel->value();
     REQUIRE(kernel.dim(0) == q.dim(1));
     CHECK(kernel.data<float>()[3 * kernel.dim(1) + 5] == q.data<float>()[5 * q.dim(1) + 3]);
   }

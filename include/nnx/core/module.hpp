@@ -233,7 +233,54 @@ void walk(T& node, Path& path, V& visitor) {
   }
 }
 
+// for_each_module's traversal: walk's, calling f at each node of type T instead of descending.
+template <class T, class Node, class F>
+void find_modules(Node& node, Path& path, F& f) {
+  using U = std::remove_const_t<Node>;
+  if constexpr (std::same_as<U, T>) {
+    f(std::as_const(path), node);
+  } else if constexpr (std::derived_from<U, Variable> || StaticField<U>) {
+    // leaves and static configuration hold no modules
+  } else if constexpr (Module<U>) {
+    for_each_field(node, [&](const std::string* name, auto& field) {
+      path.push_back(PathKey::from_interned(name));
+      find_modules<T>(field, path, f);
+      path.pop_back();
+    });
+  } else if constexpr (DynamicModule<U>) {
+    for (auto& [key, child] : node.nnx_children()) {
+      path.push_back(PathKey(std::string_view(key)));
+      find_modules<T>(child, path, f);
+      path.pop_back();
+    }
+  } else if constexpr (is_optional<U>::value) {
+    if (node.has_value()) find_modules<T>(*node, path, f);
+  } else if constexpr (is_vector<U>::value) {
+    for (std::size_t i = 0; i < node.size(); ++i) {
+      path.push_back(PathKey(i));
+      find_modules<T>(node[i], path, f);
+      path.pop_back();
+    }
+  } else if constexpr (is_string_map<U>::value) {
+    for (auto& [key, child] : node) {
+      path.push_back(PathKey(std::string_view(key)));
+      find_modules<T>(child, path, f);
+      path.pop_back();
+    }
+  }
+}
+
 }  // namespace detail
+
+// Calls f(path, sub) for every submodule of type T inside `module` (the module itself
+// included), depth-first in field order; the inside of a T is not searched. Use it to
+// reconfigure every layer of one type, e.g. every Linear of a model.
+template <class T, class M, class F>
+void for_each_module(M& module, F&& f) {
+  Path path;
+  detail::find_modules<T>(module, path, f);
+}
+
 }  // namespace nnx
 
 // Lists a module's fields once; place it inside the struct. Every field it names is traversed.

@@ -261,6 +261,12 @@ struct Param : VariableKind<Param, Variable> {
   using VariableKind::VariableKind;
   static constexpr std::string_view kind_name = "Param";
 };
+// Frozen quantized weights (a QTensor): parameters, but not trained — of<Param> matches them,
+// of<QuantizedParam> picks them alone.
+struct QuantizedParam : VariableKind<QuantizedParam, Param> {
+  using VariableKind::VariableKind;
+  static constexpr std::string_view kind_name = "QuantizedParam";
+};
 // Decoding state: the KV cache and its positions.
 struct Cache : VariableKind<Cache, Variable> {
   using VariableKind::VariableKind;

@@ -52,6 +52,8 @@
 #include "nnx/io/huggingface.hpp"
 #include "nnx/models/transformer.hpp"
 #include "nnx/nn/mode.hpp"
+#include "nnx/quant/config.hpp"
+#include "nnx/quant/quantize.hpp"
 
 namespace nnx {
 
@@ -70,6 +72,7 @@ struct EngineOptions {
   std::int64_t max_prefill_length = 512;  // tokens per prefill chunk
   std::int64_t max_target_length = 0;     // positions per slot (prompt + generated); 0: the context length
   std::int64_t slots = 1;                 // decode batch size
+  QuantConfig quant;                      // int8 layers (none by default); see nnx/quant/config.hpp
 };
 
 // The config.json of a Hugging Face directory or the config stored in a native checkpoint
@@ -104,7 +107,7 @@ class Engine {
     if (options_.max_target_length < 2 || options_.max_target_length > context_)
       throw InvalidArgument("Engine: max_target_length " + std::to_string(options_.max_target_length) +
                             " outside [2, " + std::to_string(context_) + "] (the model's context length)");
-    auto [prefill_graphdef, params, prefill_cache, rest] = split(prefill_model, of<Param>, of<Cache>, everything);
+    auto [f32_graphdef, f32_params, prefill_cache, rest] = split(prefill_model, of<Param>, of<Cache>, everything);
     if (!rest.empty())
       throw InvalidArgument("Engine: the model holds state besides its parameters and KV cache, at '" +
                             rest.entry(0).path.to_string() + "'");
@@ -112,7 +115,14 @@ class Engine {
       return Model(config, Mode::autoregressive, rngs,
                    {.cache_batch = options_.slots, .cache_length = options_.max_target_length});
     });
+    // Serving int8: the models hold frozen QTensors where the f32 kernels were.
+    quantize(prefill_model, options_.quant, QuantMode::serve);
+    quantize(decode_model, options_.quant, QuantMode::serve);
+    auto [prefill_graphdef, params, same_cache] = split(prefill_model, of<Param>, of<Cache>);
+    (void)same_cache;
     auto [decode_graphdef, decode_params, decode_cache] = split(decode_model, of<Param>, of<Cache>);
+    f32_graphdef_ = std::move(f32_graphdef);
+    f32_param_spec_ = std::move(f32_params);
     prefill_graphdef_ = std::move(prefill_graphdef);
     decode_graphdef_ = std::move(decode_graphdef);
     param_spec_ = std::move(params);
@@ -125,30 +135,53 @@ class Engine {
   std::int64_t vocab_size() const { return vocab_; }
   std::int64_t max_target_length() const { return options_.max_target_length; }
   std::int64_t num_slots() const { return options_.slots; }
-  // The parameters' paths, dtypes and shapes (abstract tensors).
+  // The served parameters' paths, kinds, dtypes and shapes (abstract tensors).
   const State& param_spec() const { return param_spec_; }
+  const GraphDef<Model>& prefill_graphdef() const { return prefill_graphdef_; }
 
   // ---- parameters ----
 
   // Weights from a Hugging Face directory (config.json + safetensors) or a native checkpoint.
-  // A config found there must describe this engine's model.
+  // A config found there must describe this engine's model. Full-precision weights are
+  // quantized once here when the engine serves int8; a serve checkpoint (its config says how
+  // it was quantized, which must match options().quant) loads straight into QTensors.
   State load_params(const std::filesystem::path& path) const {
     if (!std::filesystem::exists(path)) throw InvalidArgument(path.string() + ": no such file or directory");
     const bool hugging_face = std::filesystem::exists(path / "config.json");
-    check_config(hugging_face ? io::HfCheckpoint::open(path).config() : io::checkpoint_config(path), path);
-    return hugging_face ? io::HfCheckpoint::open(path).read_params(param_spec_)
-                        : io::restore_checkpoint(path, param_spec_);
+    const nlohmann::json found = hugging_face ? io::HfCheckpoint::open(path).config() : io::checkpoint_config(path);
+    check_config(found, path);
+    const QuantConfig stored = QuantConfig::of_model_config(found);
+    if (stored.enabled()) {
+      if (!(stored == options_.quant))
+        throw InvalidArgument(path.string() + ": quantized as " + stored.to_json().dump() + "; the engine serves " +
+                              options_.quant.to_json().dump());
+      return io::restore_checkpoint(path, param_spec_);
+    }
+    return convert_params(hugging_face ? io::HfCheckpoint::open(path).read_params(f32_param_spec_)
+                                       : io::restore_checkpoint(path, f32_param_spec_));
   }
-  // Parameters already in memory: checked leaf by leaf (paths, dtypes, shapes), then shared.
+  // Parameters already in memory, full precision or already quantized: checked leaf by leaf
+  // (paths, kinds, dtypes, shapes), then shared (full precision: quantized first).
   State load_params(const State& params) const {
+    const bool quantized = std::any_of(params.begin(), params.end(), [](const auto& e) { return e.leaf.is_quantized(); });
+    if (!quantized) return convert_params(params);
     (void)merge(prefill_graphdef_, params, prefix_cache_spec_);
     return params;
   }
-  // Fresh random parameters, as the model's constructor initializes them.
+  // Fresh random parameters, as the model's constructor initializes them (then quantized).
   State init_params(std::uint64_t seed) const {
     Rngs rngs{seed};
     Model model(config_, Mode::prefill, rngs, {.cache_batch = 1, .cache_length = 1});
-    return state(model, of<Param>);
+    return convert_params(state(model, of<Param>));
+  }
+  // Full-precision parameters for this engine: checked, then quantized as options().quant
+  // says (shared unchanged when it quantizes nothing).
+  State convert_params(const State& f32_params) const {
+    if (!options_.quant.enabled()) {
+      (void)merge(f32_graphdef_, f32_params, prefix_cache_spec_);
+      return f32_params;
+    }
+    return nnx::convert_params(options_.quant, f32_graphdef_, f32_params, prefix_cache_spec_);
   }
 
   // ---- decode state ----
@@ -463,9 +496,11 @@ class Engine {
   EngineOptions options_;
   std::int64_t vocab_ = 0;
   std::int64_t context_ = 0;
+  GraphDef<Model> f32_graphdef_;  // the prefill model before quantization
   GraphDef<Model> prefill_graphdef_;
   GraphDef<Model> decode_graphdef_;
-  State param_spec_;         // abstract
+  State f32_param_spec_;     // abstract, before quantization
+  State param_spec_;         // abstract, as served (QTensors at quantized paths)
   State prefix_cache_spec_;  // abstract, [1, S, Hkv, D] per layer
   State decode_cache_spec_;  // abstract, [slots, S, Hkv, D] per layer
 };

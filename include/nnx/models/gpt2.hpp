@@ -16,6 +16,7 @@
 
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -132,6 +133,8 @@ struct Gpt2 {
   std::int64_t vocab_size() const { return config.vocab_size; }
   // Positions the model can address (its learned position table).
   std::int64_t context_length() const { return config.n_positions; }
+  // The output head (for quantization): the tied token embedding.
+  std::string_view head_path() const { return "wte"; }
 
   // tokens, positions: i32 [B, T] -> final hidden states f32 [B, T, C] (after ln_f).
   Tensor hidden_states(const Tensor& tokens, const Tensor& positions) {

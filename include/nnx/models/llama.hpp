@@ -15,6 +15,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -138,6 +139,8 @@ struct Llama {
   std::int64_t vocab_size() const { return config.vocab_size; }
   // Positions the model was trained for (RoPE itself has no table to run out of).
   std::int64_t context_length() const { return config.max_position_embeddings; }
+  // The output head (for quantization): lm_head, or the token embedding when tied.
+  std::string_view head_path() const { return lm_head ? "lm_head" : "embed_tokens"; }
 
   // tokens, positions: i32 [B, T] -> final hidden states f32 [B, T, C] (after norm).
   Tensor hidden_states(const Tensor& tokens, const Tensor& positions) {

@@ -3,6 +3,12 @@
 // kernel is [in, out] (as Flax, and as GPT-2's Conv1D), bias [out] and optional. Logical
 // axis names default to {"embed", "mlp"} / {"mlp"}; name them for your sharding.
 //
+// Quantization (see nnx/quant/quantize.hpp, which sets it up): with `quant` set to an int8
+// scheme, the product runs on int8 weights. In train mode the f32 kernel is quantized on the
+// fly in every call; in serve mode the layer holds only the frozen `qkernel` (a
+// QuantizedParam QTensor, qvalue i8 [out, in], scale f32 [out]) and no kernel at all. Both
+// give the same numbers for the same weights.
+//
 //   nnx::Linear proj(768, 3072, rngs);                       // bias, lecun-normal kernel
 //   nnx::Linear head(768, 50257, rngs, {.use_bias = false});
 //   nnx::Tensor y = proj(x);                                 // x [..., 768] -> [..., 3072]
@@ -18,6 +24,7 @@
 #include "nnx/core/rngs.hpp"
 #include "nnx/core/variable.hpp"
 #include "nnx/ops.hpp"
+#include "nnx/ops/quantized.hpp"
 
 namespace nnx {
 
@@ -31,9 +38,11 @@ struct LinearOptions {
 struct Linear {
   std::int64_t in_features = 0;
   std::int64_t out_features = 0;
-  Param kernel;               // [in, out]
-  std::optional<Param> bias;  // [out]
-  NNX_FIELDS(in_features, out_features, kernel, bias)
+  QuantScheme quant = QuantScheme::none;
+  std::optional<Param> kernel;            // [in, out]; absent when frozen (serve)
+  std::optional<QuantizedParam> qkernel;  // serve: QTensor, qvalue i8 [out, in], scale f32 [out]
+  std::optional<Param> bias;              // [out]
+  NNX_FIELDS(in_features, out_features, quant, kernel, qkernel, bias)
 
   Linear() = default;
   Linear(std::int64_t in, std::int64_t out, Rngs& rngs, const LinearOptions& options = {})
@@ -45,7 +54,11 @@ struct Linear {
 
   // x: [..., in] -> [..., out]
   Tensor operator()(const Tensor& x) const {
-    return ops::linear(x, kernel.value(), bias ? &bias->value() : nullptr);
+    const Tensor* b = bias ? &bias->value() : nullptr;
+    if (qkernel) return ops::quantized_linear(x, qkernel->qvalue(), quant, b);
+    if (!kernel) throw InvalidArgument("Linear: neither a kernel nor a quantized kernel");
+    if (quant == QuantScheme::none) return ops::linear(x, kernel->value(), b);
+    return ops::quantized_linear(x, ops::quantize_kernel(kernel->value()), quant, b);
   }
 };
 
