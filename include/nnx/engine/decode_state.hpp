@@ -22,9 +22,9 @@ namespace nnx {
 struct StopCondition {
   // Tokens to generate at most; unset: until prompt plus generated tokens fill the slot's
   // max_target_length.
-  std::optional<std::int64_t> max_new_tokens;
+  std::optional<std::int64_t> max_new_tokens{};
   // A sampled token in this list ends the request; it is the request's last token.
-  std::vector<std::int32_t> stop_ids;
+  std::vector<std::int32_t> stop_ids{};
 };
 
 enum class FinishReason : std::uint8_t { none, stop_token, max_new_tokens };

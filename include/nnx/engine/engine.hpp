@@ -72,7 +72,7 @@ struct EngineOptions {
   std::int64_t max_prefill_length = 512;  // tokens per prefill chunk
   std::int64_t max_target_length = 0;     // positions per slot (prompt + generated); 0: the context length
   std::int64_t slots = 1;                 // decode batch size
-  QuantConfig quant;                      // int8 layers (none by default); see nnx/quant/config.hpp
+  QuantConfig quant{};                    // int8 layers (none by default); see nnx/quant/config.hpp
 };
 
 // The config.json of a Hugging Face directory or the config stored in a native checkpoint

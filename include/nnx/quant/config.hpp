@@ -56,7 +56,7 @@ inline bool glob_match(std::string_view pattern, std::string_view text) {
 
 struct QuantConfig {
   QuantScheme scheme = QuantScheme::none;  // for every quantizable layer no rule matches
-  std::vector<QuantRule> rules;            // first match wins
+  std::vector<QuantRule> rules{};          // first match wins
   bool include_head = false;
 
   // The scheme of the layer at `path` (the module's path, e.g. "h/3/mlp/up").

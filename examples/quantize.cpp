@@ -1,0 +1,92 @@
+// quantize — turns a full-precision checkpoint into an int8 serve checkpoint.
+//
+//   quantize --in PATH --out PATH [--scheme weight-only|w8a8] [--include-head]
+//
+// --in is a Hugging Face directory (GPT-2 or Llama) or a native nnxcpp checkpoint with its
+// config; --out receives a native checkpoint whose Linear kernels (and, with --include-head,
+// the output head) are frozen QTensors — qvalue i8 [out, in], scale f32 [out] — under the
+// kind QuantizedParam, every other parameter unchanged, and whose config records the
+// quantization. examples/generate and examples/serve_batch load it directly into int8.
+// --scheme defaults to w8a8 (int8 weights and activations; MaxText's "int8"); weight-only
+// keeps activations in f32. Prints one summary line on stdout. Any error is one line on
+// stderr and exit code 2; an existing checkpoint at --out is replaced atomically, and only
+// once the new one is complete.
+#include <filesystem>
+#include <iostream>
+#include <string>
+
+#include <nnx/engine.hpp>
+#include <nnx/io/checkpoint.hpp>
+#include <nnx/models.hpp>
+#include <nnx/quant.hpp>
+
+namespace {
+
+struct Args {
+  std::filesystem::path in, out;
+  nnx::QuantConfig quant{.scheme = nnx::QuantScheme::w8a8};
+};
+
+Args parse_args(int argc, char** argv) {
+  Args a;
+  for (int i = 1; i < argc; ++i) {
+    const std::string flag = argv[i];
+    if (flag == "--include-head") {
+      a.quant.include_head = true;
+      continue;
+    }
+    if (flag != "--in" && flag != "--out" && flag != "--scheme") throw nnx::InvalidArgument("unknown option " + flag);
+    if (i + 1 >= argc) throw nnx::InvalidArgument(flag + ": missing value");
+    const std::string value = argv[++i];
+    if (flag == "--in") a.in = value;
+    if (flag == "--out") a.out = value;
+    if (flag == "--scheme") {
+      if (value != "weight-only" && value != "w8a8")
+        throw nnx::InvalidArgument("--scheme: '" + value + "' is not weight-only or w8a8");
+      a.quant.scheme = nnx::parse_quant_scheme(value);
+    }
+  }
+  if (a.in.empty()) throw nnx::InvalidArgument("--in is required");
+  if (a.out.empty()) throw nnx::InvalidArgument("--out is required");
+  return a;
+}
+
+template <class Model, class Config>
+void convert(const Args& args, const nlohmann::json& model_config) {
+  const Config cfg = Config::from_json(model_config);
+  const nnx::Engine<Model> engine(cfg, {.max_prefill_length = 1, .max_target_length = 2, .slots = 1, .quant = args.quant});
+  const nnx::State params = engine.load_params(args.in);  // read in full precision, quantized once
+  nlohmann::json config = cfg.to_json();
+  config["quantization"] = args.quant.to_json();
+  nnx::io::save_checkpoint(args.out, params, {}, config);
+  std::size_t frozen = 0;
+  for (const auto& entry : params) frozen += entry.leaf.is_quantized();
+  std::cout << "quantize: " << args.in.string() << " -> " << args.out.string() << ": "
+            << nnx::quant_scheme_name(args.quant.scheme) << (args.quant.include_head ? " with the head" : "") << ", "
+            << frozen << " of " << params.size() << " parameters int8, " << params.nbytes() << " bytes\n";
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    const Args args = parse_args(argc, argv);
+    const nlohmann::json config = nnx::read_model_config(args.in);
+    if (nnx::QuantConfig::of_model_config(config).enabled())
+      throw nnx::InvalidArgument(args.in.string() + " is already quantized");
+    const std::string type = config.is_object() ? config.value("model_type", std::string()) : std::string();
+    if (type == "gpt2")
+      convert<nnx::Gpt2, nnx::Gpt2Config>(args, config);
+    else if (type == "llama")
+      convert<nnx::Llama, nnx::LlamaConfig>(args, config);
+    else
+      throw nnx::InvalidArgument(args.in.string() + ": unknown architecture \"" + type + "\" (gpt2, llama)");
+    return 0;
+  } catch (const std::exception& e) {
+    std::string msg = e.what();
+    for (char& c : msg)
+      if (c == '\n') c = ' ';
+    std::cerr << "quantize: " << msg << "\n";
+    return 2;
+  }
+}

@@ -1,0 +1,41 @@
+// Runs a command line as a user would (through the shell) and captures its exit code,
+// stdout and stderr: shared by the tests of the example programs.
+#pragma once
+
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <array>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <stdexcept>
+#include <string>
+
+namespace test_support {
+
+struct CommandResult {
+  int code = -1;  // the exit code, -1 when killed by a signal
+  std::string out, err;
+};
+
+inline CommandResult run_command(const std::string& command) {
+  static int counter = 0;
+  const std::filesystem::path err_file = std::filesystem::temp_directory_path() /
+                                         ("nnx_command_err_" + std::to_string(::getpid()) + "_" +
+                                          std::to_string(counter++));
+  CommandResult r;
+  FILE* p = ::popen((command + " 2>" + err_file.string()).c_str(), "r");
+  if (!p) throw std::runtime_error("popen failed for: " + command);
+  std::array<char, 4096> buf{};
+  while (std::size_t n = std::fread(buf.data(), 1, buf.size(), p)) r.out.append(buf.data(), n);
+  const int status = ::pclose(p);
+  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  std::ifstream e(err_file);
+  r.err.assign(std::istreambuf_iterator<char>(e), {});
+  std::filesystem::remove(err_file);
+  return r;
+}
+
+}  // namespace test_support
