@@ -1,0 +1,598 @@
+// serve_batch — continuous batching over nnx::Engine: requests from a JSON-lines file, one
+// JSON line per finished request, and JetStream-style latency figures.
+//
+//   serve_batch --model PATH --requests FILE --slots B
+//               [--max-target-length N] [--max-prefill-length N] [--threads N]
+//
+//   --model PATH              a Hugging Face directory (config.json + safetensors) or a native
+//                             checkpoint (nnx::io::save_checkpoint with a config holding
+//                             "model_type"); gpt2 and llama. An int8 serve checkpoint (written
+//                             by examples/quantize; its config has "quantization") is served
+//                             in int8.
+//   --requests FILE           JSON lines, one request per line ("-": standard input)
+//   --slots B                 decode batch size: requests decoded together (>= 1)
+//   --max-target-length N     positions per slot, prompt + generated (default: the model's
+//                             context length)
+//   --max-prefill-length N    tokens per prefill chunk; longer prompts are prefilled in chunks
+//                             (default 512)
+//   --threads N               threads for the kernels (default: NNX_NUM_THREADS, else 1);
+//                             changes speed only, never tokens
+//   --help                    this text
+//
+// A request line (only "prompt_ids" is required; unknown keys are ignored, with one warning
+// per key name; null means "absent"):
+//
+//   {"id": "a", "prompt_ids": [1,2,3], "max_new_tokens": 16, "temperature": 0, "top_k": 0,
+//    "top_p": 1.0, "seed": 0, "stop_ids": []}
+//
+//   id              string; default: the line number ("7"). An id used by an earlier line is
+//                   an error (the later line is skipped).
+//   prompt_ids      non-empty array of non-negative integer token ids (< the vocabulary)
+//   max_new_tokens  tokens to generate at most, the first one included; default: until
+//                   prompt + generated tokens fill --max-target-length
+//   temperature     0 (default): greedy; top_k 0 (default): no cut; top_p 1.0 (default): no
+//                   cut (MaxText's order: top-k, then top-p, then temperature)
+//   seed            non-negative integer (default 0): token i is drawn with
+//                   fold_in(key_from_seed(seed), i)
+//   stop_ids        token ids that end the request (the stop token is its last token)
+//
+// Blank lines are skipped silently. A line that is not a JSON object, has a field of the wrong
+// type, or that the engine rejects (token id outside the vocabulary, temperature < 0, top_k < 0,
+// top_p outside (0, 1], max_new_tokens < 1 or beyond the target length, a prompt that does
+// not fit the target length, a stop id outside the vocabulary) is reported on stderr as
+//   serve_batch: line N: <reason>
+// and skipped; the other requests still run. Format errors are reported before serving starts,
+// in line order; what the engine rejects, when the request's turn to be prefilled comes.
+//
+// Scheduling: every request arrives at the start (JetStream's benchmark with an infinite
+// request rate) and waits in a FIFO in file order. Whenever a slot is free and a request
+// waits, it is prefilled and inserted; then one generate step advances every active slot;
+// a finished request is written out and its slot is freed for the next one at once.
+// A request's tokens are exactly those the engine produces for it alone: they do not
+// depend on --slots, on its neighbours, on --max-prefill-length or on --threads.
+//
+// stdout carries only results, one JSON line per finished request, in completion order:
+//   {"id": "a", "tokens": [...], "ttft_ms": 12.3, "tpot_ms": 4.5}
+// Times are measured with a steady clock from the start of serving (just before the first
+// prefill, after the model is loaded): ttft_ms = when the first token was sampled (the end of
+// the request's prefill, so it includes the time spent waiting for a slot); tpot_ms = (finish
+// - first token) / (tokens - 1), the time per output token after the first, 0 for a
+// one-token request (vLLM's definition; JetStream's benchmark_serving.py divides the whole
+// latency, first token included, by the number of tokens).
+//
+// stderr carries the line errors, a progress line (redrawn in place on a terminal; otherwise
+// a line per tenth of the requests finished, or every 10 s) and, at the end, a summary:
+// requests finished and lines skipped, duration, request and input/output token throughput,
+// and the mean, median and p99 of TTFT and TPOT in ms (numpy's median and linearly
+// interpolated percentile, as JetStream's and vLLM's benchmark_serving.py compute them; TPOT
+// figures are over the requests with at least two tokens, as vLLM's).
+//
+// Exit codes:
+//   0  every request line finished
+//   1  some lines were skipped (reported on stderr); every other request finished
+//   2  usage error, unreadable requests file, or a model that cannot be loaded (one line on
+//      stderr, nothing on stdout); also any unexpected failure while serving
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <deque>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <limits>
+#include <optional>
+#include <set>
+#include <sstream>
+#include <string>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+#if defined(_WIN32)
+#include <io.h>
+#define NNX_ISATTY(fd) _isatty(fd)
+#define NNX_FILENO(f) _fileno(f)
+#else
+#include <unistd.h>
+#define NNX_ISATTY(fd) ::isatty(fd)
+#define NNX_FILENO(f) ::fileno(f)
+#endif
+
+#include <nlohmann/json.hpp>
+
+#include <nnx/core.hpp>
+#include <nnx/engine.hpp>
+#include <nnx/kernels/parallel.hpp>
+#include <nnx/models.hpp>
+#include <nnx/quant/config.hpp>
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using nlohmann::json;
+
+constexpr const char* kUsage =
+    "usage: serve_batch --model PATH --requests FILE --slots B [--max-target-length N]\n"
+    "                   [--max-prefill-length N] [--threads N]\n"
+    "Runs the JSON-lines requests of FILE (\"-\": stdin) over B decode slots with continuous\n"
+    "batching; one JSON line per finished request on stdout, progress and a summary on stderr.\n"
+    "A request line: {\"id\": \"a\", \"prompt_ids\": [1,2,3], \"max_new_tokens\": 16,\n"
+    "  \"temperature\": 0, \"top_k\": 0, \"top_p\": 1.0, \"seed\": 0, \"stop_ids\": []}\n"
+    "(only prompt_ids is required). Exit codes: 0 all requests finished, 1 some lines\n"
+    "were skipped, 2 usage, file or model error.\n";
+
+struct UsageError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+// A request line that cannot run; the message is its reason.
+struct LineError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+struct Args {
+  std::filesystem::path model;
+  std::string requests;
+  std::int64_t slots = 0;
+  std::int64_t max_target_length = 0;  // 0: the model's context length
+  std::int64_t max_prefill_length = 512;
+  int threads = 0;  // 0: leave the thread count as it is
+  bool help = false;
+};
+
+std::int64_t parse_int(const std::string& flag, const std::string& value, std::int64_t min) {
+  std::size_t used = 0;
+  long long v = 0;
+  try {
+    v = std::stoll(value, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  if (used == 0 || used != value.size() || v < min)
+    throw UsageError(flag + ": '" + value + "' is not an integer >= " + std::to_string(min));
+  return v;
+}
+
+Args parse_args(int argc, char** argv) {
+  Args a;
+  for (int i = 1; i < argc; ++i) {
+    const std::string flag = argv[i];
+    if (flag == "--help" || flag == "-h") {
+      a.help = true;
+      return a;
+    }
+    if (flag != "--model" && flag != "--requests" && flag != "--slots" && flag != "--max-target-length" &&
+        flag != "--max-prefill-length" && flag != "--threads")
+      throw UsageError("unknown option " + flag + " (see --help)");
+    if (i + 1 >= argc) throw UsageError(flag + ": missing value");
+    const std::string value = argv[++i];
+    if (flag == "--model") {
+      a.model = value;
+    } else if (flag == "--requests") {
+      a.requests = value;
+    } else if (flag == "--slots") {
+      a.slots = parse_int(flag, value, 1);
+    } else if (flag == "--max-target-length") {
+      a.max_target_length = parse_int(flag, value, 2);
+    } else if (flag == "--max-prefill-length") {
+      a.max_prefill_length = parse_int(flag, value, 1);
+    } else {
+      const std::int64_t n = parse_int(flag, value, 1);
+      if (n > nnx::kMaxThreads)
+        throw UsageError(flag + ": " + value + " threads; at most " + std::to_string(nnx::kMaxThreads));
+      a.threads = static_cast<int>(n);
+    }
+  }
+  if (a.model.empty()) throw UsageError("--model is required");
+  if (a.requests.empty()) throw UsageError("--requests is required");
+  if (a.slots == 0) throw UsageError("--slots is required");
+  return a;
+}
+
+// ---- requests ----
+
+struct Request {
+  std::size_t line = 0;  // 1-based line of the requests file
+  std::string id;
+  std::vector<std::int64_t> prompt;
+  nnx::SamplingParams sampling;
+  std::uint64_t seed = 0;
+  nnx::StopCondition stop;
+};
+
+// The file's lines, read whole before anything else (so a file error comes before loading).
+std::vector<std::string> read_lines(const std::string& name) {
+  std::vector<std::string> lines;
+  auto read = [&lines](std::istream& in) {
+    for (std::string line; std::getline(in, line);) {
+      if (!line.empty() && line.back() == '\r') line.pop_back();
+      lines.push_back(std::move(line));
+    }
+  };
+  if (name == "-") {
+    read(std::cin);
+    if (std::cin.bad()) throw nnx::InvalidArgument("--requests -: cannot read standard input");
+    return lines;
+  }
+  if (!std::filesystem::exists(name)) throw nnx::InvalidArgument(name + ": no such file");
+  if (std::filesystem::is_directory(name)) throw nnx::InvalidArgument(name + ": is a directory, not a file");
+  std::ifstream in(name, std::ios::binary);
+  if (!in) throw nnx::InvalidArgument(name + ": cannot open");
+  read(in);
+  if (in.bad()) throw nnx::InvalidArgument(name + ": read error");
+  return lines;
+}
+
+constexpr std::int64_t kInt32Min = std::numeric_limits<std::int32_t>::min();
+constexpr std::int64_t kInt32Max = std::numeric_limits<std::int32_t>::max();
+constexpr std::int64_t kInt64Min = std::numeric_limits<std::int64_t>::min();
+constexpr std::int64_t kInt64Max = std::numeric_limits<std::int64_t>::max();
+
+std::string quoted(const std::string& key) { return "\"" + key + "\""; }
+
+// The value of an integer field, within [min, max].
+std::int64_t integer_field(const json& v, const std::string& key, std::int64_t min, std::int64_t max,
+                           const char* expected) {
+  bool ok = v.is_number_integer();
+  std::int64_t x = 0;
+  if (ok && v.is_number_unsigned()) {
+    const auto u = v.get<std::uint64_t>();
+    ok = u <= static_cast<std::uint64_t>(max);
+    x = static_cast<std::int64_t>(u);
+  } else if (ok) {
+    x = v.get<std::int64_t>();
+  }
+  if (!ok || x < min || x > max) throw LineError(key + " must be " + expected + ", got " + v.dump());
+  return x;
+}
+
+double number_field(const json& v, const std::string& key) {
+  if (!v.is_number()) throw LineError(quoted(key) + " must be a number, got " + v.dump());
+  return v.get<double>();
+}
+
+// Parses one non-blank line. Checks types only; the engine checks values against the model.
+Request parse_request(const std::string& text, std::size_t line, std::set<std::string>& warned_keys) {
+  json j;
+  try {
+    j = json::parse(text);
+  } catch (const json::parse_error& e) {
+    const std::string what = e.what();
+    const std::size_t at = what.find("column");
+    throw LineError("invalid JSON" + (at == std::string::npos ? ": " + what : " at " + what.substr(at)));
+  }
+  if (!j.is_object()) throw LineError(std::string("expected a JSON object, got ") + j.type_name());
+
+  Request r;
+  r.line = line;
+  r.id = std::to_string(line);
+  for (const auto& [key, value] : j.items()) {
+    if (value.is_null()) continue;  // absent
+    if (key == "id") {
+      if (!value.is_string()) throw LineError("\"id\" must be a string, got " + value.dump());
+      r.id = value.get<std::string>();
+    } else if (key == "prompt_ids") {
+      if (!value.is_array() || value.empty())
+        throw LineError("\"prompt_ids\" must be a non-empty array of token ids, got " + value.dump());
+      for (std::size_t i = 0; i < value.size(); ++i)
+        r.prompt.push_back(integer_field(value[i], "prompt_ids[" + std::to_string(i) + "]", 0, kInt32Max,
+                                         "a non-negative integer token id"));
+    } else if (key == "max_new_tokens") {
+      r.stop.max_new_tokens = integer_field(value, quoted(key), kInt64Min, kInt64Max, "an integer");
+    } else if (key == "temperature") {
+      r.sampling.temperature = number_field(value, key);
+    } else if (key == "top_k") {
+      r.sampling.top_k = integer_field(value, quoted(key), kInt64Min, kInt64Max, "an integer");
+    } else if (key == "top_p") {
+      r.sampling.top_p = number_field(value, key);
+    } else if (key == "seed") {
+      if (!value.is_number_unsigned()) throw LineError("\"seed\" must be a non-negative integer, got " + value.dump());
+      r.seed = value.get<std::uint64_t>();
+    } else if (key == "stop_ids") {
+      if (!value.is_array()) throw LineError("\"stop_ids\" must be an array of token ids, got " + value.dump());
+      for (std::size_t i = 0; i < value.size(); ++i)
+        r.stop.stop_ids.push_back(static_cast<std::int32_t>(integer_field(
+            value[i], "stop_ids[" + std::to_string(i) + "]", kInt32Min, kInt32Max, "an integer token id")));
+    } else if (warned_keys.insert(key).second) {
+      std::cerr << "serve_batch: line " << line << ": ignoring unknown key " << quoted(key)
+                << " (not reported again)\n";
+    }
+  }
+  if (r.prompt.empty()) throw LineError("missing \"prompt_ids\"");
+  return r;
+}
+
+void report(std::size_t line, const std::string& reason) {
+  std::string msg = reason;
+  for (char& c : msg)
+    if (c == '\n') c = ' ';
+  std::cerr << "serve_batch: line " << line << ": " << msg << "\n";
+}
+
+struct Requests {
+  std::vector<Request> valid;
+  std::size_t skipped = 0;
+};
+
+Requests parse_requests(const std::vector<std::string>& lines) {
+  Requests out;
+  std::set<std::string> warned_keys;
+  std::unordered_map<std::string, std::size_t> first_line;  // id -> line
+  for (std::size_t i = 0; i < lines.size(); ++i) {
+    const std::size_t line = i + 1;
+    if (lines[i].find_first_not_of(" \t\r\f\v") == std::string::npos) continue;
+    try {
+      Request r = parse_request(lines[i], line, warned_keys);
+      const auto [it, fresh] = first_line.emplace(r.id, line);
+      if (!fresh)
+        throw LineError("duplicate id " + json(r.id).dump() + " (first used on line " + std::to_string(it->second) +
+                        ")");
+      out.valid.push_back(std::move(r));
+    } catch (const LineError& e) {
+      report(line, e.what());
+      ++out.skipped;
+    }
+  }
+  return out;
+}
+
+// ---- statistics (numpy's definitions) ----
+
+struct Stats {
+  double mean = 0, median = 0, p99 = 0;
+};
+
+// np.percentile(v, q) with linear interpolation between the closest ranks.
+double percentile(const std::vector<double>& sorted, double q) {
+  const double pos = q / 100.0 * static_cast<double>(sorted.size() - 1);
+  const auto lo = static_cast<std::size_t>(std::floor(pos));
+  const std::size_t hi = std::min(lo + 1, sorted.size() - 1);
+  return sorted[lo] + (sorted[hi] - sorted[lo]) * (pos - static_cast<double>(lo));
+}
+
+std::optional<Stats> stats(std::vector<double> v) {
+  if (v.empty()) return std::nullopt;
+  std::sort(v.begin(), v.end());
+  double sum = 0;
+  for (double x : v) sum += x;
+  return Stats{sum / static_cast<double>(v.size()), percentile(v, 50), percentile(v, 99)};
+}
+
+std::string fixed(double v, int digits = 2) {
+  std::ostringstream s;
+  s.setf(std::ios::fixed);
+  s.precision(digits);
+  s << v;
+  return s.str();
+}
+
+// ---- progress on stderr ----
+
+class Progress {
+ public:
+  explicit Progress(std::size_t total) : total_(total), tty_(NNX_ISATTY(NNX_FILENO(stderr)) != 0) {}
+
+  // Called after each scheduling step; `final` once at the end.
+  void update(std::size_t done, std::size_t running, std::size_t waiting, std::int64_t tokens, Clock::time_point now,
+              Clock::time_point start, bool final = false) {
+    if (total_ == 0) return;
+    const double elapsed = std::chrono::duration<double>(now - start).count();
+    if (tty_) {
+      if (!final && drawn_ > 0 && now - last_ < std::chrono::milliseconds(100)) return;
+      last_ = now;
+      std::string line = text(done, running, waiting, tokens, elapsed);
+      const std::size_t width = line.size();
+      if (line.size() < drawn_) line.append(drawn_ - line.size(), ' ');
+      std::cerr << '\r' << line << (final ? "\n" : "") << std::flush;
+      drawn_ = final ? 0 : width;
+    } else {
+      const std::size_t tenth = total_ ? done * 10 / total_ : 0;
+      if (tenth > last_tenth_ || (!final && now - last_ >= std::chrono::seconds(10))) {
+        last_tenth_ = tenth;
+        last_ = now;
+        std::cerr << text(done, running, waiting, tokens, elapsed) << "\n";
+      }
+    }
+  }
+  // A request that will not finish after all (rejected at prefill).
+  void drop_one() { total_ -= total_ > 0; }
+  // Erases a progress line drawn on the terminal, before another message is printed.
+  void clear() {
+    if (tty_ && drawn_ > 0) {
+      std::cerr << '\r' << std::string(drawn_, ' ') << '\r';
+      drawn_ = 0;
+    }
+  }
+
+ private:
+  std::string text(std::size_t done, std::size_t running, std::size_t waiting, std::int64_t tokens,
+                   double elapsed) const {
+    return "serve_batch: " + std::to_string(done) + "/" + std::to_string(total_) + " finished, " +
+           std::to_string(running) + " running, " + std::to_string(waiting) + " waiting, " + std::to_string(tokens) +
+           " tokens in " + fixed(elapsed, 1) + " s (" +
+           fixed(elapsed > 0 ? static_cast<double>(tokens) / elapsed : 0.0, 1) + " tokens/s)";
+  }
+
+  std::size_t total_;
+  bool tty_;
+  std::size_t drawn_ = 0;  // characters of the line on the terminal
+  std::size_t last_tenth_ = 0;
+  Clock::time_point last_ = Clock::now();  // when a line was last written
+};
+
+// ---- serving ----
+
+struct Outcome {
+  std::size_t finished = 0;
+  std::size_t skipped = 0;  // at prefill
+};
+
+double ms(Clock::duration d) { return std::chrono::duration<double, std::milli>(d).count(); }
+double rounded_us(double ms_value) { return std::round(ms_value * 1000.0) / 1000.0; }
+
+template <class Model>
+Outcome serve(const nnx::Engine<Model>& engine, const nnx::State& params, const std::vector<Request>& requests,
+              std::size_t skipped_before) {
+  struct Running {
+    std::size_t request;
+    std::vector<std::int32_t> tokens;
+    Clock::time_point first;  // when the first token was sampled
+  };
+  const auto B = static_cast<std::size_t>(engine.num_slots());
+  std::vector<std::optional<Running>> slots(B);
+  std::deque<std::size_t> waiting;
+  for (std::size_t i = 0; i < requests.size(); ++i) waiting.push_back(i);
+
+  Outcome out;
+  std::vector<double> ttfts, tpots;
+  std::int64_t input_tokens = 0, output_tokens = 0;
+  Progress progress(requests.size());
+
+  const Clock::time_point start = Clock::now();
+  auto finish = [&](std::size_t slot, Clock::time_point now) {
+    Running& r = *slots[slot];
+    const Request& q = requests[r.request];
+    const double ttft = ms(r.first - start);
+    const double tpot = r.tokens.size() > 1 ? ms(now - r.first) / static_cast<double>(r.tokens.size() - 1) : 0.0;
+    nlohmann::ordered_json line;
+    line["id"] = q.id;
+    line["tokens"] = r.tokens;
+    line["ttft_ms"] = rounded_us(ttft);
+    line["tpot_ms"] = rounded_us(tpot);
+    std::cout << line.dump() << "\n" << std::flush;
+    ttfts.push_back(ttft);
+    if (r.tokens.size() > 1) tpots.push_back(tpot);
+    input_tokens += static_cast<std::int64_t>(q.prompt.size());
+    output_tokens += static_cast<std::int64_t>(r.tokens.size());
+    ++out.finished;
+    slots[slot].reset();
+  };
+  auto running = [&] {
+    return static_cast<std::size_t>(
+        std::count_if(slots.begin(), slots.end(), [](const auto& s) { return s.has_value(); }));
+  };
+
+  nnx::DecodeState state = engine.init_decode_state();
+  while (!waiting.empty() || running() > 0) {
+    // Fill every free slot (a request finished at insert frees its slot again at once).
+    for (std::size_t s = 0; s < B; ++s) {
+      while (!slots[s] && !waiting.empty()) {
+        const std::size_t i = waiting.front();
+        waiting.pop_front();
+        const Request& q = requests[i];
+        nnx::Prefix prefix;
+        try {
+          const auto T = static_cast<std::int64_t>(q.prompt.size());
+          prefix = engine.prefill(params, nnx::Tensor::from_vector(q.prompt, {T}), T, q.sampling,
+                                  nnx::key_from_seed(q.seed), q.stop);
+        } catch (const nnx::Error& e) {
+          progress.clear();
+          report(q.line, e.what());
+          progress.drop_one();
+          ++out.skipped;
+          continue;
+        }
+        const Clock::time_point now = Clock::now();
+        state = engine.insert(prefix, std::move(state), static_cast<std::int64_t>(s));
+        slots[s] = Running{i, {prefix.token}, now};
+        if (state.slots[s].done) {
+          finish(s, now);
+          state = engine.release(std::move(state), static_cast<std::int64_t>(s));
+        }
+      }
+    }
+    if (state.num_active() > 0) {
+      auto [next, result] = engine.generate(params, std::move(state));
+      state = std::move(next);
+      const Clock::time_point now = Clock::now();
+      for (std::size_t s = 0; s < B; ++s) {
+        if (!slots[s]) continue;
+        const nnx::SlotResult& r = result.at(static_cast<std::int64_t>(s));
+        if (r.valid) slots[s]->tokens.push_back(r.token);
+        if (r.done) {
+          finish(s, now);
+          state = engine.release(std::move(state), static_cast<std::int64_t>(s));
+        }
+      }
+    }
+    std::int64_t in_flight = 0;
+    for (const auto& s : slots)
+      if (s) in_flight += static_cast<std::int64_t>(s->tokens.size());
+    progress.update(out.finished, running(), waiting.size(), output_tokens + in_flight, Clock::now(), start);
+  }
+  const Clock::time_point end = Clock::now();
+  progress.update(out.finished, 0, 0, output_tokens, end, start, /*final=*/true);
+
+  // The summary, in the layout of vLLM's benchmark_serving.py (JetStream's names).
+  const double seconds = std::chrono::duration<double>(end - start).count();
+  const double per_s = seconds > 0 ? 1.0 / seconds : 0.0;
+  auto row = [](const std::string& label, const std::string& value) {
+    std::string l = label;
+    if (l.size() < 40) l.append(40 - l.size(), ' ');
+    std::cerr << l << ' ' << value << "\n";
+  };
+  auto stat_rows = [&](const char* name, const std::vector<double>& values) {
+    const std::optional<Stats> st = stats(values);
+    row(std::string("Mean ") + name + " (ms):", st ? fixed(st->mean) : "n/a");
+    row(std::string("Median ") + name + " (ms):", st ? fixed(st->median) : "n/a");
+    row(std::string("P99 ") + name + " (ms):", st ? fixed(st->p99) : "n/a");
+  };
+  std::cerr << "============ serve_batch summary =============\n";
+  row("Successful requests:", std::to_string(out.finished));
+  row("Skipped lines:", std::to_string(skipped_before + out.skipped));
+  row("Slots:", std::to_string(B));
+  row("Benchmark duration (s):", fixed(seconds, 3));
+  row("Total input tokens:", std::to_string(input_tokens));
+  row("Total generated tokens:", std::to_string(output_tokens));
+  row("Request throughput (req/s):", fixed(static_cast<double>(out.finished) * per_s));
+  row("Input token throughput (tok/s):", fixed(static_cast<double>(input_tokens) * per_s));
+  row("Output token throughput (tok/s):", fixed(static_cast<double>(output_tokens) * per_s));
+  std::cerr << "------------ Time to First Token -------------\n";
+  stat_rows("TTFT", ttfts);
+  std::cerr << "--- Time per Output Token (excl. 1st token) --\n";
+  stat_rows("TPOT", tpots);
+  std::cerr << "==============================================\n";
+  return out;
+}
+
+template <class Model, class Config>
+int run(const Args& args, const nlohmann::json& config, const std::vector<std::string>& lines) {
+  const Config cfg = Config::from_json(config);
+  nnx::EngineOptions options;
+  options.max_prefill_length = args.max_prefill_length;
+  options.max_target_length = args.max_target_length;  // 0: the model's context length
+  options.slots = args.slots;
+  options.quant = nnx::QuantConfig::of_model_config(config);  // an int8 serve checkpoint loads as int8
+  const nnx::Engine<Model> engine(cfg, options);
+  const nnx::State params = engine.load_params(args.model);
+  const Requests requests = parse_requests(lines);
+  const Outcome out = serve(engine, params, requests.valid, requests.skipped);
+  return requests.skipped + out.skipped > 0 ? 1 : 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    const Args args = parse_args(argc, argv);
+    if (args.help) {
+      std::cout << kUsage;
+      return 0;
+    }
+    if (args.threads > 0) nnx::set_num_threads(args.threads);
+    const std::vector<std::string> lines = read_lines(args.requests);
+    const nlohmann::json config = nnx::read_model_config(args.model);
+    const std::string type = config.is_object() ? config.value("model_type", std::string()) : std::string();
+    if (type == "gpt2") return run<nnx::Gpt2, nnx::Gpt2Config>(args, config, lines);
+    if (type == "llama") return run<nnx::Llama, nnx::LlamaConfig>(args, config, lines);
+    throw nnx::InvalidArgument(args.model.string() + ": unknown model_type \"" + type + "\" (expected gpt2 or llama)");
+  } catch (const std::exception& e) {
+    std::string msg = e.what();
+    for (char& c : msg)
+      if (c == '\n') c = ' ';
+    std::cerr << "serve_batch: " << msg << "\n";
+    return 2;
+  }
+}
