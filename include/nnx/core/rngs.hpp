@@ -65,6 +65,7 @@ enum PhiloxDomain : std::uint32_t {
   domain_fold_in = 0xF01D1u,  // fold_in(key, data)
   domain_split = 0x5B1170u,   // split(key, n)
   domain_stream = 0x57EA3u,   // a stream's successive keys
+  domain_sample_token = 0x5A3B7u,  // the uniform of a sampled token (nnx/engine/sampling.hpp)
 };
 
 inline RngKey key_from_block(const PhiloxBlock& b) noexcept { return {b[0], b[1]}; }
