@@ -8,6 +8,11 @@
 // Each reports GFLOP/s (2 M N K per iteration, wall-clock time: the machines are shared). Baseline: Eigen 3.4's product
 // on the same buffers (single-threaded, same flags), BM_Eigen* next to BM_Nnx*; the portable kernel (BM_Ref*) is shown
 // too. Quote ratios from one run (the machines are noisy).
+//
+// Threads: BM_NnxGemmThreads / BM_NnxGemmBtThreads run the same products with
+// nnx::set_num_threads(1) and (2) (the last argument), at the decode shapes (M = 1, 8) and
+// prefill shapes (M = 128); compare the two rows of a shape. BM_ReadBandwidth1G gives the
+// machine's single-thread DRAM read bandwidth in the same run (decode GEMV is bound by it).
 #include <benchmark/benchmark.h>
 
 // GCC 12 warns inside Eigen's AVX-512 packing (-march=native on AVX-512 machines); not ours.
@@ -17,6 +22,7 @@
 #include <Eigen/Dense>
 #include <cstdint>
 #include <nnx/kernels/gemm.hpp>
+#include <nnx/kernels/parallel.hpp>
 #include <random>
 #include <vector>
 
@@ -108,6 +114,63 @@ void BM_EigenGemmBt(benchmark::State& state) {
   set_flops(state, M, N, K);
 }
 
+// Args: M, K, N, threads.
+void BM_NnxGemmThreads(benchmark::State& state) {
+  const std::int64_t M = state.range(0), K = state.range(1), N = state.range(2);
+  const int before = nnx::num_threads();
+  nnx::set_num_threads(static_cast<int>(state.range(3)));
+  Buffers buf(M, N, K);
+  for (auto _ : state) {
+    nnx::kernels::gemm_f32(M, N, K, buf.a.data(), K, buf.b.data(), N, buf.c.data(), N);
+    benchmark::DoNotOptimize(buf.c.data());
+    benchmark::ClobberMemory();
+  }
+  nnx::set_num_threads(before);
+  set_flops(state, M, N, K);
+}
+
+void BM_NnxGemmBtThreads(benchmark::State& state) {
+  const std::int64_t M = state.range(0), K = state.range(1), N = state.range(2);
+  const int before = nnx::num_threads();
+  nnx::set_num_threads(static_cast<int>(state.range(3)));
+  Buffers buf(M, N, K);
+  for (auto _ : state) {
+    nnx::kernels::gemm_f32_bt(M, N, K, buf.a.data(), K, buf.b.data(), K, buf.c.data(), N);
+    benchmark::DoNotOptimize(buf.c.data());
+    benchmark::ClobberMemory();
+  }
+  nnx::set_num_threads(before);
+  set_flops(state, M, N, K);
+}
+
+// A sum over 1 GiB of 64-bit words (vectorized: the memory, not the adds, is measured).
+void BM_ReadBandwidth1G(benchmark::State& state) {
+  const std::size_t n = (std::size_t{1} << 30) / sizeof(std::uint64_t);
+  static std::vector<std::uint64_t> buffer(n, 1);
+  for (auto _ : state) {
+    std::uint64_t sum = 0;
+    for (std::size_t i = 0; i < n; ++i) sum += buffer[i];
+    benchmark::DoNotOptimize(sum);
+  }
+  state.counters["GB/s"] = benchmark::Counter(static_cast<double>(n * sizeof(std::uint64_t)) * 1e-9,
+                                              benchmark::Counter::kIsIterationInvariantRate);
+}
+
+void thread_shapes(benchmark::internal::Benchmark* b) {
+  b->ArgNames({"M", "K", "N", "threads"});
+  for (std::int64_t M : {1, 8, 128})
+    for (auto [K, N] : {std::pair<std::int64_t, std::int64_t>{768, 768}, {768, 2304}, {768, 3072}, {3072, 768}})
+      for (std::int64_t t : {1, 2}) b->Args({M, K, N, t});
+  b->Unit(benchmark::kMicrosecond)->UseRealTime();
+}
+
+void thread_logits_shapes(benchmark::internal::Benchmark* b) {
+  b->ArgNames({"M", "K", "N", "threads"});
+  for (std::int64_t M : {1, 8, 128})
+    for (std::int64_t t : {1, 2}) b->Args({M, 768, 50257, t});
+  b->Unit(benchmark::kMicrosecond)->UseRealTime();
+}
+
 void gemm_shapes(benchmark::internal::Benchmark* b) {
   b->ArgNames({"M", "K", "N"});
   for (std::int64_t M : {1, 8, 128})
@@ -135,3 +198,6 @@ BENCHMARK(BM_EigenGemm)->Apply(gemm_shapes);
 BENCHMARK(BM_NnxGemmBt)->Apply(logits_shapes);
 BENCHMARK(BM_EigenGemmBt)->Apply(logits_shapes);
 BENCHMARK(BM_RefGemm)->Apply(ref_shapes);
+BENCHMARK(BM_NnxGemmThreads)->Apply(thread_shapes);
+BENCHMARK(BM_NnxGemmBtThreads)->Apply(thread_logits_shapes);
+BENCHMARK(BM_ReadBandwidth1G)->Unit(benchmark::kMillisecond)->UseRealTime();

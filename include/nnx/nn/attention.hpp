@@ -11,6 +11,10 @@
 // prompt never reads its padding, and decoding steps of different rows are independent.
 // Without a cache (train), a query at index t attends to keys 0..t of its sequence.
 //
+// Threads: the attention proper is split over (batch row, query head) items between
+// nnx::num_threads() threads (nnx/kernels/parallel.hpp); each item computes exactly as it
+// would alone, so the output is bitwise the same on any thread count.
+//
 // Writing the cache is in place when the cache tensor is uniquely owned (use_count() == 1,
 // i.e. the state was donated) and copy-on-write otherwise: the module then holds a new
 // tensor and every other holder keeps the old one.
@@ -32,6 +36,7 @@
 #include "nnx/core/rngs.hpp"
 #include "nnx/core/tensor.hpp"
 #include "nnx/core/variable.hpp"
+#include "nnx/kernels/parallel.hpp"
 #include "nnx/kernels/softmax.hpp"
 #include "nnx/nn/linear.hpp"
 #include "nnx/nn/mode.hpp"
@@ -180,31 +185,43 @@ struct Attention {
     const float* qd = q.data<float>();
     const float scale = 1.0f / std::sqrt(static_cast<float>(D));
     const std::int64_t group = H / Hkv;
-    // Per-thread scratch: grows once, then every step reuses it.
+    const bool cached = cache.has_value();
+    // Threads get (b, h) items, each with all its t: a causal prefill then gives every item
+    // the same work, where splitting over t would give the last chunk the longest rows.
+    double work = 0.0;  // multiply-adds: a score and a weighted sum per key and dimension
+    for (std::int64_t i = 0; i < B * T; ++i) work += static_cast<double>(cached ? pos[i] : i % T) + 1.0;
+    work *= 2.0 * static_cast<double>(H * D);
+    const int threads = static_cast<int>(std::min<std::int64_t>(kernels::threads_for_work(work), B * H));
+    // Scores, one row per thread slot, grown on this thread (workers never allocate) and
+    // kept, so that every later step reuses it.
     thread_local std::vector<float> scores;
-    if (scores.size() < static_cast<std::size_t>(key_rows)) scores.resize(static_cast<std::size_t>(key_rows));
-    for (std::int64_t b = 0; b < B; ++b)
-      for (std::int64_t t = 0; t < T; ++t) {
-        const std::int64_t last = cache ? pos[b * T + t] : t;  // attend to keys 0..last
-        for (std::int64_t h = 0; h < H; ++h) {
+    if (scores.size() < static_cast<std::size_t>(threads * key_rows))
+      scores.resize(static_cast<std::size_t>(threads * key_rows));
+    float* scratch = scores.data();
+    kernels::parallel_for(B * H, threads, [&](std::int64_t i0, std::int64_t i1, int slot) noexcept {
+      float* sc = scratch + slot * key_rows;
+      for (std::int64_t i = i0; i < i1; ++i) {
+        const std::int64_t b = i / H, h = i % H, kvh = h / group;
+        for (std::int64_t t = 0; t < T; ++t) {
+          const std::int64_t last = cached ? pos[b * T + t] : t;  // attend to keys 0..last
           const float* qv = qd + ((b * T + t) * H + h) * D;
-          const std::int64_t kvh = h / group;
           for (std::int64_t j = 0; j <= last; ++j) {
             const float* kv = keys + ((b * key_rows + j) * Hkv + kvh) * D;
             float s = 0.0f;
             for (std::int64_t d = 0; d < D; ++d) s += qv[d] * kv[d];
-            scores[j] = s * scale;
+            sc[j] = s * scale;
           }
-          kernels::softmax_rows(scores.data(), 1, last + 1);
+          kernels::softmax_rows(sc, 1, last + 1);
           float* ov = od + (b * T + t) * H * D + h * D;
           std::fill_n(ov, D, 0.0f);
           for (std::int64_t j = 0; j <= last; ++j) {
-            const float p = scores[j];
+            const float p = sc[j];
             const float* vv = values + ((b * key_rows + j) * Hkv + kvh) * D;
             for (std::int64_t d = 0; d < D; ++d) ov[d] += p * vv[d];
           }
         }
       }
+    });
     return out(o);
   }
 

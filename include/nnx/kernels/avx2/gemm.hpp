@@ -14,8 +14,9 @@
 // - gemm_f32_bt: C[i][j] = the dot product of A row i and B row j as eight lane chains
 //   (lane l takes k = l, l+8, l+16, ...; a partial last group reads zeros), each an FMA
 //   chain, then summed in the fixed tree ((l0+l4)+(l2+l6)) + ((l1+l5)+(l3+l7)).
-// Single-threaded. A later threaded version may split the columns of C between threads:
-// that keeps every element's chain, hence the same bits on any thread count.
+// Single-threaded: nnx/kernels/gemm.hpp gives each thread a block of columns of C (B and C
+// offset, N smaller), which keeps every element's chain, hence the same bits on any thread
+// count. Scratch buffers are per thread.
 #pragma once
 
 #include "nnx/kernels/cpu.hpp"

@@ -10,8 +10,9 @@
 // The blocking below changes which elements are computed together, never that order, so a
 // row of C is bitwise the same whatever M and whatever the other rows are. (A compiler
 // allowed to contract a*b+c into an FMA, e.g. with -mfma, still does so in every block.)
-// Use nnx/kernels/gemm.hpp, which dispatches to the fastest path; call these directly only
-// to test or to pin the portable path.
+// Single-threaded. Use nnx/kernels/gemm.hpp, which dispatches to the fastest path and splits
+// columns of C between threads (each element's order stays as above); call these directly
+// only to test or to pin the portable path.
 #pragma once
 
 #include <algorithm>

@@ -1,0 +1,530 @@
+// bench_engine — the inference engine (nnx::Engine) end to end on a GPT-2-124M-shaped model
+// and a ~1.2B Llama-3.2-1B-shaped model (2048 wide, 16 layers, 32 query / 8 kv heads, MLP
+// 8192, vocab 128256, tied embeddings), random f32 weights from engine.init_params.
+//
+//   build/benchmarks/bench_engine --benchmark_filter='ReadBandwidth|Gpt2'
+//   build/benchmarks/bench_engine --benchmark_filter='ReadBandwidth|Llama1B'
+//
+// Run one model per process: each model is built once, lazily, the first time one of its
+// benchmarks runs, and its peak-memory counters (VmHWM, VmRSS) describe that process. The
+// bandwidth probe runs before any model is loaded and the peak RSS is reset after it
+// (/proc/self/clear_refs), so its 1 GiB buffer does not count toward a model's peak.
+//
+// What is measured (every benchmark takes the thread count, nnx::set_num_threads, as its
+// last argument):
+//   BM_ReadBandwidth/<threads>       a vectorized integer sum over 1 GiB: the DRAM read
+//                                    bandwidth that bounds batch-1 decoding.
+//   BM_<M>_TTFT/<threads>            engine.prefill of a 128-token prompt (one chunk,
+//                                    max_prefill_length 512, max_target_length 1024) and
+//                                    its greedy first token: the time to first token.
+//   BM_<M>_Decode/<slots>/<sampling>/<threads>
+//                                    engine.generate with every slot active, the state
+//                                    donated; sampling 0 = greedy, 1 = temperature 0.8 and
+//                                    top_p 0.9. Each slot starts from a 256-token prompt
+//                                    and decodes positions 256..319 (re-inserted, untimed,
+//                                    every 64 steps; each repetition starts again at 256),
+//                                    so the context is 256-320 tokens. Counters: tok_per_s,
+//                                    the weight-read floor, the share of it, the mean
+//                                    context and the KV bytes read per step, peak memory.
+//   BM_<M>_DecodeStepRaw/<slots>/<threads>
+//                                    nnx::decode_step on a model merged once, no engine:
+//                                    generate minus this is the engine's per-step cost.
+//   BM_<M>_MergeSplit/<slots>        merge(decode graphdef, params, cache) + state(of<Cache>),
+//                                    as generate does once per step.
+//   BM_<M>_SampleToken/<sampling>    sample_token on one row of the model's own logits.
+//   BM_<M>_PrefixCacheZeros          the zeroed [1, 1024, Hkv, D] caches every prefill
+//                                    allocates.
+//   BM_<M>_Insert/<slots>            insert of a 256-token prefix into every slot.
+//
+// Weight bytes read per token: every parameter once, except GPT-2's wpe table, of which a
+// token reads one row (the tied wte is read whole by the output head, and its embedding
+// row again, which is not counted). Floor tokens/s = bandwidth (same thread count, same run)
+// / weight bytes per token, times the slots for batch > 1 (a step reads the weights once).
+// KV-cache reads are not in the floor (the counters kv_read_mb_per_step give their size).
+#include <benchmark/benchmark.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <map>
+#include <memory>
+#include <numeric>
+#include <span>
+#include <string>
+#include <vector>
+
+#include <nnx/core.hpp>
+#include <nnx/engine.hpp>
+#include <nnx/models.hpp>
+
+#if __has_include(<nnx/kernels/parallel.hpp>)
+#include <nnx/kernels/parallel.hpp>
+#define NNX_BENCH_HAS_THREADS 1
+#else
+#define NNX_BENCH_HAS_THREADS 0
+#endif
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+constexpr std::int64_t kPrompt = 128;        // TTFT prompt tokens
+constexpr std::int64_t kTarget = 1024;       // max_target_length
+constexpr std::int64_t kPrefillChunk = 512;  // max_prefill_length
+constexpr std::int64_t kDecodePrompt = 256;  // tokens in a slot when decoding starts
+constexpr std::int64_t kDecodeSpan = 64;     // steps between re-inserts: positions 256..319
+constexpr double kMiB = 1024.0 * 1024.0;
+
+void set_threads(std::int64_t n) {
+#if NNX_BENCH_HAS_THREADS
+  nnx::set_num_threads(static_cast<int>(n));
+#else
+  if (n != 1) throw std::runtime_error("this build has no nnx::set_num_threads");
+#endif
+}
+
+// ---- process memory -----------------------------------------------------------------------
+
+struct ProcMem {
+  double rss_mib = 0.0;  // VmRSS
+  double hwm_mib = 0.0;  // VmHWM (peak RSS)
+};
+
+ProcMem proc_mem() {
+  ProcMem m;
+  std::ifstream f("/proc/self/status");
+  std::string line;
+  while (std::getline(f, line)) {
+    long kb = 0;
+    if (std::sscanf(line.c_str(), "VmRSS: %ld kB", &kb) == 1) m.rss_mib = static_cast<double>(kb) / 1024.0;
+    if (std::sscanf(line.c_str(), "VmHWM: %ld kB", &kb) == 1) m.hwm_mib = static_cast<double>(kb) / 1024.0;
+  }
+  return m;
+}
+
+// Resets VmHWM to the current RSS (Linux >= 4.0). Returns false where not permitted.
+bool reset_peak_rss() {
+  std::ofstream f("/proc/self/clear_refs");
+  f << "5";
+  f.flush();
+  return static_cast<bool>(f);
+}
+
+// ---- memory bandwidth -----------------------------------------------------------------------
+
+constexpr std::size_t kBandwidthWords = (std::size_t{1} << 30) / sizeof(std::uint64_t);
+std::map<std::int64_t, std::vector<double>> g_bandwidth;  // threads -> bytes/s per measurement
+
+// One pass over the buffer, split into one contiguous part per thread. Integer words, so
+// the compiler vectorizes the sum (a float sum's order is fixed: its add latency would be
+// measured, not memory).
+std::uint64_t sum_buffer(const std::uint64_t* data, std::size_t n) {
+#if NNX_BENCH_HAS_THREADS
+  std::uint64_t partial[nnx::kMaxThreads] = {};
+  nnx::kernels::parallel_for(static_cast<std::int64_t>(n), [&](std::int64_t b, std::int64_t e, int chunk) noexcept {
+    std::uint64_t s = 0;
+    for (std::int64_t i = b; i < e; ++i) s += data[i];
+    partial[chunk] = s;
+  });
+  return std::accumulate(std::begin(partial), std::end(partial), std::uint64_t{0});
+#else
+  std::uint64_t s = 0;
+  for (std::size_t i = 0; i < n; ++i) s += data[i];
+  return s;
+#endif
+}
+
+double median(std::vector<double> v) {
+  if (v.empty()) return 0.0;
+  std::sort(v.begin(), v.end());
+  const std::size_t n = v.size();
+  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+void BM_ReadBandwidth(benchmark::State& state) {
+  set_threads(state.range(0));
+  std::vector<std::uint64_t> buffer(kBandwidthWords, 1);  // freed on return: not a model's peak
+  benchmark::DoNotOptimize(sum_buffer(buffer.data(), buffer.size()));  // warm the pages and the pool
+  double seconds = 0.0;
+  for (auto _ : state) {
+    const auto t0 = Clock::now();
+    std::uint64_t sum = sum_buffer(buffer.data(), buffer.size());
+    seconds += std::chrono::duration<double>(Clock::now() - t0).count();
+    benchmark::DoNotOptimize(sum);
+  }
+  const double bytes = static_cast<double>(kBandwidthWords * sizeof(std::uint64_t)) *
+                       static_cast<double>(state.iterations());
+  g_bandwidth[state.range(0)].push_back(bytes / seconds);
+  state.counters["GB_per_s"] = benchmark::Counter(bytes / seconds / 1e9);
+}
+
+// The median bandwidth measured so far at this thread count; measured now (3 passes) if
+// BM_ReadBandwidth did not run (filtered out).
+double bandwidth(std::int64_t threads) {
+  auto& v = g_bandwidth[threads];
+  if (v.empty()) {
+    set_threads(threads);
+    std::vector<std::uint64_t> buffer(kBandwidthWords, 1);
+    benchmark::DoNotOptimize(sum_buffer(buffer.data(), buffer.size()));
+    for (int r = 0; r < 3; ++r) {
+      const auto t0 = Clock::now();
+      benchmark::DoNotOptimize(sum_buffer(buffer.data(), buffer.size()));
+      v.push_back(static_cast<double>(kBandwidthWords * sizeof(std::uint64_t)) /
+                  std::chrono::duration<double>(Clock::now() - t0).count());
+    }
+  }
+  return median(v);
+}
+
+// ---- models -------------------------------------------------------------------------------
+
+nnx::Gpt2Config gpt2_124m() { return nnx::Gpt2Config{}; }
+
+// Llama-3.2-1B's shape (1.24B parameters, 4.94 GB in f32); context cut to 2048 positions.
+nnx::LlamaConfig llama_1b() {
+  nnx::LlamaConfig c;
+  c.vocab_size = 128256;
+  c.hidden_size = 2048;
+  c.intermediate_size = 8192;
+  c.num_hidden_layers = 16;
+  c.num_attention_heads = 32;
+  c.num_key_value_heads = 8;
+  c.max_position_embeddings = 2048;
+  c.rope_theta = 500000.0;
+  c.tie_word_embeddings = true;
+  return c;
+}
+
+nnx::SamplingParams sampling_of(std::int64_t mode) {
+  return mode == 0 ? nnx::SamplingParams::greedy() : nnx::SamplingParams{.temperature = 0.8, .top_p = 0.9};
+}
+
+template <class Model>
+struct Bench {
+  using Config = std::remove_cvref_t<decltype(std::declval<Model&>().config)>;
+
+  Config config;
+  nnx::State params;
+  double weight_bytes = 0.0;            // every parameter
+  double weight_bytes_per_token = 0.0;  // read by one decode step (see the file comment)
+  double params_count = 0.0;
+  double load_seconds = 0.0;
+  ProcMem before_load, after_load;
+  bool peak_reset = false;
+  std::map<std::int64_t, std::unique_ptr<nnx::Engine<Model>>> engines;  // by slots
+  std::map<std::int64_t, std::vector<nnx::Prefix>> prefixes;              // by sampling mode
+  std::vector<std::int32_t> prompt;         // kDecodePrompt tokens; TTFT uses the first kPrompt
+  std::int64_t max_slots_run = 0;  // the largest decode state this process has held
+
+  explicit Bench(const Config& c) : config(c) {
+    // The bandwidth probes allocate 1 GiB: done before the model, then the peak is reset.
+    bandwidth(1);
+#if NNX_BENCH_HAS_THREADS
+    bandwidth(2);
+#endif
+    peak_reset = reset_peak_rss();
+    before_load = proc_mem();
+    const auto t0 = Clock::now();
+    params = engine(1).init_params(0);
+    load_seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+    after_load = proc_mem();
+    weight_bytes = static_cast<double>(params.nbytes());
+    weight_bytes_per_token = weight_bytes;
+    for (const auto& [path, leaf] : params) {
+      params_count += static_cast<double>(leaf.tensor().numel());
+      const std::string p = path.to_string();
+      if (p.size() >= 13 && p.compare(p.size() - 13, 13, "wpe/embedding") == 0)
+        weight_bytes_per_token -= static_cast<double>(leaf.nbytes()) - static_cast<double>(leaf.tensor().dim(1)) * 4.0;
+    }
+    const std::int64_t V = engine(1).vocab_size();
+    for (std::int64_t i = 0; i < kDecodePrompt; ++i) prompt.push_back(static_cast<std::int32_t>((i * 7919 + 13) % V));
+  }
+
+  nnx::Engine<Model>& engine(std::int64_t slots) {
+    auto& e = engines[slots];
+    if (!e) {
+      nnx::EngineOptions o;
+      o.max_prefill_length = kPrefillChunk;
+      o.max_target_length = kTarget;
+      o.slots = slots;
+      e = std::make_unique<nnx::Engine<Model>>(config, o);
+    }
+    return *e;
+  }
+
+  nnx::Tensor prompt_tensor(std::int64_t n) const {
+    return nnx::Tensor::from_vector(std::span<const std::int32_t>(prompt.data(), static_cast<std::size_t>(n)), {n});
+  }
+
+  // Eight first tokens of the decode prompt (one forward pass, one shared cache, keys
+  // fold_in(7, j)).
+  const std::vector<nnx::Prefix>& prefix(std::int64_t sampling) {
+    auto& p = prefixes[sampling];
+    if (p.empty())
+      p = engine(1).prefill_multisampling(params, prompt_tensor(kDecodePrompt), kDecodePrompt, 8,
+                                          sampling_of(sampling), nnx::key_from_seed(7));
+    return p;
+  }
+
+  // Bytes of the KV cache of a decode state with `slots` slots, and of one prefix.
+  // (A prefix's cache is one slot's: [1, max_target_length, Hkv, D] per layer, K and V.)
+  double kv_bytes(std::int64_t slots) { return static_cast<double>(prefix(0)[0].cache.nbytes()) * slots; }
+  // Bytes of the prefix caches held (one per sampling mode used).
+  double prefix_kv_bytes() { return kv_bytes(1) * static_cast<double>(prefixes.size()); }
+  // K and V bytes one step reads per slot at context `positions`.
+  double kv_read_bytes(double positions) { return kv_bytes(1) / static_cast<double>(kTarget) * positions; }
+};
+
+Bench<nnx::Gpt2>& gpt2() {
+  static Bench<nnx::Gpt2> b(gpt2_124m());
+  return b;
+}
+Bench<nnx::Llama>& llama() {
+  static Bench<nnx::Llama> b(llama_1b());
+  return b;
+}
+
+template <class Model>
+void model_counters(benchmark::State& state, Bench<Model>& b) {
+  state.counters["params_M"] = b.params_count / 1e6;
+  state.counters["weight_MB"] = b.weight_bytes / 1e6;
+  state.counters["weight_MB_per_tok"] = b.weight_bytes_per_token / 1e6;
+}
+
+void memory_counters(benchmark::State& state, double weights_and_kv_bytes) {
+  const ProcMem m = proc_mem();
+  state.counters["rss_MiB"] = m.rss_mib;
+  state.counters["peak_rss_MiB"] = m.hwm_mib;
+  state.counters["weights_kv_MiB"] = weights_and_kv_bytes / kMiB;
+  state.counters["peak_over_weights_kv"] = m.hwm_mib / (weights_and_kv_bytes / kMiB);
+}
+
+// ---- benchmarks ----------------------------------------------------------------------------
+
+// Loading (random init) and the memory after it; one iteration.
+template <class Model>
+void load(benchmark::State& state, Bench<Model>& b) {
+  for (auto _ : state) benchmark::DoNotOptimize(b.params.size());
+  model_counters(state, b);
+  state.counters["load_s"] = b.load_seconds;
+  state.counters["rss_before_MiB"] = b.before_load.rss_mib;
+  state.counters["rss_after_MiB"] = b.after_load.rss_mib;
+  state.counters["peak_after_MiB"] = b.after_load.hwm_mib;
+  state.counters["peak_reset"] = b.peak_reset;
+}
+
+template <class Model>
+void ttft(benchmark::State& state, Bench<Model>& b) {
+  set_threads(state.range(0));
+  auto& e = b.engine(1);
+  const nnx::Tensor tokens = b.prompt_tensor(kPrompt);
+  for (auto _ : state) {
+    nnx::Prefix p = e.prefill(b.params, tokens, kPrompt, nnx::SamplingParams::greedy(), nnx::key_from_seed(1));
+    benchmark::DoNotOptimize(p.token);
+  }
+  state.counters["prefill_tok_per_s"] =
+      benchmark::Counter(static_cast<double>(kPrompt * state.iterations()), benchmark::Counter::kIsRate);
+  model_counters(state, b);
+}
+
+template <class Model>
+nnx::DecodeState insert_all(nnx::Engine<Model>& e, const std::vector<nnx::Prefix>& prefixes, nnx::DecodeState s) {
+  for (std::int64_t i = 0; i < e.num_slots(); ++i) {
+    if (s.slots[static_cast<std::size_t>(i)].occupied) s = e.release(std::move(s), i);
+    s = e.insert(prefixes[static_cast<std::size_t>(i % 8)], std::move(s), i);
+  }
+  return s;
+}
+
+template <class Model>
+void decode(benchmark::State& state, Bench<Model>& b) {
+  const std::int64_t slots = state.range(0), sampling = state.range(1), threads = state.range(2);
+  const auto& prefixes = b.prefix(sampling);
+  auto& e = b.engine(slots);
+  set_threads(threads);
+  nnx::DecodeState s = insert_all(e, prefixes, e.init_decode_state());
+  std::int64_t steps = 0;
+  double seconds = 0.0, tokens = 0.0, context = 0.0;
+  for (auto _ : state) {
+    if (steps == kDecodeSpan) {
+      state.PauseTiming();
+      s = insert_all(e, prefixes, std::move(s));
+      steps = 0;
+      state.ResumeTiming();
+    }
+    context += static_cast<double>(s.slots[0].next_position);
+    const auto t0 = Clock::now();
+    auto out = e.generate(b.params, std::move(s));
+    seconds += std::chrono::duration<double>(Clock::now() - t0).count();
+    s = std::move(out.state);
+    ++steps;
+    for (std::int64_t i = 0; i < slots; ++i)
+      if (!out.result.at(i).valid) {
+        state.SkipWithError("a slot was not active");
+        return;
+      }
+    tokens += static_cast<double>(slots);
+    benchmark::DoNotOptimize(out.result.at(0).token);
+  }
+  const double tok_s = tokens / seconds;
+  const double bw = bandwidth(threads);
+  const double floor = bw / b.weight_bytes_per_token * static_cast<double>(slots);
+  state.counters["tok_per_s"] = tok_s;
+  state.counters["bandwidth_GB_per_s"] = bw / 1e9;
+  state.counters["floor_tok_per_s"] = floor;
+  state.counters["share_of_floor"] = tok_s / floor;
+  const double mean_context = context / (tokens / static_cast<double>(slots));
+  state.counters["mean_context"] = mean_context;
+  state.counters["kv_read_MB_per_step"] = b.kv_read_bytes(mean_context) * static_cast<double>(slots) / 1e6;
+  model_counters(state, b);
+  // The peak so far in this process, against the weights, the largest decode state run so
+  // far in it (the peak keeps it after it is freed) and the prefix caches held.
+  b.max_slots_run = std::max(b.max_slots_run, slots);
+  memory_counters(state, b.weight_bytes + b.kv_bytes(b.max_slots_run) + b.prefix_kv_bytes());
+}
+
+// decode_step on a model merged once: the forward pass alone, without the engine.
+template <class Model>
+void decode_step_raw(benchmark::State& state, Bench<Model>& b) {
+  const std::int64_t slots = state.range(0), threads = state.range(1);
+  set_threads(threads);
+  nnx::Rngs rngs{0};
+  Model abstract = nnx::eval_shape(
+      [&] { return Model(b.config, nnx::Mode::autoregressive, rngs, {.cache_batch = slots, .cache_length = kTarget}); });
+  auto [graphdef, abstract_params, abstract_cache] = nnx::split(abstract, nnx::of<nnx::Param>, nnx::of<nnx::Cache>);
+  nnx::State cache = abstract_cache.map([](const nnx::Tensor& t) { return nnx::Tensor::zeros(t.shape(), t.dtype()); });
+  Model m = nnx::merge(graphdef, b.params, std::move(cache));
+  const nnx::Tensor tokens = nnx::Tensor::from_vector(std::vector<std::int32_t>(static_cast<std::size_t>(slots), 42),
+                                                      {slots});
+  std::vector<std::int64_t> positions(static_cast<std::size_t>(slots), kDecodePrompt);
+  for (auto _ : state) {
+    nnx::Tensor logits = nnx::decode_step(m, tokens, positions);
+    benchmark::DoNotOptimize(logits.raw_data());
+    for (auto& p : positions) p = p + 1 == kDecodePrompt + kDecodeSpan ? kDecodePrompt : p + 1;
+  }
+  state.counters["tok_per_s"] = benchmark::Counter(static_cast<double>(slots * state.iterations()),
+                                                   benchmark::Counter::kIsRate);
+}
+
+// The per-step merge and split of generate.
+template <class Model>
+void merge_split(benchmark::State& state, Bench<Model>& b) {
+  const std::int64_t slots = state.range(0);
+  nnx::Rngs rngs{0};
+  Model abstract = nnx::eval_shape(
+      [&] { return Model(b.config, nnx::Mode::autoregressive, rngs, {.cache_batch = slots, .cache_length = kTarget}); });
+  auto [graphdef, abstract_params, abstract_cache] = nnx::split(abstract, nnx::of<nnx::Param>, nnx::of<nnx::Cache>);
+  nnx::State cache = abstract_cache.map([](const nnx::Tensor& t) { return nnx::Tensor::zeros(t.shape(), t.dtype()); });
+  for (auto _ : state) {
+    Model m = nnx::merge(graphdef, b.params, std::move(cache));
+    cache = nnx::state(m, nnx::of<nnx::Cache>);
+    benchmark::DoNotOptimize(cache.size());
+  }
+  state.counters["leaves"] = static_cast<double>(b.params.size() + cache.size());
+}
+
+// sample_token on one row of this model's logits (those of the prompt's last position).
+template <class Model>
+void sample(benchmark::State& state, Bench<Model>& b) {
+  const std::int64_t mode = state.range(0);
+  const nnx::Prefix& p = b.prefix(0)[0];
+  const nnx::SamplingParams params = sampling_of(mode);
+  const std::int64_t V = p.last_logits.numel();
+  std::uint64_t step = 0;
+  for (auto _ : state) {
+    const nnx::SampledToken t = nnx::sample_token(p.last_logits.data<float>(), V, params,
+                                                  nnx::fold_in(nnx::key_from_seed(3), step++));
+    benchmark::DoNotOptimize(t);
+  }
+  state.counters["vocab"] = static_cast<double>(V);
+}
+
+// The zeroed prefix cache every prefill allocates ([1, max_target_length, Hkv, D] per layer).
+template <class Model>
+void prefix_cache_zeros(benchmark::State& state, Bench<Model>& b) {
+  const nnx::State spec = b.prefix(0)[0].cache;
+  for (auto _ : state) {
+    nnx::State c = spec.map([](const nnx::Tensor& t) { return nnx::Tensor::zeros(t.shape(), t.dtype()); });
+    benchmark::DoNotOptimize(c.size());
+  }
+  state.counters["MB"] = static_cast<double>(spec.nbytes()) / 1e6;
+}
+
+template <class Model>
+void insert(benchmark::State& state, Bench<Model>& b) {
+  const std::int64_t slots = state.range(0);
+  auto& e = b.engine(slots);
+  const auto& prefixes = b.prefix(0);
+  nnx::DecodeState s = insert_all(e, prefixes, e.init_decode_state());
+  for (auto _ : state) {
+    s = insert_all(e, prefixes, std::move(s));
+    benchmark::DoNotOptimize(s.slots.data());
+  }
+}
+
+#define NNX_MODEL_BENCHES(NAME, BENCH)                                                                       \
+  void BM_##NAME##_Load(benchmark::State& s) { load(s, BENCH()); }                                           \
+  void BM_##NAME##_TTFT(benchmark::State& s) { ttft(s, BENCH()); }                                           \
+  void BM_##NAME##_Decode(benchmark::State& s) { decode(s, BENCH()); }                                       \
+  void BM_##NAME##_DecodeStepRaw(benchmark::State& s) { decode_step_raw(s, BENCH()); }                       \
+  void BM_##NAME##_MergeSplit(benchmark::State& s) { merge_split(s, BENCH()); }                              \
+  void BM_##NAME##_SampleToken(benchmark::State& s) { sample(s, BENCH()); }                                  \
+  void BM_##NAME##_PrefixCacheZeros(benchmark::State& s) { prefix_cache_zeros(s, BENCH()); }                 \
+  void BM_##NAME##_Insert(benchmark::State& s) { insert(s, BENCH()); }
+
+NNX_MODEL_BENCHES(Gpt2, gpt2)
+NNX_MODEL_BENCHES(Llama1B, llama)
+
+#if NNX_BENCH_HAS_THREADS
+const std::vector<std::int64_t> kThreads = {1, 2};
+#else
+const std::vector<std::int64_t> kThreads = {1};
+#endif
+
+// Heavy models: fixed iteration counts (a 1B prefill is seconds), fewer for the batch.
+void register_model(const char* name, void (*load_fn)(benchmark::State&), void (*ttft_fn)(benchmark::State&),
+                    void (*decode_fn)(benchmark::State&), void (*raw_fn)(benchmark::State&),
+                    void (*merge_fn)(benchmark::State&), void (*sample_fn)(benchmark::State&),
+                    void (*zeros_fn)(benchmark::State&), void (*insert_fn)(benchmark::State&), bool heavy) {
+  const std::string n = name;
+  benchmark::RegisterBenchmark((n + "_Load").c_str(), load_fn)->Iterations(1)->Unit(benchmark::kMillisecond);
+  auto* t = benchmark::RegisterBenchmark((n + "_TTFT").c_str(), ttft_fn)->Unit(benchmark::kMillisecond)->UseRealTime();
+  for (auto th : kThreads) t->Args({th});
+  if (heavy) t->Iterations(3);
+  // Decode: batch 1 and 8 greedy; batch 8 sampled (the sampling cost).
+  auto* d = benchmark::RegisterBenchmark((n + "_Decode").c_str(), decode_fn)->Unit(benchmark::kMillisecond)->UseRealTime();
+  d->ArgNames({"slots", "sampling", "threads"});
+  for (auto th : kThreads) {
+    d->Args({1, 0, th});
+    d->Args({8, 0, th});
+    d->Args({8, 1, th});
+  }
+  if (heavy) d->Iterations(20); else d->MinTime(2.0);
+  auto* r = benchmark::RegisterBenchmark((n + "_DecodeStepRaw").c_str(), raw_fn)->Unit(benchmark::kMillisecond)->UseRealTime();
+  r->ArgNames({"slots", "threads"});
+  for (auto th : kThreads) {
+    r->Args({1, th});
+    r->Args({8, th});
+  }
+  if (heavy) r->Iterations(20); else r->MinTime(2.0);
+  benchmark::RegisterBenchmark((n + "_MergeSplit").c_str(), merge_fn)->Arg(1)->Arg(8)->Unit(benchmark::kMicrosecond);
+  benchmark::RegisterBenchmark((n + "_SampleToken").c_str(), sample_fn)
+      ->ArgName("sampling")->Arg(0)->Arg(1)->Unit(benchmark::kMicrosecond);
+  benchmark::RegisterBenchmark((n + "_PrefixCacheZeros").c_str(), zeros_fn)->Unit(benchmark::kMillisecond)->UseRealTime();
+  benchmark::RegisterBenchmark((n + "_Insert").c_str(), insert_fn)->Arg(8)->Unit(benchmark::kMicrosecond)->UseRealTime();
+}
+
+const bool registered = [] {
+  auto* bw = benchmark::RegisterBenchmark("BM_ReadBandwidth", BM_ReadBandwidth)->Unit(benchmark::kMillisecond)->UseRealTime();
+  for (auto th : kThreads) bw->Arg(th);
+  register_model("BM_Gpt2", BM_Gpt2_Load, BM_Gpt2_TTFT, BM_Gpt2_Decode, BM_Gpt2_DecodeStepRaw, BM_Gpt2_MergeSplit,
+                 BM_Gpt2_SampleToken, BM_Gpt2_PrefixCacheZeros, BM_Gpt2_Insert, false);
+  register_model("BM_Llama1B", BM_Llama1B_Load, BM_Llama1B_TTFT, BM_Llama1B_Decode, BM_Llama1B_DecodeStepRaw,
+                 BM_Llama1B_MergeSplit, BM_Llama1B_SampleToken, BM_Llama1B_PrefixCacheZeros, BM_Llama1B_Insert, true);
+  return true;
+}();
+
+}  // namespace

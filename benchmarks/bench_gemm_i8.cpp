@@ -1,0 +1,245 @@
+// bench_gemm_i8 — int8 matrix products against our f32 GEMM at GPT-2 shapes, in one run.
+//
+//   build/benchmarks/bench_gemm_i8 --benchmark_counters_tabular=true
+//
+// Kernels (nnx/kernels/gemm_i8.hpp, nnx/kernels/gemm.hpp):
+//   BM_F32Gemm    gemm_f32, weights [K, N] f32 (what our f32 Linear runs): the baseline
+//   BM_F32GemmBt  gemm_f32_bt, weights [N, K] f32 (the tied-embedding logits), N = 50257 only
+//   BM_W8Gemm     gemm_f32_w8, weights [N, K] int8 + per-channel scales, f32 activations
+//   BM_I8Gemm     gemm_i8_i8, activations already int8 (W8A8 product alone)
+//   BM_I8Linear   quantize_rows_absmax of the activations + gemm_i8_i8 (a W8A8 Linear call)
+//   BM_ReadBandwidth  sums a 512 MiB buffer (1 and 2 threads): the DRAM floor decode is held to
+// Shapes (args M, K, N, threads, cold): M = 1, 8 (decode) and 128 (prefill); K x N = 768 x
+// 2304 (QKV), 768 x 3072 (MLP up), 3072 x 768 (MLP down), 768 x 50257 (logits); 1 and 2
+// threads (nnx::set_num_threads). cold = 1 rotates through copies of the weights totalling
+// more than 192 MiB, so they come from DRAM as in a model too large for the L3 cache; cold = 0
+// reuses one copy (which fits in the 32 MiB L3 except for the logits).
+// Counters: GOP/s = 2 M N K per iteration (a multiply and an add each; integer ops for
+// W8A8); weight GB/s = bytes of weights read per second (int8: N K, f32: 4 N K), the figure
+// to hold against DRAM bandwidth for decode. Wall-clock time (the machines are shared):
+// quote ratios from one run.
+#include <benchmark/benchmark.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <nnx/kernels/gemm.hpp>
+#include <nnx/kernels/gemm_i8.hpp>
+#include <nnx/kernels/parallel.hpp>
+#include <nnx/kernels/quantize.hpp>
+#include <random>
+#include <vector>
+
+namespace {
+
+using i64 = std::int64_t;
+
+constexpr std::size_t kColdBytes = std::size_t{192} << 20;
+
+std::vector<float> random_floats(std::size_t n, unsigned seed) {
+  std::mt19937 gen(seed);
+  std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
+  std::vector<float> v(n);
+  for (auto& x : v) x = dist(gen);
+  return v;
+}
+
+// One weight matrix of `bytes` bytes, or (cold) enough copies of it to exceed kColdBytes.
+template <class T>
+struct Weights {
+  std::vector<std::vector<T>> copies;
+  std::size_t next = 0;
+  Weights(const std::vector<T>& w, bool cold) {
+    const std::size_t bytes = w.size() * sizeof(T);
+    const std::size_t n = cold ? std::max<std::size_t>(2, (kColdBytes + bytes - 1) / bytes) : 1;
+    copies.assign(n, w);
+  }
+  const T* get() {
+    const T* p = copies[next].data();
+    next = (next + 1) % copies.size();
+    return p;
+  }
+};
+
+struct Shape {
+  i64 M, K, N;
+  int threads;
+  bool cold;
+  explicit Shape(const benchmark::State& s)
+      : M(s.range(0)), K(s.range(1)), N(s.range(2)), threads(static_cast<int>(s.range(3))), cold(s.range(4) != 0) {}
+};
+
+// Restores the thread count after a benchmark.
+struct Threads {
+  int saved = nnx::num_threads();
+  explicit Threads(int n) { nnx::set_num_threads(n); }
+  ~Threads() { nnx::set_num_threads(saved); }
+};
+
+void set_counters(benchmark::State& state, const Shape& s, double weight_bytes) {
+  state.counters["GOP/s"] = benchmark::Counter(2.0 * static_cast<double>(s.M * s.N * s.K) * 1e-9,
+                                               benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["weight GB/s"] =
+      benchmark::Counter(weight_bytes * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+}
+
+// Int8 weights [N, K] and their scales, quantized from random floats.
+struct QuantizedWeights {
+  std::vector<std::int8_t> q;
+  std::vector<float> scale;
+  QuantizedWeights(i64 N, i64 K) : q(static_cast<std::size_t>(N * K)), scale(static_cast<std::size_t>(N)) {
+    const auto w = random_floats(static_cast<std::size_t>(N * K), 2);
+    nnx::kernels::quantize_rows_absmax(N, K, w.data(), K, q.data(), K, scale.data());
+  }
+};
+
+void BM_F32Gemm(benchmark::State& state) {
+  const Shape s(state);
+  const Threads threads(s.threads);
+  const auto x = random_floats(static_cast<std::size_t>(s.M * s.K), 1);
+  Weights<float> w(random_floats(static_cast<std::size_t>(s.K * s.N), 2), s.cold);
+  std::vector<float> y(static_cast<std::size_t>(s.M * s.N));
+  for (auto _ : state) {
+    nnx::kernels::gemm_f32(s.M, s.N, s.K, x.data(), s.K, w.get(), s.N, y.data(), s.N);
+    benchmark::DoNotOptimize(y.data());
+    benchmark::ClobberMemory();
+  }
+  set_counters(state, s, 4.0 * static_cast<double>(s.N * s.K));
+}
+
+void BM_F32GemmBt(benchmark::State& state) {
+  const Shape s(state);
+  const Threads threads(s.threads);
+  const auto x = random_floats(static_cast<std::size_t>(s.M * s.K), 1);
+  Weights<float> w(random_floats(static_cast<std::size_t>(s.K * s.N), 2), s.cold);
+  std::vector<float> y(static_cast<std::size_t>(s.M * s.N));
+  for (auto _ : state) {
+    nnx::kernels::gemm_f32_bt(s.M, s.N, s.K, x.data(), s.K, w.get(), s.K, y.data(), s.N);
+    benchmark::DoNotOptimize(y.data());
+    benchmark::ClobberMemory();
+  }
+  set_counters(state, s, 4.0 * static_cast<double>(s.N * s.K));
+}
+
+void BM_W8Gemm(benchmark::State& state) {
+  const Shape s(state);
+  const Threads threads(s.threads);
+  const auto x = random_floats(static_cast<std::size_t>(s.M * s.K), 1);
+  const QuantizedWeights qw(s.N, s.K);
+  Weights<std::int8_t> w(qw.q, s.cold);
+  std::vector<float> y(static_cast<std::size_t>(s.M * s.N));
+  for (auto _ : state) {
+    nnx::kernels::gemm_f32_w8(s.M, s.N, s.K, x.data(), s.K, w.get(), s.K, qw.scale.data(), y.data(), s.N);
+    benchmark::DoNotOptimize(y.data());
+    benchmark::ClobberMemory();
+  }
+  set_counters(state, s, static_cast<double>(s.N * s.K));
+}
+
+void BM_I8Gemm(benchmark::State& state) {
+  const Shape s(state);
+  const Threads threads(s.threads);
+  const auto x = random_floats(static_cast<std::size_t>(s.M * s.K), 1);
+  std::vector<std::int8_t> xq(x.size());
+  std::vector<float> xs(static_cast<std::size_t>(s.M));
+  nnx::kernels::quantize_rows_absmax(s.M, s.K, x.data(), s.K, xq.data(), s.K, xs.data());
+  const QuantizedWeights qw(s.N, s.K);
+  Weights<std::int8_t> w(qw.q, s.cold);
+  std::vector<float> y(static_cast<std::size_t>(s.M * s.N));
+  for (auto _ : state) {
+    nnx::kernels::gemm_i8_i8(s.M, s.N, s.K, xq.data(), s.K, xs.data(), w.get(), s.K, qw.scale.data(), y.data(), s.N);
+    benchmark::DoNotOptimize(y.data());
+    benchmark::ClobberMemory();
+  }
+  set_counters(state, s, static_cast<double>(s.N * s.K));
+}
+
+void BM_I8Linear(benchmark::State& state) {
+  const Shape s(state);
+  const Threads threads(s.threads);
+  const auto x = random_floats(static_cast<std::size_t>(s.M * s.K), 1);
+  std::vector<std::int8_t> xq(x.size());
+  std::vector<float> xs(static_cast<std::size_t>(s.M));
+  const QuantizedWeights qw(s.N, s.K);
+  Weights<std::int8_t> w(qw.q, s.cold);
+  std::vector<float> y(static_cast<std::size_t>(s.M * s.N));
+  for (auto _ : state) {
+    nnx::kernels::quantize_rows_absmax(s.M, s.K, x.data(), s.K, xq.data(), s.K, xs.data());
+    nnx::kernels::gemm_i8_i8(s.M, s.N, s.K, xq.data(), s.K, xs.data(), w.get(), s.K, qw.scale.data(), y.data(), s.N);
+    benchmark::DoNotOptimize(y.data());
+    benchmark::ClobberMemory();
+  }
+  set_counters(state, s, static_cast<double>(s.N * s.K));
+}
+
+// Quantizing a float Linear kernel [K, N] to int8 [N, K] (conversion, and "train" mode's
+// every forward). GOP/s here counts 2 N K per call, for comparison with one M = 1 product.
+void BM_QuantizeColumns(benchmark::State& state) {
+  const Shape s(state);
+  const Threads threads(s.threads);
+  const auto w = random_floats(static_cast<std::size_t>(s.K * s.N), 2);
+  std::vector<std::int8_t> q(w.size());
+  std::vector<float> scale(static_cast<std::size_t>(s.N));
+  for (auto _ : state) {
+    nnx::kernels::quantize_columns_absmax(s.K, s.N, w.data(), s.N, q.data(), s.K, scale.data());
+    benchmark::DoNotOptimize(q.data());
+    benchmark::ClobberMemory();
+  }
+  set_counters(state, s, 4.0 * static_cast<double>(s.N * s.K));
+}
+
+// The memory-bandwidth floor in the same run: a sum over 512 MiB of int64, split between the
+// threads as the kernels split weights.
+void BM_ReadBandwidth(benchmark::State& state) {
+  const Threads threads(static_cast<int>(state.range(0)));
+  const std::size_t n = (std::size_t{512} << 20) / sizeof(std::int64_t);
+  std::vector<std::int64_t> buf(n, 1);
+  std::int64_t sums[2] = {0, 0};
+  for (auto _ : state) {
+    nnx::kernels::parallel_for(static_cast<i64>(n), [&](i64 b, i64 e, int chunk) noexcept {
+      std::int64_t s = 0;
+      for (i64 i = b; i < e; ++i) s += buf[static_cast<std::size_t>(i)];
+      sums[chunk] = s;
+    });
+    benchmark::DoNotOptimize(sums);
+  }
+  state.counters["GB/s"] = benchmark::Counter(static_cast<double>(n * sizeof(std::int64_t)) * 1e-9,
+                                              benchmark::Counter::kIsIterationInvariantRate);
+}
+
+constexpr std::pair<i64, i64> kShapes[] = {{768, 2304}, {768, 3072}, {3072, 768}, {768, 50257}};
+
+void decode_and_prefill(benchmark::internal::Benchmark* b) {
+  b->ArgNames({"M", "K", "N", "threads", "cold"});
+  for (int threads : {1, 2})
+    for (i64 M : {1, 8, 128})
+      for (auto [K, N] : kShapes) {
+        b->Args({M, K, N, threads, 0});
+        if (M <= 8) b->Args({M, K, N, threads, 1});
+      }
+  b->Unit(benchmark::kMicrosecond)->UseRealTime();
+}
+
+void logits_only(benchmark::internal::Benchmark* b) {
+  b->ArgNames({"M", "K", "N", "threads", "cold"});
+  for (int threads : {1, 2})
+    for (i64 M : {1, 8, 128}) b->Args({M, 768, 50257, threads, 0});
+  b->Unit(benchmark::kMicrosecond)->UseRealTime();
+}
+
+void quantize_shapes(benchmark::internal::Benchmark* b) {
+  b->ArgNames({"M", "K", "N", "threads", "cold"});
+  for (int threads : {1, 2})
+    for (auto [K, N] : kShapes) b->Args({1, K, N, threads, 0});
+  b->Unit(benchmark::kMicrosecond)->UseRealTime();
+}
+
+}  // namespace
+
+BENCHMARK(BM_ReadBandwidth)->ArgName("threads")->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_F32Gemm)->Apply(decode_and_prefill);
+BENCHMARK(BM_W8Gemm)->Apply(decode_and_prefill);
+BENCHMARK(BM_I8Gemm)->Apply(decode_and_prefill);
+BENCHMARK(BM_I8Linear)->Apply(decode_and_prefill);
+BENCHMARK(BM_F32GemmBt)->Apply(logits_only);
+BENCHMARK(BM_QuantizeColumns)->Apply(quantize_shapes);

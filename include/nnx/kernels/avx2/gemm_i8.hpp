@@ -1,0 +1,331 @@
+// nnx/kernels/avx2/gemm_i8.hpp — AVX2+FMA int8-weight matrix products (weight-only int8 with
+// float activations, and W8A8). Contracts, layout and the portable orders are in
+// nnx/kernels/ref/gemm_i8.hpp.
+//
+// Compiled with per-function target attributes, so including this header needs no -mavx2;
+// call these only when nnx::kernels::cpu_has_avx2_fma() is true (nnx/kernels/gemm_i8.hpp
+// does that for you). On other platforms the header declares nothing.
+//
+// Orders (fixed by K alone: independent of M, of the tiling and of the other rows):
+// - gemm_f32_w8: y[m][n] = wscale[n] * s, s from eight lane chains of fused multiply-adds,
+//   lane l over k = l, l+8, l+16, ... ascending (a partial last group adds 0 * 0 in the
+//   missing lanes), combined as ((l0+l4)+(l2+l6)) + ((l1+l5)+(l3+l7)). Every tile computes
+//   each element with this same chain, so a row alone equals the row in a batch, bit for bit.
+// - gemm_i8_i8: exact int32 sums (modulo 2^32 past K = 133143), bitwise equal to the portable
+//   path. Products use the sign trick: maddubs(|x|, sign(w, x)) multiplies unsigned |x| by w
+//   with x's sign moved onto it, and adds pairs into int16; with values in [-127, 127] a pair
+//   is at most 2 * 127 * 127 = 32258, so the int16 never saturates (an input of -128 would
+//   break this: the quantizers never produce it). madd with ones then widens to int32.
+//
+// Decoding (small M) is bound by reading the weights: they are streamed once, in blocks of
+// about 128 KiB; tiles of up to 4 rows x several output channels pass over each block (the
+// first from memory, the others from L2), so a batch of 8 reads the weights from memory
+// once, and each FMA chain has independent neighbours to overlap with. Prefill uses the
+// same tiles, hence the same per-element arithmetic. Single-threaded: nnx/kernels/gemm_i8.hpp
+// splits output channels between threads, which changes no element's arithmetic.
+#pragma once
+
+#include "nnx/kernels/cpu.hpp"
+
+#if NNX_KERNELS_X86_DISPATCH
+
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+
+namespace nnx::kernels::avx2 {
+
+namespace detail::i8 {
+
+// Lanes [0, n) set, for n in 1..8: the masked load reads nothing past the end of a row.
+NNX_TARGET_AVX2_FMA inline __m256i lane_mask(int n) noexcept {
+  static constexpr std::int32_t table[16] = {-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0};
+  return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(table + 8 - n));
+}
+
+// The eight lanes summed as ((l0+l4)+(l2+l6)) + ((l1+l5)+(l3+l7)).
+NNX_TARGET_AVX2_FMA inline float hsum(__m256 v) noexcept {
+  const __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  const __m128 s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
+  return _mm_cvtss_f32(_mm_add_ss(s2, _mm_movehdup_ps(s2)));
+}
+
+NNX_TARGET_AVX2_FMA inline std::uint32_t hsum_epi32(__m256i v) noexcept {
+  __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(1, 0, 3, 2)));
+  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(2, 3, 0, 1)));
+  return static_cast<std::uint32_t>(_mm_cvtsi128_si32(s));
+}
+
+// v, forced into a register. Tuned for a particular CPU (-march=native, -mtune=znver3 or
+// haswell), GCC folds the load of a row of x into every FMA that uses it, reloading it once
+// per output channel; at 4 x 3 the loads then became the bottleneck (about 50 against 90
+// GOP/s, measured). The empty asm hides where the value came from, so it is loaded once.
+template <class V>
+NNX_TARGET_AVX2_FMA inline V in_register(V v) noexcept {
+  asm("" : "+x"(v));
+  return v;
+}
+
+// Eight int8 weights as exact floats.
+NNX_TARGET_AVX2_FMA inline __m256 load_i8_ps(const std::int8_t* p) noexcept {
+  return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))));
+}
+
+// The last r (1..7) weights of a row, zeros after them; reads only r bytes.
+NNX_TARGET_AVX2_FMA inline __m256 load_i8_ps_partial(const std::int8_t* p, int r) noexcept {
+  std::int64_t bytes = 0;
+  std::memcpy(&bytes, p, static_cast<std::size_t>(r));
+  return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_cvtsi64_si128(bytes)));
+}
+
+// Bytes of each weight row a tile reads per iteration of its main loop: a cache line, so
+// that each row is a stream of whole lines.
+inline constexpr std::int64_t kRowBytesPerIter = 64;
+
+// Weight rows prefetched ahead. A tile's rows are short streams (768 bytes at K = 768), too
+// short for the hardware prefetcher to lock on to before they end, so each iteration also
+// prefetches the same line of the rows kPrefetchRows further on, which a later tile reads.
+// Measured with weights from DRAM (M = 1, K = 768 and 3072), W8A8 went from 10-14 to 18-23
+// GB/s and weight-only from 17 to 21-23 GB/s; no prefetch, one along the row, and 4 or 16
+// rows ahead did worse. Past the last row the prefetched lines are simply never used (the
+// address is formed as an integer: no pointer leaves its array, and prefetches never fault).
+inline constexpr std::int64_t kPrefetchRows = 8;
+
+template <int NR>
+NNX_TARGET_AVX2_FMA inline void prefetch_rows(const std::int8_t* q, std::int64_t ldq) noexcept {
+  const auto ahead = reinterpret_cast<std::uintptr_t>(q) + static_cast<std::uintptr_t>(kPrefetchRows * ldq);
+#pragma GCC unroll 8
+  for (int j = 0; j < NR; ++j)
+    _mm_prefetch(reinterpret_cast<const char*>(ahead + static_cast<std::uintptr_t>(j * ldq)), _MM_HINT_T0);
+}
+
+// One step of 8 along k for an MR x NR tile: acc[i][j] = fma(x[i][k..k+8), q[j][k..k+8), acc).
+// The smaller side is held in registers and the other streamed past it, so that the
+// accumulators and the held vectors fit the 16 registers; both orders compute each
+// element's chain identically.
+template <int MR, int NR>
+NNX_TARGET_AVX2_FMA inline void w8_step_at(__m256 (&acc)[MR][NR], std::int64_t k, const float* x, std::int64_t ldx,
+                                           const std::int8_t* q, std::int64_t ldq) noexcept {
+  if constexpr (MR < NR) {
+    __m256 xv[MR];
+#pragma GCC unroll 8
+    for (int i = 0; i < MR; ++i) xv[i] = in_register(_mm256_loadu_ps(x + i * ldx + k));
+#pragma GCC unroll 8
+    for (int j = 0; j < NR; ++j) {
+      const __m256 w = load_i8_ps(q + j * ldq + k);
+#pragma GCC unroll 8
+      for (int i = 0; i < MR; ++i) acc[i][j] = _mm256_fmadd_ps(xv[i], w, acc[i][j]);
+    }
+  } else {
+    __m256 w[NR];
+#pragma GCC unroll 8
+    for (int j = 0; j < NR; ++j) w[j] = load_i8_ps(q + j * ldq + k);
+#pragma GCC unroll 8
+    for (int i = 0; i < MR; ++i) {
+      const __m256 xv = in_register(_mm256_loadu_ps(x + i * ldx + k));
+#pragma GCC unroll 8
+      for (int j = 0; j < NR; ++j) acc[i][j] = _mm256_fmadd_ps(xv, w[j], acc[i][j]);
+    }
+  }
+}
+
+// y[i][j] for MR rows of x and NR weight rows (each element its own eight-lane accumulator,
+// so MR * NR independent FMA chains per step of 8).
+template <int MR, int NR>
+NNX_TARGET_AVX2_FMA inline void w8_tile(std::int64_t K, const float* x, std::int64_t ldx, const std::int8_t* q,
+                                        std::int64_t ldq, const float* ws, float* y, std::int64_t ldy) noexcept {
+  __m256 acc[MR][NR];
+#pragma GCC unroll 8
+  for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 8
+    for (int j = 0; j < NR; ++j) acc[i][j] = _mm256_setzero_ps();
+  std::int64_t k = 0;
+  for (; k + kRowBytesPerIter <= K; k += kRowBytesPerIter) {
+    prefetch_rows<NR>(q + k, ldq);
+#pragma GCC unroll 8
+    for (std::int64_t u = 0; u < kRowBytesPerIter; u += 8) w8_step_at<MR, NR>(acc, k + u, x, ldx, q, ldq);
+  }
+  for (; k + 8 <= K; k += 8) w8_step_at<MR, NR>(acc, k, x, ldx, q, ldq);
+  if (k < K) {
+    const int r = static_cast<int>(K - k);
+    const __m256i mask = lane_mask(r);
+    __m256 w[NR];
+#pragma GCC unroll 8
+    for (int j = 0; j < NR; ++j) w[j] = load_i8_ps_partial(q + j * ldq + k, r);
+#pragma GCC unroll 8
+    for (int i = 0; i < MR; ++i) {
+      const __m256 xv = _mm256_maskload_ps(x + i * ldx + k, mask);
+#pragma GCC unroll 8
+      for (int j = 0; j < NR; ++j) acc[i][j] = _mm256_fmadd_ps(xv, w[j], acc[i][j]);
+    }
+  }
+#pragma GCC unroll 8
+  for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 8
+    for (int j = 0; j < NR; ++j) y[i * ldy + j] = ws[j] * hsum(acc[i][j]);
+}
+
+// Output channels per tile of MR (1..4) rows: 8 to 12 accumulators, enough independent
+// chains to hide the FMA latency, few enough to leave registers for the held operands
+// (measured best on a Zen 5 EPYC among 1..12 channels).
+constexpr int w8_channels(int mr) noexcept { return mr == 1 ? 8 : mr <= 3 ? 4 : 3; }
+
+// MR rows of x against output channels [0, N): full tiles, then single channels.
+template <int MR>
+NNX_TARGET_AVX2_FMA inline void w8_rows(std::int64_t N, std::int64_t K, const float* x, std::int64_t ldx,
+                                        const std::int8_t* q, std::int64_t ldq, const float* ws, float* y,
+                                        std::int64_t ldy) noexcept {
+  constexpr int NR = w8_channels(MR);
+  std::int64_t n = 0;
+  for (; n + NR <= N; n += NR) w8_tile<MR, NR>(K, x, ldx, q + n * ldq, ldq, ws + n, y + n, ldy);
+  if constexpr (NR > 1)
+    for (; n < N; ++n) w8_tile<MR, 1>(K, x, ldx, q + n * ldq, ldq, ws + n, y + n, ldy);
+}
+
+NNX_TARGET_AVX2_FMA inline void w8_rows_any(int mr, std::int64_t N, std::int64_t K, const float* x, std::int64_t ldx,
+                                            const std::int8_t* q, std::int64_t ldq, const float* ws, float* y,
+                                            std::int64_t ldy) noexcept {
+  switch (mr) {
+    case 1: w8_rows<1>(N, K, x, ldx, q, ldq, ws, y, ldy); break;
+    case 2: w8_rows<2>(N, K, x, ldx, q, ldq, ws, y, ldy); break;
+    case 3: w8_rows<3>(N, K, x, ldx, q, ldq, ws, y, ldy); break;
+    default: w8_rows<4>(N, K, x, ldx, q, ldq, ws, y, ldy); break;
+  }
+}
+
+// One step of 32 along k: acc[i][j] += the products of xq[i][k..k+32) and q[j][k..k+32),
+// summed in pairs (maddubs, int16) and then in quadruples (madd, int32).
+template <int MR, int NR>
+NNX_TARGET_AVX2_FMA inline void i8_step_at(__m256i (&acc)[MR][NR], std::int64_t k, const std::int8_t* xq,
+                                           std::int64_t ldx, const std::int8_t* q, std::int64_t ldq) noexcept {
+  const __m256i ones = _mm256_set1_epi16(1);
+  __m256i w[NR];
+#pragma GCC unroll 8
+  for (int j = 0; j < NR; ++j) w[j] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + j * ldq + k));
+#pragma GCC unroll 8
+  for (int i = 0; i < MR; ++i) {
+    const __m256i xv = in_register(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq + i * ldx + k)));
+    const __m256i ax = _mm256_abs_epi8(xv);
+#pragma GCC unroll 8
+    for (int j = 0; j < NR; ++j) {
+      const __m256i pairs = _mm256_maddubs_epi16(ax, _mm256_sign_epi8(w[j], xv));
+      acc[i][j] = _mm256_add_epi32(acc[i][j], _mm256_madd_epi16(pairs, ones));
+    }
+  }
+}
+
+// acc[i][j] = Σ_k xq[i][k] * q[j][k] for MR rows and NR weight rows, exact (mod 2^32); then
+// y[i][j] = (float(acc) * xs[i]) * ws[j].
+template <int MR, int NR>
+NNX_TARGET_AVX2_FMA inline void i8_tile(std::int64_t K, const std::int8_t* xq, std::int64_t ldx, const float* xs,
+                                        const std::int8_t* q, std::int64_t ldq, const float* ws, float* y,
+                                        std::int64_t ldy) noexcept {
+  __m256i acc[MR][NR];
+#pragma GCC unroll 8
+  for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 8
+    for (int j = 0; j < NR; ++j) acc[i][j] = _mm256_setzero_si256();
+  std::int64_t k = 0;
+  for (; k + kRowBytesPerIter <= K; k += kRowBytesPerIter) {
+    prefetch_rows<NR>(q + k, ldq);
+#pragma GCC unroll 2
+    for (std::int64_t u = 0; u < kRowBytesPerIter; u += 32) i8_step_at<MR, NR>(acc, k + u, xq, ldx, q, ldq);
+  }
+  for (; k + 32 <= K; k += 32) i8_step_at<MR, NR>(acc, k, xq, ldx, q, ldq);
+  const std::int64_t k32 = k;
+#pragma GCC unroll 8
+  for (int i = 0; i < MR; ++i) {
+    const std::int8_t* xr = xq + i * ldx;
+#pragma GCC unroll 8
+    for (int j = 0; j < NR; ++j) {
+      const std::int8_t* qr = q + j * ldq;
+      std::uint32_t s = hsum_epi32(acc[i][j]);
+      for (std::int64_t kk = k32; kk < K; ++kk)
+        s += static_cast<std::uint32_t>(static_cast<std::int32_t>(xr[kk]) * static_cast<std::int32_t>(qr[kk]));
+      y[i * ldy + j] = (static_cast<float>(static_cast<std::int32_t>(s)) * xs[i]) * ws[j];
+    }
+  }
+}
+
+// Output channels per tile of MR (1..4) rows: MR * NR accumulators plus NR weight vectors
+// and a row's x, |x|, the ones and a temporary fit the 16 registers (measured best).
+constexpr int i8_channels(int mr) noexcept { return mr <= 2 ? 4 : mr == 3 ? 3 : 2; }
+
+template <int MR>
+NNX_TARGET_AVX2_FMA inline void i8_rows(std::int64_t N, std::int64_t K, const std::int8_t* xq, std::int64_t ldx,
+                                        const float* xs, const std::int8_t* q, std::int64_t ldq, const float* ws,
+                                        float* y, std::int64_t ldy) noexcept {
+  constexpr int NR = i8_channels(MR);
+  std::int64_t n = 0;
+  for (; n + NR <= N; n += NR) i8_tile<MR, NR>(K, xq, ldx, xs, q + n * ldq, ldq, ws + n, y + n, ldy);
+  if constexpr (NR > 1)
+    for (; n < N; ++n) i8_tile<MR, 1>(K, xq, ldx, xs, q + n * ldq, ldq, ws + n, y + n, ldy);
+}
+
+NNX_TARGET_AVX2_FMA inline void i8_rows_any(int mr, std::int64_t N, std::int64_t K, const std::int8_t* xq,
+                                            std::int64_t ldx, const float* xs, const std::int8_t* q, std::int64_t ldq,
+                                            const float* ws, float* y, std::int64_t ldy) noexcept {
+  switch (mr) {
+    case 1: i8_rows<1>(N, K, xq, ldx, xs, q, ldq, ws, y, ldy); break;
+    case 2: i8_rows<2>(N, K, xq, ldx, xs, q, ldq, ws, y, ldy); break;
+    case 3: i8_rows<3>(N, K, xq, ldx, xs, q, ldq, ws, y, ldy); break;
+    default: i8_rows<4>(N, K, xq, ldx, xs, q, ldq, ws, y, ldy); break;
+  }
+}
+
+// Rows of x per pass over a block of weights, and the bytes of weights in a block: the
+// first pass streams the block from memory, later passes (M > 4) find it in L2. Four-row
+// tiles over blocks beat eight-row tiles over the stream at M = 8 (measured: 8 rows leave
+// too few registers for enough output channels).
+inline constexpr std::int64_t kRowTile = 4;
+inline constexpr std::int64_t kWeightBlockBytes = 128 * 1024;
+
+// Weight rows per block: about kWeightBlockBytes, a multiple of 24 (of every tile width).
+inline std::int64_t weight_block_rows(std::int64_t K) noexcept {
+  const std::int64_t rows = kWeightBlockBytes / std::max<std::int64_t>(K, 1);
+  return std::max<std::int64_t>(24, rows / 24 * 24);
+}
+
+}  // namespace detail::i8
+
+// y[M, N] = wscale[n] * Σ_k x[m][k] * q[n][k]; same contract as nnx::kernels::ref::gemm_f32_w8,
+// order as in the header comment. Requires AVX2 and FMA. Never throws.
+NNX_TARGET_AVX2_FMA inline void gemm_f32_w8(std::int64_t M, std::int64_t N, std::int64_t K, const float* x,
+                                            std::int64_t ldx, const std::int8_t* q, std::int64_t ldq,
+                                            const float* wscale, float* y, std::int64_t ldy) noexcept {
+  if (M <= 0 || N <= 0) return;
+  const std::int64_t nb = detail::i8::weight_block_rows(K);
+  for (std::int64_t n0 = 0; n0 < N; n0 += nb) {
+    const std::int64_t n1 = std::min(N, n0 + nb);
+    for (std::int64_t m0 = 0; m0 < M; m0 += detail::i8::kRowTile) {
+      const int mr = static_cast<int>(std::min(detail::i8::kRowTile, M - m0));
+      detail::i8::w8_rows_any(mr, n1 - n0, K, x + m0 * ldx, ldx, q + n0 * ldq, ldq, wscale + n0, y + m0 * ldy + n0,
+                              ldy);
+    }
+  }
+}
+
+// W8A8: y[m][n] = (float(Σ_k xq[m][k] * q[n][k]) * xscale[m]) * wscale[n], the sum exact in
+// int32; same contract and bits as nnx::kernels::ref::gemm_i8_i8 (values in [-127, 127]).
+// Requires AVX2. Never throws.
+NNX_TARGET_AVX2_FMA inline void gemm_i8_i8(std::int64_t M, std::int64_t N, std::int64_t K, const std::int8_t* xq,
+                                           std::int64_t ldx, const float* xscale, const std::int8_t* q,
+                                           std::int64_t ldq, const float* wscale, float* y, std::int64_t ldy) noexcept {
+  if (M <= 0 || N <= 0) return;
+  const std::int64_t nb = detail::i8::weight_block_rows(K);
+  for (std::int64_t n0 = 0; n0 < N; n0 += nb) {
+    const std::int64_t n1 = std::min(N, n0 + nb);
+    for (std::int64_t m0 = 0; m0 < M; m0 += detail::i8::kRowTile) {
+      const int mr = static_cast<int>(std::min(detail::i8::kRowTile, M - m0));
+      detail::i8::i8_rows_any(mr, n1 - n0, K, xq + m0 * ldx, ldx, xscale + m0, q + n0 * ldq, ldq, wscale + n0,
+                              y + m0 * ldy + n0, ldy);
+    }
+  }
+}
+
+}  // namespace nnx::kernels::avx2
+
+#endif  // NNX_KERNELS_X86_DISPATCH

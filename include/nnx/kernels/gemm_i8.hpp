@@ -1,0 +1,89 @@
+// nnx/kernels/gemm_i8.hpp — matrix products with int8 weights (AQT-style, per output channel
+// scales): weight-only int8 with float activations, and W8A8 with activations quantized per
+// row (nnx/kernels/quantize.hpp). Each call runs the AVX2 kernel when the CPU has it, else
+// the portable one.
+//
+//   // weights: a float Linear kernel w[C, F] ([in, out]) -> q[F, C] and wscale[F], once
+//   nnx::kernels::quantize_columns_absmax(C, F, w, F, q, C, wscale);
+//   // weight-only int8: y[T, F] = x[T, C] · dequant(q)ᵀ
+//   nnx::kernels::gemm_f32_w8(T, F, C, x, C, q, C, wscale, y, F);
+//   // W8A8: quantize the activations per row, then an exact int32 product
+//   nnx::kernels::quantize_rows_absmax(T, C, x, C, xq, C, xscale);
+//   nnx::kernels::gemm_i8_i8(T, F, C, xq, C, xscale, q, C, wscale, y, F);
+//
+// Layout: q[N, K] holds one row per output channel with the contraction axis K contiguous
+// (nn.Linear's [out, in], the QTensor layout), wscale[N] one scale per output channel,
+// xq[M, K] and xscale[M] one scale per activation row, y[M, N]; all row-major with row
+// strides given, none overlapping y. int8 values must lie in [-127, 127] (the quantizers'
+// range).
+//
+// Numerics and determinism: gemm_f32_w8 reduces each element in an order fixed by K alone
+// (nnx/kernels/avx2/gemm_i8.hpp and nnx/kernels/ref/gemm_i8.hpp give the two orders, which
+// differ by rounding only); gemm_i8_i8 sums exactly in int32 and both paths give the same
+// bits. Either way a row of y is bitwise identical whether computed alone or in any batch,
+// and on any thread count: threads (nnx::set_num_threads) split the output channels, never
+// K. Safe to call from several threads at once; allocate nothing; never throw (callers check
+// shapes).
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+
+#include "nnx/kernels/avx2/gemm_i8.hpp"
+#include "nnx/kernels/cpu.hpp"
+#include "nnx/kernels/parallel.hpp"
+#include "nnx/kernels/ref/gemm_i8.hpp"
+
+namespace nnx::kernels {
+
+namespace detail::i8 {
+
+// Splits output channels [0, N) into blocks of 24 (a multiple of every AVX2 tile width, so
+// only the last block has a partial tile) and calls run(n0, n1) once per thread's range, or
+// run(0, N) inline when the product is too small to pay for threads.
+template <class Run>
+void split_channels(std::int64_t M, std::int64_t N, std::int64_t K, Run&& run) noexcept {
+  constexpr std::int64_t kWidth = 24;
+  const int threads = threads_for_work(static_cast<double>(M) * static_cast<double>(N) * static_cast<double>(K));
+  const std::int64_t blocks = (N + kWidth - 1) / kWidth;
+  if (threads <= 1 || blocks <= 1) return run(std::int64_t{0}, N);
+  parallel_for(blocks, threads,
+               [&](std::int64_t b0, std::int64_t b1) noexcept { run(b0 * kWidth, std::min(N, b1 * kWidth)); });
+}
+
+}  // namespace detail::i8
+
+// Weight-only int8: y[m][n] = wscale[n] * Σ_k x[m][k] * float(q[n][k]), float accumulation.
+// x[M, K] (ldx >= K), q[N, K] (ldq >= K), wscale[N], y[M, N] (ldy >= N) overwritten.
+inline void gemm_f32_w8(std::int64_t M, std::int64_t N, std::int64_t K, const float* x, std::int64_t ldx,
+                        const std::int8_t* q, std::int64_t ldq, const float* wscale, float* y,
+                        std::int64_t ldy) noexcept {
+  if (M <= 0 || N <= 0) return;
+  const bool avx2 = cpu_has_avx2_fma();
+  detail::i8::split_channels(M, N, K, [&](std::int64_t n0, std::int64_t n1) noexcept {
+#if NNX_KERNELS_X86_DISPATCH
+    if (avx2) return avx2::gemm_f32_w8(M, n1 - n0, K, x, ldx, q + n0 * ldq, ldq, wscale + n0, y + n0, ldy);
+#endif
+    (void)avx2;
+    ref::gemm_f32_w8(M, n1 - n0, K, x, ldx, q + n0 * ldq, ldq, wscale + n0, y + n0, ldy);
+  });
+}
+
+// W8A8: y[m][n] = (float(acc) * xscale[m]) * wscale[n], acc = Σ_k int32(xq[m][k]) *
+// int32(q[n][k]) exactly (int32; wraps past K = 133143). xq[M, K] (ldx >= K), xscale[M],
+// q[N, K] (ldq >= K), wscale[N], y[M, N] (ldy >= N) overwritten.
+inline void gemm_i8_i8(std::int64_t M, std::int64_t N, std::int64_t K, const std::int8_t* xq, std::int64_t ldx,
+                       const float* xscale, const std::int8_t* q, std::int64_t ldq, const float* wscale, float* y,
+                       std::int64_t ldy) noexcept {
+  if (M <= 0 || N <= 0) return;
+  const bool avx2 = cpu_has_avx2_fma();
+  detail::i8::split_channels(M, N, K, [&](std::int64_t n0, std::int64_t n1) noexcept {
+#if NNX_KERNELS_X86_DISPATCH
+    if (avx2) return avx2::gemm_i8_i8(M, n1 - n0, K, xq, ldx, xscale, q + n0 * ldq, ldq, wscale + n0, y + n0, ldy);
+#endif
+    (void)avx2;
+    ref::gemm_i8_i8(M, n1 - n0, K, xq, ldx, xscale, q + n0 * ldq, ldq, wscale + n0, y + n0, ldy);
+  });
+}
+
+}  // namespace nnx::kernels

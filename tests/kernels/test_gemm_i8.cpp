@@ -1,0 +1,300 @@
+// Tests for nnx/kernels/gemm_i8.hpp (and ref/, avx2/): gemm_i8_i8 bit for bit against an
+// exact int64 reference on every path, gemm_f32_w8 within the summation error bound of a
+// double-precision reference, leading dimensions, the saturation-prone extremes of the
+// sign trick, quantize-then-multiply against the float product, and the properties the
+// engine relies on: a row is bitwise the same alone (M = 1) or in a batch, and on any
+// thread count.
+#include <catch2/catch.hpp>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <random>
+#include <vector>
+
+#include "nnx/kernels/gemm_i8.hpp"
+#include "nnx/kernels/quantize.hpp"
+
+namespace {
+
+namespace k = nnx::kernels;
+using i64 = std::int64_t;
+
+constexpr double kUnit = 0x1p-24;  // unit roundoff of float
+
+struct ThreadSettings {
+  int threads = nnx::num_threads();
+  i64 min_work = k::parallel_min_work();
+  ~ThreadSettings() {
+    nnx::set_num_threads(threads);
+    k::set_parallel_min_work(min_work);
+  }
+};
+
+std::vector<float> random_floats(std::size_t n, std::uint32_t seed, float lo = -1.0f, float hi = 1.0f) {
+  std::mt19937 gen(seed);
+  std::uniform_real_distribution<float> dist(lo, hi);
+  std::vector<float> v(n);
+  for (auto& x : v) x = dist(gen);
+  return v;
+}
+
+// Uniform in [-127, 127], the quantizers' range.
+std::vector<std::int8_t> random_i8(std::size_t n, std::uint32_t seed) {
+  std::mt19937 gen(seed);
+  std::uniform_int_distribution<int> dist(-127, 127);
+  std::vector<std::int8_t> v(n);
+  for (auto& x : v) x = static_cast<std::int8_t>(dist(gen));
+  return v;
+}
+
+std::uint32_t bits(float f) {
+  std::uint32_t b;
+  std::memcpy(&b, &f, sizeof b);
+  return b;
+}
+
+using W8Fn = void (*)(i64, i64, i64, const float*, i64, const std::int8_t*, i64, const float*, float*, i64);
+using I8Fn = void (*)(i64, i64, i64, const std::int8_t*, i64, const float*, const std::int8_t*, i64, const float*,
+                      float*, i64);
+
+struct Path {
+  const char* name;
+  W8Fn w8;
+  I8Fn i8;
+};
+
+std::vector<Path> paths() {
+  std::vector<Path> p{{"ref", &k::ref::gemm_f32_w8, &k::ref::gemm_i8_i8},
+                      {"dispatch", &k::gemm_f32_w8, &k::gemm_i8_i8}};
+#if NNX_KERNELS_X86_DISPATCH
+  if (k::cpu_has_avx2_fma()) p.push_back({"avx2", &k::avx2::gemm_f32_w8, &k::avx2::gemm_i8_i8});
+#endif
+  return p;
+}
+
+// The W8A8 specification with an exact int64 sum: (float(acc) * xs[m]) * ws[n].
+float i8_reference(i64 K, const std::int8_t* x, const std::int8_t* q, float xs, float ws) {
+  std::int64_t acc = 0;
+  for (i64 kk = 0; kk < K; ++kk) acc += std::int64_t{x[kk]} * std::int64_t{q[kk]};
+  return (static_cast<float>(acc) * xs) * ws;
+}
+
+// |y - exact| / bound for one element of gemm_f32_w8: the exact value in double and the bound
+// (K + 5) u Σ_k |x_k q_k ws| covers lane chains, the tree, the products and the final scaling.
+double w8_error_ratio(i64 K, const float* x, const std::int8_t* q, float ws, float y) {
+  double exact = 0.0, mag = 0.0;
+  for (i64 kk = 0; kk < K; ++kk) {
+    const double t = static_cast<double>(x[kk]) * static_cast<double>(q[kk]);
+    exact += t;
+    mag += std::fabs(t);
+  }
+  exact *= ws;
+  mag *= std::fabs(ws);
+  const double bound = static_cast<double>(K + 5) * kUnit * mag + 1e-30;
+  return std::fabs(static_cast<double>(y) - exact) / bound;
+}
+
+const i64 kRows[] = {1, 2, 3, 7, 9, 33};
+const i64 kCols[] = {1, 5, 17, 63, 130};
+const i64 kDepths[] = {1, 3, 31, 32, 33, 100, 257};
+
+struct Problem {
+  i64 M, N, K, ldx, ldq, ldy;
+  std::vector<float> x, xs, ws;
+  std::vector<std::int8_t> xq, q;
+  Problem(i64 M_, i64 N_, i64 K_, std::uint32_t seed, i64 pad = 0)
+      : M(M_),
+        N(N_),
+        K(K_),
+        ldx(K_ + pad),
+        ldq(K_ + 2 * pad),
+        ldy(N_ + pad),
+        x(random_floats(static_cast<std::size_t>(M_ * (K_ + pad)), seed)),
+        xs(random_floats(static_cast<std::size_t>(M_), seed + 1, 0.001f, 0.02f)),
+        ws(random_floats(static_cast<std::size_t>(N_), seed + 2, 0.001f, 0.02f)),
+        xq(random_i8(static_cast<std::size_t>(M_ * (K_ + pad)), seed + 3)),
+        q(random_i8(static_cast<std::size_t>(N_ * (K_ + 2 * pad)), seed + 4)) {}
+  std::vector<float> run_w8(W8Fn f) const {
+    std::vector<float> y(static_cast<std::size_t>(M * ldy), 7.0f);
+    f(M, N, K, x.data(), ldx, q.data(), ldq, ws.data(), y.data(), ldy);
+    return y;
+  }
+  std::vector<float> run_i8(I8Fn f) const {
+    std::vector<float> y(static_cast<std::size_t>(M * ldy), 7.0f);
+    f(M, N, K, xq.data(), ldx, xs.data(), q.data(), ldq, ws.data(), y.data(), ldy);
+    return y;
+  }
+};
+
+bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
+  if (a.size() != b.size()) return false;
+  for (std::size_t i = 0; i < a.size(); ++i)
+    if (bits(a[i]) != bits(b[i])) return false;
+  return true;
+}
+
+}  // namespace
+
+TEST_CASE("gemm_i8_i8 equals the exact int64 reference bit for bit on every path", "[kernels][gemm_i8]") {
+  for (const Path& p : paths())
+    for (i64 M : kRows)
+      for (i64 N : kCols)
+        for (i64 K : kDepths) {
+          const Problem pr(M, N, K, 100u + static_cast<std::uint32_t>(M * 1000 + N * 10 + K), 3);
+          const auto y = pr.run_i8(p.i8);
+          INFO(p.name << " M=" << M << " N=" << N << " K=" << K);
+          for (i64 m = 0; m < M; ++m) {
+            for (i64 n = 0; n < N; ++n) {
+              const float want = i8_reference(K, pr.xq.data() + m * pr.ldx, pr.q.data() + n * pr.ldq,
+                                              pr.xs[static_cast<std::size_t>(m)], pr.ws[static_cast<std::size_t>(n)]);
+              REQUIRE(bits(y[static_cast<std::size_t>(m * pr.ldy + n)]) == bits(want));
+            }
+            for (i64 n = N; n < pr.ldy; ++n) REQUIRE(y[static_cast<std::size_t>(m * pr.ldy + n)] == 7.0f);
+          }
+        }
+}
+
+TEST_CASE("gemm_f32_w8 is within the summation error bound of a double reference on every path", "[kernels][gemm_i8]") {
+  for (const Path& p : paths())
+    for (i64 M : kRows)
+      for (i64 N : kCols)
+        for (i64 K : kDepths) {
+          const Problem pr(M, N, K, 200u + static_cast<std::uint32_t>(M * 1000 + N * 10 + K), 2);
+          const auto y = pr.run_w8(p.w8);
+          INFO(p.name << " M=" << M << " N=" << N << " K=" << K);
+          double worst = 0.0;
+          for (i64 m = 0; m < M; ++m) {
+            for (i64 n = 0; n < N; ++n)
+              worst = std::max(worst, w8_error_ratio(K, pr.x.data() + m * pr.ldx, pr.q.data() + n * pr.ldq,
+                                                     pr.ws[static_cast<std::size_t>(n)],
+                                                     y[static_cast<std::size_t>(m * pr.ldy + n)]));
+            for (i64 n = N; n < pr.ldy; ++n) REQUIRE(y[static_cast<std::size_t>(m * pr.ldy + n)] == 7.0f);
+          }
+          REQUIRE(worst <= 1.0);
+        }
+}
+
+TEST_CASE("the AVX2 int8 kernels against the portable ones", "[kernels][gemm_i8][avx2]") {
+#if NNX_KERNELS_X86_DISPATCH
+  if (!k::cpu_has_avx2_fma()) {
+    WARN("no AVX2 on this CPU: nothing to compare");
+    return;
+  }
+  for (i64 M : {1, 4, 8, 9, 33, 130})
+    for (auto [N, K] : {std::pair<i64, i64>{130, 257}, {77, 768}, {50, 1000}, {24, 31}}) {
+      const Problem pr(M, N, K, 300u + static_cast<std::uint32_t>(M + N + K));
+      INFO("M=" << M << " N=" << N << " K=" << K);
+      // W8A8: integer sums, so the same bits.
+      REQUIRE(same_bits(pr.run_i8(&k::avx2::gemm_i8_i8), pr.run_i8(&k::ref::gemm_i8_i8)));
+      // Weight-only: same lanes and tree, the AVX2 path fuses each multiply-add, so the two
+      // differ by a few units in the last place of the larger terms only.
+      const auto ya = pr.run_w8(&k::avx2::gemm_f32_w8), yr = pr.run_w8(&k::ref::gemm_f32_w8);
+      for (i64 m = 0; m < M; ++m)
+        for (i64 n = 0; n < N; ++n) {
+          double mag = 0.0;
+          for (i64 kk = 0; kk < K; ++kk)
+            mag += std::fabs(static_cast<double>(pr.x[static_cast<std::size_t>(m * K + kk)]) *
+                             pr.q[static_cast<std::size_t>(n * K + kk)]);
+          mag *= pr.ws[static_cast<std::size_t>(n)];
+          const std::size_t i = static_cast<std::size_t>(m * N + n);
+          REQUIRE(std::fabs(static_cast<double>(ya[i]) - yr[i]) <= 2.0 * (K / 8.0 + 5.0) * kUnit * mag + 1e-30);
+        }
+    }
+#else
+  SUCCEED("AVX2 kernels not compiled on this platform");
+#endif
+}
+
+TEST_CASE("gemm_i8_i8 stays exact at the extremes of the int8 range", "[kernels][gemm_i8]") {
+  // ±127 everywhere: every maddubs pair is ±2 * 127 * 127 = ±32258, the worst case that must
+  // not saturate int16; K chosen to leave a scalar tail too.
+  const i64 M = 3, N = 5, K = 4096 + 21;
+  std::vector<std::int8_t> xq(static_cast<std::size_t>(M * K)), q(static_cast<std::size_t>(N * K));
+  for (i64 m = 0; m < M; ++m)
+    for (i64 kk = 0; kk < K; ++kk)
+      xq[static_cast<std::size_t>(m * K + kk)] = static_cast<std::int8_t>(m == 1 ? -127 : (kk % 3 == 0 ? -127 : 127));
+  for (i64 n = 0; n < N; ++n)
+    for (i64 kk = 0; kk < K; ++kk)
+      q[static_cast<std::size_t>(n * K + kk)] = static_cast<std::int8_t>(n % 2 ? 127 : (kk % 3 == 0 ? -127 : 127));
+  const std::vector<float> xs(M, 1.0f), ws(N, 1.0f);
+  for (const Path& p : paths()) {
+    std::vector<float> y(static_cast<std::size_t>(M * N));
+    p.i8(M, N, K, xq.data(), K, xs.data(), q.data(), K, ws.data(), y.data(), N);
+    INFO(p.name);
+    for (i64 m = 0; m < M; ++m)
+      for (i64 n = 0; n < N; ++n) {
+        const float want = i8_reference(K, xq.data() + m * K, q.data() + n * K, 1.0f, 1.0f);
+        REQUIRE(y[static_cast<std::size_t>(m * N + n)] == want);
+      }
+  }
+}
+
+TEST_CASE("a row of an int8 product is bitwise the same alone or in any batch", "[kernels][gemm_i8][determinism]") {
+  for (const Path& p : paths())
+    for (i64 M : {9, 33})
+      for (auto [N, K] : {std::pair<i64, i64>{63, 100}, {130, 257}, {17, 33}}) {
+        const Problem batch(M, N, K, 400u + static_cast<std::uint32_t>(N + K + M));
+        const auto yb_w8 = batch.run_w8(p.w8);
+        const auto yb_i8 = batch.run_i8(p.i8);
+        INFO(p.name << " M=" << M << " N=" << N << " K=" << K);
+        for (i64 r : {i64{0}, M / 2, M - 1}) {
+          // Row r alone, from its own buffers (no neighbours to read).
+          const std::vector<float> x(batch.x.begin() + r * K, batch.x.begin() + (r + 1) * K);
+          const std::vector<std::int8_t> xq(batch.xq.begin() + r * K, batch.xq.begin() + (r + 1) * K);
+          std::vector<float> y_w8(static_cast<std::size_t>(N)), y_i8(static_cast<std::size_t>(N));
+          p.w8(1, N, K, x.data(), K, batch.q.data(), K, batch.ws.data(), y_w8.data(), N);
+          p.i8(1, N, K, xq.data(), K, &batch.xs[static_cast<std::size_t>(r)], batch.q.data(), K, batch.ws.data(),
+               y_i8.data(), N);
+          INFO("row " << r);
+          REQUIRE(same_bits(y_w8, std::vector<float>(yb_w8.begin() + r * N, yb_w8.begin() + (r + 1) * N)));
+          REQUIRE(same_bits(y_i8, std::vector<float>(yb_i8.begin() + r * N, yb_i8.begin() + (r + 1) * N)));
+        }
+      }
+}
+
+TEST_CASE("int8 products give the same bits on any thread count", "[kernels][gemm_i8][determinism]") {
+  ThreadSettings restore;
+  for (auto [M, N, K] : {std::tuple<i64, i64, i64>{1, 130, 257}, {9, 131, 100}, {33, 63, 33}, {2, 1000, 768}}) {
+    const Problem pr(M, N, K, 500u + static_cast<std::uint32_t>(M + N + K), 1);
+    nnx::set_num_threads(1);
+    const auto w8_one = pr.run_w8(&k::gemm_f32_w8);
+    const auto i8_one = pr.run_i8(&k::gemm_i8_i8);
+    for (int threads : {2, 3}) {
+      nnx::set_num_threads(threads);
+      k::set_parallel_min_work(1);
+      INFO("threads=" << threads << " M=" << M << " N=" << N << " K=" << K);
+      REQUIRE(same_bits(pr.run_w8(&k::gemm_f32_w8), w8_one));
+      REQUIRE(same_bits(pr.run_i8(&k::gemm_i8_i8), i8_one));
+    }
+    k::set_parallel_min_work(restore.min_work);
+  }
+}
+
+TEST_CASE("quantize then multiply approximates the float product", "[kernels][gemm_i8]") {
+  // A float Linear: y = x[M, K] · w[K, N]. Weight-only and W8A8 results must lie within the
+  // rounding of the quantized operands: |Δ| <= Σ_k |x| ws/2 (+ |w| xs/2 + xs ws/4 for W8A8).
+  const i64 M = 7, N = 45, K = 200;
+  const auto x = random_floats(static_cast<std::size_t>(M * K), 601);
+  const auto w = random_floats(static_cast<std::size_t>(K * N), 602, -0.2f, 0.2f);
+  std::vector<std::int8_t> q(static_cast<std::size_t>(N * K)), xq(static_cast<std::size_t>(M * K));
+  std::vector<float> ws(static_cast<std::size_t>(N)), xs(static_cast<std::size_t>(M));
+  k::quantize_columns_absmax(K, N, w.data(), N, q.data(), K, ws.data());
+  k::quantize_rows_absmax(M, K, x.data(), K, xq.data(), K, xs.data());
+  std::vector<float> y_w8(static_cast<std::size_t>(M * N)), y_i8(y_w8.size());
+  k::gemm_f32_w8(M, N, K, x.data(), K, q.data(), K, ws.data(), y_w8.data(), N);
+  k::gemm_i8_i8(M, N, K, xq.data(), K, xs.data(), q.data(), K, ws.data(), y_i8.data(), N);
+  for (i64 m = 0; m < M; ++m)
+    for (i64 n = 0; n < N; ++n) {
+      double exact = 0.0, bound_w8 = 0.0, bound_i8 = 0.0;
+      const double dx = xs[static_cast<std::size_t>(m)] / 2.0, dw = ws[static_cast<std::size_t>(n)] / 2.0;
+      for (i64 kk = 0; kk < K; ++kk) {
+        const double a = x[static_cast<std::size_t>(m * K + kk)], b = w[static_cast<std::size_t>(kk * N + n)];
+        exact += a * b;
+        bound_w8 += std::fabs(a) * dw;
+        bound_i8 += std::fabs(a) * dw + std::fabs(b) * dx + dx * dw;
+      }
+      const std::size_t i = static_cast<std::size_t>(m * N + n);
+      REQUIRE(std::fabs(y_w8[i] - exact) <= bound_w8 * 1.001 + 1e-6);
+      REQUIRE(std::fabs(y_i8[i] - exact) <= bound_i8 * 1.001 + 1e-6);
+    }
+}
