@@ -4,6 +4,7 @@
 //
 //   build/benchmarks/bench_engine --benchmark_filter='ReadBandwidth|Gpt2'
 //   build/benchmarks/bench_engine --benchmark_filter='ReadBandwidth|Llama1B'
+//   build/benchmarks/bench_engine --benchmark_filter='ReadBandwidth|Gpt2W8A8_'   (int8; Gpt2W8_: weight-only)
 //
 // Run one model per process: each model is built once, lazily, the first time one of its
 // benchmarks runs, and its peak-memory counters (VmHWM, VmRSS) describe that process. The
@@ -207,6 +208,7 @@ struct Bench {
   using Config = std::remove_cvref_t<decltype(std::declval<Model&>().config)>;
 
   Config config;
+  nnx::QuantConfig quant;  // int8 layers, as the engine serves them (none: f32)
   nnx::State params;
   double weight_bytes = 0.0;            // every parameter
   double weight_bytes_per_token = 0.0;  // read by one decode step (see the file comment)
@@ -219,7 +221,7 @@ struct Bench {
   std::vector<std::int32_t> prompt;         // kDecodePrompt tokens; TTFT uses the first kPrompt
   std::int64_t max_slots_run = 0;  // the largest decode state this process has held
 
-  explicit Bench(const Config& c) : config(c) {
+  explicit Bench(const Config& c, nnx::QuantConfig q = {}) : config(c), quant(std::move(q)) {
     // The bandwidth probes allocate 1 GiB: done before the model, then the peak is reset.
     bandwidth(1);
 #if NNX_BENCH_HAS_THREADS
@@ -234,7 +236,7 @@ struct Bench {
     weight_bytes = static_cast<double>(params.nbytes());
     weight_bytes_per_token = weight_bytes;
     for (const auto& [path, leaf] : params) {
-      params_count += static_cast<double>(leaf.tensor().numel());
+      params_count += static_cast<double>(leaf.is_quantized() ? leaf.qtensor().qvalue.numel() : leaf.tensor().numel());
       const std::string p = path.to_string();
       if (p.size() >= 13 && p.compare(p.size() - 13, 13, "wpe/embedding") == 0)
         weight_bytes_per_token -= static_cast<double>(leaf.nbytes()) - static_cast<double>(leaf.tensor().dim(1)) * 4.0;
@@ -250,6 +252,7 @@ struct Bench {
       o.max_prefill_length = kPrefillChunk;
       o.max_target_length = kTarget;
       o.slots = slots;
+      o.quant = quant;
       e = std::make_unique<nnx::Engine<Model>>(config, o);
     }
     return *e;
@@ -280,6 +283,21 @@ struct Bench {
 
 Bench<nnx::Gpt2>& gpt2() {
   static Bench<nnx::Gpt2> b(gpt2_124m());
+  return b;
+}
+// The same GPT-2 served in int8 (every Linear and the tied head), quantized once at load.
+nnx::QuantConfig int8(nnx::QuantScheme scheme) {
+  nnx::QuantConfig q;
+  q.scheme = scheme;
+  q.include_head = true;
+  return q;
+}
+Bench<nnx::Gpt2>& gpt2_w8a8() {
+  static Bench<nnx::Gpt2> b(gpt2_124m(), int8(nnx::QuantScheme::w8a8));
+  return b;
+}
+Bench<nnx::Gpt2>& gpt2_weight_only() {
+  static Bench<nnx::Gpt2> b(gpt2_124m(), int8(nnx::QuantScheme::weight_only));
   return b;
 }
 Bench<nnx::Llama>& llama() {
@@ -394,6 +412,7 @@ void decode_step_raw(benchmark::State& state, Bench<Model>& b) {
   nnx::Rngs rngs{0};
   Model abstract = nnx::eval_shape(
       [&] { return Model(b.config, nnx::Mode::autoregressive, rngs, {.cache_batch = slots, .cache_length = kTarget}); });
+  nnx::quantize(abstract, b.quant, nnx::QuantMode::serve);
   auto [graphdef, abstract_params, abstract_cache] = nnx::split(abstract, nnx::of<nnx::Param>, nnx::of<nnx::Cache>);
   nnx::State cache = abstract_cache.map([](const nnx::Tensor& t) { return nnx::Tensor::zeros(t.shape(), t.dtype()); });
   Model m = nnx::merge(graphdef, b.params, std::move(cache));
@@ -477,6 +496,8 @@ void insert(benchmark::State& state, Bench<Model>& b) {
 
 NNX_MODEL_BENCHES(Gpt2, gpt2)
 NNX_MODEL_BENCHES(Llama1B, llama)
+NNX_MODEL_BENCHES(Gpt2W8A8, gpt2_w8a8)
+NNX_MODEL_BENCHES(Gpt2W8, gpt2_weight_only)
 
 #if NNX_BENCH_HAS_THREADS
 const std::vector<std::int64_t> kThreads = {1, 2};
@@ -522,6 +543,10 @@ const bool registered = [] {
   for (auto th : kThreads) bw->Arg(th);
   register_model("BM_Gpt2", BM_Gpt2_Load, BM_Gpt2_TTFT, BM_Gpt2_Decode, BM_Gpt2_DecodeStepRaw, BM_Gpt2_MergeSplit,
                  BM_Gpt2_SampleToken, BM_Gpt2_PrefixCacheZeros, BM_Gpt2_Insert, false);
+  register_model("BM_Gpt2W8A8", BM_Gpt2W8A8_Load, BM_Gpt2W8A8_TTFT, BM_Gpt2W8A8_Decode, BM_Gpt2W8A8_DecodeStepRaw,
+                 BM_Gpt2W8A8_MergeSplit, BM_Gpt2W8A8_SampleToken, BM_Gpt2W8A8_PrefixCacheZeros, BM_Gpt2W8A8_Insert, false);
+  register_model("BM_Gpt2W8", BM_Gpt2W8_Load, BM_Gpt2W8_TTFT, BM_Gpt2W8_Decode, BM_Gpt2W8_DecodeStepRaw,
+                 BM_Gpt2W8_MergeSplit, BM_Gpt2W8_SampleToken, BM_Gpt2W8_PrefixCacheZeros, BM_Gpt2W8_Insert, false);
   register_model("BM_Llama1B", BM_Llama1B_Load, BM_Llama1B_TTFT, BM_Llama1B_Decode, BM_Llama1B_DecodeStepRaw,
                  BM_Llama1B_MergeSplit, BM_Llama1B_SampleToken, BM_Llama1B_PrefixCacheZeros, BM_Llama1B_Insert, true);
   return true;
