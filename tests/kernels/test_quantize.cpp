@@ -178,7 +178,6 @@ TEST_CASE("quantization rounds exact ties half to even and clips the maximum to 
   const i64 N = 9, col = 4;
   auto w = random_floats(static_cast<std::size_t>(K * N), 5);
   for (i64 kk = 0; kk < K; ++kk) w[static_cast<std::size_t>(kk * N + col)] = row[static_cast<std::size_t>(kk)];
-  // Many rows, so the tie row also lands in every lane position of the vector loops.
   for (const Path& p : paths()) {
     INFO(p.name);
     std::vector<std::int8_t> q(static_cast<std::size_t>(K));
