@@ -1,22 +1,25 @@
 // generate — greedy decoding from a Hugging Face directory or a native nnxcpp checkpoint.
 //
 //   generate --model PATH --prompt-ids 1,2,3 --max-new-tokens 16 [--dump-logits FILE]
+//   generate --help
 //
 // Prints the generated token ids, space-separated, on one line of stdout (and nothing else
 // there). --dump-logits writes the prompt's full-sequence logits as a safetensors file with
 // one tensor "logits" f32 [prompt length, vocab]. Any error (missing path, bad config,
-// unknown architecture, a token id out of range, a prompt that does not fit the context) is
-// one line on stderr and exit code 2.
+// unknown architecture, a token id out of range, a prompt that does not fit the context, logits
+// that turn NaN because the weights or the config make the model diverge) is one line on
+// stderr and exit code 2.
 //
 // PATH is a directory holding config.json + model.safetensors (or sharded files with
 // model.safetensors.index.json) for gpt2 or llama, or a checkpoint written by
 // nnx::io::save_checkpoint with the model's config (including "model_type"), such as an int8
 // serve checkpoint written by examples/quantize (its config's "quantization" entry says how).
+#include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <iostream>
-#include <sstream>
 #include <string>
 #include <vector>
 
@@ -29,6 +32,11 @@
 
 namespace {
 
+constexpr const char* kUsage =
+    "usage: generate --model PATH --prompt-ids 1,2,3 --max-new-tokens N [--dump-logits FILE]\n"
+    "Greedy decoding from a Hugging Face directory or a native nnxcpp checkpoint (gpt2, llama).\n"
+    "Prints the generated token ids on one line; errors are one line on stderr, exit code 2.\n";
+
 struct UsageError : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
@@ -38,13 +46,16 @@ struct Args {
   std::vector<std::int64_t> prompt;
   std::int64_t max_new_tokens = -1;
   std::string dump_logits;
+  bool help = false;
 };
 
+// "1,2,3": every item between commas must be an id ("1,2," and "1,,2" are errors).
 std::vector<std::int64_t> parse_ids(const std::string& text) {
   std::vector<std::int64_t> ids;
-  std::stringstream in(text);
-  std::string item;
-  while (std::getline(in, item, ',')) {
+  for (std::size_t begin = 0; begin <= text.size();) {
+    const std::size_t comma = std::min(text.find(',', begin), text.size());
+    const std::string item = text.substr(begin, comma - begin);
+    begin = comma + 1;
     std::size_t used = 0;
     long long v = 0;
     try {
@@ -63,6 +74,10 @@ Args parse_args(int argc, char** argv) {
   Args a;
   for (int i = 1; i < argc; ++i) {
     const std::string flag = argv[i];
+    if (flag == "--help" || flag == "-h") {
+      a.help = true;
+      return a;
+    }
     if (i + 1 >= argc) throw UsageError(flag + ": missing value");
     const std::string value = argv[++i];
     if (flag == "--model") {
@@ -90,10 +105,17 @@ Args parse_args(int argc, char** argv) {
   return a;
 }
 
-std::int64_t argmax(const float* row, std::int64_t n) {
+// The first index of the largest logit. Throws NumericalError for a row with a NaN, whose
+// argmax would otherwise be an arbitrary token (index 0 for a row of NaNs).
+std::int64_t argmax(const float* row, std::int64_t n, std::int64_t position) {
   std::int64_t best = 0;
-  for (std::int64_t i = 1; i < n; ++i)
+  for (std::int64_t i = 0; i < n; ++i) {
+    if (std::isnan(row[i]))
+      throw nnx::NumericalError("the logits at position " + std::to_string(position) + " are NaN (token " +
+                                std::to_string(i) +
+                                "): the weights or the config make the model diverge on this prompt");
     if (row[i] > row[best]) best = i;
+  }
   return best;
 }
 
@@ -115,14 +137,15 @@ Model load(const std::filesystem::path& path, const Config& cfg, const nnx::Quan
 }
 
 template <class Model, class Config>
-std::vector<std::int64_t> run(const Args& args, const Config& cfg, const nnx::QuantConfig& quant, std::int64_t vocab,
-                              std::int64_t context, bool hugging_face) {
+std::vector<std::int64_t> run(const Args& args, const Config& cfg, const nnx::QuantConfig& quant, bool hugging_face) {
+  const std::int64_t vocab = cfg.vocab_size;
+  const std::int64_t context = cfg.context_length();
   const auto T = static_cast<std::int64_t>(args.prompt.size());
   for (std::int64_t id : args.prompt)
     if (id >= vocab)
       throw nnx::InvalidArgument("token id " + std::to_string(id) + " is outside the vocabulary [0, " +
                                  std::to_string(vocab) + ")");
-  if (T + args.max_new_tokens > context)
+  if (args.max_new_tokens > context - T)  // not T + max_new_tokens: that can overflow
     throw nnx::InvalidArgument("prompt of " + std::to_string(T) + " tokens plus " +
                                std::to_string(args.max_new_tokens) + " new tokens exceeds the context length " +
                                std::to_string(context));
@@ -138,7 +161,7 @@ std::vector<std::int64_t> run(const Args& args, const Config& cfg, const nnx::Qu
   std::vector<std::int64_t> generated;
   nnx::Tensor last = out.last_logits;
   for (std::int64_t step = 0; step < args.max_new_tokens; ++step) {
-    const std::int64_t next = argmax(last.data<float>(), vocab);
+    const std::int64_t next = argmax(last.data<float>(), vocab, T - 1 + step);
     generated.push_back(next);
     if (step + 1 == args.max_new_tokens) break;
     auto next_token = nnx::Tensor::from_vector(std::vector<std::int32_t>{static_cast<std::int32_t>(next)}, {1});
@@ -152,22 +175,20 @@ std::vector<std::int64_t> run(const Args& args, const Config& cfg, const nnx::Qu
 int main(int argc, char** argv) {
   try {
     const Args args = parse_args(argc, argv);
+    if (args.help) {
+      std::cout << kUsage;
+      return 0;
+    }
     if (!std::filesystem::exists(args.model)) throw nnx::InvalidArgument(args.model.string() + ": no such path");
     const bool hugging_face = std::filesystem::exists(args.model / "config.json");
     const nlohmann::json config = hugging_face ? nnx::io::HfCheckpoint::open(args.model).config()
                                                : nnx::io::checkpoint_config(args.model);
-    const std::string type = config.is_object() ? config.value("model_type", std::string()) : std::string();
     const nnx::QuantConfig quant = nnx::QuantConfig::of_model_config(config);
-    std::vector<std::int64_t> generated;
-    if (type == "gpt2") {
-      const auto cfg = nnx::Gpt2Config::from_json(config);
-      generated = run<nnx::Gpt2>(args, cfg, quant, cfg.vocab_size, cfg.n_positions, hugging_face);
-    } else if (type == "llama") {
-      const auto cfg = nnx::LlamaConfig::from_json(config);
-      generated = run<nnx::Llama>(args, cfg, quant, cfg.vocab_size, cfg.max_position_embeddings, hugging_face);
-    } else {
-      throw nnx::InvalidArgument(args.model.string() + ": unknown architecture \"" + type + "\" (gpt2, llama)");
-    }
+    const std::vector<std::int64_t> generated =
+        nnx::with_model_type(config, args.model.string(), [&]<class Model, class Config>() {
+          const Config cfg = Config::from_json(config);
+          return run<Model>(args, cfg, quant, hugging_face);
+        });
     std::string line;
     for (std::size_t i = 0; i < generated.size(); ++i) {
       if (i) line += ' ';

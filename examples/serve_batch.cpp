@@ -10,7 +10,8 @@
 //                             by examples/quantize; its config has "quantization") is served
 //                             in int8.
 //   --requests FILE           JSON lines, one request per line ("-": standard input)
-//   --slots B                 decode batch size: requests decoded together (>= 1)
+//   --slots B                 decode batch size: requests decoded together (>= 1; more slots
+//                             than valid requests are not allocated)
 //   --max-target-length N     positions per slot, prompt + generated (default: the model's
 //                             context length)
 //   --max-prefill-length N    tokens per prefill chunk; longer prompts are prefilled in chunks
@@ -20,7 +21,7 @@
 //   --help                    this text
 //
 // A request line (only "prompt_ids" is required; unknown keys are ignored, with one warning
-// per key name; null means "absent"):
+// per key name; null means "absent"; the format is nnx/engine/request.hpp's):
 //
 //   {"id": "a", "prompt_ids": [1,2,3], "max_new_tokens": 16, "temperature": 0, "top_k": 0,
 //    "top_p": 1.0, "seed": 0, "stop_ids": []}
@@ -31,18 +32,26 @@
 //   max_new_tokens  tokens to generate at most, the first one included; default: until
 //                   prompt + generated tokens fill --max-target-length
 //   temperature     0 (default): greedy; top_k 0 (default): no cut; top_p 1.0 (default): no
-//                   cut (MaxText's order: top-k, then top-p, then temperature)
+//                   cut (MaxText's order: top-k, then top-p, then temperature). A temperature
+//                   so small that 1/temperature overflows (subnormal, e.g. 5e-324) is greedy.
 //   seed            non-negative integer (default 0): token i is drawn with
 //                   fold_in(key_from_seed(seed), i)
 //   stop_ids        token ids that end the request (the stop token is its last token)
 //
-// Blank lines are skipped silently. A line that is not a JSON object, has a field of the wrong
-// type, or that the engine rejects (token id outside the vocabulary, temperature < 0, top_k < 0,
+// Blank lines are skipped silently. A line that is not a JSON object (or not strict JSON: a NUL
+// byte, a key given twice, a number too large for a double), has a field of the wrong type,
+// or that the engine rejects (token id outside the vocabulary, temperature < 0, top_k < 0,
 // top_p outside (0, 1], max_new_tokens < 1 or beyond the target length, a prompt that does
 // not fit the target length, a stop id outside the vocabulary) is reported on stderr as
 //   serve_batch: line N: <reason>
-// and skipped; the other requests still run. Format errors are reported before serving starts,
-// in line order; what the engine rejects, when the request's turn to be prefilled comes.
+// and skipped; the other requests still run. Every such line is reported before serving
+// starts, in line order. A line longer than 64 MiB ends the run (exit 2): no request is that
+// long, and a file without newlines (/dev/zero) must not be read forever.
+//
+// A request whose logits turn NaN (or all -inf: weights or a config that make the model
+// diverge) finishes there with "finish_reason": "nan" and the tokens it had, is reported on
+// stderr as "serve_batch: line N: request "id": <what happened>", and counts as failed (exit
+// code 1); the other requests go on.
 //
 // Scheduling: every request arrives at the start (JetStream's benchmark with an infinite
 // request rate) and waits in a FIFO in file order. Whenever a slot is free and a request
@@ -52,7 +61,8 @@
 // depend on --slots, on its neighbours, on --max-prefill-length or on --threads.
 //
 // stdout carries only results, one JSON line per finished request, in completion order:
-//   {"id": "a", "tokens": [...], "ttft_ms": 12.3, "tpot_ms": 4.5}
+//   {"id": "a", "tokens": [...], "ttft_ms": 12.3, "tpot_ms": 4.5, "finish_reason": "stop_token"}
+// finish_reason: stop_token, max_new_tokens, or nan (see above).
 // Times are measured with a steady clock from the start of serving (just before the first
 // prefill, after the model is loaded): ttft_ms = when the first token was sampled (the end of
 // the request's prefill, so it includes the time spent waiting for a slot); tpot_ms = (finish
@@ -69,7 +79,8 @@
 //
 // Exit codes:
 //   0  every request line finished
-//   1  some lines were skipped (reported on stderr); every other request finished
+//   1  some lines were skipped or some requests failed (nan), each reported on stderr; every
+//      other request finished
 //   2  usage error, unreadable requests file, or a model that cannot be loaded (one line on
 //      stderr, nothing on stdout); also any unexpected failure while serving
 #include <algorithm>
@@ -77,15 +88,14 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
-#include <deque>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
-#include <limits>
 #include <optional>
 #include <set>
 #include <sstream>
 #include <string>
+#include <string_view>
 #include <unordered_map>
 #include <utility>
 #include <vector>
@@ -124,11 +134,6 @@ constexpr const char* kUsage =
     "were skipped, 2 usage, file or model error.\n";
 
 struct UsageError : std::runtime_error {
-  using std::runtime_error::runtime_error;
-};
-
-// A request line that cannot run; the message is its reason.
-struct LineError : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
@@ -193,20 +198,42 @@ Args parse_args(int argc, char** argv) {
 
 // ---- requests ----
 
-struct Request {
-  std::size_t line = 0;  // 1-based line of the requests file
-  std::string id;
-  std::vector<std::int64_t> prompt;
-  nnx::SamplingParams sampling;
-  std::uint64_t seed = 0;
-  nnx::StopCondition stop;
+// A non-blank line of the requests file.
+struct Line {
+  std::size_t number = 0;  // 1-based
+  std::string id;          // the request's id, else the line number
+  nnx::Request request;
+  std::string error;  // why the line is skipped; empty for a request that runs
 };
+
+constexpr std::size_t kMaxLineBytes = std::size_t{64} << 20;
 
 // The file's lines, read whole before anything else (so a file error comes before loading).
 std::vector<std::string> read_lines(const std::string& name) {
   std::vector<std::string> lines;
-  auto read = [&lines](std::istream& in) {
-    for (std::string line; std::getline(in, line);) {
+  auto read = [&](std::istream& in) {
+    std::string line;
+    bool open_line = false;
+    char buffer[1 << 16];
+    while (in.read(buffer, sizeof buffer) || in.gcount() > 0) {
+      const std::string_view chunk(buffer, static_cast<std::size_t>(in.gcount()));
+      for (std::size_t at = 0; at < chunk.size();) {
+        const std::size_t nl = chunk.find('\n', at);
+        const std::size_t end = nl == std::string_view::npos ? chunk.size() : nl;
+        if (line.size() + (end - at) > kMaxLineBytes)
+          throw nnx::InvalidArgument(name + ": line " + std::to_string(lines.size() + 1) +
+                                     " is longer than 64 MiB (no request is; is this a requests file?)");
+        line.append(chunk.substr(at, end - at));
+        open_line = true;
+        if (nl == std::string_view::npos) break;
+        if (!line.empty() && line.back() == '\r') line.pop_back();
+        lines.push_back(std::move(line));
+        line.clear();
+        open_line = false;
+        at = nl + 1;
+      }
+    }
+    if (open_line) {
       if (!line.empty() && line.back() == '\r') line.pop_back();
       lines.push_back(std::move(line));
     }
@@ -225,115 +252,38 @@ std::vector<std::string> read_lines(const std::string& name) {
   return lines;
 }
 
-constexpr std::int64_t kInt32Min = std::numeric_limits<std::int32_t>::min();
-constexpr std::int64_t kInt32Max = std::numeric_limits<std::int32_t>::max();
-constexpr std::int64_t kInt64Min = std::numeric_limits<std::int64_t>::min();
-constexpr std::int64_t kInt64Max = std::numeric_limits<std::int64_t>::max();
-
-std::string quoted(const std::string& key) { return "\"" + key + "\""; }
-
-// The value of an integer field, within [min, max].
-std::int64_t integer_field(const json& v, const std::string& key, std::int64_t min, std::int64_t max,
-                           const char* expected) {
-  bool ok = v.is_number_integer();
-  std::int64_t x = 0;
-  if (ok && v.is_number_unsigned()) {
-    const auto u = v.get<std::uint64_t>();
-    ok = u <= static_cast<std::uint64_t>(max);
-    x = static_cast<std::int64_t>(u);
-  } else if (ok) {
-    x = v.get<std::int64_t>();
-  }
-  if (!ok || x < min || x > max) throw LineError(key + " must be " + expected + ", got " + v.dump());
-  return x;
-}
-
-double number_field(const json& v, const std::string& key) {
-  if (!v.is_number()) throw LineError(quoted(key) + " must be a number, got " + v.dump());
-  return v.get<double>();
-}
-
-// Parses one non-blank line. Checks types only; the engine checks values against the model.
-Request parse_request(const std::string& text, std::size_t line, std::set<std::string>& warned_keys) {
-  json j;
-  try {
-    j = json::parse(text);
-  } catch (const json::parse_error& e) {
-    const std::string what = e.what();
-    const std::size_t at = what.find("column");
-    throw LineError("invalid JSON" + (at == std::string::npos ? ": " + what : " at " + what.substr(at)));
-  }
-  if (!j.is_object()) throw LineError(std::string("expected a JSON object, got ") + j.type_name());
-
-  Request r;
-  r.line = line;
-  r.id = std::to_string(line);
-  for (const auto& [key, value] : j.items()) {
-    if (value.is_null()) continue;  // absent
-    if (key == "id") {
-      if (!value.is_string()) throw LineError("\"id\" must be a string, got " + value.dump());
-      r.id = value.get<std::string>();
-    } else if (key == "prompt_ids") {
-      if (!value.is_array() || value.empty())
-        throw LineError("\"prompt_ids\" must be a non-empty array of token ids, got " + value.dump());
-      for (std::size_t i = 0; i < value.size(); ++i)
-        r.prompt.push_back(integer_field(value[i], "prompt_ids[" + std::to_string(i) + "]", 0, kInt32Max,
-                                         "a non-negative integer token id"));
-    } else if (key == "max_new_tokens") {
-      r.stop.max_new_tokens = integer_field(value, quoted(key), kInt64Min, kInt64Max, "an integer");
-    } else if (key == "temperature") {
-      r.sampling.temperature = number_field(value, key);
-    } else if (key == "top_k") {
-      r.sampling.top_k = integer_field(value, quoted(key), kInt64Min, kInt64Max, "an integer");
-    } else if (key == "top_p") {
-      r.sampling.top_p = number_field(value, key);
-    } else if (key == "seed") {
-      if (!value.is_number_unsigned()) throw LineError("\"seed\" must be a non-negative integer, got " + value.dump());
-      r.seed = value.get<std::uint64_t>();
-    } else if (key == "stop_ids") {
-      if (!value.is_array()) throw LineError("\"stop_ids\" must be an array of token ids, got " + value.dump());
-      for (std::size_t i = 0; i < value.size(); ++i)
-        r.stop.stop_ids.push_back(static_cast<std::int32_t>(integer_field(
-            value[i], "stop_ids[" + std::to_string(i) + "]", kInt32Min, kInt32Max, "an integer token id")));
-    } else if (warned_keys.insert(key).second) {
-      std::cerr << "serve_batch: line " << line << ": ignoring unknown key " << quoted(key)
-                << " (not reported again)\n";
-    }
-  }
-  if (r.prompt.empty()) throw LineError("missing \"prompt_ids\"");
-  return r;
-}
-
 void report(std::size_t line, const std::string& reason) {
   std::string msg = reason;
   for (char& c : msg)
-    if (c == '\n') c = ' ';
+    if (c == '\n' || c == '\0') c = ' ';
   std::cerr << "serve_batch: line " << line << ": " << msg << "\n";
 }
 
-struct Requests {
-  std::vector<Request> valid;
-  std::size_t skipped = 0;
-};
-
-Requests parse_requests(const std::vector<std::string>& lines) {
-  Requests out;
+// Every non-blank line, parsed (nnx::parse_request_line) or with the reason it is skipped.
+std::vector<Line> parse_lines(const std::vector<std::string>& lines) {
+  std::vector<Line> out;
   std::set<std::string> warned_keys;
   std::unordered_map<std::string, std::size_t> first_line;  // id -> line
   for (std::size_t i = 0; i < lines.size(); ++i) {
-    const std::size_t line = i + 1;
+    const std::size_t number = i + 1;
     if (lines[i].find_first_not_of(" \t\r\f\v") == std::string::npos) continue;
+    Line l{number, std::to_string(number), {}, {}};
     try {
-      Request r = parse_request(lines[i], line, warned_keys);
-      const auto [it, fresh] = first_line.emplace(r.id, line);
+      std::vector<std::string> unknown;
+      l.request = nnx::parse_request_line(lines[i], &unknown);
+      for (const std::string& key : unknown)
+        if (warned_keys.insert(key).second)
+          std::cerr << "serve_batch: line " << number << ": ignoring unknown key " << json(key).dump()
+                    << " (not reported again)\n";
+      if (l.request.id) l.id = *l.request.id;
+      const auto [it, fresh] = first_line.emplace(l.id, number);
       if (!fresh)
-        throw LineError("duplicate id " + json(r.id).dump() + " (first used on line " + std::to_string(it->second) +
-                        ")");
-      out.valid.push_back(std::move(r));
-    } catch (const LineError& e) {
-      report(line, e.what());
-      ++out.skipped;
+        throw nnx::InvalidArgument("duplicate id " + json(l.id).dump() + " (first used on line " +
+                                   std::to_string(it->second) + ")");
+    } catch (const nnx::InvalidArgument& e) {
+      l.error = e.what();
     }
+    out.push_back(std::move(l));
   }
   return out;
 }
@@ -396,8 +346,6 @@ class Progress {
       }
     }
   }
-  // A request that will not finish after all (rejected at prefill).
-  void drop_one() { total_ -= total_ > 0; }
   // Erases a progress line drawn on the terminal, before another message is printed.
   void clear() {
     if (tty_ && drawn_ > 0) {
@@ -424,106 +372,47 @@ class Progress {
 
 // ---- serving ----
 
-struct Outcome {
-  std::size_t finished = 0;
-  std::size_t skipped = 0;  // at prefill
-};
-
 double ms(Clock::duration d) { return std::chrono::duration<double, std::milli>(d).count(); }
 double rounded_us(double ms_value) { return std::round(ms_value * 1000.0) / 1000.0; }
 
+// Serves every line without an error; returns how many failed (finished with nan).
 template <class Model>
-Outcome serve(const nnx::Engine<Model>& engine, const nnx::State& params, const std::vector<Request>& requests,
-              std::size_t skipped_before) {
-  struct Running {
-    std::size_t request;
-    std::vector<std::int32_t> tokens;
-    Clock::time_point first;  // when the first token was sampled
-  };
-  const auto B = static_cast<std::size_t>(engine.num_slots());
-  std::vector<std::optional<Running>> slots(B);
-  std::deque<std::size_t> waiting;
-  for (std::size_t i = 0; i < requests.size(); ++i) waiting.push_back(i);
-
-  Outcome out;
+std::size_t serve(nnx::Scheduler<Model>& scheduler, const std::unordered_map<std::string, std::size_t>& line_of,
+                  std::size_t total, std::size_t skipped) {
+  std::size_t finished = 0, failed = 0;
   std::vector<double> ttfts, tpots;
   std::int64_t input_tokens = 0, output_tokens = 0;
-  Progress progress(requests.size());
+  Progress progress(total);
 
   const Clock::time_point start = Clock::now();
-  auto finish = [&](std::size_t slot, Clock::time_point now) {
-    Running& r = *slots[slot];
-    const Request& q = requests[r.request];
-    const double ttft = ms(r.first - start);
-    const double tpot = r.tokens.size() > 1 ? ms(now - r.first) / static_cast<double>(r.tokens.size() - 1) : 0.0;
-    nlohmann::ordered_json line;
-    line["id"] = q.id;
-    line["tokens"] = r.tokens;
-    line["ttft_ms"] = rounded_us(ttft);
-    line["tpot_ms"] = rounded_us(tpot);
-    std::cout << line.dump() << "\n" << std::flush;
-    ttfts.push_back(ttft);
-    if (r.tokens.size() > 1) tpots.push_back(tpot);
-    input_tokens += static_cast<std::int64_t>(q.prompt.size());
-    output_tokens += static_cast<std::int64_t>(r.tokens.size());
-    ++out.finished;
-    slots[slot].reset();
-  };
-  auto running = [&] {
-    return static_cast<std::size_t>(
-        std::count_if(slots.begin(), slots.end(), [](const auto& s) { return s.has_value(); }));
-  };
-
-  nnx::DecodeState state = engine.init_decode_state();
-  while (!waiting.empty() || running() > 0) {
-    // Fill every free slot (a request finished at insert frees its slot again at once).
-    for (std::size_t s = 0; s < B; ++s) {
-      while (!slots[s] && !waiting.empty()) {
-        const std::size_t i = waiting.front();
-        waiting.pop_front();
-        const Request& q = requests[i];
-        nnx::Prefix prefix;
-        try {
-          const auto T = static_cast<std::int64_t>(q.prompt.size());
-          prefix = engine.prefill(params, nnx::Tensor::from_vector(q.prompt, {T}), T, q.sampling,
-                                  nnx::key_from_seed(q.seed), q.stop);
-        } catch (const nnx::Error& e) {
-          progress.clear();
-          report(q.line, e.what());
-          progress.drop_one();
-          ++out.skipped;
-          continue;
-        }
-        const Clock::time_point now = Clock::now();
-        state = engine.insert(prefix, std::move(state), static_cast<std::int64_t>(s));
-        slots[s] = Running{i, {prefix.token}, now};
-        if (state.slots[s].done) {
-          finish(s, now);
-          state = engine.release(std::move(state), static_cast<std::int64_t>(s));
-        }
+  while (!scheduler.idle()) {
+    for (const nnx::Completion& c : scheduler.step()) {
+      const double ttft = ms(c.first_token - start);
+      const double tpot = c.tokens.size() > 1 ? ms(c.finished - c.first_token) / static_cast<double>(c.tokens.size() - 1)
+                                              : 0.0;
+      nlohmann::ordered_json line;
+      line["id"] = c.id;
+      line["tokens"] = c.tokens;
+      line["ttft_ms"] = rounded_us(ttft);
+      line["tpot_ms"] = rounded_us(tpot);
+      line["finish_reason"] = nnx::finish_reason_name(c.finish);
+      std::cout << line.dump() << "\n" << std::flush;
+      if (c.finish == nnx::FinishReason::nan) {
+        progress.clear();
+        report(line_of.at(c.id), "request " + json(c.id).dump() + ": " + c.error);
+        ++failed;
       }
+      ttfts.push_back(ttft);
+      if (c.tokens.size() > 1) tpots.push_back(tpot);
+      input_tokens += c.prompt_tokens;
+      output_tokens += static_cast<std::int64_t>(c.tokens.size());
+      ++finished;
     }
-    if (state.num_active() > 0) {
-      auto [next, result] = engine.generate(params, std::move(state));
-      state = std::move(next);
-      const Clock::time_point now = Clock::now();
-      for (std::size_t s = 0; s < B; ++s) {
-        if (!slots[s]) continue;
-        const nnx::SlotResult& r = result.at(static_cast<std::int64_t>(s));
-        if (r.valid) slots[s]->tokens.push_back(r.token);
-        if (r.done) {
-          finish(s, now);
-          state = engine.release(std::move(state), static_cast<std::int64_t>(s));
-        }
-      }
-    }
-    std::int64_t in_flight = 0;
-    for (const auto& s : slots)
-      if (s) in_flight += static_cast<std::int64_t>(s->tokens.size());
-    progress.update(out.finished, running(), waiting.size(), output_tokens + in_flight, Clock::now(), start);
+    progress.update(finished, scheduler.num_running(), scheduler.num_waiting(),
+                    output_tokens + scheduler.tokens_in_flight(), Clock::now(), start);
   }
   const Clock::time_point end = Clock::now();
-  progress.update(out.finished, 0, 0, output_tokens, end, start, /*final=*/true);
+  progress.update(finished, 0, 0, output_tokens, end, start, /*final=*/true);
 
   // The summary, in the layout of vLLM's benchmark_serving.py (JetStream's names).
   const double seconds = std::chrono::duration<double>(end - start).count();
@@ -540,13 +429,14 @@ Outcome serve(const nnx::Engine<Model>& engine, const nnx::State& params, const 
     row(std::string("P99 ") + name + " (ms):", st ? fixed(st->p99) : "n/a");
   };
   std::cerr << "============ serve_batch summary =============\n";
-  row("Successful requests:", std::to_string(out.finished));
-  row("Skipped lines:", std::to_string(skipped_before + out.skipped));
-  row("Slots:", std::to_string(B));
+  row("Successful requests:", std::to_string(finished - failed));
+  row("Failed requests (nan):", std::to_string(failed));
+  row("Skipped lines:", std::to_string(skipped));
+  row("Slots:", std::to_string(scheduler.engine().num_slots()));
   row("Benchmark duration (s):", fixed(seconds, 3));
   row("Total input tokens:", std::to_string(input_tokens));
   row("Total generated tokens:", std::to_string(output_tokens));
-  row("Request throughput (req/s):", fixed(static_cast<double>(out.finished) * per_s));
+  row("Request throughput (req/s):", fixed(static_cast<double>(finished) * per_s));
   row("Input token throughput (tok/s):", fixed(static_cast<double>(input_tokens) * per_s));
   row("Output token throughput (tok/s):", fixed(static_cast<double>(output_tokens) * per_s));
   std::cerr << "------------ Time to First Token -------------\n";
@@ -554,22 +444,40 @@ Outcome serve(const nnx::Engine<Model>& engine, const nnx::State& params, const 
   std::cerr << "--- Time per Output Token (excl. 1st token) --\n";
   stat_rows("TPOT", tpots);
   std::cerr << "==============================================\n";
-  return out;
+  return failed;
 }
 
 template <class Model, class Config>
-int run(const Args& args, const nlohmann::json& config, const std::vector<std::string>& lines) {
-  const Config cfg = Config::from_json(config);
+int run(const Args& args, const nlohmann::json& config, const std::vector<std::string>& text) {
+  std::vector<Line> lines = parse_lines(text);
+  const auto valid = static_cast<std::int64_t>(
+      std::count_if(lines.begin(), lines.end(), [](const Line& l) { return l.error.empty(); }));
   nnx::EngineOptions options;
   options.max_prefill_length = args.max_prefill_length;
   options.max_target_length = args.max_target_length;  // 0: the model's context length
-  options.slots = args.slots;
+  options.slots = std::max<std::int64_t>(1, std::min(args.slots, valid));  // an unused slot still costs its cache
   options.quant = nnx::QuantConfig::of_model_config(config);  // an int8 serve checkpoint loads as int8
-  const nnx::Engine<Model> engine(cfg, options);
-  const nnx::State params = engine.load_params(args.model);
-  const Requests requests = parse_requests(lines);
-  const Outcome out = serve(engine, params, requests.valid, requests.skipped);
-  return requests.skipped + out.skipped > 0 ? 1 : 0;
+  const nnx::Engine<Model> engine(Config::from_json(config), options);
+  nnx::Scheduler<Model> scheduler(engine, engine.load_params(args.model));
+
+  // Every bad line is reported before serving starts, in line order.
+  std::unordered_map<std::string, std::size_t> line_of;  // id -> line number
+  std::size_t skipped = 0;
+  for (Line& l : lines) {
+    if (l.error.empty()) {
+      try {
+        scheduler.submit(l.id, std::move(l.request));
+        line_of.emplace(l.id, l.number);
+        continue;
+      } catch (const nnx::InvalidArgument& e) {
+        l.error = e.what();
+      }
+    }
+    report(l.number, l.error);
+    ++skipped;
+  }
+  const std::size_t failed = serve(scheduler, line_of, line_of.size(), skipped);
+  return skipped + failed > 0 ? 1 : 0;
 }
 
 }  // namespace
@@ -584,10 +492,9 @@ int main(int argc, char** argv) {
     if (args.threads > 0) nnx::set_num_threads(args.threads);
     const std::vector<std::string> lines = read_lines(args.requests);
     const nlohmann::json config = nnx::read_model_config(args.model);
-    const std::string type = config.is_object() ? config.value("model_type", std::string()) : std::string();
-    if (type == "gpt2") return run<nnx::Gpt2, nnx::Gpt2Config>(args, config, lines);
-    if (type == "llama") return run<nnx::Llama, nnx::LlamaConfig>(args, config, lines);
-    throw nnx::InvalidArgument(args.model.string() + ": unknown model_type \"" + type + "\" (expected gpt2 or llama)");
+    return nnx::with_model_type(config, args.model.string(), [&]<class Model, class Config>() {
+      return run<Model, Config>(args, config, lines);
+    });
   } catch (const std::exception& e) {
     std::string msg = e.what();
     for (char& c : msg)

@@ -3,4 +3,6 @@
 
 #include "nnx/engine/decode_state.hpp"
 #include "nnx/engine/engine.hpp"
+#include "nnx/engine/request.hpp"
+#include "nnx/engine/scheduler.hpp"
 #include "nnx/engine/sampling.hpp"

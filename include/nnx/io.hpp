@@ -4,5 +4,6 @@
 #pragma once
 
 #include "nnx/io/checkpoint.hpp"
+#include "nnx/io/json.hpp"
 #include "nnx/io/huggingface.hpp"
 #include "nnx/io/safetensors.hpp"

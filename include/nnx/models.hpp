@@ -2,6 +2,7 @@
 // prefill / decode_step / apply functions.
 #pragma once
 
+#include "nnx/models/dispatch.hpp"
 #include "nnx/models/gpt2.hpp"
 #include "nnx/models/llama.hpp"
 #include "nnx/models/transformer.hpp"

@@ -65,4 +65,11 @@ class InvalidArgument : public Error {
   using Error::Error;
 };
 
+// A computation produced values that cannot be used (logits that are NaN, or all -inf):
+// the weights or the config make the model diverge on this input.
+class NumericalError : public Error {
+ public:
+  using Error::Error;
+};
+
 }  // namespace nnx

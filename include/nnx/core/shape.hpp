@@ -13,6 +13,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <initializer_list>
+#include <optional>
 #include <span>
 #include <string>
 
@@ -20,9 +21,20 @@
 
 namespace nnx {
 
+// a * b, or nullopt when the product overflows int64 (sizes read from files and configs are
+// multiplied through this, never unchecked).
+inline std::optional<std::int64_t> checked_mul(std::int64_t a, std::int64_t b) noexcept {
+  std::int64_t r = 0;
+  if (__builtin_mul_overflow(a, b, &r)) return std::nullopt;
+  return r;
+}
+
 class Shape {
  public:
   static constexpr std::size_t max_rank = 8;
+  // The most elements a shape may hold: 2^53, so that its size in bytes (8 bytes an element
+  // at most) fits in int64 and every count is exact as a double.
+  static constexpr std::int64_t max_numel = std::int64_t{1} << 53;
 
   Shape() = default;
   Shape(std::initializer_list<std::int64_t> dims) { assign(dims.begin(), dims.size()); }
@@ -48,6 +60,7 @@ class Shape {
     if (rank_ == max_rank) throw ShapeError("Shape: rank above the maximum of " + std::to_string(max_rank));
     check_dim(d);
     dims_[rank_++] = d;
+    check_numel();
   }
 
   friend bool operator==(const Shape& a, const Shape& b) noexcept {
@@ -61,9 +74,22 @@ class Shape {
     for (std::size_t i = 0; i < n; ++i) check_dim(d[i]);
     std::copy(d, d + n, dims_.begin());
     rank_ = static_cast<std::uint8_t>(n);
+    check_numel();
   }
   static void check_dim(std::int64_t d) {
     if (d < 0) throw ShapeError("Shape: negative dimension " + std::to_string(d));
+  }
+  void check_numel() const {
+    std::int64_t n = 1;
+    for (std::size_t i = 0; i < rank_; ++i) {
+      const auto next = checked_mul(n, dims_[i]);
+      if (!next || *next > max_numel) {
+        std::string dims;
+        for (std::size_t k = 0; k < rank_; ++k) dims += (k ? ", " : "") + std::to_string(dims_[k]);
+        throw ShapeError("Shape: [" + dims + "] holds more than 2^53 elements");
+      }
+      n = *next;
+    }
   }
 
   std::array<std::int64_t, max_rank> dims_{};

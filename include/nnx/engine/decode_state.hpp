@@ -27,13 +27,16 @@ struct StopCondition {
   std::vector<std::int32_t> stop_ids{};
 };
 
-enum class FinishReason : std::uint8_t { none, stop_token, max_new_tokens };
+// nan: the request's logits became NaN (or all -inf), so no token could be drawn; the slot
+// stops there and every other slot goes on.
+enum class FinishReason : std::uint8_t { none, stop_token, max_new_tokens, nan };
 
 inline std::string_view finish_reason_name(FinishReason r) {
   switch (r) {
     case FinishReason::none: return "none";
     case FinishReason::stop_token: return "stop_token";
     case FinishReason::max_new_tokens: return "max_new_tokens";
+    case FinishReason::nan: return "nan";
   }
   return "?";
 }
@@ -86,12 +89,15 @@ struct DecodeState {
 };
 
 // What one generate step produced in one slot (JetStream's per-slot token, validity, length).
+// Every occupied slot reports done = true in each step's result until it is released, also
+// when it finished at insert (its first token was a stop id, or max_new_tokens was 1) or in
+// an earlier step: a caller that releases the slots whose result is done never leaks one.
 struct SlotResult {
   std::int32_t token = 0;
   bool valid = false;       // the slot was active and produced `token` this step
   std::int64_t length = 0;  // tokens the request has generated, `token` included
   float log_prob = 0.0f;
-  bool done = false;  // `token` ends the request (the slot waits to be released)
+  bool done = false;  // the request has finished (the slot waits to be released)
   FinishReason finish = FinishReason::none;
 };
 

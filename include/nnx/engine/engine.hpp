@@ -11,9 +11,12 @@
 //
 // States in, states out. A DecodeState passed as an rvalue is donated: its KV cache is
 // written in place, so a decode loop never copies a cache. Passed as an lvalue it is copied
-// on write and the caller's state stays as it was. Every check happens before anything is
-// consumed, so a call that throws (InvalidArgument naming the bad value) leaves the caller's
-// state intact and usable.
+// on write and the caller's state stays as it was. Every call is all-or-nothing: it returns
+// a new state, or throws (InvalidArgument naming the bad value, NumericalError for NaN
+// logits at prefill, or whatever a kernel's allocation throws) with the caller's state valid
+// and equal to what was passed, donated or not. (A donated cache may then differ at positions
+// a slot has not reached, which are scratch and never read.) A request whose logits turn NaN
+// during generate does not throw: it finishes with FinishReason::nan and the other slots go on.
 //
 // Determinism: a request's tokens and logits depend only on its prompt, its SamplingParams,
 // its key and the parameters. Every row of every kernel is computed alone (fixed reduction
@@ -32,6 +35,8 @@
 #include <cstdint>
 #include <cstring>
 #include <filesystem>
+#include <limits>
+#include <optional>
 #include <span>
 #include <string>
 #include <type_traits>
@@ -193,23 +198,43 @@ class Engine {
     return s;
   }
 
+  // ---- requests ----
+
+  // Everything prefill would reject about a request, checked without running the model:
+  // sampling params, token ids within the vocabulary, the prompt fitting the cache, and
+  // max_new_tokens and stop ids against the target length and the vocabulary. Throws
+  // InvalidArgument naming the bad value.
+  void check_request(std::span<const std::int32_t> prompt, const SamplingParams& sampling,
+                     const StopCondition& stop = {}) const {
+    sampling.validate();
+    if (prompt.empty()) throw InvalidArgument("prefill: empty prompt");
+    for (std::size_t t = 0; t < prompt.size(); ++t) check_token_id(prompt[t], static_cast<std::int64_t>(t));
+    (void)resolve_max_new_tokens(0, static_cast<std::int64_t>(prompt.size()), stop);
+  }
+
   // ---- prefill ----
 
   // Prefills tokens[0 .. true_length) (i32 or i64, [T] or [1, T]; what follows is padding)
   // and samples the first token with fold_in(rng, 0).
   Prefix prefill(const State& params, const Tensor& tokens, std::int64_t true_length, const SamplingParams& sampling,
                  RngKey rng, const StopCondition& stop = {}) const {
-    return sample_prefix(run_prefill(params, zeros_like(prefix_cache_spec_), 0, tokens, true_length, sampling, stop),
-                         sampling, stop, rng);
+    State cache = zeros_like(prefix_cache_spec_);
+    return sample_prefix(run_prefill(params, cache, 0, tokens, true_length, sampling, stop), sampling, stop, rng);
   }
   // Extends `existing` by tokens[0 .. true_length) at positions existing.next_position...
-  // Pass `existing` as an rvalue to extend its cache in place; a copy keeps it unchanged.
-  Prefix prefill(const State& params, Prefix existing, const Tensor& tokens, std::int64_t true_length,
+  // Pass `existing` as an rvalue to extend its cache in place (it is consumed only when the
+  // call returns); an lvalue is copied on write and stays unchanged.
+  Prefix prefill(const State& params, const Prefix& existing, const Tensor& tokens, std::int64_t true_length,
+                 const SamplingParams& sampling, RngKey rng, const StopCondition& stop = {}) const {
+    return prefill(params, Prefix(existing), tokens, true_length, sampling, rng, stop);
+  }
+  Prefix prefill(const State& params, Prefix&& existing, const Tensor& tokens, std::int64_t true_length,
                  const SamplingParams& sampling, RngKey rng, const StopCondition& stop = {}) const {
     check_prefix(existing, "prefill");
-    const std::int64_t start = existing.next_position;
-    return sample_prefix(run_prefill(params, std::move(existing.cache), start, tokens, true_length, sampling, stop),
-                         sampling, stop, rng);
+    Prefilled done =
+        run_prefill(params, existing.cache, existing.next_position, tokens, true_length, sampling, stop);
+    existing.cache.clear();  // consumed: the new Prefix is now the cache's only holder
+    return sample_prefix(std::move(done), sampling, stop, rng);
   }
   // n first tokens from one forward pass: sample j is a request with key fold_in(rng, j), and
   // all n Prefixes share one cache (insert copies it into each slot).
@@ -217,7 +242,8 @@ class Engine {
                                             std::int64_t n, const SamplingParams& sampling, RngKey rng,
                                             const StopCondition& stop = {}) const {
     if (n < 1) throw InvalidArgument("prefill_multisampling: n " + std::to_string(n) + " < 1");
-    Prefilled done = run_prefill(params, zeros_like(prefix_cache_spec_), 0, tokens, true_length, sampling, stop);
+    State cache = zeros_like(prefix_cache_spec_);
+    const Prefilled done = run_prefill(params, cache, 0, tokens, true_length, sampling, stop);
     std::vector<Prefix> out;
     out.reserve(static_cast<std::size_t>(n));
     for (std::int64_t j = 0; j < n; ++j) out.push_back(sample_prefix(done, sampling, stop, fold_in(rng, j)));
@@ -249,9 +275,10 @@ class Engine {
           slots.begin() + static_cast<std::ptrdiff_t>(i))
         throw InvalidArgument("insert: slot " + std::to_string(slots[i]) + " is given twice");
     }
-    DecodeState out = std::move(state);
+    // Written in place, and moved out only at the end: if a copy-on-write clone throws, the
+    // caller's state is still valid (a slot's rows written so far were free, hence scratch).
     const std::int64_t S = options_.max_target_length;
-    for (auto& [path, leaf] : out.cache) {
+    for (auto& [path, leaf] : state.cache) {
       Tensor& dst = leaf.tensor();
       if (dst.use_count() > 1) dst = dst.clone();  // not donated: copy on write
       const Tensor& src = prefix.cache.at(path).tensor();
@@ -261,7 +288,7 @@ class Engine {
                     static_cast<std::size_t>(prefix.next_position) * row * sizeof(float));
     }
     for (std::int64_t slot : slots) {
-      SlotState& s = out.slots[static_cast<std::size_t>(slot)];
+      SlotState& s = state.slots[static_cast<std::size_t>(slot)];
       s = SlotState{};
       s.occupied = true;
       s.next_position = prefix.next_position;
@@ -274,10 +301,12 @@ class Engine {
       s.finish = finish_reason(s, prefix.token);
       s.done = s.finish != FinishReason::none;
     }
-    return out;
+    return std::move(state);
   }
 
-  // Advances every active slot by one token.
+  // Advances every active slot by one token. The result has a row per slot: valid for the
+  // slots that advanced, and done for every occupied slot whose request has finished (this
+  // step, at insert or earlier) until it is released.
   GenerateOutput generate(const State& params, const DecodeState& state) const {
     return generate(params, DecodeState(state));
   }
@@ -286,6 +315,8 @@ class Engine {
     const auto n = static_cast<std::size_t>(options_.slots);
     ResultTokens result;
     result.slots.resize(n);
+    for (std::size_t i = 0; i < n; ++i)
+      if (state.slots[i].occupied && state.slots[i].done) result.slots[i] = finished_result(state.slots[i]);
     if (state.num_active() == 0) return {std::move(state), std::move(result)};
 
     // Slots that are not active decode token 0 at position 0 of their own (scratch) rows.
@@ -298,6 +329,7 @@ class Engine {
       }
     const Tensor token_tensor = Tensor::from_vector(tokens, {options_.slots});
     {
+      // `state` holds a valid cache again if the step throws.
       Model model = merge(decode_graphdef_, params, std::move(state.cache));
       try {
         result.logits = decode_step(model, token_tensor, positions);
@@ -307,17 +339,29 @@ class Engine {
       }
       state.cache = nnx::state(model, of<Cache>);
     }
+    // Every slot is sampled before any changes: nothing can throw once slots do.
+    std::vector<std::optional<SampledToken>> sampled(n);  // nullopt: the slot's logits diverged
+    for (std::size_t i = 0; i < n; ++i) {
+      const SlotState& s = state.slots[i];
+      const float* row = result.logits.data<float>() + i * static_cast<std::size_t>(vocab_);
+      if (s.active() && usable_logits(row))
+        sampled[i] = sample_token(row, vocab_, s.sampling, fold_in(s.key, static_cast<std::uint64_t>(s.generated)));
+    }
     for (std::size_t i = 0; i < n; ++i) {
       SlotState& s = state.slots[i];
       if (!s.active()) continue;
-      const SampledToken t = sample_token(result.logits.data<float>() + i * static_cast<std::size_t>(vocab_), vocab_,
-                                          s.sampling, fold_in(s.key, static_cast<std::uint64_t>(s.generated)));
-      s.last_token = t.token;
+      if (!sampled[i]) {
+        s.finish = FinishReason::nan;
+        s.done = true;
+        result.slots[i] = finished_result(s);
+        continue;
+      }
+      s.last_token = sampled[i]->token;
       ++s.next_position;
       ++s.generated;
-      s.finish = finish_reason(s, t.token);
+      s.finish = finish_reason(s, s.last_token);
       s.done = s.finish != FinishReason::none;
-      result.slots[i] = {t.token, true, s.generated, t.log_prob, s.done, s.finish};
+      result.slots[i] = {s.last_token, true, s.generated, sampled[i]->log_prob, s.done, s.finish};
     }
     return {std::move(state), std::move(result)};
   }
@@ -335,6 +379,17 @@ class Engine {
   }
 
  private:
+  static SlotResult finished_result(const SlotState& s) {
+    return {s.last_token, false, s.generated, 0.0f, true, s.finish};
+  }
+
+  // False for a row no token can be drawn from: a NaN anywhere, or every logit -inf.
+  bool usable_logits(const float* row) const {
+    bool has_nan = false;
+    const float mx = detail::sampling::max_logit(row, vocab_, has_nan);
+    return !has_nan && mx != -std::numeric_limits<float>::infinity();
+  }
+
   // A prefill's outcome before sampling.
   struct Prefilled {
     State cache;
@@ -347,32 +402,14 @@ class Engine {
     return spec.map([](const Tensor& t) { return Tensor::zeros(t.shape(), t.dtype()); });
   }
 
-  Prefilled run_prefill(const State& params, State cache, std::int64_t start, const Tensor& tokens,
+  // Prefills into `cache` (in-out: on a throw it holds a valid cache again, changed at most
+  // at positions from `start` on, which are scratch to its holder).
+  Prefilled run_prefill(const State& params, State& cache, std::int64_t start, const Tensor& tokens,
                         std::int64_t true_length, const SamplingParams& sampling, const StopCondition& stop) const {
     sampling.validate();
     const std::vector<std::int32_t> ids = prompt_ids(tokens, true_length);
-    const std::int64_t S = options_.max_target_length;
-    const std::int64_t end = start + true_length;
-    if (end >= S)
-      throw InvalidArgument("prefill: a prefix of " + std::to_string(end) + " tokens does not fit the cache: " +
-                            "max_target_length " + std::to_string(S) + " leaves room for at most " +
-                            std::to_string(S - 1) + " prompt tokens");
     Prefilled out;
-    out.max_new_tokens = S - end;
-    if (stop.max_new_tokens) {
-      const std::int64_t m = *stop.max_new_tokens;
-      if (m < 1) throw InvalidArgument("prefill: max_new_tokens " + std::to_string(m) + " < 1");
-      if (m > S - end)
-        throw InvalidArgument("prefill: max_new_tokens " + std::to_string(m) + " is beyond the target length: " +
-                              std::to_string(end) + " prompt tokens + " + std::to_string(m) + " > max_target_length " +
-                              std::to_string(S));
-      out.max_new_tokens = m;
-    }
-    for (std::int32_t id : stop.stop_ids)
-      if (id < 0 || id >= vocab_)
-        throw InvalidArgument("prefill: stop id " + std::to_string(id) + " is outside the vocabulary [0, " +
-                              std::to_string(vocab_) + ")");
-
+    out.max_new_tokens = resolve_max_new_tokens(start, true_length, stop);
     const std::int64_t chunk = options_.max_prefill_length;
     for (std::int64_t begin = 0; begin < true_length; begin += chunk) {
       const std::int64_t len = std::min(chunk, true_length - begin);
@@ -383,14 +420,52 @@ class Engine {
         chunk_positions.data<std::int32_t>()[t] = static_cast<std::int32_t>(start + begin + t);
       }
       Model model = merge(prefill_graphdef_, params, std::move(cache));
-      const Tensor hidden = model.hidden_states(chunk_tokens, chunk_positions);  // [1, len, C]
-      if (begin + len == true_length)
-        out.last_logits = model.logits_from_hidden_states(hidden.select(0).slice(len - 1, len)).reshape({vocab_});
+      try {
+        const Tensor hidden = model.hidden_states(chunk_tokens, chunk_positions);  // [1, len, C]
+        if (begin + len == true_length)
+          out.last_logits = model.logits_from_hidden_states(hidden.select(0).slice(len - 1, len)).reshape({vocab_});
+      } catch (...) {
+        cache = nnx::state(model, of<Cache>);
+        throw;
+      }
       cache = nnx::state(model, of<Cache>);
     }
+    if (!usable_logits(out.last_logits.template data<float>()))
+      throw NumericalError("prefill: the logits at the prompt's last position (" +
+                           std::to_string(start + true_length - 1) +
+                           ") are NaN or all -inf: the weights or the config make the model diverge on this prompt");
     out.cache = std::move(cache);
-    out.next_position = end;
+    out.next_position = start + true_length;
     return out;
+  }
+
+  // Tokens a request may generate: stop.max_new_tokens checked against what the cache leaves
+  // after `start + length` prompt tokens, or all of that. Also checks the stop ids.
+  std::int64_t resolve_max_new_tokens(std::int64_t start, std::int64_t length, const StopCondition& stop) const {
+    const std::int64_t S = options_.max_target_length;
+    const std::int64_t end = start + length, room = S - end;  // start < S, length < 2^53
+    if (room < 1)
+      throw InvalidArgument("prefill: a prefix of " + std::to_string(end) + " tokens does not fit the cache: " +
+                            "max_target_length " + std::to_string(S) + " leaves room for at most " +
+                            std::to_string(S - 1) + " prompt tokens");
+    for (std::int32_t id : stop.stop_ids)
+      if (id < 0 || id >= vocab_)
+        throw InvalidArgument("prefill: stop id " + std::to_string(id) + " is outside the vocabulary [0, " +
+                              std::to_string(vocab_) + ")");
+    if (!stop.max_new_tokens) return room;
+    const std::int64_t m = *stop.max_new_tokens;
+    if (m < 1) throw InvalidArgument("prefill: max_new_tokens " + std::to_string(m) + " < 1");
+    if (m > room)
+      throw InvalidArgument("prefill: max_new_tokens " + std::to_string(m) + " is beyond the target length: " +
+                            std::to_string(end) + " prompt tokens + " + std::to_string(m) + " > max_target_length " +
+                            std::to_string(S));
+    return m;
+  }
+
+  void check_token_id(std::int64_t id, std::int64_t index) const {
+    if (id < 0 || id >= vocab_)
+      throw InvalidArgument("prefill: token id " + std::to_string(id) + " at index " + std::to_string(index) +
+                            " is outside the vocabulary [0, " + std::to_string(vocab_) + ")");
   }
 
   Prefix sample_prefix(const Prefilled& done, const SamplingParams& sampling, const StopCondition& stop,
@@ -428,9 +503,7 @@ class Engine {
     for (std::int64_t t = 0; t < true_length; ++t) {
       const std::int64_t id =
           tokens.dtype() == DType::i32 ? tokens.data<std::int32_t>()[t] : tokens.data<std::int64_t>()[t];
-      if (id < 0 || id >= vocab_)
-        throw InvalidArgument("prefill: token id " + std::to_string(id) + " at index " + std::to_string(t) +
-                              " is outside the vocabulary [0, " + std::to_string(vocab_) + ")");
+      check_token_id(id, t);
       ids[static_cast<std::size_t>(t)] = static_cast<std::int32_t>(id);
     }
     return ids;

@@ -53,8 +53,10 @@ struct SamplingParams {
   // Throws InvalidArgument naming the bad value: temperature negative or not finite, top_k
   // negative, top_p outside (0, 1] or NaN.
   void validate() const;
-  // Temperature 0 or top_k 1: the draw is the argmax whatever the key.
-  bool is_greedy() const { return temperature == 0.0 || top_k == 1; }
+  // Temperature 0 or top_k 1: the draw is the argmax whatever the key. So is a temperature
+  // so small (subnormal) that 1/temperature overflows: that is the limit of softmax(l / t) as
+  // t -> 0, and dividing by it would turn every weight into NaN.
+  bool is_greedy() const { return temperature == 0.0 || top_k == 1 || !std::isfinite(1.0 / temperature); }
   static SamplingParams greedy() { return {}; }
 };
 

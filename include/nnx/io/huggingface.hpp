@@ -24,6 +24,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <map>
 #include <memory>
 #include <optional>
@@ -38,6 +39,7 @@
 #include "nnx/core/path.hpp"
 #include "nnx/core/state.hpp"
 #include "nnx/core/tensor.hpp"
+#include "nnx/io/json.hpp"
 #include "nnx/io/safetensors.hpp"
 
 namespace nnx::io {
@@ -116,13 +118,16 @@ inline Tensor transpose_2d_to_f32(const Tensor& src) {
   return out;
 }
 
+// A JSON file read whole and parsed strictly (a key given twice is an error, not last-wins).
 inline nlohmann::json read_json_file(const std::filesystem::path& file) {
   std::ifstream in(file, std::ios::binary);
   if (!in) throw CheckpointError(file.string() + ": cannot open");
+  const std::string text{std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+  if (in.bad()) throw CheckpointError(file.string() + ": read error");
   try {
-    return nlohmann::json::parse(in);
-  } catch (const nlohmann::json::exception& e) {
-    throw CheckpointError(file.string() + ": malformed JSON (" + e.what() + ")");
+    return io::parse_json_strict(text);
+  } catch (const InvalidArgument& e) {
+    throw CheckpointError(file.string() + ": malformed JSON: " + e.what());
   }
 }
 

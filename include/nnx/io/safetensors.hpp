@@ -58,6 +58,7 @@
 #include "nnx/core/dtype.hpp"
 #include "nnx/core/error.hpp"
 #include "nnx/core/shape.hpp"
+#include "nnx/io/json.hpp"
 #include "nnx/core/tensor.hpp"
 
 namespace nnx::io {
@@ -224,44 +225,14 @@ inline void write_file_atomically(const std::filesystem::path& file, const std::
   if (hook) hook("renamed " + file.filename().string());
 }
 
-inline std::string json_error_text(const std::exception& e) {
-  // nlohmann messages quote the offending bytes, which may be any binary: keep them short.
-  std::string s = e.what();
-  if (s.size() > 400) s = s.substr(0, 400) + "...";
-  return s;
-}
-
-// Parses JSON text and rejects duplicate object keys at any depth (nlohmann keeps the last
-// one silently; in a header that would hide a tensor, and the duplicate may be the lie).
+// The file's JSON text, strictly parsed (see nnx/io/json.hpp); errors name the file.
 inline nlohmann::json parse_json_strict(const char* first, const char* last, const std::filesystem::path& file,
                                         const char* what) {
-  // nlohmann stops at a NUL byte as if the input ended there, which would accept garbage
-  // after it; valid JSON text never holds a raw NUL (only the escape \u0000).
-  if (const void* nul = std::memchr(first, '\0', static_cast<std::size_t>(last - first)))
-    file_error(file, std::string(what) + " is not valid JSON: NUL byte at offset " +
-                         std::to_string(static_cast<const char*>(nul) - first));
-  std::vector<std::set<std::string>> keys;
-  std::string duplicate;
-  nlohmann::json j;
   try {
-    j = nlohmann::json::parse(
-        first, last,
-        [&](int, nlohmann::json::parse_event_t ev, nlohmann::json& parsed) {
-          using E = nlohmann::json::parse_event_t;
-          if (ev == E::object_start) {
-            keys.emplace_back();
-          } else if (ev == E::object_end) {
-            if (!keys.empty()) keys.pop_back();
-          } else if (ev == E::key && !keys.empty() && duplicate.empty()) {
-            if (!keys.back().insert(parsed.get<std::string>()).second) duplicate = parsed.get<std::string>();
-          }
-          return true;
-        });
-  } catch (const nlohmann::json::exception& e) {
-    file_error(file, std::string(what) + " is not valid JSON (or not UTF-8): " + json_error_text(e));
+    return io::parse_json_strict(std::string_view(first, static_cast<std::size_t>(last - first)));
+  } catch (const InvalidArgument& e) {
+    file_error(file, std::string(what) + " " + e.what());
   }
-  if (!duplicate.empty()) file_error(file, std::string(what) + " has the key \"" + duplicate + "\" twice");
-  return j;
 }
 
 inline std::uint64_t read_u64_le(const std::byte* p) noexcept {

@@ -43,6 +43,7 @@ struct Gpt2Config {
   NNX_FIELDS(vocab_size, n_positions, n_embd, n_layer, n_head, n_inner, layer_norm_epsilon, dropout)
 
   std::int64_t inner() const { return n_inner ? n_inner : 4 * n_embd; }
+  std::int64_t context_length() const { return n_positions; }
 
   void validate() const {
     if (vocab_size <= 0 || n_positions <= 0 || n_embd <= 0 || n_layer <= 0 || n_head <= 0 || n_inner < 0)
@@ -51,6 +52,14 @@ struct Gpt2Config {
       throw InvalidArgument("gpt2 config: n_embd " + std::to_string(n_embd) + " is not a multiple of n_head " +
                             std::to_string(n_head));
     if (n_positions > INT32_MAX) throw InvalidArgument("gpt2 config: n_positions too large");
+    if (vocab_size > INT32_MAX) throw InvalidArgument("gpt2 config: vocab_size above 2^31 - 1");
+    const std::int64_t C = n_embd;
+    const std::int64_t I = n_inner ? n_inner : (C > INT64_MAX / 4 ? INT64_MAX : 4 * C);
+    // Per layer: qkv [C, 3C], out [C, C], up [C, I], down [I, C], biases and norms.
+    const auto per_layer = detail::checked_size({{3, C, C}, {C, C}, {2, C, I}, {I}, {9, C}});
+    const auto total = per_layer ? detail::checked_size({{*per_layer, n_layer}, {vocab_size, C}, {n_positions, C}, {2, C}})
+                                 : std::nullopt;
+    detail::check_config_size("gpt2", "n_layer", n_layer, total);
   }
 
   // Hugging Face GPT-2 config.json (unknown keys are ignored; a non-tanh activation or
@@ -132,7 +141,7 @@ struct Gpt2 {
 
   std::int64_t vocab_size() const { return config.vocab_size; }
   // Positions the model can address (its learned position table).
-  std::int64_t context_length() const { return config.n_positions; }
+  std::int64_t context_length() const { return config.context_length(); }
   // The output head (for quantization): the tied token embedding.
   std::string_view head_path() const { return "wte"; }
 

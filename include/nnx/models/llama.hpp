@@ -45,6 +45,7 @@ struct LlamaConfig {
              head_dim, max_position_embeddings, rms_norm_eps, rope_theta, tie_word_embeddings)
 
   std::int64_t dim_per_head() const { return head_dim ? head_dim : hidden_size / num_attention_heads; }
+  std::int64_t context_length() const { return max_position_embeddings; }
 
   void validate() const {
     if (vocab_size <= 0 || hidden_size <= 0 || intermediate_size <= 0 || num_hidden_layers <= 0 ||
@@ -58,6 +59,16 @@ struct LlamaConfig {
                             " is not a multiple of num_attention_heads " + std::to_string(num_attention_heads));
     if (dim_per_head() % 2 != 0) throw InvalidArgument("llama config: RoPE needs an even head dimension");
     if (max_position_embeddings > INT32_MAX) throw InvalidArgument("llama config: max_position_embeddings too large");
+    if (vocab_size > INT32_MAX) throw InvalidArgument("llama config: vocab_size above 2^31 - 1");
+    if (!(rope_theta > 0)) throw InvalidArgument("llama config: \"rope_theta\" must be positive, found 0");
+    const std::int64_t C = hidden_size, D = dim_per_head();
+    // Per layer: query and out [C, H D], key and value [C, Hkv D], gate/up/down [C, I], norms.
+    const auto per_layer =
+        detail::checked_size({{2, C, num_attention_heads, D}, {2, C, num_key_value_heads, D}, {3, C, intermediate_size}, {2, C}});
+    const auto total = per_layer ? detail::checked_size({{*per_layer, num_hidden_layers},
+                                                         {tie_word_embeddings ? 1 : 2, vocab_size, C}, {C}})
+                                 : std::nullopt;
+    detail::check_config_size("llama", "num_hidden_layers", num_hidden_layers, total);
   }
 
   // Hugging Face Llama config.json (rope_scaling and non-silu activations are rejected).
@@ -138,7 +149,7 @@ struct Llama {
 
   std::int64_t vocab_size() const { return config.vocab_size; }
   // Positions the model was trained for (RoPE itself has no table to run out of).
-  std::int64_t context_length() const { return config.max_position_embeddings; }
+  std::int64_t context_length() const { return config.context_length(); }
   // The output head (for quantization): lm_head, or the token embedding when tied.
   std::string_view head_path() const { return lm_head ? "lm_head" : "embed_tokens"; }
 

@@ -98,6 +98,14 @@ struct Attention {
       throw InvalidArgument("Attention: " + std::to_string(num_heads) + " query heads, " +
                             std::to_string(num_kv_heads) + " kv heads and head_dim " + std::to_string(head_dim) +
                             " (query heads must be a positive multiple of kv heads)");
+    // (H + 2 Hkv) D is the widest projection, times d_model its weight: checked, so no size
+    // computed below overflows.
+    std::int64_t width = 0;
+    if (__builtin_mul_overflow(num_kv_heads, 2, &width) || __builtin_add_overflow(width, num_heads, &width) ||
+        __builtin_mul_overflow(width, head_dim, &width) || !checked_mul(width, d_model))
+      throw InvalidArgument("Attention: " + std::to_string(num_heads) + " query heads, " +
+                            std::to_string(num_kv_heads) + " kv heads, head_dim " + std::to_string(head_dim) +
+                            " and d_model " + std::to_string(d_model) + " overflow a 64-bit size");
     if (use_rope && head_dim % 2 != 0)
       throw InvalidArgument("Attention: RoPE needs an even head_dim, got " + std::to_string(head_dim));
     const LinearOptions in{.use_bias = o.use_bias, .init_stddev = 0.0f, .in_axis = "embed", .out_axis = "heads"};
