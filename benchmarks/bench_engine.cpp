@@ -13,8 +13,9 @@
 //
 // What is measured (every benchmark takes the thread count, nnx::set_num_threads, as its
 // last argument):
-//   BM_ReadBandwidth/<threads>       a vectorized integer sum over 1 GiB: the DRAM read
-//                                    bandwidth that bounds batch-1 decoding.
+//   BM_ReadBandwidth/<threads>/<streams>
+//                                    an integer sum over 1 GiB: the DRAM read bandwidth
+//                                    that bounds batch-1 decoding (see below).
 //   BM_<M>_TTFT/<threads>            engine.prefill of a 128-token prompt (one chunk,
 //                                    max_prefill_length 512, max_target_length 1024) and
 //                                    its greedy first token: the time to first token.
@@ -39,8 +40,12 @@
 //
 // Weight bytes read per token: every parameter once, except GPT-2's wpe table, of which a
 // token reads one row (the tied wte is read whole by the output head, and its embedding
-// row again, which is not counted). Floor tokens/s = bandwidth (same thread count, same run)
-// / weight bytes per token, times the slots for batch > 1 (a step reads the weights once).
+// row again, which is not counted). Floor tokens/s = bandwidth / weight bytes per token,
+// times the slots for batch > 1 (a step reads the weights once). The bandwidth is measured
+// right after each decode benchmark, at its thread count, by summing the weights themselves
+// as integer words (1 and 8 streams per thread, the faster counts): this machine's DRAM
+// rate moves by ±30 % from minute to minute (other tenants of the host), so a probe run
+// minutes earlier is not a floor (decode once beat the 1 GiB probe run before it).
 // KV-cache reads are not in the floor (the counters kv_read_mb_per_step give their size).
 #include <benchmark/benchmark.h>
 
@@ -115,27 +120,63 @@ bool reset_peak_rss() {
 }
 
 // ---- memory bandwidth -----------------------------------------------------------------------
+//
+// Two probes, each summing a 1 GiB buffer of integer words split into one contiguous part per
+// thread (integer words, so the compiler may vectorize: a float sum's order is fixed and its
+// add latency, not memory, would be measured):
+//   streams 1: each thread reads its part front to back (bench_models' probe);
+//   streams 8: each thread reads its part as 8 interleaved sequential streams, 128 bytes of
+//              each in turn, as a GEMV reads 8 weight rows at a time. On this machine that
+//              reads ~1.5x faster on one thread, and decode itself beats the one-stream rate.
+// The floor uses the faster probe (the larger bandwidth gives the stricter floor).
 
 constexpr std::size_t kBandwidthWords = (std::size_t{1} << 30) / sizeof(std::uint64_t);
-std::map<std::int64_t, std::vector<double>> g_bandwidth;  // threads -> bytes/s per measurement
+std::map<std::pair<std::int64_t, std::int64_t>, std::vector<double>> g_bandwidth;  // (threads, streams) -> B/s
 
-// One pass over the buffer, split into one contiguous part per thread. Integer words, so
-// the compiler vectorizes the sum (a float sum's order is fixed: its add latency would be
-// measured, not memory).
-std::uint64_t sum_buffer(const std::uint64_t* data, std::size_t n) {
+// Loads go through memcpy: the probes also read the weights' f32 bytes as integer words.
+inline std::uint64_t word(const std::byte* p) noexcept {
+  std::uint64_t w;
+  std::memcpy(&w, p, sizeof w);
+  return w;
+}
+
+template <int S>
+__attribute__((noinline)) std::uint64_t sum_streams(const std::byte* d, std::size_t n) noexcept {
+  if constexpr (S == 1) {
+    std::uint64_t s = 0;
+    for (std::size_t i = 0; i < n; ++i) s += word(d + 8 * i);
+    return s;
+  } else {
+    const std::size_t part = n / S / 8 * 8;
+    std::uint64_t s[S] = {};
+    for (std::size_t i = 0; i < part; i += 8)
+      for (int k = 0; k < S; ++k)
+        for (int j = 0; j < 8; ++j) s[k] += word(d + 8 * (k * part + i + j));
+    std::uint64_t t = 0;
+    for (int k = 0; k < S; ++k) t += s[k];
+    for (std::size_t i = S * part; i < n; ++i) t += word(d + 8 * i);
+    return t;
+  }
+}
+
+// Sums n 8-byte words, one contiguous part per thread.
+std::uint64_t sum_words(const std::byte* data, std::size_t n, std::int64_t streams) {
+  const auto part_sum = [streams](const std::byte* d, std::size_t m) noexcept {
+    return streams == 1 ? sum_streams<1>(d, m) : sum_streams<8>(d, m);
+  };
 #if NNX_BENCH_HAS_THREADS
   std::uint64_t partial[nnx::kMaxThreads] = {};
   nnx::kernels::parallel_for(static_cast<std::int64_t>(n), [&](std::int64_t b, std::int64_t e, int chunk) noexcept {
-    std::uint64_t s = 0;
-    for (std::int64_t i = b; i < e; ++i) s += data[i];
-    partial[chunk] = s;
+    partial[chunk] = part_sum(data + 8 * b, static_cast<std::size_t>(e - b));
   });
   return std::accumulate(std::begin(partial), std::end(partial), std::uint64_t{0});
 #else
-  std::uint64_t s = 0;
-  for (std::size_t i = 0; i < n; ++i) s += data[i];
-  return s;
+  return part_sum(data, n);
 #endif
+}
+
+std::uint64_t sum_buffer(const std::vector<std::uint64_t>& buffer, std::int64_t streams) {
+  return sum_words(reinterpret_cast<const std::byte*>(buffer.data()), buffer.size(), streams);
 }
 
 double median(std::vector<double> v) {
@@ -145,37 +186,69 @@ double median(std::vector<double> v) {
   return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
+// Bytes/s of one pass over the buffer (after one untimed pass that faults the pages in).
+double time_pass(const std::vector<std::uint64_t>& buffer, std::int64_t streams) {
+  benchmark::DoNotOptimize(sum_buffer(buffer, streams));
+  const auto t0 = Clock::now();
+  benchmark::DoNotOptimize(sum_buffer(buffer, streams));
+  return static_cast<double>(buffer.size() * sizeof(std::uint64_t)) /
+         std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+// Bytes/s of reading every parameter once with a probe (the weights are far larger than
+// the 32 MiB L3, and reading them needs no extra memory): the median of `passes` passes.
+double weight_read_bandwidth(const nnx::State& params, std::int64_t threads, std::int64_t streams, int passes) {
+  set_threads(threads);
+  std::vector<double> v;
+  for (int r = 0; r < passes; ++r) {
+    double bytes = 0.0;
+    std::uint64_t sum = 0;
+    const auto t0 = Clock::now();
+    const auto read = [&](const nnx::Tensor& t) {
+      const std::size_t words = t.nbytes() / 8;
+      sum += sum_words(t.raw_data(), words, streams);
+      bytes += static_cast<double>(words * 8);
+    };
+    for (const auto& [path, leaf] : params) {
+      if (leaf.is_quantized()) {
+        read(leaf.qtensor().qvalue);
+        for (const nnx::Tensor& sc : leaf.qtensor().scale) read(sc);
+      } else {
+        read(leaf.tensor());
+      }
+    }
+    v.push_back(bytes / std::chrono::duration<double>(Clock::now() - t0).count());
+    benchmark::DoNotOptimize(sum);
+  }
+  return median(v);
+}
+
 void BM_ReadBandwidth(benchmark::State& state) {
-  set_threads(state.range(0));
+  const std::int64_t threads = state.range(0), streams = state.range(1);
+  set_threads(threads);
   std::vector<std::uint64_t> buffer(kBandwidthWords, 1);  // freed on return: not a model's peak
-  benchmark::DoNotOptimize(sum_buffer(buffer.data(), buffer.size()));  // warm the pages and the pool
+  benchmark::DoNotOptimize(sum_buffer(buffer, streams));  // fault the pages in
   double seconds = 0.0;
   for (auto _ : state) {
     const auto t0 = Clock::now();
-    std::uint64_t sum = sum_buffer(buffer.data(), buffer.size());
+    std::uint64_t sum = sum_buffer(buffer, streams);
     seconds += std::chrono::duration<double>(Clock::now() - t0).count();
     benchmark::DoNotOptimize(sum);
   }
   const double bytes = static_cast<double>(kBandwidthWords * sizeof(std::uint64_t)) *
                        static_cast<double>(state.iterations());
-  g_bandwidth[state.range(0)].push_back(bytes / seconds);
+  g_bandwidth[{threads, streams}].push_back(bytes / seconds);
   state.counters["GB_per_s"] = benchmark::Counter(bytes / seconds / 1e9);
 }
 
-// The median bandwidth measured so far at this thread count; measured now (3 passes) if
+// The median bandwidth measured so far by one probe; measured now (3 passes) if
 // BM_ReadBandwidth did not run (filtered out).
-double bandwidth(std::int64_t threads) {
-  auto& v = g_bandwidth[threads];
+double bandwidth(std::int64_t threads, std::int64_t streams) {
+  auto& v = g_bandwidth[{threads, streams}];
   if (v.empty()) {
     set_threads(threads);
-    std::vector<std::uint64_t> buffer(kBandwidthWords, 1);
-    benchmark::DoNotOptimize(sum_buffer(buffer.data(), buffer.size()));
-    for (int r = 0; r < 3; ++r) {
-      const auto t0 = Clock::now();
-      benchmark::DoNotOptimize(sum_buffer(buffer.data(), buffer.size()));
-      v.push_back(static_cast<double>(kBandwidthWords * sizeof(std::uint64_t)) /
-                  std::chrono::duration<double>(Clock::now() - t0).count());
-    }
+    const std::vector<std::uint64_t> buffer(kBandwidthWords, 1);
+    for (int r = 0; r < 3; ++r) v.push_back(time_pass(buffer, streams));
   }
   return median(v);
 }
@@ -223,10 +296,8 @@ struct Bench {
 
   explicit Bench(const Config& c, nnx::QuantConfig q = {}) : config(c), quant(std::move(q)) {
     // The bandwidth probes allocate 1 GiB: done before the model, then the peak is reset.
-    bandwidth(1);
-#if NNX_BENCH_HAS_THREADS
-    bandwidth(2);
-#endif
+    for (std::int64_t threads : {1, NNX_BENCH_HAS_THREADS ? 2 : 1})
+      for (std::int64_t streams : {1, 8}) bandwidth(threads, streams);
     peak_reset = reset_peak_rss();
     before_load = proc_mem();
     const auto t0 = Clock::now();
@@ -312,8 +383,7 @@ void model_counters(benchmark::State& state, Bench<Model>& b) {
   state.counters["weight_MB_per_tok"] = b.weight_bytes_per_token / 1e6;
 }
 
-void memory_counters(benchmark::State& state, double weights_and_kv_bytes) {
-  const ProcMem m = proc_mem();
+void memory_counters(benchmark::State& state, double weights_and_kv_bytes, const ProcMem& m = proc_mem()) {
   state.counters["rss_MiB"] = m.rss_mib;
   state.counters["peak_rss_MiB"] = m.hwm_mib;
   state.counters["weights_kv_MiB"] = weights_and_kv_bytes / kMiB;
@@ -388,10 +458,21 @@ void decode(benchmark::State& state, Bench<Model>& b) {
     benchmark::DoNotOptimize(out.result.at(0).token);
   }
   const double tok_s = tokens / seconds;
-  const double bw = bandwidth(threads);
+  // The floor's bandwidth, measured now (seconds after the decode, same threads): the faster
+  // of the two probes reading the weights themselves, 3 passes each. The 1 GiB probes
+  // (BM_ReadBandwidth, before the model was loaded) are reported beside it.
+  const ProcMem mem = proc_mem();  // with the decode state still held
+  s = nnx::DecodeState{};
+  const double bw_weights_1 = weight_read_bandwidth(b.params, threads, 1, 3);
+  const double bw_weights_8 = weight_read_bandwidth(b.params, threads, 8, 3);
+  const double bw = std::max(bw_weights_1, bw_weights_8);
   const double floor = bw / b.weight_bytes_per_token * static_cast<double>(slots);
   state.counters["tok_per_s"] = tok_s;
   state.counters["bandwidth_GB_per_s"] = bw / 1e9;
+  state.counters["bw_weights_1stream_GB_per_s"] = bw_weights_1 / 1e9;
+  state.counters["bw_weights_8stream_GB_per_s"] = bw_weights_8 / 1e9;
+  state.counters["bw_1GiB_1stream_GB_per_s"] = bandwidth(threads, 1) / 1e9;
+  state.counters["bw_1GiB_8stream_GB_per_s"] = bandwidth(threads, 8) / 1e9;
   state.counters["floor_tok_per_s"] = floor;
   state.counters["share_of_floor"] = tok_s / floor;
   const double mean_context = context / (tokens / static_cast<double>(slots));
@@ -401,7 +482,7 @@ void decode(benchmark::State& state, Bench<Model>& b) {
   // The peak so far in this process, against the weights, the largest decode state run so
   // far in it (the peak keeps it after it is freed) and the prefix caches held.
   b.max_slots_run = std::max(b.max_slots_run, slots);
-  memory_counters(state, b.weight_bytes + b.kv_bytes(b.max_slots_run) + b.prefix_kv_bytes());
+  memory_counters(state, b.weight_bytes + b.kv_bytes(b.max_slots_run) + b.prefix_kv_bytes(), mem);
 }
 
 // decode_step on a model merged once: the forward pass alone, without the engine.
@@ -540,7 +621,8 @@ void register_model(const char* name, void (*load_fn)(benchmark::State&), void (
 
 const bool registered = [] {
   auto* bw = benchmark::RegisterBenchmark("BM_ReadBandwidth", BM_ReadBandwidth)->Unit(benchmark::kMillisecond)->UseRealTime();
-  for (auto th : kThreads) bw->Arg(th);
+  bw->ArgNames({"threads", "streams"});
+  for (auto th : kThreads) bw->Args({th, 1})->Args({th, 8});
   register_model("BM_Gpt2", BM_Gpt2_Load, BM_Gpt2_TTFT, BM_Gpt2_Decode, BM_Gpt2_DecodeStepRaw, BM_Gpt2_MergeSplit,
                  BM_Gpt2_SampleToken, BM_Gpt2_PrefixCacheZeros, BM_Gpt2_Insert, false);
   register_model("BM_Gpt2W8A8", BM_Gpt2W8A8_Load, BM_Gpt2W8A8_TTFT, BM_Gpt2W8A8_Decode, BM_Gpt2W8A8_DecodeStepRaw,
