@@ -127,9 +127,10 @@ Ids alone(const nnx::Engine<Model>& e, const nnx::State& params, const Req& r) {
 struct Result {
   Ids tokens;
   double ttft_ms = 0, tpot_ms = 0;
+  std::string finish;
 };
 
-// stdout of a successful run: one JSON object per line with exactly the four documented keys,
+// stdout of a successful run: one JSON object per line with exactly the five documented keys,
 // by id, each id once; also returns the ids in completion order.
 std::map<std::string, Result> parse_results(const std::string& out, std::vector<std::string>* order = nullptr) {
   std::map<std::string, Result> results;
@@ -138,12 +139,15 @@ std::map<std::string, Result> parse_results(const std::string& out, std::vector<
     json j;
     REQUIRE_NOTHROW(j = json::parse(line));
     REQUIRE(j.is_object());
-    REQUIRE(j.size() == 4);
+    REQUIRE(j.size() == 5);
     REQUIRE(j["id"].is_string());
     REQUIRE(j["tokens"].is_array());
     REQUIRE(j["ttft_ms"].is_number());
     REQUIRE(j["tpot_ms"].is_number());
-    Result r{j["tokens"].get<Ids>(), j["ttft_ms"].get<double>(), j["tpot_ms"].get<double>()};
+    REQUIRE(j["finish_reason"].is_string());
+    Result r{j["tokens"].get<Ids>(), j["ttft_ms"].get<double>(), j["tpot_ms"].get<double>(),
+             j["finish_reason"].get<std::string>()};
+    CHECK((r.finish == "stop_token" || r.finish == "max_new_tokens" || r.finish == "nan"));
     CHECK(r.ttft_ms >= 0);
     CHECK(r.tpot_ms >= 0);
     if (r.tokens.size() == 1) CHECK(r.tpot_ms == 0);
@@ -325,7 +329,7 @@ TEST_CASE("serve_batch: bad lines are reported with their line number and skippe
   if (got.count("good1")) CHECK(got.at("good1").tokens.size() == 4);
 
   const std::map<int, std::string> reasons = {
-      {2, "invalid JSON"},
+      {2, "not valid JSON"},
       {3, "token id 500"},
       {4, "top_p"},
       {6, "temperature"},
@@ -517,6 +521,127 @@ TEST_CASE("serve_batch: an int8 serve checkpoint is served in int8", "[cli][serv
   REQUIRE(got.size() == 2);
   CHECK(got.at("greedy").tokens == alone(engine, params, greedy));
   CHECK(got.at("hot").tokens == alone(engine, params, hot));
+}
+
+TEST_CASE("serve_batch: lines that are not strict JSON are skipped, the other requests run",
+          "[cli][serve_batch][errors]") {
+  const fs::path model = fixture::dir("gpt2_tiny");
+  io_test::TempDir tmp;
+  const std::vector<std::string> lines = {
+      R"({"id": "a", "prompt_ids": [1, 2, 3], "max_new_tokens": 3})",              // 1
+      R"({"id": "big", "prompt_ids": [1], "temperature": 1e400})",                  // 2 beyond a double
+      R"({"id": "long", "prompt_ids": [1], "seed": 1)" + std::string(400, '7') + "}",  // 3
+      std::string(R"({"id": "nul", "prompt_ids": [4, 5]})") + '\0' + R"(, "x": 1)",  // 4 NUL byte
+      R"({"id": "dup", "prompt_ids": [4], "prompt_ids": [5]})",                     // 5 key twice
+      R"({"id": "tiny", "prompt_ids": [7, 8], "max_new_tokens": 4, "temperature": 5e-324, "seed": 3})",  // 6
+      R"({"id": "b", "prompt_ids": [9], "max_new_tokens": 2})",                     // 7
+  };
+  const fs::path file = write_file(tmp, "requests.jsonl", lines);
+  const Run run =
+      serve_batch(tmp, "--model " + quote(model.string()) + " --requests " + quote(file.string()) + " --slots 3");
+  INFO("stderr: " << run.err);
+  CHECK(run.code == 1);
+  const auto got = parse_results(run.out);
+  REQUIRE(got.size() == 3);
+  for (const auto& [line, reason] : std::map<int, std::string>{
+           {2, "not valid JSON"}, {3, "not valid JSON"}, {4, "NUL byte at offset 37"}, {5, "\"prompt_ids\" twice"}}) {
+    const std::string prefix = "serve_batch: line " + std::to_string(line) + ": ";
+    INFO("line " << line);
+    REQUIRE(count(run.err, prefix) == 1);
+    const std::size_t at = run.err.find(prefix);
+    CHECK(run.err.substr(at, run.err.find('\n', at) - at).find(reason) != std::string::npos);
+  }
+  // A subnormal temperature is served greedily (1/temperature would overflow).
+  const auto cfg = nnx::Gpt2Config::from_json(nnx::read_model_config(model));
+  const nnx::Engine<nnx::Gpt2> engine(cfg, options(512, 0, 1));
+  const nnx::State params = engine.load_params(model);
+  CHECK(got.at("tiny").tokens == alone(engine, params, Req{"tiny", {7, 8}, 4, {}, 3, {}}));
+  CHECK(got.at("a").tokens == alone(engine, params, Req{"a", {1, 2, 3}, 3, {}, 0, {}}));
+  CHECK(got.at("b").finish == "max_new_tokens");
+}
+
+TEST_CASE("serve_batch: a request whose logits turn NaN finishes with nan; the others run", "[cli][serve_batch][nan]") {
+  io_test::TempDir tmp;
+  // A Llama whose token 13 has a NaN embedding: a request that feeds 13 diverges.
+  nnx::LlamaConfig cfg;
+  cfg.vocab_size = 64;
+  cfg.hidden_size = 32;
+  cfg.intermediate_size = 48;
+  cfg.num_hidden_layers = 2;
+  cfg.num_attention_heads = 4;
+  cfg.num_key_value_heads = 2;
+  cfg.max_position_embeddings = 32;
+  const nnx::Engine<nnx::Llama> engine(cfg, options(512, 0, 1));
+  const nnx::State clean = engine.init_params(7);
+  const std::int32_t x = 13;
+  nnx::State poisoned = clean.map([](const nnx::Tensor& t) { return t.clone(); });
+  poisoned.at(nnx::Path::parse("embed_tokens/embedding")).tensor().select(x).fill(std::nanf(""));
+  nnx::io::save_checkpoint(tmp / "nan", poisoned, {}, cfg.to_json());
+
+  // "early" feeds 13 in its prompt (fails at prefill); "late" makes 13 its first generated
+  // token, so it diverges at the first decode step; "ok" never sees 13.
+  Ids late_prompt;
+  for (std::int32_t t = 0; t < 64 && late_prompt.empty(); ++t) {
+    if (t == x) continue;
+    const Req probe{"p", {t}, 1, {}, 0, {}};
+    if (alone(engine, clean, probe)[0] == x) late_prompt = {t};
+  }
+  Ids ok_prompt;
+  for (std::int32_t t = 0; t < 64 && ok_prompt.empty(); ++t) {
+    const Ids tokens = alone(engine, clean, Req{"p", {t}, 5, {}, 0, {}});
+    if (t != x && std::find(tokens.begin(), tokens.end(), x) == tokens.end()) ok_prompt = {t};
+  }
+  REQUIRE_FALSE(ok_prompt.empty());
+  std::vector<std::string> lines = {
+      Req{"early", {1, x, 2}, 4, {}, 0, {}}.to_json().dump(),
+      Req{"ok", ok_prompt, 5, {}, 0, {}}.to_json().dump(),
+  };
+  if (!late_prompt.empty()) lines.push_back(Req{"late", late_prompt, 4, {}, 0, {}}.to_json().dump());
+  const fs::path file = write_file(tmp, "requests.jsonl", lines);
+  const Run run = serve_batch(
+      tmp, "--model " + quote((tmp / "nan").string()) + " --requests " + quote(file.string()) + " --slots 2");
+  INFO("stderr: " << run.err);
+  CHECK(run.code == 1);
+  const auto got = parse_results(run.out);
+  REQUIRE(got.size() == lines.size());
+  CHECK(got.at("early").finish == "nan");
+  CHECK(got.at("early").tokens.empty());
+  CHECK(count(run.err, "serve_batch: line 1: request \"early\": prefill: ") == 1);
+  CHECK(got.at("ok").finish == "max_new_tokens");
+  CHECK(got.at("ok").tokens == alone(engine, clean, Req{"ok", ok_prompt, 5, {}, 0, {}}));
+  if (!late_prompt.empty()) {
+    CHECK(got.at("late").finish == "nan");
+    CHECK(got.at("late").tokens == Ids{x});
+    CHECK(count(run.err, "serve_batch: line 3: request \"late\": the logits became NaN") == 1);
+  }
+  CHECK(summary_value(run.err, "Failed requests (nan):") == static_cast<double>(lines.size() - 1));
+}
+
+TEST_CASE("serve_batch: slots beyond the requests are not allocated; endless lines end the run",
+          "[cli][serve_batch][errors]") {
+  const std::string gpt2 = quote(fixture::dir("gpt2_tiny").string());
+  io_test::TempDir tmp;
+  const std::string file =
+      quote(write_file(tmp, "r.jsonl", {R"({"prompt_ids": [1, 2], "max_new_tokens": 2})", R"({"prompt_ids": [3]})"})
+                .string());
+  const Run many = serve_batch(tmp, "--model " + gpt2 + " --requests " + file + " --slots 100000");
+  INFO("stderr: " << many.err);
+  CHECK(many.code == 0);
+  CHECK(summary_value(many.err, "Slots:") == 2);
+  CHECK(parse_results(many.out).size() == 2);
+
+  check_usage_error(serve_batch(tmp, "--model " + gpt2 + " --requests /dev/zero --slots 2"), "longer than 64 MiB");
+
+  const fs::path typed = tmp / "typed";
+  fs::create_directories(typed);
+  io_test::write_bytes(typed / "config.json", R"({"model_type": 5})");
+  check_usage_error(serve_batch(tmp, "--model " + quote(typed.string()) + " --requests " + file + " --slots 2"),
+                    (typed / "config.json").string() + ": \"model_type\" must be a string");
+  const fs::path twice = tmp / "twice";
+  fs::create_directories(twice);
+  io_test::write_bytes(twice / "config.json", R"({"model_type": "gpt2", "n_embd": 32, "n_embd": 64})");
+  check_usage_error(serve_batch(tmp, "--model " + quote(twice.string()) + " --requests " + file + " --slots 2"),
+                    "\"n_embd\" twice");
 }
 
 #endif  // NNX_SERVE_BATCH_BIN

@@ -144,6 +144,11 @@ class HfCheckpoint {
     c.dir_ = dir;
     c.config_ = detail::read_json_file(dir / "config.json");
     if (!c.config_.is_object()) throw CheckpointError((dir / "config.json").string() + ": expected a JSON object");
+    const auto type_it = c.config_.find("model_type");
+    if (type_it != c.config_.end() && !type_it->is_string())
+      throw InvalidArgument((dir / "config.json").string() +
+                            ": \"model_type\" must be a string naming the architecture (gpt2, llama), found " +
+                            type_it->dump());
     const auto type = c.config_.value("model_type", std::string());
     if (type != "gpt2" && type != "llama")
       throw InvalidArgument((dir / "config.json").string() + ": unknown architecture (model_type \"" + type +
