@@ -231,7 +231,7 @@ TEST_CASE("Engine::check_request rejects what prefill rejects, without running t
   rejects({1, 2}, {}, {19, {}}, "max_new_tokens 19");
   rejects({1, 2}, {}, {0, {}}, "max_new_tokens 0");
   rejects({1, 2}, {}, {std::nullopt, {89}}, "stop id 89");
-  CHECK_NOTHROW(e.check_request({1, 2}, {}, {18, {88}}));
+  CHECK_NOTHROW(e.check_request(Ids{1, 2}, {}, {18, {88}}));
 }
 
 TEST_CASE("parse_request_line: strict JSON, typed fields, reasons that name the key", "[engine][request]") {

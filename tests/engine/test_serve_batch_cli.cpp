@@ -544,7 +544,7 @@ TEST_CASE("serve_batch: lines that are not strict JSON are skipped, the other re
   const auto got = parse_results(run.out);
   REQUIRE(got.size() == 3);
   for (const auto& [line, reason] : std::map<int, std::string>{
-           {2, "not valid JSON"}, {3, "not valid JSON"}, {4, "NUL byte at offset 37"}, {5, "\"prompt_ids\" twice"}}) {
+           {2, "not valid JSON"}, {3, "not valid JSON"}, {4, "NUL byte at offset 35"}, {5, "\"prompt_ids\" twice"}}) {
     const std::string prefix = "serve_batch: line " + std::to_string(line) + ": ";
     INFO("line " << line);
     REQUIRE(count(run.err, prefix) == 1);

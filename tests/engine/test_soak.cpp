@@ -14,6 +14,7 @@
 #include <map>
 #include <random>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include <nnx/engine.hpp>
@@ -100,17 +101,18 @@ TEST_CASE("soak: 10,000 requests through the Scheduler, tokens as alone, memory 
   }
 
   nnx::Scheduler<nnx::Gpt2> scheduler(engine, params);
-  std::vector<std::string> line_of_id;  // id (its line number) -> line text
+  std::unordered_map<std::string, std::size_t> pool_index;  // running id -> its line in the pool
   std::size_t good = 0, rejected = 0, finished = 0, mismatched = 0, next_line = 0;
   std::int64_t rss_after_1000 = 0;
   while (next_line < kLines || !scheduler.idle()) {
     // Stream lines in, keeping a short queue, as a server under steady load would.
     while (next_line < kLines && scheduler.num_waiting() < 16) {
       const bool bad = rng() % 20 == 0;
-      const std::string line = bad ? bad_line(rng) : pool[rng() % pool.size()];
-      line_of_id.push_back(line);
+      const std::size_t pick = rng() % pool.size();
+      const std::string line = bad ? bad_line(rng) : pool[pick];
       try {
         scheduler.submit(std::to_string(next_line), nnx::parse_request_line(line));
+        pool_index.emplace(std::to_string(next_line), pick);
         ++good;
         REQUIRE_FALSE(bad);
       } catch (const nnx::InvalidArgument&) {
@@ -120,8 +122,10 @@ TEST_CASE("soak: 10,000 requests through the Scheduler, tokens as alone, memory 
       ++next_line;
     }
     for (const nnx::Completion& c : scheduler.step()) {
-      const std::string& line = line_of_id[std::stoul(c.id)];
-      mismatched += c.finish == nnx::FinishReason::nan || c.tokens != expected.at(line);
+      const auto it = pool_index.find(c.id);
+      REQUIRE(it != pool_index.end());
+      mismatched += c.finish == nnx::FinishReason::nan || c.tokens != expected.at(pool[it->second]);
+      pool_index.erase(it);
       if (++finished == 1000) rss_after_1000 = resident_bytes();
     }
   }
@@ -131,5 +135,6 @@ TEST_CASE("soak: 10,000 requests through the Scheduler, tokens as alone, memory 
   CHECK(rejected > 300);
   CHECK(finished == good);
   CHECK(mismatched == 0);
+  CHECK(pool_index.empty());
   CHECK(static_cast<double>(rss_end) < 1.05 * static_cast<double>(rss_after_1000));
 }

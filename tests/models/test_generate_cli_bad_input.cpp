@@ -44,7 +44,7 @@ fs::path with_config(const io_test::TempDir& tmp, const std::string& name, const
   const fs::path dir = tmp / name;
   fs::create_directories(dir);
   fs::copy_file(fixture::dir("gpt2_tiny") / "model.safetensors", dir / "model.safetensors");
-  nlohmann::json cfg = nnx::read_model_config(fixture::dir("gpt2_tiny"));
+  nlohmann::json cfg = nlohmann::json::parse(io_test::read_bytes(fixture::dir("gpt2_tiny") / "config.json"));
   cfg.merge_patch(changes);
   io_test::write_bytes(dir / "config.json", cfg.dump());
   return dir;
