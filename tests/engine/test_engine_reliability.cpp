@@ -299,3 +299,30 @@ TEST_CASE("a subnormal temperature is served greedily, not as NaN weights", "[en
     }
   }
 }
+
+TEST_CASE("generate and prefill with the wrong parameters throw and leave donated states as they were",
+          "[engine][errors]") {
+  const LlamaEngine e(small_llama(), {.max_prefill_length = 8, .max_target_length = 24, .slots = 2});
+  const nnx::State params = e.init_params(5);
+  nnx::LlamaConfig other_cfg = small_llama();
+  other_cfg.intermediate_size = 48;
+  const nnx::State wrong = LlamaEngine(other_cfg, {.max_target_length = 24}).init_params(5);
+
+  nnx::DecodeState state = e.insert(prefill(e, params, {1, 2, 3}), e.init_decode_state(), 0);
+  const nnx::DecodeState untouched = e.insert(prefill(e, params, {1, 2, 3}), e.init_decode_state(), 0);
+  const nnx::State snapshot = state.cache.map([](const nnx::Tensor& t) { return t.clone(); });
+  CHECK_THROWS_AS(e.generate(wrong, std::move(state)), nnx::ShapeError);
+  REQUIRE(state.cache.size() == snapshot.size());
+  CHECK(state.cache == snapshot);
+  CHECK(state.slots[0].next_position == 3);
+
+  nnx::Prefix p = prefill(e, params, {4, 5});
+  CHECK_THROWS_AS(e.prefill(wrong, std::move(p), ids_tensor({6}), 1, {}, nnx::key_from_seed(0)), nnx::ShapeError);
+  CHECK(p.cache.size() == snapshot.size());
+  CHECK(p.next_position == 2);
+
+  const auto a = e.generate(params, std::move(state));
+  const auto b = e.generate(params, untouched);
+  CHECK(a.result.at(0).token == b.result.at(0).token);
+  CHECK(std::memcmp(a.result.logits.raw_data(), b.result.logits.raw_data(), a.result.logits.nbytes()) == 0);
+}

@@ -43,7 +43,12 @@ struct Request {
 
 namespace detail::request {
 
-inline std::string quoted(std::string_view key) { return "\"" + std::string(key) + "\""; }
+inline std::string quoted(std::string_view key) {
+  std::string s(1, '"');  // not "\"" + std::string(key): GCC 12 warns (-Wrestrict) on that form
+  s += key;
+  s += '"';
+  return s;
+}
 
 // The value of an integer field, within [min, max].
 inline std::int64_t integer(const nlohmann::json& v, const std::string& name, std::int64_t min, std::int64_t max,
