@@ -1,7 +1,10 @@
 // Parity with the PyTorch reference (tests/reference/gen_reference.py): logits within 1e-4,
 // identical greedy tokens, prefill-then-decode equal to full-sequence logits, padded batches
-// equal to single prompts, GQA, and bf16/f16 files.
+// equal to single prompts, GQA group sizes 2, 4 and 8 (MQA), an explicit head_dim, bf16/f16
+// files of both architectures, and sharded directories.
 #include <catch2/catch.hpp>
+
+#include <set>
 
 #include "reference_fixture.hpp"
 
@@ -35,6 +38,7 @@ void check_reference(const std::string& name) {
     for (std::int64_t t = k; t < T; ++t) {
       auto step = nnx::decode_step(decoder, nnx::Tensor::from_vector(std::vector<std::int32_t>{e.prompt[t]}, {1}), {t});
       CHECK(fixture::max_abs_diff(step, logits.select(0).select(t)) <= 1e-5);
+      CHECK(fixture::max_abs_diff(step, e.logits.select(t)) <= 1e-4);
     }
   }
 }
@@ -54,6 +58,64 @@ TEST_CASE("Llama with grouped-query attention matches PyTorch", "[models][refere
   const auto cfg = nnx::LlamaConfig::from_json(hf.config());
   REQUIRE(cfg.num_key_value_heads < cfg.num_attention_heads);  // GQA
   check_reference<nnx::Llama, nnx::LlamaConfig>("llama_tiny");
+}
+
+TEST_CASE("Llama with 8 query heads over 2 KV heads (group size 4) matches PyTorch", "[models][reference][gqa]") {
+  const auto cfg = nnx::LlamaConfig::from_json(nnx::io::HfCheckpoint::open(fixture::dir("llama_gqa4")).config());
+  REQUIRE(cfg.num_attention_heads == 8);
+  REQUIRE(cfg.num_key_value_heads == 2);
+  check_reference<nnx::Llama, nnx::LlamaConfig>("llama_gqa4");
+  auto m = fixture::load<nnx::Llama, nnx::LlamaConfig>("llama_gqa4", nnx::Mode::autoregressive, {.cache_batch = 1, .cache_length = 32});
+  CHECK(m.layers[0].attn.num_kv_heads == 2);
+  CHECK(m.layers[0].attn.cache->key.value().shape() == nnx::Shape{1, 32, 2, 4});
+}
+
+TEST_CASE("Llama with multi-query attention (8 query heads, 1 KV head: group size 8) matches PyTorch",
+          "[models][reference][gqa]") {
+  const auto cfg = nnx::LlamaConfig::from_json(nnx::io::HfCheckpoint::open(fixture::dir("llama_mqa")).config());
+  REQUIRE(cfg.num_attention_heads == 8);
+  REQUIRE(cfg.num_key_value_heads == 1);
+  check_reference<nnx::Llama, nnx::LlamaConfig>("llama_mqa");
+  auto m = fixture::load<nnx::Llama, nnx::LlamaConfig>("llama_mqa", nnx::Mode::autoregressive, {.cache_batch = 1, .cache_length = 32});
+  CHECK(m.layers[1].attn.key->kernel->value().shape() == nnx::Shape{32, 4});  // one head of 4
+  CHECK(m.layers[1].attn.cache->key.value().shape() == nnx::Shape{1, 32, 1, 4});
+}
+
+TEST_CASE("Llama with an explicit head_dim other than hidden_size / heads matches PyTorch", "[models][reference]") {
+  const auto cfg = nnx::LlamaConfig::from_json(nnx::io::HfCheckpoint::open(fixture::dir("llama_head_dim")).config());
+  REQUIRE(cfg.head_dim == 12);
+  REQUIRE(cfg.hidden_size / cfg.num_attention_heads == 6);
+  check_reference<nnx::Llama, nnx::LlamaConfig>("llama_head_dim");
+  // Projections widen to heads * head_dim and o_proj narrows back to hidden_size.
+  auto m = fixture::load<nnx::Llama, nnx::LlamaConfig>("llama_head_dim", nnx::Mode::autoregressive, {.cache_batch = 1, .cache_length = 32});
+  const auto& attn = m.layers[0].attn;
+  CHECK(attn.head_dim == 12);
+  CHECK(attn.query->kernel->value().shape() == nnx::Shape{24, 48});
+  CHECK(attn.key->kernel->value().shape() == nnx::Shape{24, 24});
+  CHECK(attn.out.kernel->value().shape() == nnx::Shape{48, 24});
+  CHECK(attn.cache->key.value().shape() == nnx::Shape{1, 32, 2, 12});
+  CHECK(m.config.to_json().at("head_dim") == 12);
+}
+
+TEST_CASE("a sharded Hugging Face Llama (three files and an index) matches PyTorch", "[models][reference][sharded]") {
+  namespace fs = std::filesystem;
+  const fs::path d = fixture::dir("llama_sharded");
+  // The layout under test: no model.safetensors, three shards, a layer split across files.
+  REQUIRE_FALSE(fs::exists(d / "model.safetensors"));
+  const auto index = nnx::io::detail::read_json_file(d / "model.safetensors.index.json");
+  const auto& map = index.at("weight_map");
+  std::set<std::string> files;
+  for (const auto& [name, file] : map.items()) files.insert(file.get<std::string>());
+  REQUIRE(files == std::set<std::string>{"model-00001-of-00003.safetensors", "model-00002-of-00003.safetensors",
+                                         "model-00003-of-00003.safetensors"});
+  REQUIRE(map.at("model.layers.0.mlp.gate_proj.weight") != map.at("model.layers.0.mlp.up_proj.weight"));
+  REQUIRE(nnx::io::HfCheckpoint::open(d).tensor_names().size() == map.size());
+
+  check_reference<nnx::Llama, nnx::LlamaConfig>("llama_sharded");
+  // Every value equals the single-file copy of the same weights.
+  auto sharded = fixture::load<nnx::Llama, nnx::LlamaConfig>("llama_sharded", nnx::Mode::train);
+  auto single = fixture::load<nnx::Llama, nnx::LlamaConfig>("llama_gqa4", nnx::Mode::train);
+  CHECK(nnx::state(sharded, nnx::of<nnx::Param>) == nnx::state(single, nnx::of<nnx::Param>));
 }
 
 TEST_CASE("Llama with tied embeddings matches PyTorch", "[models][reference]") {
@@ -79,6 +141,25 @@ TEST_CASE("bf16 and f16 files load to the right values", "[models][reference][dt
     REQUIRE(kernel.dim(0) == q.dim(1));
     CHECK(kernel.data<float>()[3 * kernel.dim(1) + 5] == q.data<float>()[5 * q.dim(1) + 3]);
   }
+}
+
+TEST_CASE("GPT-2 bf16 and f16 files match PyTorch on the rounded weights", "[models][reference][dtype]") {
+  for (const auto& [name, dtype] : {std::pair{"gpt2_small_bf16", nnx::DType::bf16}, std::pair{"gpt2_small_f16", nnx::DType::f16}}) {
+    INFO(name);
+    check_reference<nnx::Gpt2, nnx::Gpt2Config>(name);
+    // Loaded values are the file's 16-bit values widened exactly: a Conv1D weight (stored
+    // [in, out] like our kernel), its bias, and the tied embedding.
+    auto model = fixture::load<nnx::Gpt2, nnx::Gpt2Config>(name, nnx::Mode::train);
+    auto file = nnx::io::SafetensorsFile::open(fixture::dir(name) / "model.safetensors");
+    const nnx::Tensor c_attn = file.get("h.1.attn.c_attn.weight");
+    REQUIRE(c_attn.dtype() == dtype);
+    CHECK(nnx::equal(model.h[1].attn.qkv->kernel->value(), c_attn.astype(nnx::DType::f32)));
+    CHECK(nnx::equal(model.h[1].attn.qkv->bias->value(), file.get("h.1.attn.c_attn.bias").astype(nnx::DType::f32)));
+    CHECK(nnx::equal(model.wte.embedding->value(), file.get("wte.weight").astype(nnx::DType::f32)));
+  }
+  // Same weights rounded two ways: the references differ by far more than the tolerance, so
+  // decoding one format as the other would fail.
+  CHECK(fixture::max_abs_diff(fixture::expected("gpt2_small_bf16").logits, fixture::expected("gpt2_small_f16").logits) > 1e-2);
 }
 
 TEST_CASE("a padded batch gives each prompt's own logits, and decodes rows independently", "[models][batch]") {

@@ -38,6 +38,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 N_GREEDY = 8
 MIN_MARGIN = 0.05  # minimum top1 - top2 logit gap at every greedy step
 MIN_DISTINCT = 4  # greedy continuations must not just repeat one or two tokens
+MAX_ENTROPY_RATIO = 0.9  # every attention row of `prompt` must be this far from uniform
 
 # --------------------------------------------------------------------------------------
 # safetensors writing (by hand)
@@ -306,10 +307,16 @@ def rotate_half(x):
     return torch.cat([-x[..., h:], x[..., :h]], dim=-1)
 
 
+def llama_head_dim(cfg):
+    """HF LlamaAttention: config.head_dim when given, else hidden_size // num_attention_heads.
+    q/k/v project to heads * head_dim, o_proj back from it, and RoPE and the 1/sqrt scale use
+    head_dim (which need not equal hidden_size / heads)."""
+    return cfg.get("head_dim") or cfg["hidden_size"] // cfg["num_attention_heads"]
+
+
 def llama_forward(cfg, W, ids, cache=None, probs_out=None):
-    E = cfg["hidden_size"]
     H, KV = cfg["num_attention_heads"], cfg["num_key_value_heads"]
-    D = E // H
+    D = llama_head_dim(cfg)
     eps = cfg["rms_norm_eps"]
     past = 0 if cache is None or 0 not in cache else cache[0][0].shape[1]
     T = ids.shape[0]
@@ -333,7 +340,7 @@ def llama_forward(cfg, W, ids, cache=None, probs_out=None):
         kk = k.repeat_interleave(rep, dim=0)
         vv = v.repeat_interleave(rep, dim=0)
         a = attention(q, kk, vv, past, 1.0 / math.sqrt(D), probs_out)
-        a = a.transpose(0, 1).reshape(T, E)
+        a = a.transpose(0, 1).reshape(T, H * D)
         x = x + a @ W[p + "self_attn.o_proj.weight"].t()
         h = rms_norm(x, W[p + "post_attention_layernorm.weight"], eps)
         gate = h @ W[p + "mlp.gate_proj.weight"].t()
@@ -344,8 +351,8 @@ def llama_forward(cfg, W, ids, cache=None, probs_out=None):
     return x @ head.t()
 
 
-def llama_config(V, E, I, L, H, KV, P, tied, torch_dtype):
-    return {
+def llama_config(V, E, I, L, H, KV, P, tied, torch_dtype, head_dim=None):
+    cfg = {
         "architectures": ["LlamaForCausalLM"],
         "attention_bias": False,
         "bos_token_id": 1,
@@ -368,13 +375,16 @@ def llama_config(V, E, I, L, H, KV, P, tied, torch_dtype):
         "use_cache": True,
         "vocab_size": V,
     }
+    if head_dim is not None:
+        cfg["head_dim"] = head_dim
+    return dict(sorted(cfg.items()))
 
 
 def llama_weights(cfg, seed):
     g = torch.Generator().manual_seed(seed)
     V, E, I, L = cfg["vocab_size"], cfg["hidden_size"], cfg["intermediate_size"], cfg["num_hidden_layers"]
     H, KV = cfg["num_attention_heads"], cfg["num_key_value_heads"]
-    D = E // H
+    D = llama_head_dim(cfg)
 
     def rn(*shape, std):
         return torch.randn(*shape, generator=g, dtype=torch.float32) * std
@@ -440,7 +450,7 @@ def llama_forward_meta(cfg, W, ids):
     llama_forward checks HF's rotate-half convention."""
     E = cfg["hidden_size"]
     H, KV = cfg["num_attention_heads"], cfg["num_key_value_heads"]
-    D = E // H
+    D = llama_head_dim(cfg)
     eps = cfg["rms_norm_eps"]
     T = ids.shape[0]
 
@@ -472,7 +482,7 @@ def llama_forward_meta(cfg, W, ids):
         v = v[:, :, None, :].expand(T, KV, rep, D).reshape(T, H, D)
         q, k, v = q.transpose(0, 1), k.transpose(0, 1), v.transpose(0, 1)
         s = q @ k.transpose(1, 2) / math.sqrt(D) + mask
-        a = (torch.softmax(s.float(), dim=-1).type_as(q) @ v).transpose(0, 1).reshape(T, E)
+        a = (torch.softmax(s.float(), dim=-1).type_as(q) @ v).transpose(0, 1).reshape(T, H * D)
         x = x + a @ W[p + "self_attn.o_proj.weight"].t()
         h = norm(x, W[p + "post_attention_layernorm.weight"])
         w1, w3 = W[p + "mlp.gate_proj.weight"], W[p + "mlp.up_proj.weight"]
@@ -538,8 +548,9 @@ REPORT = []
 
 def choose_prompts(variants, g, lengths):
     """Draws prompt pairs from g until every variant's greedy continuations of both prompts
-    have a clear top-1 margin at every step and are not a single repeated token. Variants
-    (e.g. the f32/bf16/f16 copies of one model) thereby share their prompts."""
+    have a clear top-1 margin at every step and are not a single repeated token, and no
+    attention row of the first prompt is near uniform. Variants (e.g. the f32/bf16/f16
+    copies of one model) thereby share their prompts."""
     V = variants[0]["cfg"]["vocab_size"]
     for _attempt in range(50):
         prompts = make_prompts(g, V, lengths)
@@ -548,7 +559,11 @@ def choose_prompts(variants, g, lengths):
             res = [greedy(var["fwd"], pr, N_GREEDY) for pr in prompts]
             margin = min(m for _, m in res)
             distinct = min(len(set(t.tolist())) for t, _ in res)
-            ok = ok and margin >= MIN_MARGIN and distinct >= MIN_DISTINCT
+            probs = []
+            var["fwd"](prompts[0], probs)
+            # with 8 heads of 4 dimensions, some row is near uniform for many prompts
+            flat = max(entropy_ratios(probs))
+            ok = ok and margin >= MIN_MARGIN and distinct >= MIN_DISTINCT and flat < MAX_ENTROPY_RATIO
             var["greedy"] = [t for t, _ in res]
             var["margin"] = margin
         if ok:
@@ -590,7 +605,7 @@ def finish_models(variants, g, lengths=(11, 7)):
         assert dcausal <= 1e-5, (name, dcausal)
         assert d64 <= 1e-4, (name, d64)
         assert dalt <= 2e-5, (name, dalt)
-        assert max(ratios) < 0.9, (name, max(ratios))
+        assert max(ratios) < MAX_ENTROPY_RATIO, (name, max(ratios))
 
         write_safetensors(
             os.path.join(HERE, name, "expected.safetensors"),
@@ -679,7 +694,50 @@ def build_gpt2():
     REPORT.append(dict(REPORT[-1], name="gpt2_prefixed_sharded"))
 
 
+def gpt2_variant(name, W, cfg, store_dtype):
+    """Writes one GPT-2 model dir with W stored in store_dtype (no mask buffers: transformers
+    registers them non-persistent, so 16-bit checkpoints it writes carry none); the expected
+    values come from the stored (rounded) weights upcast to float32."""
+    Ws = {k: v.to(store_dtype) for k, v in W.items()}
+    Wf = {k: v.to(torch.float32) for k, v in Ws.items()}
+    check_rounding(W, Wf, store_dtype)
+    W64 = to64(Wf)
+
+    def fwd(ids, probs=None):
+        return gpt2_forward(cfg, Wf, ids, probs_out=probs)
+
+    def fwd_cached(ids, cache):
+        return gpt2_forward(cfg, Wf, ids, cache=cache)
+
+    def fwd64(ids):
+        return gpt2_forward(cfg, W64, ids)
+
+    def fwd_alt(ids):
+        return gpt2_forward_alt(cfg, Wf, ids)
+
+    d = os.path.join(HERE, name)
+    write_json(os.path.join(d, "config.json"), cfg)
+    write_safetensors(os.path.join(d, "model.safetensors"), sorted_items(Ws))
+    return dict(name=name, cfg=cfg, fwd=fwd, fwd_cached=fwd_cached, fwd64=fwd64, fwd_alt=fwd_alt)
+
+
+def build_gpt2_16bit():
+    # A smaller GPT-2 than gpt2_tiny (so each dir stays small), stored as BF16 and as F16.
+    cfg = gpt2_config(V=64, P=32, E=32, L=2, H=4)
+    W, g = gpt2_weights(cfg, seed=2468)
+    variants = [
+        gpt2_variant(name, W, dict(cfg, torch_dtype=tdn), sd)
+        for name, tdn, sd in (
+            ("gpt2_small_bf16", "bfloat16", torch.bfloat16),
+            ("gpt2_small_f16", "float16", torch.float16),
+        )
+    ]
+    finish_models(variants, g)
+
+
 LLAMA_DIMS = dict(V=112, E=64, I=160, L=2, H=4, KV=2, P=64)
+# The head-layout fixtures are smaller than llama_tiny so that each dir stays well under 100 KB.
+LLAMA_SMALL = dict(V=48, E=32, I=40, L=2, P=32)
 
 
 def check_rounding(W, Wf, store_dtype):
@@ -743,10 +801,100 @@ def build_llama():
     finish_models([llama_variant("llama_tied", W, cfg, torch.float32)], g)
 
 
+def llama_module_order(cfg):
+    """Parameter names in LlamaForCausalLM.state_dict() order: the order transformers hands
+    tensors to the shard splitter."""
+    names = ["model.embed_tokens.weight"]
+    for i in range(cfg["num_hidden_layers"]):
+        p = f"model.layers.{i}."
+        names += [p + f"self_attn.{n}_proj.weight" for n in "qkvo"]
+        names += [p + f"mlp.{n}_proj.weight" for n in ("gate", "up", "down")]
+        names += [p + "input_layernorm.weight", p + "post_attention_layernorm.weight"]
+    names.append("model.norm.weight")
+    if not cfg["tie_word_embeddings"]:
+        names.append("lm_head.weight")
+    return names
+
+
+def hf_shards(named, max_shard_size):
+    """huggingface_hub's split_state_dict_into_shards: walk the state dict in order and start
+    a new shard when the next tensor would take the current one past max_shard_size bytes (a
+    tensor larger than the limit gets a shard of its own)."""
+    shards, cur, cur_size = [], [], 0
+    for n, t in named:
+        size = t.numel() * t.element_size()
+        if size > max_shard_size:
+            shards.append([(n, t)])
+            continue
+        if cur_size + size > max_shard_size:
+            shards.append(cur)
+            cur, cur_size = [], 0
+        cur.append((n, t))
+        cur_size += size
+    if cur:
+        shards.append(cur)
+    return shards
+
+
+def write_llama_sharded(name, W, cfg, source, max_shard_size):
+    """The weights of `source` (already written) as save_pretrained(max_shard_size=...) lays
+    them out: model-0000k-of-0000N.safetensors split in state-dict order, each file's tensors
+    sorted by name (as the safetensors writer orders same-dtype tensors), and
+    model.safetensors.index.json written with sort_keys and indent 2."""
+    d = os.path.join(HERE, name)
+    order = llama_module_order(cfg)
+    assert sorted(order) == sorted(W), name
+    shards = hf_shards([(n, W[n]) for n in order], max_shard_size)
+    weight_map, total = {}, 0
+    for k, shard in enumerate(shards):
+        fname = f"model-{k + 1:05d}-of-{len(shards):05d}.safetensors"
+        write_safetensors(os.path.join(d, fname), sorted(shard, key=lambda kv: kv[0]))
+        for n, t in shard:
+            weight_map[n] = fname
+            total += t.numel() * t.element_size()
+    write_json(os.path.join(d, "config.json"), cfg)
+    # total_parameters: recent transformers releases write it next to total_size; a loader
+    # must take the file names from weight_map and ignore the metadata.
+    index = {
+        "metadata": {"total_parameters": sum(t.numel() for t in W.values()), "total_size": total},
+        "weight_map": dict(sorted(weight_map.items())),
+    }
+    write_file(os.path.join(d, "model.safetensors.index.json"), (json.dumps(index, indent=2, sort_keys=True) + "\n").encode())
+    src = os.path.join(HERE, source, "expected.safetensors")
+    write_safetensors(os.path.join(d, "expected.safetensors"), EXPECT_IN_FILE[src])
+    REPORT.append(dict(next(r for r in REPORT if r["name"] == source), name=name))
+    return len(shards)
+
+
+def build_llama_heads():
+    # Group size 4: 8 query heads over 2 KV heads (head_dim 4).
+    cfg = llama_config(**LLAMA_SMALL, H=8, KV=2, tied=False, torch_dtype="float32")
+    W, g = llama_weights(cfg, seed=4404)
+    finish_models([llama_variant("llama_gqa4", W, cfg, torch.float32)], g)
+    # The same weights as Hugging Face shards them: 24000-byte shards split both layers
+    # across files.
+    n = write_llama_sharded("llama_sharded", W, cfg, "llama_gqa4", max_shard_size=24000)
+    assert n == 3, n
+
+    # MQA, group size 8: 8 query heads over a single KV head.
+    cfg = llama_config(**LLAMA_SMALL, H=8, KV=1, tied=False, torch_dtype="float32")
+    W, g = llama_weights(cfg, seed=4808)
+    finish_models([llama_variant("llama_mqa", W, cfg, torch.float32)], g)
+
+    # Explicit head_dim 12, twice hidden_size / heads (24 / 4 = 6): q/k/v project up to
+    # heads * 12, o_proj back down to 24, and RoPE and the attention scale use 12.
+    cfg = llama_config(V=48, E=24, I=32, L=2, P=32, H=4, KV=2, head_dim=12, tied=False, torch_dtype="float32")
+    assert llama_head_dim(cfg) * cfg["num_attention_heads"] != cfg["hidden_size"]
+    W, g = llama_weights(cfg, seed=1212)
+    finish_models([llama_variant("llama_head_dim", W, cfg, torch.float32)], g)
+
+
 def main():
     with torch.no_grad():
         build_gpt2()
         build_llama()
+        build_gpt2_16bit()
+        build_llama_heads()
     verify_written()
 
     for r in REPORT:
