@@ -249,8 +249,9 @@ class HfCheckpoint {
 };
 
 // Writes params (a model's Param state) as a Hugging Face directory: config.json (the given
-// config, e.g. Gpt2Config::to_json()) and model.safetensors with Hugging Face names and
-// layouts, in `dtype` (f32, bf16 or f16).
+// config, e.g. Gpt2Config::to_json(), with "torch_dtype" set to the stored dtype) and
+// model.safetensors with Hugging Face names and layouts, in `dtype` (f32, bf16 or f16), each
+// value rounded once from its f32 value (round to nearest even).
 inline void save_hf(const std::filesystem::path& dir, const nlohmann::json& config, const State& params,
                     DType dtype = DType::f32) {
   if (!is_floating(dtype)) throw InvalidArgument("save_hf: dtype must be f32, bf16 or f16");
@@ -265,12 +266,16 @@ inline void save_hf(const std::filesystem::path& dir, const nlohmann::json& conf
     if (t.dtype() != dtype) t = t.astype(dtype);
     tensors.emplace_back(hf->name, std::move(t));
   }
+  // transformers loads with torch_dtype="auto" in the dtype the config names, so a config
+  // passed through from an f32 checkpoint must not keep claiming float32 over 16-bit data.
+  nlohmann::json cfg = config;
+  cfg["torch_dtype"] = dtype == DType::f32 ? "float32" : dtype == DType::bf16 ? "bfloat16" : "float16";
   std::filesystem::create_directories(dir);
   save_safetensors(dir / "model.safetensors", tensors, {{"format", "pt"}});
   const auto tmp = dir / "config.json.tmp";
   {
     std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    out << config.dump(2) << "\n";
+    out << cfg.dump(2) << "\n";
     if (!out) throw CheckpointError(tmp.string() + ": write failed");
   }
   std::filesystem::rename(tmp, dir / "config.json");
