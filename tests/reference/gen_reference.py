@@ -1,5 +1,6 @@
 #!/usr/bin/python3
-"""Reference fixtures for the GPT-2 / Llama parity tests (issue 3).
+"""Reference fixtures for the GPT-2 / Llama parity tests (issue 3; issue 14 added GQA group
+sizes 4 and 8, an explicit head_dim, 16-bit GPT-2 files and a Hugging Face-sharded Llama).
 
 Implements GPT-2 and Llama in plain PyTorch, from the published architectures (no
 `transformers`, no `safetensors` package), builds small random-weight models, and writes
