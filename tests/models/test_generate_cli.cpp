@@ -14,6 +14,9 @@
 
 #include "reference_fixture.hpp"
 
+// Built without examples (-DNNX_BUILD_EXAMPLES=OFF) there is no program to run.
+#ifdef NNX_GENERATE_BIN
+
 namespace {
 
 namespace fs = std::filesystem;
@@ -125,3 +128,5 @@ TEST_CASE("generate reports bad input on one line with exit code 2", "[cli][gene
   std::ofstream(mismatch / "config.json") << cfg.dump();
   check_error(generate("--model " + mismatch.string() + " --prompt-ids 1 --max-new-tokens 1"), "shape");
 }
+
+#endif  // NNX_GENERATE_BIN
