@@ -9,6 +9,7 @@
 #pragma once
 
 #include "nnx/kernels/activation.hpp"
+#include "nnx/kernels/attention.hpp"
 #include "nnx/kernels/cpu.hpp"
 #include "nnx/kernels/elementwise.hpp"
 #include "nnx/kernels/gemm.hpp"

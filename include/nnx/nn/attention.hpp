@@ -36,8 +36,8 @@
 #include "nnx/core/rngs.hpp"
 #include "nnx/core/tensor.hpp"
 #include "nnx/core/variable.hpp"
+#include "nnx/kernels/attention.hpp"
 #include "nnx/kernels/parallel.hpp"
-#include "nnx/kernels/softmax.hpp"
 #include "nnx/nn/linear.hpp"
 #include "nnx/nn/mode.hpp"
 #include "nnx/ops.hpp"
@@ -210,23 +210,11 @@ struct Attention {
       float* sc = scratch + slot * key_rows;
       for (std::int64_t i = i0; i < i1; ++i) {
         const std::int64_t b = i / H, h = i % H, kvh = h / group;
+        const std::int64_t head = (b * key_rows * Hkv + kvh) * D;  // key 0 of this row and kv head
         for (std::int64_t t = 0; t < T; ++t) {
           const std::int64_t last = cached ? pos[b * T + t] : t;  // attend to keys 0..last
-          const float* qv = qd + ((b * T + t) * H + h) * D;
-          for (std::int64_t j = 0; j <= last; ++j) {
-            const float* kv = keys + ((b * key_rows + j) * Hkv + kvh) * D;
-            float s = 0.0f;
-            for (std::int64_t d = 0; d < D; ++d) s += qv[d] * kv[d];
-            sc[j] = s * scale;
-          }
-          kernels::softmax_rows(sc, 1, last + 1);
-          float* ov = od + (b * T + t) * H * D + h * D;
-          std::fill_n(ov, D, 0.0f);
-          for (std::int64_t j = 0; j <= last; ++j) {
-            const float p = sc[j];
-            const float* vv = values + ((b * key_rows + j) * Hkv + kvh) * D;
-            for (std::int64_t d = 0; d < D; ++d) ov[d] += p * vv[d];
-          }
+          kernels::attend_f32(qd + ((b * T + t) * H + h) * D, keys + head, values + head, Hkv * D, last + 1, D,
+                              scale, sc, od + (b * T + t) * H * D + h * D);
         }
       }
     });
