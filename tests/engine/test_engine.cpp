@@ -15,6 +15,7 @@
 #include <nnx/models.hpp>
 
 #include "../io/io_test_util.hpp"
+#include "engine_test_util.hpp"
 #include "../models/reference_fixture.hpp"
 
 namespace {
@@ -44,28 +45,8 @@ struct Trace {
   std::vector<float> log_probs;
 };
 
-nnx::Gpt2Config small_gpt2() {
-  nnx::Gpt2Config c;
-  c.vocab_size = 97;
-  c.n_positions = 48;
-  c.n_embd = 32;
-  c.n_layer = 2;
-  c.n_head = 4;
-  return c;
-}
-
-nnx::LlamaConfig small_llama() {
-  nnx::LlamaConfig c;
-  c.vocab_size = 89;
-  c.hidden_size = 32;
-  c.intermediate_size = 56;
-  c.num_hidden_layers = 2;
-  c.num_attention_heads = 4;
-  c.num_key_value_heads = 2;
-  c.max_position_embeddings = 48;
-  c.tie_word_embeddings = false;
-  return c;
-}
+using engine_test::small_gpt2;
+using engine_test::small_llama;
 
 // Runs requests to completion in the given slots, inserting each at its step; returns traces.
 struct Request {
@@ -438,6 +419,20 @@ TEST_CASE("load_params reads native checkpoints and Hugging Face directories and
   // An in-memory State with a leaf missing names it.
   nnx::State partial = params.filter(nnx::Not(nnx::path_contains("ln_f")));
   CHECK_THROWS_WITH(e.load_params(partial), Catch::Contains("ln_f"));
+}
+
+// Found by fuzz/fuzz_model_config: a stored config whose model_type is not a string (or that
+// is not an object) made load_params throw nlohmann's type_error instead of InvalidArgument.
+TEST_CASE("load_params refuses a stored config of the wrong JSON type with InvalidArgument", "[engine][load]") {
+  io_test::TempDir tmp;
+  const nnx::Engine<nnx::Gpt2> e(small_gpt2(), {.max_prefill_length = 8, .max_target_length = 32, .slots = 1});
+  const nnx::State params = e.init_params(9);
+  nlohmann::json numbered = e.config().to_json();
+  numbered["model_type"] = 5;
+  nnx::io::save_checkpoint(tmp / "numbered", params, {}, numbered);
+  expect_invalid([&] { (void)e.load_params(tmp / "numbered"); }, "model_type 5");
+  nnx::io::save_checkpoint(tmp / "array", params, {}, nlohmann::json::array({1, 2}));
+  expect_invalid([&] { (void)e.load_params(tmp / "array"); }, "the model config is array, expected a JSON object");
 }
 
 TEST_CASE("bad requests are InvalidArgument naming the value, and the state stays usable", "[engine][errors]") {

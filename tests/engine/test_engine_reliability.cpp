@@ -15,6 +15,8 @@
 #include <nnx/engine.hpp>
 #include <nnx/models.hpp>
 
+#include "engine_test_util.hpp"
+
 namespace {
 
 using Ids = std::vector<std::int32_t>;
@@ -22,18 +24,7 @@ constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
 
 nnx::Tensor ids_tensor(const Ids& ids) { return nnx::Tensor::from_vector(ids, {static_cast<std::int64_t>(ids.size())}); }
 
-nnx::LlamaConfig small_llama() {
-  nnx::LlamaConfig c;
-  c.vocab_size = 89;
-  c.hidden_size = 32;
-  c.intermediate_size = 56;
-  c.num_hidden_layers = 2;
-  c.num_attention_heads = 4;
-  c.num_key_value_heads = 2;
-  c.max_position_embeddings = 48;
-  c.tie_word_embeddings = false;  // a NaN embedding row then poisons one input token, not the head
-  return c;
-}
+using engine_test::small_llama;
 
 using LlamaEngine = nnx::Engine<nnx::Llama>;
 

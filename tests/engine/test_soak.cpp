@@ -20,6 +20,8 @@
 #include <nnx/engine.hpp>
 #include <nnx/models.hpp>
 
+#include "engine_test_util.hpp"
+
 namespace {
 
 using Ids = std::vector<std::int32_t>;
@@ -29,16 +31,6 @@ std::int64_t resident_bytes() {
   std::int64_t size = 0, resident = 0;
   statm >> size >> resident;
   return resident * ::sysconf(_SC_PAGESIZE);
-}
-
-nnx::Gpt2Config soak_gpt2() {
-  nnx::Gpt2Config c;
-  c.vocab_size = 97;
-  c.n_positions = 48;
-  c.n_embd = 32;
-  c.n_layer = 2;
-  c.n_head = 4;
-  return c;
 }
 
 std::string ids_json(const Ids& ids) {
@@ -79,11 +71,11 @@ std::string bad_line(std::mt19937_64& rng) {
 TEST_CASE("soak: 10,000 requests through the Scheduler, tokens as alone, memory flat", "[.soak][engine][scheduler]") {
   constexpr int kLines = 10'000;
   const nnx::EngineOptions options{.max_prefill_length = 8, .max_target_length = 32, .slots = 8};
-  const nnx::Engine<nnx::Gpt2> engine(soak_gpt2(), options);
+  const nnx::Engine<nnx::Gpt2> engine(engine_test::small_gpt2(), options);
   const nnx::State params = engine.init_params(5);
   nnx::EngineOptions one = options;
   one.slots = 1;
-  const nnx::Engine<nnx::Gpt2> single(soak_gpt2(), one);
+  const nnx::Engine<nnx::Gpt2> single(engine_test::small_gpt2(), one);
 
   // A pool of distinct good lines, each with its tokens alone; the soak draws from it so
   // every completion can be checked without serving each request twice.
