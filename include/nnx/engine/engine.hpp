@@ -554,8 +554,12 @@ class Engine {
 
   void check_config(const nlohmann::json& found, const std::filesystem::path& path) const {
     if (found.is_null()) return;  // a native checkpoint saved without a config
+    if (!found.is_object())
+      throw InvalidArgument(path.string() + ": the model config is " + found.type_name() + ", expected a JSON object");
     const nlohmann::json expected = config_.to_json();
-    if (found.value("model_type", std::string()) != expected.value("model_type", std::string()))
+    // Compared as JSON values: value() with a string default throws nlohmann's type_error
+    // when the stored model_type is not a string.
+    if (found.value("model_type", nlohmann::json()) != expected.at("model_type"))
       throw InvalidArgument(path.string() + ": model_type " + found.value("model_type", nlohmann::json("missing")).dump() +
                             "; the engine's model is " + expected.value("model_type", nlohmann::json()).dump());
     nlohmann::json parsed;
