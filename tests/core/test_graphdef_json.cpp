@@ -206,6 +206,26 @@ TEST_CASE("corrupt graphdef JSON is rejected with the place named", "[graphdef][
       "static value");
 }
 
+// Found by fuzz/fuzz_graphdef_json: a shape over 2^53 elements let Shape's ShapeError escape
+// (not naming the leaf), and a dimension above 2^63 - 1 became a negative one.
+TEST_CASE("graphdef JSON shapes too large for a Shape are InvalidArgument naming the leaf", "[graphdef][json]") {
+  const nlohmann::json good = nnx::to_json(nnx::graphdef(make_net()));
+  auto with_shape = [&](const nlohmann::json& shape) {
+    nlohmann::json j = good;
+    j["leaves"][1]["shape"] = shape;
+    return j;
+  };
+  using nnx::graphdef_from_json;
+  using nnx::InvalidArgument;
+  require_error<InvalidArgument>([&] { graphdef_from_json(with_shape({std::int64_t{1} << 62, 4})); },
+                                 "leaves[1]: Shape: [4611686018427387904, 4] holds more than 2^53 elements");
+  require_error<InvalidArgument>([&] { graphdef_from_json(with_shape({std::uint64_t{1} << 63})); },
+                                 "leaves[1]: shape [9223372036854775808]: dimension 9223372036854775808 is above");
+  // The largest shape a Shape holds still reads back.
+  const nnx::GraphDef<> edge = graphdef_from_json(with_shape({std::int64_t{1} << 53}));
+  CHECK(edge.leaves()[1].shape == nnx::Shape{std::int64_t{1} << 53});
+}
+
 TEST_CASE("a graphdef from JSON is untyped and only compares", "[graphdef][json]") {
   Net net = make_net();
   auto [graphdef, state] = nnx::split(net);

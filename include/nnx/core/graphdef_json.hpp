@@ -27,6 +27,7 @@
 #include <memory>
 #include <string>
 #include <unordered_set>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -88,9 +89,19 @@ inline Shape shape_from_json(const nlohmann::json& j, const std::string& where) 
   if (!j.is_array() || j.size() > Shape::max_rank)
     bad_graphdef_json(where, "a shape must be an array of at most " + std::to_string(Shape::max_rank) +
                                  " dimensions, found " + j.dump());
-  Shape s;
-  for (const auto& d : j) s.push_back(static_cast<std::int64_t>(json_size(d, where)));
-  return s;
+  std::vector<std::int64_t> dims;
+  for (const auto& d : j) {
+    const std::uint64_t n = json_size(d, where);
+    if (n > static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max()))
+      bad_graphdef_json(where, "shape " + j.dump() + ": dimension " + std::to_string(n) + " is above 2^63 - 1");
+    dims.push_back(static_cast<std::int64_t>(n));
+  }
+  // Shape's own checks (at most 2^53 elements), reported as this reader's error, naming the leaf.
+  try {
+    return Shape(dims);
+  } catch (const ShapeError& e) {
+    bad_graphdef_json(where, e.what());
+  }
 }
 
 inline nlohmann::json float_to_json(double d) {
