@@ -226,6 +226,34 @@ TEST_CASE("graphdef JSON shapes too large for a Shape are InvalidArgument naming
   CHECK(edge.leaves()[1].shape == nnx::Shape{std::int64_t{1} << 53});
 }
 
+// Found with fuzz/fuzz_graphdef_json: integer statics were converted by nlohmann unchecked, so
+// a float out of range was undefined behaviour and 2^64 - 1 became -1.
+TEST_CASE("graphdef JSON integer statics must be 64-bit signed integers", "[graphdef][json]") {
+  const nlohmann::json good = nnx::to_json(nnx::graphdef(make_net()));
+  std::size_t node = 0, static_index = 0;  // the first integer static, and its place among the statics
+  for (; good["nodes"][node]["node"] != "static" || !good["nodes"][node]["value"].contains("int"); ++node)
+    if (good["nodes"][node]["node"] == "static") ++static_index;
+  const std::string where = "nodes[" + std::to_string(node) + "]";
+  auto with_value = [&](const nlohmann::json& value) {
+    nlohmann::json j = good;
+    j["nodes"][node]["value"] = value;
+    return j;
+  };
+  using nnx::graphdef_from_json;
+  using nnx::InvalidArgument;
+  require_error<InvalidArgument>([&] { graphdef_from_json(with_value({{"ints", {1, 1e300}}})); },
+                                 where + ": expected a 64-bit signed integer, found 1e+300");
+  require_error<InvalidArgument>([&] { graphdef_from_json(with_value({{"int", 2.5}})); },
+                                 where + ": expected a 64-bit signed integer, found 2.5");
+  require_error<InvalidArgument>(
+      [&] { graphdef_from_json(with_value({{"int", std::numeric_limits<std::uint64_t>::max()}})); },
+      where + ": expected a 64-bit signed integer, found 18446744073709551615");
+  const nnx::GraphDef<> extremes = graphdef_from_json(
+      with_value({{"ints", {std::numeric_limits<std::int64_t>::min(), std::numeric_limits<std::int64_t>::max()}}}));
+  CHECK(std::get<std::vector<std::int64_t>>(extremes.statics()[static_index]) ==
+        std::vector<std::int64_t>{std::numeric_limits<std::int64_t>::min(), std::numeric_limits<std::int64_t>::max()});
+}
+
 TEST_CASE("a graphdef from JSON is untyped and only compares", "[graphdef][json]") {
   Net net = make_net();
   auto [graphdef, state] = nnx::split(net);

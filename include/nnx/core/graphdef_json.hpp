@@ -136,16 +136,30 @@ inline nlohmann::json static_to_json(const StaticValue& v) {
       v);
 }
 
+// An integer static. nlohmann would convert a float (undefined behaviour out of range) or an
+// unsigned above 2^63 - 1 (wrapping to a negative) without a word; neither is what was written.
+inline std::int64_t static_int_from_json(const nlohmann::json& j, const std::string& where) {
+  const bool fits = j.is_number_unsigned()
+                        ? j.get<std::uint64_t>() <= static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max())
+                        : j.is_number_integer();
+  if (!fits) bad_graphdef_json(where, "expected a 64-bit signed integer, found " + j.dump());
+  return j.get<std::int64_t>();
+}
+
 inline StaticValue static_from_json(const nlohmann::json& j, const std::string& where) {
   if (!j.is_object() || j.size() != 1) bad_graphdef_json(where, "a static value is {\"<type>\": value}, found " + j.dump());
   const std::string tag = j.begin().key();
   const nlohmann::json& v = j.begin().value();
   try {
     if (tag == "bool" && v.is_boolean()) return v.get<bool>();
-    if (tag == "int" && v.is_number_integer()) return v.get<std::int64_t>();
+    if (tag == "int") return static_int_from_json(v, where);
     if (tag == "float") return float_from_json(v, where);
     if (tag == "str" && v.is_string()) return v.get<std::string>();
-    if (tag == "ints" && v.is_array()) return v.get<std::vector<std::int64_t>>();
+    if (tag == "ints" && v.is_array()) {
+      std::vector<std::int64_t> out;
+      for (const auto& i : v) out.push_back(static_int_from_json(i, where));
+      return out;
+    }
     if (tag == "strs" && v.is_array()) return v.get<std::vector<std::string>>();
     if (tag == "floats" && v.is_array()) {
       std::vector<double> out;
