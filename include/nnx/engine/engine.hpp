@@ -526,16 +526,19 @@ class Engine {
                             std::to_string(options_.slots) + ")");
   }
 
-  static void check_cache(const State& cache, const State& spec, const std::string& what) {
+  // `where` and `which` name the call and the state in messages; they are joined only on
+  // error, so a check that passes allocates nothing.
+  static void check_cache(const State& cache, const State& spec, const char* where, const char* which) {
+    const auto what = [&] { return std::string(where) + ": " + which; };
     if (cache.size() != spec.size())
-      throw InvalidArgument(what + " has " + std::to_string(cache.size()) + " cache leaves; expected " +
+      throw InvalidArgument(what() + " has " + std::to_string(cache.size()) + " cache leaves; expected " +
                             std::to_string(spec.size()));
     for (const auto& [path, leaf] : spec) {
       const VariableState* found = cache.find(path);
-      if (!found) throw MissingLeafError(what + " lacks the cache leaf '" + path.to_string() + "'");
+      if (!found) throw MissingLeafError(what() + " lacks the cache leaf '" + path.to_string() + "'");
       const Tensor& t = found->tensor();
       if (t.dtype() != leaf.dtype() || t.shape() != leaf.shape() || t.is_abstract())
-        throw ShapeError(what + ": cache leaf '" + path.to_string() + "' expected " + describe(leaf.tensor()) +
+        throw ShapeError(what() + ": cache leaf '" + path.to_string() + "' expected " + describe(leaf.tensor()) +
                          ", found " + describe(t));
     }
   }
@@ -543,10 +546,10 @@ class Engine {
     if (s.num_slots() != options_.slots)
       throw InvalidArgument(std::string(where) + ": decode state has " + std::to_string(s.num_slots()) +
                             " slots; the engine has " + std::to_string(options_.slots));
-    check_cache(s.cache, decode_cache_spec_, std::string(where) + ": the decode state");
+    check_cache(s.cache, decode_cache_spec_, where, "the decode state");
   }
   void check_prefix(const Prefix& p, const char* where) const {
-    check_cache(p.cache, prefix_cache_spec_, std::string(where) + ": the prefix");
+    check_cache(p.cache, prefix_cache_spec_, where, "the prefix");
     if (p.next_position < 1 || p.next_position >= options_.max_target_length)
       throw InvalidArgument(std::string(where) + ": the prefix holds " + std::to_string(p.next_position) +
                             " tokens; expected [1, " + std::to_string(options_.max_target_length - 1) + "]");
