@@ -13,6 +13,8 @@
 
 #include "nnx/kernels/gemm.hpp"
 
+#include "../support/tier.hpp"
+
 namespace {
 
 namespace k = nnx::kernels;
@@ -154,10 +156,7 @@ TEST_CASE("gemm_f32 with an empty dimension", "[kernels][gemm]") {
 
 TEST_CASE("the AVX2 gemm_f32 agrees with the portable one", "[kernels][gemm][avx2]") {
 #if NNX_KERNELS_X86_DISPATCH
-  if (!have_avx2()) {
-    WARN("CPU without AVX2+FMA: AVX2 path not tested");
-    return;
-  }
+  if (test_support::skip_tier("avx2", have_avx2())) return;
   for (i64 M : {1, 2, 3, 6, 7, 17, 33, 100})
     for (i64 N : {1, 7, 8, 9, 15, 16, 17, 31, 33, 65, 129})
       for (i64 K : {1, 7, 8, 17, 129, 257}) {
@@ -183,7 +182,7 @@ TEST_CASE("the AVX2 gemm_f32 agrees with the portable one", "[kernels][gemm][avx
         REQUIRE(worst <= 1.0);
       }
 #else
-  WARN("not an x86-64 GCC/Clang build: no AVX2 path");
+  test_support::skip_tier("avx2", false);  // not an x86-64 GCC/Clang build: no AVX2 path
 #endif
 }
 
@@ -305,10 +304,7 @@ TEST_CASE("a row of gemm_f32_bt is bitwise the same alone and in any batch", "[k
 
 TEST_CASE("the AVX2 gemm_f32_bt agrees with the portable one", "[kernels][gemm][avx2]") {
 #if NNX_KERNELS_X86_DISPATCH
-  if (!have_avx2()) {
-    WARN("CPU without AVX2+FMA: AVX2 path not tested");
-    return;
-  }
+  if (test_support::skip_tier("avx2", have_avx2())) return;
   for (i64 M : {1, 3, 4, 5, 13})
     for (i64 N : {1, 2, 3, 7, 8, 9, 17, 50})
       for (i64 K : {1, 5, 8, 9, 16, 63, 769}) {
@@ -332,7 +328,7 @@ TEST_CASE("the AVX2 gemm_f32_bt agrees with the portable one", "[kernels][gemm][
         REQUIRE(worst <= 1.0);
       }
 #else
-  WARN("not an x86-64 GCC/Clang build: no AVX2 path");
+  test_support::skip_tier("avx2", false);  // not an x86-64 GCC/Clang build: no AVX2 path
 #endif
 }
 

@@ -14,6 +14,8 @@
 #include "nnx/kernels/gemm_i8.hpp"
 #include "nnx/kernels/quantize.hpp"
 
+#include "../support/tier.hpp"
+
 namespace {
 
 namespace k = nnx::kernels;
@@ -176,10 +178,7 @@ TEST_CASE("gemm_f32_w8 is within the summation error bound of a double reference
 
 TEST_CASE("the AVX2 int8 kernels against the portable ones", "[kernels][gemm_i8][avx2]") {
 #if NNX_KERNELS_X86_DISPATCH
-  if (!k::cpu_has_avx2_fma()) {
-    WARN("no AVX2 on this CPU: nothing to compare");
-    return;
-  }
+  if (test_support::skip_tier("avx2", k::cpu_has_avx2_fma())) return;
   for (i64 M : {1, 4, 8, 9, 33, 130})
     for (auto [N, K] : {std::pair<i64, i64>{130, 257}, {77, 768}, {50, 1000}, {24, 31}}) {
       const Problem pr(M, N, K, 300u + static_cast<std::uint32_t>(M + N + K));
@@ -201,7 +200,7 @@ TEST_CASE("the AVX2 int8 kernels against the portable ones", "[kernels][gemm_i8]
         }
     }
 #else
-  SUCCEED("AVX2 kernels not compiled on this platform");
+  test_support::skip_tier("avx2", false);  // AVX2 kernels not compiled on this platform
 #endif
 }
 

@@ -14,6 +14,8 @@
 
 #include "nnx/kernels/quantize.hpp"
 
+#include "../support/tier.hpp"
+
 namespace {
 
 namespace k = nnx::kernels;
@@ -280,10 +282,7 @@ TEST_CASE("non-finite input gives a non-finite scale and zero q without harming 
 
 TEST_CASE("the AVX2 quantizers give the portable bits on wide-ranging data", "[kernels][quantize][avx2]") {
 #if NNX_KERNELS_X86_DISPATCH
-  if (!k::cpu_has_avx2_fma()) {
-    WARN("no AVX2 on this CPU: nothing to compare");
-    return;
-  }
+  if (test_support::skip_tier("avx2", k::cpu_has_avx2_fma())) return;
   for (i64 M : {1, 7, 33})
     for (i64 K : {8, 31, 64, 257, 768, 1000}) {
       // Values spread over many binades, denormals and exact multiples of scale / 2.
@@ -315,7 +314,7 @@ TEST_CASE("the AVX2 quantizers give the portable bits on wide-ranging data", "[k
       REQUIRE(same_bits(da, dr));
     }
 #else
-  SUCCEED("AVX2 kernels not compiled on this platform");
+  test_support::skip_tier("avx2", false);  // AVX2 kernels not compiled on this platform
 #endif
 }
 
