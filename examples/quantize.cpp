@@ -1,6 +1,6 @@
 // quantize — turns a full-precision checkpoint into an int8 serve checkpoint.
 //
-//   quantize --in PATH --out PATH [--scheme weight-only|w8a8] [--include-head]
+//   quantize --in PATH --out PATH [--scheme weight-only|w8a8] [--include-head] [--force]
 //
 // --in is a Hugging Face directory (GPT-2 or Llama) or a native nnxcpp checkpoint with its
 // config; --out receives a native checkpoint whose Linear kernels (and, with --include-head,
@@ -11,6 +11,16 @@
 // keeps activations in f32. Prints one summary line on stdout. Any error is one line on
 // stderr and exit code 2; an existing checkpoint at --out is replaced atomically, and only
 // once the new one is complete.
+//
+// quantize never destroys a model it was not asked to: without --force it refuses (exit 2,
+// nothing written) an --out that is the --in directory (the full-precision weights would be
+// replaced by int8 ones) or that holds a Hugging Face model or anything else that is not an
+// nnx checkpoint (a config.json, or a model.safetensors or index without "nnx.format"):
+// writing a native checkpoint there would either lose those weights or leave a config.json
+// that makes every loader read the native file as Hugging Face weights. Both checks run
+// before the model is read. With --force, the foreign weight files and config.json at --out
+// are deleted and the directory then holds only the native checkpoint (other files, such as
+// a tokenizer, stay); a crash during a forced replace leaves no loadable model, never a mix.
 #include <filesystem>
 #include <iostream>
 #include <string>
@@ -25,14 +35,15 @@ namespace {
 struct Args {
   std::filesystem::path in, out;
   nnx::QuantConfig quant{.scheme = nnx::QuantScheme::w8a8};
+  bool force = false;
 };
 
 Args parse_args(int argc, char** argv) {
   Args a;
   for (int i = 1; i < argc; ++i) {
     const std::string flag = argv[i];
-    if (flag == "--include-head") {
-      a.quant.include_head = true;
+    if (flag == "--include-head" || flag == "--force") {
+      (flag == "--force" ? a.force : a.quant.include_head) = true;
       continue;
     }
     if (flag != "--in" && flag != "--out" && flag != "--scheme") throw nnx::InvalidArgument("unknown option " + flag);
@@ -51,6 +62,29 @@ Args parse_args(int argc, char** argv) {
   return a;
 }
 
+// True when --out names --in, through any spelling or link.
+bool same_place(const std::filesystem::path& in, const std::filesystem::path& out) {
+  std::error_code ec;
+  if (std::filesystem::equivalent(in, out, ec)) return true;
+  // equivalent() fails when --out does not exist yet; then only the spellings can match.
+  std::error_code ec_in, ec_out;
+  const auto a = std::filesystem::weakly_canonical(in, ec_in), b = std::filesystem::weakly_canonical(out, ec_out);
+  return !ec_in && !ec_out && a == b;
+}
+
+// Refuses a destination the save would wreck, before the (slow) read and quantization.
+void check_destination(const Args& args) {
+  if (args.force) return;
+  if (same_place(args.in, args.out))
+    throw nnx::InvalidArgument("--out " + args.out.string() + " is the --in directory: its full-precision weights " +
+                               "would be replaced by int8 ones (choose another --out, or --force to replace them)");
+  const std::string foreign = nnx::io::foreign_checkpoint_content(args.out);
+  if (!foreign.empty())
+    throw nnx::CheckpointError("--out " + args.out.string() + " holds " + foreign +
+                               ": writing an int8 checkpoint there would destroy it or leave a directory no loader "
+                               "reads correctly (choose another --out, or --force to replace it)");
+}
+
 template <class Model, class Config>
 void convert(const Args& args, const nlohmann::json& model_config) {
   const Config cfg = Config::from_json(model_config);
@@ -58,7 +92,9 @@ void convert(const Args& args, const nlohmann::json& model_config) {
   const nnx::State params = engine.load_params(args.in);  // read in full precision, quantized once
   nlohmann::json config = cfg.to_json();
   config["quantization"] = args.quant.to_json();
-  nnx::io::save_checkpoint(args.out, params, {}, config);
+  nnx::io::CheckpointOptions options;
+  options.overwrite_foreign = args.force;  // checked in check_destination unless --force
+  nnx::io::save_checkpoint(args.out, params, {}, config, options);
   std::size_t frozen = 0;
   for (const auto& entry : params) frozen += entry.leaf.is_quantized();
   std::cout << "quantize: " << args.in.string() << " -> " << args.out.string() << ": "
@@ -71,6 +107,7 @@ void convert(const Args& args, const nlohmann::json& model_config) {
 int main(int argc, char** argv) {
   try {
     const Args args = parse_args(argc, argv);
+    check_destination(args);
     const nlohmann::json config = nnx::read_model_config(args.in);
     if (nnx::QuantConfig::of_model_config(config).enabled())
       throw nnx::InvalidArgument(args.in.string() + " is already quantized");

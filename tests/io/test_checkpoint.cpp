@@ -5,7 +5,9 @@
 // the old or the new checkpoint, never a mix, and the next save cleans up); every restore
 // check (missing, extra, kind, dtype, shape, QTensor layout, graphdef) and corrupt files and
 // indexes as CheckpointErrors naming the file; partial restore by filter, reading only the
-// shards it needs.
+// shards it needs; a directory holding a foreign (Hugging Face) model is refused, or
+// replaced whole with overwrite_foreign; per-file XXH64 checksums, verified on request.
+// (tests/io/test_crash_save.cpp kills a real saving process.)
 #include "nnx/io/checkpoint.hpp"
 
 #include "nnx/core.hpp"
@@ -16,6 +18,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <map>
 #include <optional>
 #include <random>
 #include <set>
@@ -257,10 +260,11 @@ TEST_CASE("checkpoint: sharding writes Hugging Face style shards and an index", 
 
 TEST_CASE("checkpoint: re-saving switches layouts and removes stale files", "[io][checkpoint]") {
   TempDir dir;
-  // Extra files in the directory are not the checkpoint's: they stay.
-  write_bytes(dir.path / "config.json", "{}");
+  // Extra files in the directory are not the checkpoint's: they stay. (Not config.json: that
+  // makes a directory a Hugging Face model, which save_checkpoint refuses; see below.)
+  write_bytes(dir.path / "tokenizer.json", "{}");
   write_bytes(dir.path / "tokenizer.model", "tok");
-  const std::set<std::string> others{"config.json", "tokenizer.model"};
+  const std::set<std::string> others{"tokenizer.json", "tokenizer.model"};
   auto check_dir = [&](const State& expect) {
     CHECK(io::restore_checkpoint(dir.path, abstract_state(8, 2)) == expect);
     std::set<std::string> want = expected_files(dir.path);
@@ -584,4 +588,233 @@ TEST_CASE("checkpoint: saving an abstract state writes nothing", "[io][checkpoin
     CHECK(std::string(e.what()).find("'blocks/0/kernel'") != std::string::npos);
   }
   CHECK_FALSE(fs::exists(d));
+}
+
+// ---- foreign directories ------------------------------------------------------------------
+
+namespace {
+
+std::map<std::string, std::string> snapshot(const fs::path& dir) {
+  std::map<std::string, std::string> out;
+  for (const auto& e : fs::directory_iterator(dir)) out[e.path().filename().string()] = read_bytes(e.path());
+  return out;
+}
+
+// A Hugging Face style directory: config.json and a model.safetensors without nnx metadata.
+void write_hf_dir(const fs::path& dir) {
+  fs::create_directories(dir);
+  write_bytes(dir / "config.json", R"({"model_type": "gpt2"})");
+  io::save_safetensors(dir / "model.safetensors",
+                       std::vector<std::pair<std::string, Tensor>>{{"wte.weight", Tensor::zeros({4, 2})}},
+                       {{"format", "pt"}});
+}
+
+}  // namespace
+
+TEST_CASE("checkpoint: save refuses a directory holding a foreign model and changes nothing", "[io][checkpoint]") {
+  const State state = state_of(make_net(8, 2, 21));
+  auto refused = [&](const fs::path& dir, const io::CheckpointOptions& o, std::initializer_list<std::string> parts) {
+    const auto before = snapshot(dir);
+    expect_error([&] { io::save_checkpoint(dir, state, {}, nullptr, o); }, parts);
+    CHECK(snapshot(dir) == before);  // byte for byte, and no temp file
+  };
+
+  SECTION("a Hugging Face directory") {
+    TempDir tmp;
+    write_hf_dir(tmp.path);
+    CHECK(io::foreign_checkpoint_content(tmp.path).find("config.json") != std::string::npos);
+    for (std::size_t max_shard : {kBigShard, kSmallShard})
+      refused(tmp.path, shards(max_shard),
+              {tmp.path.string() + ": holds config.json", "model.safetensors without \"nnx.format\"", "overwrite_foreign"});
+  }
+  SECTION("a sharded Hugging Face directory (index without nnx.format)") {
+    TempDir tmp;
+    const fs::path dir = tmp.path / "llama";
+    fs::copy(fs::path(NNX_TEST_DATA_DIR) / "reference" / "llama_sharded", dir);
+    refused(dir, shards(kSmallShard), {dir.string(), "config.json", "model.safetensors.index.json without \"nnx.format\""});
+    fs::remove(dir / "config.json");  // the index alone is foreign too
+    refused(dir, shards(kBigShard), {dir.string(), "model.safetensors.index.json without \"nnx.format\""});
+  }
+  SECTION("safetensors without nnx.format, or unreadable, and no config.json") {
+    TempDir tmp;
+    io::save_safetensors(tmp.path / "model.safetensors",
+                         std::vector<std::pair<std::string, Tensor>>{{"w", Tensor::zeros({3})}});
+    refused(tmp.path, {}, {tmp.path.string(), "model.safetensors without \"nnx.format\" in its metadata"});
+    write_bytes(tmp.path / "model.safetensors", "not safetensors");
+    refused(tmp.path, {}, {tmp.path.string(), "model.safetensors that cannot be read"});
+  }
+  SECTION("an nnx checkpoint with a config.json beside it (loaders would read it as Hugging Face)") {
+    TempDir tmp;
+    io::save_checkpoint(tmp.path, state);
+    write_bytes(tmp.path / "config.json", "{}");
+    refused(tmp.path, {}, {tmp.path.string(), "holds config.json"});
+  }
+  SECTION("nothing foreign: absent, empty, an nnx checkpoint, other files") {
+    TempDir tmp;
+    CHECK(io::foreign_checkpoint_content(tmp.path / "absent").empty());
+    CHECK(io::foreign_checkpoint_content(tmp.path).empty());
+    write_bytes(tmp.path / "tokenizer.json", "{}");
+    io::save_checkpoint(tmp.path, state, {}, nullptr, shards(kSmallShard));
+    CHECK(io::foreign_checkpoint_content(tmp.path).empty());
+    io::save_checkpoint(tmp.path, state);
+    CHECK(io::foreign_checkpoint_content(tmp.path).empty());
+  }
+}
+
+TEST_CASE("checkpoint: overwrite_foreign replaces a foreign model whole", "[io][checkpoint]") {
+  const State state = state_of(make_net(8, 2, 22));
+  io::CheckpointOptions force;
+  force.overwrite_foreign = true;
+  for (std::size_t max_shard : {kBigShard, kSmallShard}) {
+    INFO("max_shard_bytes " << max_shard);
+    TempDir tmp;
+    const fs::path dir = tmp.path / "llama";
+    fs::copy(fs::path(NNX_TEST_DATA_DIR) / "reference" / "llama_sharded", dir);
+    force.max_shard_bytes = max_shard;
+    io::save_checkpoint(dir, state, {}, nullptr, force);
+    // No Hugging Face file is left to contradict the checkpoint; other files stay.
+    std::set<std::string> want = expected_files(dir);
+    want.insert("expected.safetensors");
+    CHECK(files_in(dir) == want);
+    CHECK(io::checkpoint_metadata(dir).at("nnx.format") == "nnx.checkpoint/1");
+    CHECK(io::restore_checkpoint(dir, abstract_state(8, 2)) == state);
+    CHECK(io::foreign_checkpoint_content(dir).empty());
+
+    TempDir hf;
+    write_hf_dir(hf.path);
+    io::save_checkpoint(hf.path, state, {}, nullptr, force);
+    CHECK(files_in(hf.path) == expected_files(hf.path));
+    CHECK(io::restore_checkpoint(hf.path, abstract_state(8, 2)) == state);
+  }
+}
+
+// ---- checksums ------------------------------------------------------------------------------
+
+namespace {
+
+void flip_byte(const fs::path& file, std::size_t offset_from_end) {
+  std::string bytes = read_bytes(file);
+  bytes[bytes.size() - 1 - offset_from_end] ^= 0x20;
+  write_bytes(file, bytes);
+}
+
+std::uint64_t xxh64(std::string_view s) {
+  io::detail::Xxh64 h;
+  h.update(s.data(), s.size());
+  return h.digest();
+}
+
+}  // namespace
+
+TEST_CASE("checkpoint: XXH64 matches the reference implementation", "[io][checkpoint]") {
+  CHECK(xxh64("") == 0xEF46DB3751D8E999ull);
+  CHECK(xxh64("a") == 0xD24EC4F1A98C6E5Bull);
+  CHECK(xxh64("abc") == 0x44BC2CF5AD770999ull);
+  CHECK(xxh64("Nobody inspects the spammish repetition") == 0xFBCEA83C8A378BF1ull);  // stripes + tail
+  // Fed in pieces of every size, the hash is the same (`xxhsum -H64` on these 1000 bytes).
+  std::string data(1000, '\0');
+  for (std::size_t i = 0; i < data.size(); ++i) data[i] = static_cast<char>(i * 7 + 3);
+  for (std::size_t piece : {1, 3, 8, 31, 32, 33, 999}) {
+    io::detail::Xxh64 h;
+    for (std::size_t i = 0; i < data.size(); i += piece) h.update(data.data() + i, std::min(piece, data.size() - i));
+    CHECK(h.digest() == xxh64(data));
+  }
+  CHECK(xxh64(data) == 0x5F235FA033F1A3FBull);
+}
+
+TEST_CASE("checkpoint: every file carries a checksum that verify_checkpoint checks", "[io][checkpoint]") {
+  const State state = state_of(make_net(8, 2, 23));
+  const State target = abstract_state(8, 2);
+  io::RestoreOptions verify;
+  verify.verify_checksums = true;
+
+  SECTION("one file") {
+    TempDir dir;
+    io::save_checkpoint(dir.path, state, {}, {{"act", "gelu"}});
+    const fs::path file = dir.path / "model.safetensors";
+    CHECK(io::checkpoint_metadata(dir.path).at("nnx.checksum").starts_with("xxh64:"));
+    auto v = io::verify_checkpoint(dir.path);
+    CHECK(v.files_verified == 1);
+    CHECK(v.files_without_checksum == 0);
+    CHECK(v.bytes_hashed == state.nbytes());
+    CHECK(io::restore_checkpoint(dir.path, target, verify) == state);
+
+    const std::string good = read_bytes(file);
+    const std::string stored = io::checkpoint_metadata(dir.path).at("nnx.checksum");
+    flip_byte(file, 0);  // the last byte of tensor data
+    // Without verification a flipped byte goes unnoticed: that is what checksums are for.
+    CHECK_FALSE(io::restore_checkpoint(dir.path, target) == state);
+    expect_error([&] { io::verify_checkpoint(dir.path); },
+                 {file.string(), "checksum mismatch", "\"nnx.checksum\" says " + stored, "the contents hash to xxh64:"});
+    expect_error([&] { io::restore_checkpoint(dir.path, target, verify); }, {file.string(), "checksum mismatch"});
+
+    // Metadata is covered too: a config edited in place (still valid JSON).
+    std::string edited = good;
+    edited.replace(edited.find("gelu"), 4, "relu");
+    write_bytes(file, edited);
+    CHECK(io::checkpoint_config(dir.path) == nlohmann::json{{"act", "relu"}});
+    expect_error([&] { io::verify_checkpoint(dir.path); }, {file.string(), "checksum mismatch"});
+    // A checksum that is not one.
+    edited = good;
+    edited.replace(edited.find("xxh64:"), 6, "xxh99:");
+    write_bytes(file, edited);
+    expect_error([&] { io::verify_checkpoint(dir.path); }, {file.string(), "xxh99:", "expected \"xxh64:\""});
+  }
+  SECTION("shards and the index") {
+    TempDir dir;
+    io::save_checkpoint(dir.path, state, {}, {{"act", "gelu"}}, shards(kSmallShard));
+    const auto index = read_index(dir.path);
+    const std::set<std::string> files = expected_files(dir.path);
+    CHECK(index.at("metadata").at("nnx.checksum").get<std::string>().starts_with("xxh64:"));
+    for (const auto& f : files)
+      if (f != io::checkpoint_index_name)
+        CHECK(io::SafetensorsFile::open(dir.path / f).metadata().at("nnx.checksum").starts_with("xxh64:"));
+    const auto v = io::verify_checkpoint(dir.path);
+    CHECK(v.files_verified == files.size());  // the shards and the index
+    CHECK(v.bytes_hashed == state.nbytes());
+    CHECK(io::restore_checkpoint(dir.path, target, verify) == state);
+
+    // A flipped byte in one shard: the error names that shard.
+    const fs::path cache = dir.path / index.at("weight_map").at("cache").get<std::string>();
+    const std::string cache_bytes = read_bytes(cache);
+    flip_byte(cache, 3);
+    expect_error([&] { io::verify_checkpoint(dir.path); }, {cache.string(), "checksum mismatch"});
+    expect_error([&] { io::restore_checkpoint(dir.path, target, verify); }, {cache.string(), "checksum mismatch"});
+    // A partial restore verifies only the shards it reads.
+    io::RestoreOptions blocks_only = verify;
+    blocks_only.filter = [](const nnx::Path& p, const nnx::VariableState&) { return p.contains("blocks"); };
+    CHECK(io::restore_checkpoint(dir.path, target, blocks_only).size() == 4);
+    write_bytes(cache, cache_bytes);
+
+    // The index: an edit that keeps it valid JSON.
+    const fs::path index_file = dir.path / std::string(io::checkpoint_index_name);
+    const std::string good = read_bytes(index_file);
+    std::string edited = good;
+    edited.replace(edited.find("gelu"), 4, "relu");
+    write_bytes(index_file, edited);
+    expect_error([&] { io::verify_checkpoint(dir.path); }, {index_file.string(), "checksum mismatch"});
+    write_bytes(index_file, good);
+
+    // A shard whose checksum was removed, under an index that has one.
+    auto f = io::SafetensorsFile::open(cache);
+    std::vector<std::pair<std::string, Tensor>> tensors;
+    for (const auto& name : f.names()) tensors.emplace_back(name, f.get(name));
+    auto meta = f.metadata();
+    meta.erase("nnx.checksum");
+    io::save_safetensors(cache, tensors, meta);
+    expect_error([&] { io::verify_checkpoint(dir.path); }, {cache.string(), "no \"nnx.checksum\"", "has one"});
+  }
+  SECTION("a checkpoint saved without checksums (as before they existed) loads; nothing to verify") {
+    for (std::size_t max_shard : {kBigShard, kSmallShard}) {
+      TempDir dir;
+      io::CheckpointOptions o = shards(max_shard);
+      o.checksums = false;
+      io::save_checkpoint(dir.path, state, {}, nullptr, o);
+      CHECK(io::checkpoint_metadata(dir.path).count("nnx.checksum") == 0);
+      CHECK(io::restore_checkpoint(dir.path, target, verify) == state);
+      const auto v = io::verify_checkpoint(dir.path);
+      CHECK(v.files_verified == 0);
+      CHECK(v.files_without_checksum == expected_files(dir.path).size());
+    }
+  }
 }

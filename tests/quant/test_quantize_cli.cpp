@@ -1,8 +1,11 @@
 // examples/quantize, run as a user runs it, and its serve checkpoints run by examples/generate
-// (and examples/serve_batch, whose own tests cover the rest of its interface).
+// (and examples/serve_batch, whose own tests cover the rest of its interface); quantize never
+// destroys a Hugging Face directory or its own input without --force (issue 14).
 #include <catch2/catch.hpp>
 
 #include <algorithm>
+#include <filesystem>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -37,6 +40,21 @@ void check_error(const test_support::CommandResult& r, const std::string& needle
   CHECK(r.out.empty());
   CHECK(std::count(r.err.begin(), r.err.end(), '\n') == 1);
   CHECK(r.err.find(needle) != std::string::npos);
+}
+
+// Every file of a directory, name -> bytes.
+std::map<std::string, std::string> snapshot(const std::filesystem::path& dir) {
+  std::map<std::string, std::string> out;
+  for (const auto& e : std::filesystem::directory_iterator(dir))
+    out[e.path().filename().string()] = io_test::read_bytes(e.path());
+  return out;
+}
+
+// A copy of a reference fixture that a test may let quantize write into.
+std::filesystem::path copy_fixture(const io_test::TempDir& tmp, const std::string& name) {
+  const std::filesystem::path dir = tmp / name;
+  std::filesystem::copy(fixture::dir(name), dir);
+  return dir;
 }
 
 }  // namespace
@@ -105,6 +123,66 @@ TEST_CASE("quantize reports bad arguments on one line with exit code 2", "[quant
   check_error(quantize("--in " + (tmp / "missing").string() + " --out " + (tmp / "x").string()), "missing");
   REQUIRE(quantize("--in " + in + " --out " + (tmp / "q").string()).code == 0);
   check_error(quantize("--in " + (tmp / "q").string() + " --out " + (tmp / "q2").string()), "already quantized");
+}
+
+TEST_CASE("quantize refuses an --out holding a Hugging Face model, or equal to --in, and changes nothing",
+          "[quant][cli]") {
+  io_test::TempDir tmp;
+  const std::string in = fixture::dir("gpt2_tiny").string();
+  const auto hf = copy_fixture(tmp, "gpt2_tiny");
+  const auto hf_sharded = copy_fixture(tmp, "llama_sharded");
+  const auto before = snapshot(hf), before_sharded = snapshot(hf_sharded);
+
+  // --out at a Hugging Face directory: quantizing over it would replace model.safetensors and
+  // keep config.json, which every loader then reads as the (gone) Hugging Face model.
+  check_error(quantize("--in " + in + " --out " + hf.string()), "holds config.json");
+  check_error(quantize("--in " + in + " --out " + hf.string() + " --scheme weight-only --include-head"),
+              "model.safetensors without \"nnx.format\"");
+  check_error(quantize("--in " + fixture::dir("llama_tiny").string() + " --out " + hf_sharded.string()),
+              "model.safetensors.index.json without \"nnx.format\"");
+  // --out = --in, however spelled.
+  for (const std::string& out : {hf.string(), hf.string() + "/", (tmp.path / "." / "gpt2_tiny").string()})
+    check_error(quantize("--in " + hf.string() + " --out " + out), "is the --in directory");
+  std::filesystem::create_directory_symlink(hf, tmp / "link");
+  check_error(quantize("--in " + (tmp / "link").string() + " --out " + hf.string()), "is the --in directory");
+
+  // Every file is as it was, byte for byte, and nothing was added.
+  CHECK(snapshot(hf) == before);
+  CHECK(snapshot(hf_sharded) == before_sharded);
+  const auto g = generate("--model " + hf.string() + " --prompt-ids 1,2,3 --max-new-tokens 2");
+  INFO("generate stderr: " << g.err);
+  CHECK(g.code == 0);
+}
+
+TEST_CASE("quantize --force replaces a Hugging Face directory whole, in place too", "[quant][cli]") {
+  io_test::TempDir tmp;
+  const auto e = fixture::expected("gpt2_tiny");
+  const auto hf = copy_fixture(tmp, "gpt2_tiny");
+  const auto q = quantize("--in " + hf.string() + " --out " + hf.string() + " --scheme weight-only --force");
+  INFO("stderr: " << q.err);
+  REQUIRE(q.code == 0);
+  // No config.json is left to make loaders read the native checkpoint as Hugging Face; the
+  // files quantize does not own stay.
+  const auto files = snapshot(hf);
+  CHECK(files.count("config.json") == 0);
+  CHECK(files.count("model.safetensors") == 1);
+  CHECK(files.count("expected.safetensors") == 1);
+  CHECK(files.size() == 2);
+  CHECK(nnx::io::checkpoint_metadata(hf).at("nnx.format") == "nnx.checkpoint/1");
+  // generate loads it as the int8 checkpoint it is, with PyTorch's greedy tokens (weight-only).
+  const auto g = generate("--model " + hf.string() + " --prompt-ids " + join(e.prompt, ",") + " --max-new-tokens " +
+                          std::to_string(e.greedy.size()));
+  INFO("generate stderr: " << g.err);
+  REQUIRE(g.code == 0);
+  CHECK(g.out == join(e.greedy, " ") + "\n");
+
+  // A sharded Hugging Face --out: its index and shards go too.
+  const auto sharded = copy_fixture(tmp, "llama_sharded");
+  REQUIRE(quantize("--in " + fixture::dir("llama_tiny").string() + " --out " + sharded.string() + " --force").code == 0);
+  CHECK(snapshot(sharded).size() == 2);  // model.safetensors and expected.safetensors
+  const auto lg = generate("--model " + sharded.string() + " --prompt-ids 1,2,3 --max-new-tokens 2");
+  INFO("generate stderr: " << lg.err);
+  CHECK(lg.code == 0);
 }
 
 #endif

@@ -17,14 +17,20 @@
 //   Model m = nnx::merge(graphdef, restored);  // tensors are views of the mapped files
 //
 // Saving is crash-safe: a crash at any point leaves the previous checkpoint or the new one,
-// never a mix (one writer per directory at a time). Every problem found while restoring is an
-// nnx::CheckpointError naming the file, the leaf, and what was expected versus found.
+// never a mix (one writer per directory at a time). A save never replaces what is not an nnx
+// checkpoint (a Hugging Face directory) unless told to. Every file carries a checksum:
+//
+//   nnx::io::verify_checkpoint("ckpt");  // throws CheckpointError naming a corrupt file
+//
+// Every problem found while restoring is an nnx::CheckpointError naming the file, the leaf,
+// and what was expected versus found.
 #pragma once
 
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <functional>
 #include <map>
@@ -61,6 +67,16 @@ struct CheckpointOptions {
   // Tensor bytes per file (headers not counted). A state above this is split into shards
   // filled in state order; a tensor larger than this gets a shard of its own.
   std::size_t max_shard_bytes = std::size_t{2} << 30;  // 2 GiB
+  // Store an "nnx.checksum" (XXH64 of the file's contents) in every file, which
+  // verify_checkpoint and RestoreOptions::verify_checksums check. One extra pass over the
+  // tensors in memory at ~8 GB/s: about 6% of a save measured on the development machine
+  // (docs/checkpoint-format.md, section 2, Checksums).
+  bool checksums = true;
+  // A directory holding something other than an nnx checkpoint (a Hugging Face config.json,
+  // or a model.safetensors or index without "nnx.format") is refused with a CheckpointError.
+  // true: delete those files first (weights, then config.json), then save as into an empty
+  // directory. This is not atomic: a crash in between leaves no loadable model, never a mix.
+  bool overwrite_foreign = false;
   // For tests: called before each durable step of the save with its name ("temp <file>",
   // "renamed <file>", "commit", "committed"). Throwing from it simulates a crash there: the
   // save stops at once and cleans nothing up.
@@ -77,6 +93,17 @@ struct RestoreOptions {
   LeafFilter filter;
   // When valid(), the graphdef stored in the checkpoint must equal this one.
   GraphDef<> graphdef;
+  // Check the "nnx.checksum" of every file the restore reads (the index or model.safetensors,
+  // and the shards it opens) before returning; a mismatch is a CheckpointError naming the
+  // file. Reads every byte of those files once more. Files saved without checksums pass.
+  bool verify_checksums = false;
+};
+
+// What verify_checkpoint checked.
+struct CheckpointVerification {
+  std::size_t files_verified = 0;          // files whose "nnx.checksum" matched their contents
+  std::size_t files_without_checksum = 0;  // files saved without one: nothing to verify there
+  std::uint64_t bytes_hashed = 0;          // tensor bytes read to verify them
 };
 
 namespace detail {
@@ -89,7 +116,181 @@ inline constexpr const char* key_kinds = "nnx.kinds";
 inline constexpr const char* key_axes = "nnx.axes";
 inline constexpr const char* key_graphdef = "nnx.graphdef";
 inline constexpr const char* key_config = "nnx.config";
+inline constexpr const char* key_checksum = "nnx.checksum";
 inline constexpr std::uint64_t max_index_bytes = safetensors_default_max_header_bytes;
+// The file a Hugging Face directory is recognized by (engine's read_model_config does).
+inline constexpr const char* hf_config_name = "config.json";
+
+// XXH64 (xxHash's 64-bit hash, seed 0), streaming. Chosen for checksums because portable
+// C++ runs it at memory speed (8 GB/s, measured in docs/checkpoint-format.md): a save
+// already reads every byte to write it, and a checksum must not make it noticeably slower.
+// Software CRC32C is several times slower and its fast form needs SSE4.2 intrinsics, which
+// belong in kernels/; SHA-256 is 20-40x slower in portable code, and collision resistance is
+// not the point (detecting corruption is). Same results as the reference `xxhsum -H64`.
+class Xxh64 {
+ public:
+  void update(const void* data, std::size_t n) noexcept {
+    const auto* p = static_cast<const unsigned char*>(data);
+    total_ += n;
+    if (buffered_ + n < 32) {
+      if (n) std::memcpy(buf_ + buffered_, p, n);
+      buffered_ += n;
+      return;
+    }
+    if (buffered_) {
+      const std::size_t fill = 32 - buffered_;
+      std::memcpy(buf_ + buffered_, p, fill);
+      stripe(buf_);
+      p += fill;
+      n -= fill;
+      buffered_ = 0;
+    }
+    for (; n >= 32; p += 32, n -= 32) stripe(p);
+    if (n) std::memcpy(buf_, p, n);
+    buffered_ = n;
+  }
+  void update_u64(std::uint64_t v) noexcept {
+    unsigned char b[8];
+    for (int i = 0; i < 8; ++i) b[i] = static_cast<unsigned char>(v >> (8 * i));  // little-endian
+    update(b, 8);
+  }
+  // Length, then bytes: a string boundary cannot move without changing the hash.
+  void update_string(std::string_view s) noexcept {
+    update_u64(s.size());
+    update(s.data(), s.size());
+  }
+
+  std::uint64_t digest() const noexcept {
+    std::uint64_t h;
+    if (total_ >= 32) {
+      h = rotl(v_[0], 1) + rotl(v_[1], 7) + rotl(v_[2], 12) + rotl(v_[3], 18);
+      for (std::uint64_t v : v_) h = (h ^ round(0, v)) * p1 + p4;
+    } else {
+      h = p5;  // seed 0 + PRIME64_5
+    }
+    h += total_;
+    const unsigned char* p = buf_;
+    std::size_t n = buffered_;
+    for (; n >= 8; p += 8, n -= 8) h = rotl(h ^ round(0, read64(p)), 27) * p1 + p4;
+    if (n >= 4) {
+      h = rotl(h ^ (read32(p) * p1), 23) * p2 + p3;
+      p += 4;
+      n -= 4;
+    }
+    for (; n > 0; ++p, --n) h = rotl(h ^ (*p * p5), 11) * p1;
+    h ^= h >> 33;
+    h *= p2;
+    h ^= h >> 29;
+    h *= p3;
+    h ^= h >> 32;
+    return h;
+  }
+
+ private:
+  static constexpr std::uint64_t p1 = 0x9E3779B185EBCA87ull, p2 = 0xC2B2AE3D27D4EB4Full, p3 = 0x165667B19E3779F9ull,
+                                 p4 = 0x85EBCA77C2B2AE63ull, p5 = 0x27D4EB2F165667C5ull;
+  static std::uint64_t rotl(std::uint64_t x, int r) noexcept { return (x << r) | (x >> (64 - r)); }
+  static std::uint64_t round(std::uint64_t acc, std::uint64_t in) noexcept { return rotl(acc + in * p2, 31) * p1; }
+  static std::uint64_t read64(const unsigned char* p) noexcept {
+    std::uint64_t v;
+    std::memcpy(&v, p, 8);  // little-endian host (asserted in safetensors.hpp)
+    return v;
+  }
+  static std::uint64_t read32(const unsigned char* p) noexcept {
+    std::uint32_t v;
+    std::memcpy(&v, p, 4);
+    return v;
+  }
+  void stripe(const unsigned char* p) noexcept {
+    for (int i = 0; i < 4; ++i) v_[i] = round(v_[i], read64(p + 8 * i));
+  }
+
+  std::uint64_t v_[4] = {p1 + p2, p2, 0, 0 - p1};
+  unsigned char buf_[32] = {};
+  std::size_t buffered_ = 0;
+  std::uint64_t total_ = 0;
+};
+
+inline std::string checksum_text(std::uint64_t h) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "xxh64:%016llx", static_cast<unsigned long long>(h));
+  return buf;
+}
+
+// The metadata part of a checksum: every entry but the checksum itself, in key order.
+inline void hash_metadata(Xxh64& h, const std::map<std::string, std::string>& metadata) {
+  h.update_u64(metadata.size() - metadata.count(key_checksum));
+  for (const auto& [k, v] : metadata) {
+    if (k == key_checksum) continue;
+    h.update_string(k);
+    h.update_string(v);
+  }
+}
+
+// One tensor of a file as its checksum sees it.
+struct HashedTensor {
+  std::string_view name;
+  DType dtype;
+  const Shape* shape;
+  const void* data;
+  std::size_t nbytes;
+};
+
+// The checksum of one safetensors file of a checkpoint: what a reader gets from it (the
+// metadata but "nnx.checksum", and each tensor's name, dtype, shape and bytes, in name
+// order), independent of JSON spacing and data layout. See docs/checkpoint-format.md.
+inline std::uint64_t file_checksum(const std::map<std::string, std::string>& metadata,
+                                   std::vector<HashedTensor> tensors) {
+  std::sort(tensors.begin(), tensors.end(), [](const HashedTensor& a, const HashedTensor& b) { return a.name < b.name; });
+  Xxh64 h;
+  h.update_string("nnx.safetensors");
+  hash_metadata(h, metadata);
+  h.update_u64(tensors.size());
+  for (const HashedTensor& t : tensors) {
+    h.update_string(t.name);
+    h.update_string(safetensors_dtype_name(t.dtype));
+    h.update_u64(static_cast<std::uint64_t>(t.shape->rank()));
+    for (std::int64_t d : *t.shape) h.update_u64(static_cast<std::uint64_t>(d));
+    h.update_u64(t.nbytes);
+    h.update(t.data, t.nbytes);
+  }
+  return h.digest();
+}
+
+inline std::uint64_t file_checksum(const std::map<std::string, std::string>& metadata,
+                                   std::span<const std::pair<std::string, Tensor>> tensors) {
+  std::vector<HashedTensor> v;
+  v.reserve(tensors.size());
+  for (const auto& [name, t] : tensors) v.push_back({name, t.dtype(), &t.shape(), t.raw_data(), t.nbytes()});
+  return file_checksum(metadata, std::move(v));
+}
+
+// The checksum of an index: its metadata (numbers as their JSON text, as the reader holds
+// them) and its weight_map, both in key order.
+inline std::uint64_t index_checksum(const std::map<std::string, std::string>& metadata,
+                                    const std::map<std::string, std::string>& weight_map) {
+  Xxh64 h;
+  h.update_string("nnx.index");
+  hash_metadata(h, metadata);
+  h.update_u64(weight_map.size());
+  for (const auto& [tensor, file] : weight_map) {
+    h.update_string(tensor);
+    h.update_string(file);
+  }
+  return h.digest();
+}
+
+// Compares a file's stored checksum with the one computed from what it holds.
+inline void check_checksum(const fs::path& file, const std::string& stored, std::uint64_t computed) {
+  const std::string found = checksum_text(computed);
+  if (!stored.starts_with("xxh64:") || stored.size() != found.size() ||
+      stored.find_first_not_of("0123456789abcdef", 6) != std::string::npos)
+    file_error(file, std::string("\"") + key_checksum + "\" is \"" + stored +
+                         "\", expected \"xxh64:\" and 16 lowercase hex digits");
+  if (stored != found)
+    file_error(file, std::string("checksum mismatch: \"") + key_checksum + "\" says " + stored +
+                         ", the contents hash to " + found + " (the file was modified or is corrupt)");
+}
 
 // "model-00002-of-00005.safetensors" (with "-<tag>" before the extension when given).
 inline std::string shard_name(std::size_t i, std::size_t n, const std::string& tag) {
@@ -134,9 +335,10 @@ inline std::string read_small_file(const fs::path& file, std::uint64_t limit) {
 
 // The checkpoint in a directory: where its metadata and each tensor live. Shards are opened
 // (mapped and validated) when first needed, so a partial restore reads only what it uses.
+// With `verify`, every file is checked against its "nnx.checksum" when it is opened.
 class CheckpointReader {
  public:
-  explicit CheckpointReader(const fs::path& dir) : dir_(dir) {
+  explicit CheckpointReader(const fs::path& dir, bool verify = false) : dir_(dir), verify_(verify) {
     std::error_code ec;
     const fs::path index = dir / checkpoint_index_name;
     const fs::path single = dir / checkpoint_file_name;
@@ -152,6 +354,7 @@ class CheckpointReader {
         weight_map_.emplace(name, std::string(checkpoint_file_name));
         names_.push_back(name);
       }
+      if (verify_) verify_file(*file);
       shards_.emplace(std::string(checkpoint_file_name), std::move(file));
     } else if (!fs::is_directory(dir, ec)) {
       file_error(dir, "no such checkpoint directory");
@@ -177,6 +380,12 @@ class CheckpointReader {
 
   // The tensor `name`, zero-copy from its (validated) shard.
   Tensor get(const std::string& name) { return shard(weight_map_.at(name)).get(name); }
+
+  // Opens (and, when verifying, checks) every shard.
+  void open_all() {
+    for (const auto& [file, names] : by_file_) shard(file);
+  }
+  const CheckpointVerification& verification() const noexcept { return verification_; }
 
   // A metadata entry holding JSON text, parsed; nullopt when absent.
   std::optional<nlohmann::json> json_entry(const char* key) const {
@@ -215,6 +424,39 @@ class CheckpointReader {
       by_file_[it->get<std::string>()].push_back(it.key());
       names_.push_back(it.key());
     }
+    if (!verify_) return;
+    auto sum = metadata_.find(key_checksum);
+    if (sum == metadata_.end()) {
+      ++verification_.files_without_checksum;
+      return;
+    }
+    check_checksum(metadata_file_, sum->second, index_checksum(metadata_, weight_map_));
+    ++verification_.files_verified;
+  }
+
+  void verify_file(const SafetensorsFile& f) {
+    auto sum = f.metadata().find(key_checksum);
+    if (sum == f.metadata().end()) {
+      // Checksums are all or nothing per save: a shard without one under an index with one
+      // was altered after the save.
+      if (metadata_file_ != f.path() && metadata_.count(key_checksum))
+        file_error(f.path(), std::string("no \"") + key_checksum + "\" in its metadata, but " +
+                                 metadata_file_.filename().string() + " has one (the shard was altered)");
+      ++verification_.files_without_checksum;
+      return;
+    }
+    std::vector<Tensor> held;  // keeps each view alive while it is hashed
+    std::vector<HashedTensor> hashed;
+    held.reserve(f.size());
+    hashed.reserve(f.size());
+    for (const std::string& name : f.names()) {
+      held.push_back(f.get(name));
+      const Tensor& t = held.back();
+      hashed.push_back({name, t.dtype(), &t.shape(), t.raw_data(), t.nbytes()});
+      verification_.bytes_hashed += t.nbytes();
+    }
+    check_checksum(f.path(), sum->second, file_checksum(f.metadata(), std::move(hashed)));
+    ++verification_.files_verified;
   }
 
   // Maps a shard on first use and checks it against the index: the same save, and exactly
@@ -241,10 +483,13 @@ class CheckpointReader {
     for (const std::string& name : by_file_[file])
       if (!f->contains(name))
         file_error(path, "no tensor '" + name + "', which " + metadata_file_.filename().string() + " places here");
+    if (verify_) verify_file(*f);
     return *shards_.emplace(file, std::move(f)).first->second;
   }
 
   fs::path dir_;
+  bool verify_ = false;
+  CheckpointVerification verification_;
   fs::path metadata_file_;
   std::map<std::string, std::string> metadata_;
   std::map<std::string, std::string> weight_map_;  // tensor -> file name
@@ -272,6 +517,60 @@ inline std::set<std::string> live_checkpoint_files(const fs::path& dir) {
     }
   }
   if (fs::exists(dir / checkpoint_file_name, ec)) out.insert(std::string(checkpoint_file_name));
+  return out;
+}
+
+// What in a directory is not an nnx checkpoint and would be lost or contradicted by saving
+// one there: a config.json (which makes loaders read the directory as Hugging Face), or a
+// committed model (the index, else model.safetensors) without "nnx.format".
+struct ForeignContent {
+  std::vector<std::string> found;  // one phrase per finding, for the error message
+  std::vector<fs::path> weights;   // foreign weight files a forced save deletes
+  bool config = false;             // config.json is there
+};
+
+inline ForeignContent foreign_content(const fs::path& dir) {
+  ForeignContent out;
+  std::error_code ec;
+  if (!fs::is_directory(dir, ec)) return out;
+  const fs::path config = dir / hf_config_name;
+  if (fs::exists(fs::symlink_status(config, ec))) {
+    out.config = true;
+    out.found.push_back(std::string(hf_config_name) + " (a Hugging Face model's config)");
+  }
+  const fs::path index = dir / checkpoint_index_name;
+  const fs::path single = dir / checkpoint_file_name;
+  if (fs::exists(fs::symlink_status(index, ec))) {
+    // The index decides what the directory holds; a model.safetensors beside it is hidden.
+    try {
+      const std::string text = read_small_file(index, max_index_bytes);
+      const nlohmann::json j = parse_json_strict(text.data(), text.data() + text.size(), index, "index");
+      const auto meta = j.is_object() ? j.find("metadata") : j.end();
+      if (meta != j.end() && meta->is_object() && meta->contains(key_format)) return out;
+      out.found.push_back(std::string(checkpoint_index_name) + " without \"" + key_format +
+                          "\" (not an nnx checkpoint's index)");
+      out.weights.push_back(index);
+      const auto map = j.is_object() ? j.find("weight_map") : j.end();
+      if (map != j.end() && map->is_object())
+        for (const auto& file : *map)
+          if (file.is_string() && is_plain_file_name(file.get<std::string>()) &&
+              file.get<std::string>().ends_with(".safetensors"))
+            out.weights.push_back(dir / file.get<std::string>());
+    } catch (const Error& e) {
+      out.found.push_back(std::string(checkpoint_index_name) + " that cannot be read (" + e.what() + ")");
+      out.weights.push_back(index);
+    }
+    if (fs::exists(fs::symlink_status(single, ec))) out.weights.push_back(single);
+  } else if (fs::exists(fs::symlink_status(single, ec))) {
+    try {
+      if (SafetensorsFile::open(single).metadata().count(key_format)) return out;
+      out.found.push_back(std::string(checkpoint_file_name) + " without \"" + key_format +
+                          "\" in its metadata (not an nnx checkpoint)");
+    } catch (const Error& e) {
+      out.found.push_back(std::string(checkpoint_file_name) + " that cannot be read (" + e.what() + ")");
+    }
+    out.weights.push_back(single);
+  }
   return out;
 }
 
@@ -348,13 +647,29 @@ inline void check_graphdef(const CheckpointReader& ckpt, const GraphDef<>& expec
 
 }  // namespace detail
 
+// What `dir` holds that is not an nnx checkpoint and that saving one there would destroy or
+// contradict, as a phrase for messages ("config.json (a Hugging Face model's config) and
+// model.safetensors without ..."): a config.json, which makes loaders read the directory as
+// Hugging Face, or a model.safetensors or index without "nnx.format". Empty when `dir` is
+// absent, holds no model, or holds an nnx checkpoint. save_checkpoint refuses a directory
+// where this is not empty (unless CheckpointOptions::overwrite_foreign); programs call it to
+// refuse a destination before doing the work of a save.
+inline std::string foreign_checkpoint_content(const std::filesystem::path& dir) {
+  const detail::ForeignContent foreign = detail::foreign_content(dir);
+  std::string what;
+  for (std::size_t i = 0; i < foreign.found.size(); ++i) what += (i ? " and " : "") + foreign.found[i];
+  return what;
+}
+
 // Saves `state` as a checkpoint in `dir` (created if needed), replacing the checkpoint there
 // atomically. `graphdef` (when valid()) and `config` (when not null) are stored too; read
 // them back with checkpoint_graphdef / checkpoint_config. Throws InvalidArgument before
-// writing anything if a leaf is abstract or undefined, CheckpointError naming the file if
-// writing fails. Files in `dir` named model*.safetensors, the index, and ".model*.tmp-*"
-// belong to the checkpoint: those the new save does not use are deleted; others are left
-// alone. One writer per directory at a time.
+// writing anything if a leaf is abstract or undefined; CheckpointError naming the directory,
+// before writing anything, if it holds a foreign model (see foreign_checkpoint_content;
+// options.overwrite_foreign replaces it); CheckpointError naming the file if writing fails.
+// Files in `dir` named model*.safetensors, the index, and ".model*.tmp-*" belong to the
+// checkpoint: those the new save does not use are deleted, including temp files of crashed
+// saves; others are left alone. One writer per directory at a time.
 inline void save_checkpoint(const std::filesystem::path& dir, const State& state, const GraphDef<>& graphdef = {},
                             const nlohmann::json& config = nullptr, const CheckpointOptions& options = {}) {
   namespace fs = std::filesystem;
@@ -409,6 +724,26 @@ inline void save_checkpoint(const std::filesystem::path& dir, const State& state
   // ---- the directory, and what the committed checkpoint in it uses ----
   fs::path d = dir.lexically_normal();
   if (!d.has_filename() && d.has_parent_path()) d = d.parent_path();  // "ckpt/" -> "ckpt"
+  if (!options.overwrite_foreign) {
+    const std::string foreign = foreign_checkpoint_content(d);
+    if (!foreign.empty())
+      detail::file_error(d, "holds " + foreign + "; saving an nnx checkpoint here would destroy or contradict it " +
+                                "(save elsewhere, or set CheckpointOptions::overwrite_foreign to replace it)");
+  } else {
+    // Weights first, config.json last: a crash in between leaves a config without weights,
+    // which no loader mistakes for a model, rather than foreign weights that look native.
+    const detail::ForeignContent foreign = detail::foreign_content(d);
+    for (const fs::path& f : foreign.weights)
+      if (::unlink(f.c_str()) != 0 && errno != ENOENT)
+        detail::file_error(f, "cannot remove it to replace it: " + io::detail::errno_message(errno));
+    if (!foreign.weights.empty()) io::detail::fsync_directory(d);
+    const fs::path config = d / detail::hf_config_name;
+    if (foreign.config) {
+      if (::unlink(config.c_str()) != 0 && errno != ENOENT)
+        detail::file_error(config, "cannot remove it to replace the model: " + io::detail::errno_message(errno));
+      io::detail::fsync_directory(d);
+    }
+  }
   std::error_code ec;
   const bool created = fs::create_directories(d, ec);
   if (ec) detail::file_error(d, "cannot create directory: " + ec.message());
@@ -434,6 +769,7 @@ inline void save_checkpoint(const std::filesystem::path& dir, const State& state
     // removing the index is.
     std::error_code exists_ec;
     const bool index_live = fs::exists(index, exists_ec);
+    if (options.checksums) metadata[detail::key_checksum] = detail::checksum_text(detail::file_checksum(metadata, tensors));
     io::detail::save_safetensors_impl(d / names[0], tensors, metadata, [&](const std::string& event) {
       emit_event(options, event);
       if (!index_live && event.starts_with("temp ")) emit_event(options, "commit");
@@ -448,6 +784,7 @@ inline void save_checkpoint(const std::filesystem::path& dir, const State& state
     const std::map<std::string, std::string> shard_metadata{{detail::key_format, std::string(checkpoint_format)},
                                                             {detail::key_save_id, save_id}};
     nlohmann::ordered_json weight_map = nlohmann::ordered_json::object();
+    std::map<std::string, std::string> hashed_map;  // weight_map as a reader holds it
     std::uint64_t total = 0;
     for (std::size_t s = 0; s < n; ++s) {
       std::vector<std::pair<std::string, Tensor>> part;
@@ -455,13 +792,22 @@ inline void save_checkpoint(const std::filesystem::path& dir, const State& state
       for (std::size_t i : shards[s]) {
         part.push_back(tensors[i]);
         weight_map[tensors[i].first] = names[s];
+        hashed_map[tensors[i].first] = names[s];
         total += tensors[i].second.nbytes();
       }
-      io::detail::save_safetensors_impl(d / names[s], part, shard_metadata, options.on_event);
+      std::map<std::string, std::string> part_metadata = shard_metadata;
+      if (options.checksums)
+        part_metadata[detail::key_checksum] = detail::checksum_text(detail::file_checksum(part_metadata, part));
+      io::detail::save_safetensors_impl(d / names[s], part, part_metadata, options.on_event);
     }
     nlohmann::ordered_json index_meta = nlohmann::ordered_json::object();
     index_meta["total_size"] = total;
     for (const auto& [k, v] : metadata) index_meta[k] = v;
+    if (options.checksums) {
+      std::map<std::string, std::string> hashed_meta = metadata;
+      hashed_meta["total_size"] = std::to_string(total);  // a number, read back as its JSON text
+      index_meta[detail::key_checksum] = detail::checksum_text(detail::index_checksum(hashed_meta, hashed_map));
+    }
     const std::string text = nlohmann::ordered_json{{"metadata", index_meta}, {"weight_map", weight_map}}.dump(2) + "\n";
     emit_event(options, "commit");
     io::detail::write_file_atomically(
@@ -481,11 +827,12 @@ inline void save_checkpoint(const std::filesystem::path& dir, const State& state
 // a file is missing or corrupt; a target leaf has no tensor; a tensor has another dtype or
 // shape; the stored kind differs; a leaf is a QTensor on one side and a Tensor on the other,
 // or has another number of scales; the checkpoint holds a tensor the target lacks (unless
-// options.filter is set); options.graphdef is valid and differs from the stored graphdef.
+// options.filter is set); options.graphdef is valid and differs from the stored graphdef;
+// options.verify_checksums is set and a file it reads does not match its "nnx.checksum".
 inline State restore_checkpoint(const std::filesystem::path& dir, const State& target,
                                 const RestoreOptions& options = {}) {
   using detail::file_error;
-  detail::CheckpointReader ckpt(dir);
+  detail::CheckpointReader ckpt(dir, options.verify_checksums);
   if (options.graphdef.valid()) detail::check_graphdef(ckpt, options.graphdef);
   const auto kinds = ckpt.json_entry(detail::key_kinds);
   if (!kinds || !kinds->is_object())
@@ -568,6 +915,19 @@ State restore_checkpoint(const std::filesystem::path& dir, const State& target, 
   options.filter = [&filter](const Path& p, const VariableState& v) { return static_cast<bool>(filter(p, v)); };
   options.graphdef = graphdef;
   return restore_checkpoint(dir, target, options);
+}
+
+// Checks the checkpoint in `dir` against its checksums: opens the index or model.safetensors
+// and every shard (each passing restore's file checks: format, safetensors structure, save
+// id, the tensors the index places there) and recomputes every file's "nnx.checksum".
+// Throws CheckpointError naming the first bad file and, for a mismatch, the stored versus the
+// computed checksum. A checkpoint saved without checksums (before they existed, or with
+// CheckpointOptions::checksums off) passes with files_verified == 0: read
+// files_without_checksum to tell "verified" from "nothing to verify".
+inline CheckpointVerification verify_checkpoint(const std::filesystem::path& dir) {
+  detail::CheckpointReader ckpt(dir, /*verify=*/true);
+  ckpt.open_all();
+  return ckpt.verification();
 }
 
 // The graphdef stored in the checkpoint. Throws CheckpointError if there is none or it is
