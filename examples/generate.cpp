@@ -1,7 +1,10 @@
 // generate — greedy decoding from a Hugging Face directory or a native nnxcpp checkpoint.
 //
-//   generate --model PATH --prompt-ids 1,2,3 --max-new-tokens 16 [--dump-logits FILE]
+//   generate --model PATH --prompt-ids 1,2,3 --max-new-tokens 16 [--dump-logits FILE] [--verify]
 //   generate --help
+//
+// --verify recomputes a native checkpoint's per-file checksums before loading (exit 2 on a
+// mismatch, naming the file, or when there is nothing to verify).
 //
 // Prints the generated token ids, space-separated, on one line of stdout (and nothing else
 // there). --dump-logits writes the prompt's full-sequence logits as a safetensors file with
@@ -24,6 +27,7 @@
 #include <vector>
 
 #include <nnx/core.hpp>
+#include <nnx/engine/engine.hpp>
 #include <nnx/io/checkpoint.hpp>
 #include <nnx/io/huggingface.hpp>
 #include <nnx/io/safetensors.hpp>
@@ -33,7 +37,7 @@
 namespace {
 
 constexpr const char* kUsage =
-    "usage: generate --model PATH --prompt-ids 1,2,3 --max-new-tokens N [--dump-logits FILE]\n"
+    "usage: generate --model PATH --prompt-ids 1,2,3 --max-new-tokens N [--dump-logits FILE] [--verify]\n"
     "Greedy decoding from a Hugging Face directory or a native nnxcpp checkpoint (gpt2, llama).\n"
     "Prints the generated token ids on one line; errors are one line on stderr, exit code 2.\n";
 
@@ -47,6 +51,7 @@ struct Args {
   std::int64_t max_new_tokens = -1;
   std::string dump_logits;
   bool help = false;
+  bool verify = false;
 };
 
 // "1,2,3": every item between commas must be an id ("1,2," and "1,,2" are errors).
@@ -77,6 +82,10 @@ Args parse_args(int argc, char** argv) {
     if (flag == "--help" || flag == "-h") {
       a.help = true;
       return a;
+    }
+    if (flag == "--verify") {
+      a.verify = true;
+      continue;
     }
     if (i + 1 >= argc) throw UsageError(flag + ": missing value");
     const std::string value = argv[++i];
@@ -180,6 +189,7 @@ int main(int argc, char** argv) {
       return 0;
     }
     if (!std::filesystem::exists(args.model)) throw nnx::InvalidArgument(args.model.string() + ": no such path");
+    if (args.verify) (void)nnx::verify_model_files(args.model);
     const bool hugging_face = std::filesystem::exists(args.model / "config.json");
     const nlohmann::json config = hugging_face ? nnx::io::HfCheckpoint::open(args.model).config()
                                                : nnx::io::checkpoint_config(args.model);

@@ -18,6 +18,8 @@
 //                             (default 512)
 //   --threads N               threads for the kernels (default: NNX_NUM_THREADS, else 1);
 //                             changes speed only, never tokens
+//   --verify                  recompute a native checkpoint's per-file checksums before
+//                             loading (exit 2 on a mismatch, or when there is nothing to verify)
 //   --help                    this text
 //
 // A request line (only "prompt_ids" is required; unknown keys are ignored, with one warning
@@ -125,7 +127,7 @@ using nlohmann::json;
 
 constexpr const char* kUsage =
     "usage: serve_batch --model PATH --requests FILE --slots B [--max-target-length N]\n"
-    "                   [--max-prefill-length N] [--threads N]\n"
+    "                   [--max-prefill-length N] [--threads N] [--verify]\n"
     "Runs the JSON-lines requests of FILE (\"-\": stdin) over B decode slots with continuous\n"
     "batching; one JSON line per finished request on stdout, progress and a summary on stderr.\n"
     "A request line: {\"id\": \"a\", \"prompt_ids\": [1,2,3], \"max_new_tokens\": 16,\n"
@@ -145,6 +147,7 @@ struct Args {
   std::int64_t max_prefill_length = 512;
   int threads = 0;  // 0: leave the thread count as it is
   bool help = false;
+  bool verify = false;
 };
 
 std::int64_t parse_int(const std::string& flag, const std::string& value, std::int64_t min) {
@@ -167,6 +170,10 @@ Args parse_args(int argc, char** argv) {
     if (flag == "--help" || flag == "-h") {
       a.help = true;
       return a;
+    }
+    if (flag == "--verify") {
+      a.verify = true;
+      continue;
     }
     if (flag != "--model" && flag != "--requests" && flag != "--slots" && flag != "--max-target-length" &&
         flag != "--max-prefill-length" && flag != "--threads")
@@ -491,6 +498,7 @@ int main(int argc, char** argv) {
     }
     if (args.threads > 0) nnx::set_num_threads(args.threads);
     const std::vector<std::string> lines = read_lines(args.requests);
+    if (args.verify) (void)nnx::verify_model_files(args.model);
     const nlohmann::json config = nnx::read_model_config(args.model);
     return nnx::with_model_type(config, args.model.string(), [&]<class Model, class Config>() {
       return run<Model, Config>(args, config, lines);

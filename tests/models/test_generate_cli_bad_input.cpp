@@ -14,6 +14,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <nnx/io/checkpoint.hpp>
 #include <nnx/io/huggingface.hpp>
 #include <nnx/io/safetensors.hpp>
 #include <nnx/models.hpp>
@@ -120,6 +121,27 @@ TEST_CASE("generate: configs that overflow or make no sense are rejected naming 
     nnx::io::save_safetensors(dir / "model.safetensors", {});  // the config is refused before any weight is read
     check_error(generate("--model " + dir.string() + " --prompt-ids 1 --max-new-tokens 1"), needle);
   }
+}
+
+TEST_CASE("generate --verify checks a native checkpoint's checksums before loading", "[cli][generate][verify]") {
+  io_test::TempDir tmp;
+  auto model = fixture::load<nnx::Gpt2, nnx::Gpt2Config>("gpt2_tiny", nnx::Mode::train);
+  auto [graphdef, params] = nnx::split(model, nnx::of<nnx::Param>);
+  const fs::path ckpt = tmp / "ckpt";
+  nnx::io::save_checkpoint(ckpt, params, graphdef, model.config.to_json());
+  const std::string args = " --prompt-ids 1,2,3 --max-new-tokens 3";
+  const auto plain = generate("--model " + ckpt.string() + args);
+  const auto verified = generate("--model " + ckpt.string() + args + " --verify");
+  INFO("stderr: " << verified.err);
+  CHECK(verified.code == 0);
+  CHECK(verified.out == plain.out);
+
+  // One flipped bit in the last tensor byte: the unverified run still loads it, --verify refuses.
+  std::string bytes = io_test::read_bytes(ckpt / "model.safetensors");
+  bytes.back() = static_cast<char>(bytes.back() ^ 0x01);
+  io_test::write_bytes(ckpt / "model.safetensors", bytes);
+  check_error(generate("--model " + ckpt.string() + args + " --verify"), "model.safetensors");
+  check_error(generate("--model " + fixture::dir("gpt2_tiny").string() + args + " --verify"), "no checksums");
 }
 
 #endif  // NNX_GENERATE_BIN

@@ -93,6 +93,20 @@ inline nlohmann::json read_model_config(const std::filesystem::path& path) {
   return io::checkpoint_config(path);
 }
 
+// What the programs' --verify does before loading: recomputes a native checkpoint's
+// per-file checksums (io::verify_checkpoint; a mismatch is a CheckpointError naming the
+// file). A path with nothing to verify (a Hugging Face directory, or a checkpoint saved
+// without checksums) is InvalidArgument: the caller asked for a guarantee it cannot have.
+inline io::CheckpointVerification verify_model_files(const std::filesystem::path& path) {
+  if (std::filesystem::exists(path / "config.json"))
+    throw InvalidArgument(path.string() + ": --verify: a Hugging Face directory carries no checksums");
+  const io::CheckpointVerification v = io::verify_checkpoint(path);
+  if (v.files_verified == 0 || v.files_without_checksum > 0)
+    throw InvalidArgument(path.string() + ": --verify: " + std::to_string(v.files_without_checksum) +
+                          " file(s) saved without checksums, nothing to verify them against");
+  return v;
+}
+
 template <EngineModel Model>
 class Engine {
  public:
