@@ -29,7 +29,7 @@ void BM_AttendDecode(benchmark::State& state) {
   AttendFn fn = &nnx::kernels::ref::attend_f32;
 #if NNX_KERNELS_X86_DISPATCH
   if (tier == 1) {
-    if (!nnx::kernels::cpu_has_avx2_fma()) return state.SkipWithError("no AVX2 on this CPU");
+    if (!nnx::kernels::isa_supported(nnx::kernels::Isa::avx2)) return state.SkipWithError("no AVX2 on this CPU");
     fn = &nnx::kernels::avx2::attend_f32;
   }
 #else

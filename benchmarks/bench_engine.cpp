@@ -66,8 +66,8 @@
 #include <nnx/engine.hpp>
 #include <nnx/models.hpp>
 
-#if __has_include(<nnx/kernels/parallel.hpp>)
-#include <nnx/kernels/parallel.hpp>
+#if __has_include(<nnx/ops/threads.hpp>)
+#include <nnx/ops/threads.hpp>
 #define NNX_BENCH_HAS_THREADS 1
 #else
 #define NNX_BENCH_HAS_THREADS 0

@@ -22,7 +22,7 @@
 #include <Eigen/Dense>
 #include <cstdint>
 #include <nnx/kernels/gemm.hpp>
-#include <nnx/kernels/parallel.hpp>
+#include <nnx/ops/threads.hpp>
 #include <random>
 #include <vector>
 

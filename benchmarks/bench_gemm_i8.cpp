@@ -25,7 +25,7 @@
 #include <cstring>
 #include <nnx/kernels/gemm.hpp>
 #include <nnx/kernels/gemm_i8.hpp>
-#include <nnx/kernels/parallel.hpp>
+#include <nnx/ops/threads.hpp>
 #include <nnx/kernels/quantize.hpp>
 #include <random>
 #include <vector>

@@ -25,6 +25,7 @@
 #include <nnx/engine.hpp>
 #include <nnx/io/checkpoint.hpp>
 #include <nnx/kernels.hpp>
+#include <nnx/ops/threads.hpp>
 #include <nnx/models.hpp>
 
 namespace {
@@ -111,7 +112,7 @@ int main(int argc, char** argv) {
     }
     if (argc % 2 == 0) throw nnx::InvalidArgument(std::string(argv[argc - 1]) + ": missing value");
     std::printf("nnxcpp engine demo  (kernels: %s, %d thread%s)\n\n",
-                nnx::kernels::cpu_has_avx2_fma() ? "AVX2+FMA" : "portable", nnx::num_threads(),
+                std::string(nnx::kernels::isa_name()).c_str(), nnx::num_threads(),
                 nnx::num_threads() == 1 ? "" : "s");
 
     // 1. A small GPT-2: 4 layers, d_model 256, 8 heads, 4096-token vocabulary, 256 positions.

@@ -116,7 +116,7 @@
 
 #include <nnx/core.hpp>
 #include <nnx/engine.hpp>
-#include <nnx/kernels/parallel.hpp>
+#include <nnx/ops/threads.hpp>
 #include <nnx/models.hpp>
 #include <nnx/quant/config.hpp>
 

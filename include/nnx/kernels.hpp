@@ -1,7 +1,7 @@
 // nnx/kernels.hpp — the kernels layer: compute on raw row-major float buffers, no Tensor.
-// Matrix products (AVX2+FMA when the CPU has it, chosen at run time, else portable),
-// softmax, LayerNorm / RMSNorm, GELU / SiLU / SwiGLU, rotary embeddings, bias and sums, and
-// the thread pool that GEMM and attention split their work over (nnx::set_num_threads).
+// Matrix products, attention, softmax, LayerNorm / RMSNorm, GELU / SiLU / SwiGLU, rotary
+// embeddings, bias and sums, each in the best instruction-set tier the CPU has
+// (nnx/kernels/isa.hpp), and the thread pool they split their work over.
 // Kernels never throw; nnx/ops.hpp wraps them with shape and dtype checks.
 //
 //   nnx::kernels::gemm_f32(M, N, K, a, K, b, N, c, N);
@@ -10,10 +10,10 @@
 
 #include "nnx/kernels/activation.hpp"
 #include "nnx/kernels/attention.hpp"
-#include "nnx/kernels/cpu.hpp"
 #include "nnx/kernels/elementwise.hpp"
 #include "nnx/kernels/gemm.hpp"
 #include "nnx/kernels/gemm_i8.hpp"
+#include "nnx/kernels/isa.hpp"
 #include "nnx/kernels/norm.hpp"
 #include "nnx/kernels/parallel.hpp"
 #include "nnx/kernels/quantize.hpp"

@@ -16,3 +16,4 @@
 #include "nnx/ops/norm.hpp"
 #include "nnx/ops/rope.hpp"
 #include "nnx/ops/softmax.hpp"
+#include "nnx/ops/threads.hpp"

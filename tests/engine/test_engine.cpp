@@ -11,7 +11,7 @@
 
 #include <nnx/engine.hpp>
 #include <nnx/io/checkpoint.hpp>
-#include <nnx/kernels/parallel.hpp>
+#include <nnx/ops/threads.hpp>
 #include <nnx/models.hpp>
 
 #include "../io/io_test_util.hpp"

@@ -76,7 +76,7 @@ TEST_CASE("attend_f32 (portable) matches a double reference", "[kernels][attenti
 
 TEST_CASE("attend_f32 (AVX2) matches a double reference and the portable kernel", "[kernels][attention][avx2]") {
 #if NNX_KERNELS_X86_DISPATCH
-  if (!k::cpu_has_avx2_fma()) {
+  if (!k::isa_supported(k::Isa::avx2)) {
     WARN("CPU without AVX2+FMA: AVX2 attention not tested");
     return;
   }

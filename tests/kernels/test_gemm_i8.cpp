@@ -13,6 +13,7 @@
 
 #include "nnx/kernels/gemm_i8.hpp"
 #include "nnx/kernels/quantize.hpp"
+#include "nnx/ops/threads.hpp"
 
 #include "../support/tier.hpp"
 
@@ -65,12 +66,12 @@ struct Path {
   I8Fn i8;
 };
 
+// The dispatching entry points and every tier this CPU runs that has its own kernel.
 std::vector<Path> paths() {
-  std::vector<Path> p{{"ref", &k::ref::gemm_f32_w8, &k::ref::gemm_i8_i8},
-                      {"dispatch", &k::gemm_f32_w8, &k::gemm_i8_i8}};
-#if NNX_KERNELS_X86_DISPATCH
-  if (k::cpu_has_avx2_fma()) p.push_back({"avx2", &k::avx2::gemm_f32_w8, &k::avx2::gemm_i8_i8});
-#endif
+  std::vector<Path> p{{"dispatch", &k::gemm_f32_w8, &k::gemm_i8_i8}};
+  for (k::Isa isa : k::kAllIsas)
+    if (k::isa_supported(isa) && k::tier_entry(k::kGemmF32W8, isa))
+      p.push_back({k::isa_name(isa).data(), k::tier_entry(k::kGemmF32W8, isa), k::tier_entry(k::kGemmI8I8, isa)});
   return p;
 }
 
@@ -178,7 +179,7 @@ TEST_CASE("gemm_f32_w8 is within the summation error bound of a double reference
 
 TEST_CASE("the AVX2 int8 kernels against the portable ones", "[kernels][gemm_i8][avx2]") {
 #if NNX_KERNELS_X86_DISPATCH
-  if (test_support::skip_tier("avx2", k::cpu_has_avx2_fma())) return;
+  if (test_support::skip_tier("avx2", k::isa_supported(k::Isa::avx2))) return;
   for (i64 M : {1, 4, 8, 9, 33, 130})
     for (auto [N, K] : {std::pair<i64, i64>{130, 257}, {77, 768}, {50, 1000}, {24, 31}}) {
       const Problem pr(M, N, K, 300u + static_cast<std::uint32_t>(M + N + K));

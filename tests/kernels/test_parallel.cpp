@@ -18,6 +18,7 @@
 #include "nnx/core/error.hpp"
 #include "nnx/kernels/gemm.hpp"
 #include "nnx/kernels/parallel.hpp"
+#include "nnx/ops/threads.hpp"
 
 #include "../support/counting_new.hpp"
 

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "nnx/kernels/quantize.hpp"
+#include "nnx/ops/threads.hpp"
 
 #include "../support/tier.hpp"
 
@@ -78,14 +79,13 @@ struct Path {
   DequantFn dequant;
 };
 
+// The dispatching entry points and every tier this CPU runs that has its own kernel.
 std::vector<Path> paths() {
-  std::vector<Path> p{
-      {"ref", &k::ref::quantize_rows_absmax, &k::ref::quantize_columns_absmax, &k::ref::dequantize_rows},
-      {"dispatch", &k::quantize_rows_absmax, &k::quantize_columns_absmax, &k::dequantize_rows}};
-#if NNX_KERNELS_X86_DISPATCH
-  if (k::cpu_has_avx2_fma())
-    p.push_back({"avx2", &k::avx2::quantize_rows_absmax, &k::avx2::quantize_columns_absmax, &k::avx2::dequantize_rows});
-#endif
+  std::vector<Path> p{{"dispatch", &k::quantize_rows_absmax, &k::quantize_columns_absmax, &k::dequantize_rows}};
+  for (k::Isa isa : k::kAllIsas)
+    if (k::isa_supported(isa) && k::tier_entry(k::kQuantizeRowsAbsmax, isa))
+      p.push_back({k::isa_name(isa).data(), k::tier_entry(k::kQuantizeRowsAbsmax, isa),
+                   k::tier_entry(k::kQuantizeColumnsAbsmax, isa), k::tier_entry(k::kDequantizeRows, isa)});
   return p;
 }
 
@@ -282,7 +282,7 @@ TEST_CASE("non-finite input gives a non-finite scale and zero q without harming 
 
 TEST_CASE("the AVX2 quantizers give the portable bits on wide-ranging data", "[kernels][quantize][avx2]") {
 #if NNX_KERNELS_X86_DISPATCH
-  if (test_support::skip_tier("avx2", k::cpu_has_avx2_fma())) return;
+  if (test_support::skip_tier("avx2", k::isa_supported(k::Isa::avx2))) return;
   for (i64 M : {1, 7, 33})
     for (i64 K : {8, 31, 64, 257, 768, 1000}) {
       // Values spread over many binades, denormals and exact multiples of scale / 2.

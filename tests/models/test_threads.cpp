@@ -8,7 +8,7 @@
 #include <cstring>
 #include <vector>
 
-#include <nnx/kernels/parallel.hpp>
+#include <nnx/ops/threads.hpp>
 #include <nnx/models.hpp>
 
 namespace {

@@ -3,7 +3,7 @@
 // Catch2 v2 has no skip, so the skip goes through CTest: a test case of one tier (avx2,
 // avx512, ...) carries the tag [<tier>] and starts with
 //
-//   if (test_support::skip_tier("avx2", k::cpu_has_avx2_fma())) return;
+//   if (test_support::skip_tier("avx2", k::isa_supported(k::Isa::avx2))) return;
 //
 // which, when the tier is missing, prints a line "NNX_TIER_SKIPPED: ..." and returns. Each
 // tier's cases run as their own CTest test, test_kernels_<tier> (tests/CMakeLists.txt,

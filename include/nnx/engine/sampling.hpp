@@ -33,7 +33,7 @@
 
 #include "nnx/core/error.hpp"
 #include "nnx/core/rngs.hpp"
-#include "nnx/kernels/cpu.hpp"
+#include "nnx/kernels/isa.hpp"
 
 #if NNX_KERNELS_X86_DISPATCH
 #include <immintrin.h>
@@ -221,7 +221,7 @@ NNX_TARGET_AVX2_FMA inline double exp_in_place_avx2(double* d, std::size_t n) no
 
 inline float max_logit(const float* x, std::int64_t n, bool& has_nan) noexcept {
 #if NNX_KERNELS_X86_DISPATCH
-  if (kernels::cpu_has_avx2_fma()) return max_logit_avx2(x, n, has_nan);
+  if (kernels::isa_supported(kernels::Isa::avx2)) return max_logit_avx2(x, n, has_nan);
 #endif
   float m = -std::numeric_limits<float>::infinity();
   bool bad = false;
@@ -236,7 +236,7 @@ inline float max_logit(const float* x, std::int64_t n, bool& has_nan) noexcept {
 template <bool Store>
 double sum_exp_shifted(const float* x, std::int64_t n, double m, double* out) noexcept {
 #if NNX_KERNELS_X86_DISPATCH
-  if (kernels::cpu_has_avx2_fma()) return sum_exp_shifted_avx2<Store>(x, n, m, out);
+  if (kernels::isa_supported(kernels::Isa::avx2)) return sum_exp_shifted_avx2<Store>(x, n, m, out);
 #endif
   double s = 0.0;
   for (std::int64_t i = 0; i < n; ++i) {
@@ -249,7 +249,7 @@ double sum_exp_shifted(const float* x, std::int64_t n, double m, double* out) no
 
 inline double exp_in_place(double* d, std::size_t n) noexcept {
 #if NNX_KERNELS_X86_DISPATCH
-  if (kernels::cpu_has_avx2_fma()) return exp_in_place_avx2(d, n);
+  if (kernels::isa_supported(kernels::Isa::avx2)) return exp_in_place_avx2(d, n);
 #endif
   double s = 0.0;
   for (std::size_t j = 0; j < n; ++j) s += (d[j] = exp_nonpositive(d[j]));

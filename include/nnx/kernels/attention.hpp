@@ -4,26 +4,28 @@
 //
 //   nnx::kernels::attend_f32(q, keys, values, stride, n, D, scale, scores, out);
 //
-// Runs the AVX2 kernel when the CPU has it, else the portable one; they agree within the
+// Runs the best tier the CPU has (nnx/kernels/isa.hpp); the tiers agree within the
 // bound nnx/kernels/avx2/attention.hpp states. Never throws.
 #pragma once
 
 #include <cstdint>
 
 #include "nnx/kernels/avx2/attention.hpp"
-#include "nnx/kernels/cpu.hpp"
+#include "nnx/kernels/isa.hpp"
 #include "nnx/kernels/ref/attention.hpp"
 
 namespace nnx::kernels {
+
+using AttendF32Fn = void (*)(const float* q, const float* keys, const float* values, std::int64_t stride,
+                             std::int64_t n, std::int64_t D, float scale, float* scores, float* out) noexcept;
+
+inline constexpr TierTable<AttendF32Fn> kAttendF32{&ref::attend_f32, NNX_X86_ENTRY(avx2::attend_f32)};
 
 // out[D] = sum_j softmax_j(scale * q . k_j) v_j over j in [0, n), n >= 1, with
 // k_j = keys + j * stride and v_j = values + j * stride. scores: scratch for n floats.
 inline void attend_f32(const float* q, const float* keys, const float* values, std::int64_t stride, std::int64_t n,
                        std::int64_t D, float scale, float* scores, float* out) noexcept {
-#if NNX_KERNELS_X86_DISPATCH
-  if (cpu_has_avx2_fma()) return avx2::attend_f32(q, keys, values, stride, n, D, scale, scores, out);
-#endif
-  ref::attend_f32(q, keys, values, stride, n, D, scale, scores, out);
+  select(kAttendF32, active_isa())(q, keys, values, stride, n, D, scale, scores, out);
 }
 
 }  // namespace nnx::kernels

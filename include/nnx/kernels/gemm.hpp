@@ -1,6 +1,6 @@
 // nnx/kernels/gemm.hpp — single-precision matrix products on raw row-major buffers: the
 // entry points the ops layer calls. Each call runs the AVX2+FMA kernel when the CPU has it,
-// else the portable one (see nnx/kernels/cpu.hpp).
+// else the portable one (see nnx/kernels/isa.hpp).
 //
 //   // y[T, 3C] = x[T, C] · w[C, 3C]          (fused QKV projection)
 //   nnx::kernels::gemm_f32(T, 3 * C, C, x, C, w, 3 * C, y, 3 * C);
@@ -8,9 +8,9 @@
 //   nnx::kernels::gemm_f32_bt(T, V, C, h, C, wte, C, logits, V);
 //
 // Determinism: each element of C is reduced in an order fixed by K alone (see
-// nnx/kernels/avx2/gemm.hpp and nnx/kernels/ref/gemm.hpp for the two orders), so a row of C
-// is bitwise identical whether it is computed alone (M = 1) or within any batch, and on any
-// thread count. The two paths differ from each other by rounding only.
+// nnx/kernels/<tier>/gemm.hpp for the orders), so a row of C is bitwise identical whether it
+// is computed alone (M = 1) or within any batch, and on any thread count. Tiers differ from
+// each other by rounding only (the header of each tier says which are bit-identical).
 //
 // Threads (nnx::set_num_threads, nnx/kernels/parallel.hpp): a product large enough to pay
 // for it is split into blocks of columns of C, one per thread; each block is an ordinary
@@ -24,28 +24,24 @@
 #include <cstdint>
 
 #include "nnx/kernels/avx2/gemm.hpp"
-#include "nnx/kernels/cpu.hpp"
+#include "nnx/kernels/isa.hpp"
 #include "nnx/kernels/parallel.hpp"
 #include "nnx/kernels/ref/gemm.hpp"
 
 namespace nnx::kernels {
 
-namespace detail {
+using GemmF32Fn = void (*)(std::int64_t M, std::int64_t N, std::int64_t K, const float* A, std::int64_t lda,
+                           const float* B, std::int64_t ldb, float* C, std::int64_t ldc, bool accumulate) noexcept;
+using GemmF32BtFn = void (*)(std::int64_t M, std::int64_t N, std::int64_t K, const float* A, std::int64_t lda,
+                             const float* B, std::int64_t ldb, float* C, std::int64_t ldc) noexcept;
 
-// Splits columns [0, N) of a product with work M N K into blocks of `width` columns (the
-// kernels' register-tile width, so only the last block has a partial tile) and calls
-// run(j0, j1) for each thread's range; one thread: run(0, N) inline.
-template <class Run>
-void split_columns(std::int64_t M, std::int64_t N, std::int64_t K, std::int64_t width, Run&& run) noexcept {
-  const int threads = threads_for_work(static_cast<double>(M) * static_cast<double>(N) * static_cast<double>(K));
-  const std::int64_t blocks = (N + width - 1) / width;
-  if (threads <= 1 || blocks <= 1) return run(0, N);
-  parallel_for(blocks, threads, [&](std::int64_t b0, std::int64_t b1) noexcept {
-    run(b0 * width, std::min(N, b1 * width));
-  });
-}
+inline constexpr TierTable<GemmF32Fn> kGemmF32{&ref::gemm_f32, NNX_X86_ENTRY(avx2::gemm_f32)};
+inline constexpr TierTable<GemmF32BtFn> kGemmF32Bt{&ref::gemm_f32_bt, NNX_X86_ENTRY(avx2::gemm_f32_bt)};
 
-}  // namespace detail
+// Columns per block when threads split a product: a whole number of every tier's register
+// tiles (AVX2: 8 to 32 columns; 24 rows of B for the transposed form), so only the last
+// block has a partial tile; also a multiple of a cache line of C.
+inline constexpr std::int64_t kGemmColumnBlock = 96;
 
 // C[M, N] (+)= A[M, K] · B[K, N]. Row-major with row strides lda >= K, ldb >= N, ldc >= N;
 // C must not overlap A or B. accumulate = false overwrites C; true starts each element's
@@ -53,14 +49,9 @@ void split_columns(std::int64_t M, std::int64_t N, std::int64_t K, std::int64_t 
 inline void gemm_f32(std::int64_t M, std::int64_t N, std::int64_t K, const float* A, std::int64_t lda, const float* B,
                      std::int64_t ldb, float* C, std::int64_t ldc, bool accumulate = false) noexcept {
   if (M <= 0 || N <= 0) return;
-  const bool avx2 = cpu_has_avx2_fma();
-  // 32 columns: the widest AVX2 tile (one or two rows); also a multiple of a cache line of C.
-  detail::split_columns(M, N, K, 32, [&](std::int64_t j0, std::int64_t j1) noexcept {
-#if NNX_KERNELS_X86_DISPATCH
-    if (avx2) return avx2::gemm_f32(M, j1 - j0, K, A, lda, B + j0, ldb, C + j0, ldc, accumulate);
-#endif
-    (void)avx2;
-    ref::gemm_f32(M, j1 - j0, K, A, lda, B + j0, ldb, C + j0, ldc, accumulate);
+  const GemmF32Fn f = select(kGemmF32, active_isa());
+  parallel_blocks(N, kGemmColumnBlock, double(M) * double(N) * double(K), [&](std::int64_t j0, std::int64_t j1) noexcept {
+    f(M, j1 - j0, K, A, lda, B + j0, ldb, C + j0, ldc, accumulate);
   });
 }
 
@@ -69,14 +60,9 @@ inline void gemm_f32(std::int64_t M, std::int64_t N, std::int64_t K, const float
 inline void gemm_f32_bt(std::int64_t M, std::int64_t N, std::int64_t K, const float* A, std::int64_t lda,
                         const float* B, std::int64_t ldb, float* C, std::int64_t ldc) noexcept {
   if (M <= 0 || N <= 0) return;
-  const bool avx2 = cpu_has_avx2_fma();
-  // 24 rows of B: a whole number of the AVX2 tiles (8 rows for up to 3 rows of A, 3 beyond).
-  detail::split_columns(M, N, K, 24, [&](std::int64_t j0, std::int64_t j1) noexcept {
-#if NNX_KERNELS_X86_DISPATCH
-    if (avx2) return avx2::gemm_f32_bt(M, j1 - j0, K, A, lda, B + j0 * ldb, ldb, C + j0, ldc);
-#endif
-    (void)avx2;
-    ref::gemm_f32_bt(M, j1 - j0, K, A, lda, B + j0 * ldb, ldb, C + j0, ldc);
+  const GemmF32BtFn f = select(kGemmF32Bt, active_isa());
+  parallel_blocks(N, kGemmColumnBlock, double(M) * double(N) * double(K), [&](std::int64_t j0, std::int64_t j1) noexcept {
+    f(M, j1 - j0, K, A, lda, B + j0 * ldb, ldb, C + j0, ldc);
   });
 }
 

@@ -1,7 +1,7 @@
 // nnx/kernels/gemm_i8.hpp — matrix products with int8 weights (AQT-style, per output channel
 // scales): weight-only int8 with float activations, and W8A8 with activations quantized per
-// row (nnx/kernels/quantize.hpp). Each call runs the AVX2 kernel when the CPU has it, else
-// the portable one.
+// row (nnx/kernels/quantize.hpp). Each call runs the best tier the CPU has
+// (nnx/kernels/isa.hpp).
 //
 //   // weights: a float Linear kernel w[C, F] ([in, out]) -> q[F, C] and wscale[F], once
 //   nnx::kernels::quantize_columns_absmax(C, F, w, F, q, C, wscale);
@@ -30,28 +30,25 @@
 #include <cstdint>
 
 #include "nnx/kernels/avx2/gemm_i8.hpp"
-#include "nnx/kernels/cpu.hpp"
+#include "nnx/kernels/isa.hpp"
 #include "nnx/kernels/parallel.hpp"
 #include "nnx/kernels/ref/gemm_i8.hpp"
 
 namespace nnx::kernels {
 
-namespace detail::i8 {
+using GemmF32W8Fn = void (*)(std::int64_t M, std::int64_t N, std::int64_t K, const float* x, std::int64_t ldx,
+                             const std::int8_t* q, std::int64_t ldq, const float* wscale, float* y,
+                             std::int64_t ldy) noexcept;
+using GemmI8I8Fn = void (*)(std::int64_t M, std::int64_t N, std::int64_t K, const std::int8_t* xq, std::int64_t ldx,
+                            const float* xscale, const std::int8_t* q, std::int64_t ldq, const float* wscale, float* y,
+                            std::int64_t ldy) noexcept;
 
-// Splits output channels [0, N) into blocks of 24 (a multiple of every AVX2 tile width, so
-// only the last block has a partial tile) and calls run(n0, n1) once per thread's range, or
-// run(0, N) inline when the product is too small to pay for threads.
-template <class Run>
-void split_channels(std::int64_t M, std::int64_t N, std::int64_t K, Run&& run) noexcept {
-  constexpr std::int64_t kWidth = 24;
-  const int threads = threads_for_work(static_cast<double>(M) * static_cast<double>(N) * static_cast<double>(K));
-  const std::int64_t blocks = (N + kWidth - 1) / kWidth;
-  if (threads <= 1 || blocks <= 1) return run(std::int64_t{0}, N);
-  parallel_for(blocks, threads,
-               [&](std::int64_t b0, std::int64_t b1) noexcept { run(b0 * kWidth, std::min(N, b1 * kWidth)); });
-}
+inline constexpr TierTable<GemmF32W8Fn> kGemmF32W8{&ref::gemm_f32_w8, NNX_X86_ENTRY(avx2::gemm_f32_w8)};
+inline constexpr TierTable<GemmI8I8Fn> kGemmI8I8{&ref::gemm_i8_i8, NNX_X86_ENTRY(avx2::gemm_i8_i8)};
 
-}  // namespace detail::i8
+// Output channels per block when threads split a product: a multiple of every tier's tile
+// width, so only the last block has a partial tile.
+inline constexpr std::int64_t kGemmI8ChannelBlock = 48;
 
 // Weight-only int8: y[m][n] = wscale[n] * Σ_k x[m][k] * float(q[n][k]), float accumulation.
 // x[M, K] (ldx >= K), q[N, K] (ldq >= K), wscale[N], y[M, N] (ldy >= N) overwritten.
@@ -59,13 +56,9 @@ inline void gemm_f32_w8(std::int64_t M, std::int64_t N, std::int64_t K, const fl
                         const std::int8_t* q, std::int64_t ldq, const float* wscale, float* y,
                         std::int64_t ldy) noexcept {
   if (M <= 0 || N <= 0) return;
-  const bool avx2 = cpu_has_avx2_fma();
-  detail::i8::split_channels(M, N, K, [&](std::int64_t n0, std::int64_t n1) noexcept {
-#if NNX_KERNELS_X86_DISPATCH
-    if (avx2) return avx2::gemm_f32_w8(M, n1 - n0, K, x, ldx, q + n0 * ldq, ldq, wscale + n0, y + n0, ldy);
-#endif
-    (void)avx2;
-    ref::gemm_f32_w8(M, n1 - n0, K, x, ldx, q + n0 * ldq, ldq, wscale + n0, y + n0, ldy);
+  const auto f = select(kGemmF32W8, active_isa());
+  parallel_blocks(N, kGemmI8ChannelBlock, double(M) * double(N) * double(K), [&](std::int64_t n0, std::int64_t n1) noexcept {
+    f(M, n1 - n0, K, x, ldx, q + n0 * ldq, ldq, wscale + n0, y + n0, ldy);
   });
 }
 
@@ -76,13 +69,9 @@ inline void gemm_i8_i8(std::int64_t M, std::int64_t N, std::int64_t K, const std
                        const float* xscale, const std::int8_t* q, std::int64_t ldq, const float* wscale, float* y,
                        std::int64_t ldy) noexcept {
   if (M <= 0 || N <= 0) return;
-  const bool avx2 = cpu_has_avx2_fma();
-  detail::i8::split_channels(M, N, K, [&](std::int64_t n0, std::int64_t n1) noexcept {
-#if NNX_KERNELS_X86_DISPATCH
-    if (avx2) return avx2::gemm_i8_i8(M, n1 - n0, K, xq, ldx, xscale, q + n0 * ldq, ldq, wscale + n0, y + n0, ldy);
-#endif
-    (void)avx2;
-    ref::gemm_i8_i8(M, n1 - n0, K, xq, ldx, xscale, q + n0 * ldq, ldq, wscale + n0, y + n0, ldy);
+  const auto f = select(kGemmI8I8, active_isa());
+  parallel_blocks(N, kGemmI8ChannelBlock, double(M) * double(N) * double(K), [&](std::int64_t n0, std::int64_t n1) noexcept {
+    f(M, n1 - n0, K, xq, ldx, xscale, q + n0 * ldq, ldq, wscale + n0, y + n0, ldy);
   });
 }
 

@@ -1,7 +1,7 @@
 // nnx/kernels/parallel.hpp — how many threads the kernels use, and parallel_for, which runs
 // a range of items as contiguous chunks on the calling thread and a small persistent pool.
 //
-//   nnx::set_num_threads(2);        // default 1, or NNX_NUM_THREADS from the environment
+//   nnx::set_num_threads(2);        // nnx/ops/threads.hpp; default 1, or NNX_NUM_THREADS
 //   nnx::kernels::parallel_for(n, [&](std::int64_t begin, std::int64_t end) noexcept {
 //     for (std::int64_t i = begin; i < end; ++i) out[i] = f(i);
 //   });
@@ -28,12 +28,9 @@
 #include <cstdlib>
 #include <memory>
 #include <mutex>
-#include <string>
 #include <thread>
 #include <type_traits>
 #include <utility>
-
-#include "nnx/core/error.hpp"
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
@@ -63,15 +60,15 @@ inline std::atomic<int>& thread_count() noexcept {
 
 }  // namespace kernels::detail
 
-// Threads the kernels may use from now on (the calling thread counts as one). Affects speed
-// only, never results. May be called at any time from any thread; a kernel already running
-// keeps the count it started with. Throws InvalidArgument unless 1 <= n <= kMaxThreads.
-inline void set_num_threads(int n) {
-  if (n < 1 || n > kMaxThreads)
-    throw InvalidArgument("set_num_threads: expected 1 to " + std::to_string(kMaxThreads) + " threads, got " +
-                          std::to_string(n));
-  kernels::detail::thread_count().store(n, std::memory_order_relaxed);
+namespace kernels {
+
+// Threads the kernels may use from now on, clamped to [1, kMaxThreads] (nnx::set_num_threads
+// in nnx/ops/threads.hpp is the checked, throwing form). Affects speed only, never results.
+inline void set_thread_count(int n) noexcept {
+  detail::thread_count().store(std::clamp(n, 1, kMaxThreads), std::memory_order_relaxed);
 }
+
+}  // namespace kernels
 
 // The thread count set by set_num_threads, else NNX_NUM_THREADS, else 1.
 inline int num_threads() noexcept { return kernels::detail::thread_count().load(std::memory_order_relaxed); }
@@ -198,7 +195,9 @@ class Pool {
     wanted = std::min(wanted, kMaxThreads - 1);
     while (workers_ < wanted) {
       try {
-        worker_[workers_] = std::thread(&Pool::worker_main, this, workers_);
+        // Started while the task it is meant to help is being set up: it counts every
+        // generation after the current one as new, so it cannot skip that task.
+        worker_[workers_] = std::thread(&Pool::worker_main, this, workers_, generation_);
         ++workers_;
       } catch (...) {
         break;
@@ -207,8 +206,7 @@ class Pool {
     return workers_;
   }
 
-  void worker_main(int index) noexcept {
-    std::uint64_t seen = TaskWord::unpack(task_.load(std::memory_order_acquire)).generation;
+  void worker_main(int index, std::uint64_t seen) noexcept {
     const auto fresh = [&] { return TaskWord::unpack(task_.load(std::memory_order_seq_cst)).generation != seen; };
     for (;;) {
       const auto deadline = std::chrono::steady_clock::now() + kSpin;
@@ -310,6 +308,21 @@ inline int threads_for_work(double work) noexcept {
   const double per = static_cast<double>(parallel_min_work());
   const int n = num_threads();
   return work >= per * n ? n : std::max(1, static_cast<int>(work / per));
+}
+
+// The one work splitter of the kernels: cuts [0, n) into blocks of `block` items (a tier's
+// tile width, so only the last block is partial) and calls run(begin, end) on contiguous runs
+// of whole blocks, in parallel when `work` (multiply-adds or comparable) pays for the threads
+// (threads_for_work), else run(0, n) once on the calling thread. Callers make every item's
+// result independent of which run it falls in.
+template <class Run>
+void parallel_blocks(std::int64_t n, std::int64_t block, double work, Run&& run) noexcept {
+  if (n <= 0) return;
+  const int threads = threads_for_work(work);
+  const std::int64_t blocks = (n + block - 1) / block;
+  if (threads <= 1 || blocks <= 1) return run(std::int64_t{0}, n);
+  parallel_for(blocks, threads,
+               [&](std::int64_t b0, std::int64_t b1) noexcept { run(b0 * block, std::min(n, b1 * block)); });
 }
 
 }  // namespace kernels

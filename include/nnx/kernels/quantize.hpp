@@ -1,6 +1,6 @@
 // nnx/kernels/quantize.hpp — AQT absmax int8 quantization on raw row-major buffers: the
-// entry points the quantization layer calls. Each call runs the AVX2 kernel when the CPU has
-// it, else the portable one; the two give the same bits (nnx/kernels/ref/quantize.hpp states
+// entry points the quantization layer calls. Each call runs the best tier the CPU has
+// (nnx/kernels/isa.hpp); every tier gives the same bits (nnx/kernels/ref/quantize.hpp states
 // the numerics, including what NaN and inf inputs give).
 //
 //   // activations x[M, K] -> xq[M, K] and one scale per row
@@ -22,26 +22,29 @@
 #include <cstdint>
 
 #include "nnx/kernels/avx2/quantize.hpp"
-#include "nnx/kernels/cpu.hpp"
+#include "nnx/kernels/isa.hpp"
 #include "nnx/kernels/parallel.hpp"
 #include "nnx/kernels/ref/quantize.hpp"
 
 namespace nnx::kernels {
 
-namespace detail::i8 {
+using QuantizeRowsFn = void (*)(std::int64_t M, std::int64_t K, const float* x, std::int64_t ldx, std::int8_t* q,
+                                std::int64_t ldq, float* scale) noexcept;
+using QuantizeColumnsFn = void (*)(std::int64_t K, std::int64_t N, const float* w, std::int64_t ldw, std::int8_t* q,
+                                   std::int64_t ldq, float* scale) noexcept;
+using DequantizeRowsFn = void (*)(std::int64_t N, std::int64_t K, const std::int8_t* q, std::int64_t ldq,
+                                  const float* scale, float* w, std::int64_t ldw) noexcept;
 
-// Calls run(i0, i1) on contiguous ranges covering [0, n) in blocks of `block` items, one
-// range per thread when the work (elements touched) pays for them; else run(0, n) inline.
-template <class Run>
-void split_items(std::int64_t n, std::int64_t block, double work, Run&& run) noexcept {
-  const int threads = threads_for_work(work);
-  const std::int64_t blocks = (n + block - 1) / block;
-  if (threads <= 1 || blocks <= 1) return run(std::int64_t{0}, n);
-  parallel_for(blocks, threads,
-               [&](std::int64_t b0, std::int64_t b1) noexcept { run(b0 * block, std::min(n, b1 * block)); });
-}
+inline constexpr TierTable<QuantizeRowsFn> kQuantizeRowsAbsmax{&ref::quantize_rows_absmax,
+                                                               NNX_X86_ENTRY(avx2::quantize_rows_absmax)};
+inline constexpr TierTable<QuantizeColumnsFn> kQuantizeColumnsAbsmax{&ref::quantize_columns_absmax,
+                                                                     NNX_X86_ENTRY(avx2::quantize_columns_absmax)};
+inline constexpr TierTable<DequantizeRowsFn> kDequantizeRows{&ref::dequantize_rows,
+                                                             NNX_X86_ENTRY(avx2::dequantize_rows)};
 
-}  // namespace detail::i8
+// Columns per block when threads split quantize_columns_absmax: a multiple of every tier's
+// strip width.
+inline constexpr std::int64_t kQuantizeColumnBlock = 32;
 
 // Per row of x[M, K] (row stride ldx >= K): scale[m] = max_k |x[m, k]| / 127.5 (1 for an
 // all-zero row) and q[m, k] = clip(round_half_even(x[m, k] / scale[m]), -127, 127), q with
@@ -50,16 +53,11 @@ void split_items(std::int64_t n, std::int64_t block, double work, Run&& run) noe
 inline void quantize_rows_absmax(std::int64_t M, std::int64_t K, const float* x, std::int64_t ldx, std::int8_t* q,
                                  std::int64_t ldq, float* scale) noexcept {
   if (M <= 0) return;
-  const bool avx2 = cpu_has_avx2_fma();
+  const QuantizeRowsFn f = select(kQuantizeRowsAbsmax, active_isa());
   // A quantized element costs a division, several multiply-adds' worth.
-  detail::i8::split_items(
-      M, 1, 4.0 * static_cast<double>(M) * static_cast<double>(K), [&](std::int64_t m0, std::int64_t m1) noexcept {
-#if NNX_KERNELS_X86_DISPATCH
-        if (avx2) return avx2::quantize_rows_absmax(m1 - m0, K, x + m0 * ldx, ldx, q + m0 * ldq, ldq, scale + m0);
-#endif
-        (void)avx2;
-        ref::quantize_rows_absmax(m1 - m0, K, x + m0 * ldx, ldx, q + m0 * ldq, ldq, scale + m0);
-      });
+  parallel_blocks(M, 1, 4.0 * double(M) * double(K), [&](std::int64_t m0, std::int64_t m1) noexcept {
+    f(m1 - m0, K, x + m0 * ldx, ldx, q + m0 * ldq, ldq, scale + m0);
+  });
 }
 
 // Per column of w[K, N] (row stride ldw >= N; the [in, out] layout of a float Linear
@@ -69,16 +67,10 @@ inline void quantize_rows_absmax(std::int64_t M, std::int64_t K, const float* x,
 inline void quantize_columns_absmax(std::int64_t K, std::int64_t N, const float* w, std::int64_t ldw, std::int8_t* q,
                                     std::int64_t ldq, float* scale) noexcept {
   if (N <= 0) return;
-  const bool avx2 = cpu_has_avx2_fma();
-  // 16 columns: the AVX2 strip width, so only the last block has a partial strip.
-  detail::i8::split_items(
-      N, 16, 4.0 * static_cast<double>(N) * static_cast<double>(K), [&](std::int64_t n0, std::int64_t n1) noexcept {
-#if NNX_KERNELS_X86_DISPATCH
-        if (avx2) return avx2::quantize_columns_absmax(K, n1 - n0, w + n0, ldw, q + n0 * ldq, ldq, scale + n0);
-#endif
-        (void)avx2;
-        ref::quantize_columns_absmax(K, n1 - n0, w + n0, ldw, q + n0 * ldq, ldq, scale + n0);
-      });
+  const QuantizeColumnsFn f = select(kQuantizeColumnsAbsmax, active_isa());
+  parallel_blocks(N, kQuantizeColumnBlock, 4.0 * double(N) * double(K), [&](std::int64_t n0, std::int64_t n1) noexcept {
+    f(K, n1 - n0, w + n0, ldw, q + n0 * ldq, ldq, scale + n0);
+  });
 }
 
 // w[n, k] = float(q[n, k]) * scale[n] for q[N, K] (row stride ldq >= K) into w[N, K] (row
@@ -86,15 +78,10 @@ inline void quantize_columns_absmax(std::int64_t K, std::int64_t N, const float*
 inline void dequantize_rows(std::int64_t N, std::int64_t K, const std::int8_t* q, std::int64_t ldq, const float* scale,
                             float* w, std::int64_t ldw) noexcept {
   if (N <= 0) return;
-  const bool avx2 = cpu_has_avx2_fma();
-  detail::i8::split_items(
-      N, 1, static_cast<double>(N) * static_cast<double>(K), [&](std::int64_t n0, std::int64_t n1) noexcept {
-#if NNX_KERNELS_X86_DISPATCH
-        if (avx2) return avx2::dequantize_rows(n1 - n0, K, q + n0 * ldq, ldq, scale + n0, w + n0 * ldw, ldw);
-#endif
-        (void)avx2;
-        ref::dequantize_rows(n1 - n0, K, q + n0 * ldq, ldq, scale + n0, w + n0 * ldw, ldw);
-      });
+  const DequantizeRowsFn f = select(kDequantizeRows, active_isa());
+  parallel_blocks(N, 1, double(N) * double(K), [&](std::int64_t n0, std::int64_t n1) noexcept {
+    f(n1 - n0, K, q + n0 * ldq, ldq, scale + n0, w + n0 * ldw, ldw);
+  });
 }
 
 }  // namespace nnx::kernels

@@ -1,7 +1,7 @@
 // nnx/kernels/avx2/attention.hpp — AVX2+FMA attention of one query row over a run of keys.
 //
 // Compiled with per-function target attributes (no -mavx2 needed to include it); call only
-// when nnx::kernels::cpu_has_avx2_fma() is true (nnx/kernels/attention.hpp does). On other
+// when nnx::kernels::isa_supported(nnx::kernels::Isa::avx2) is true (nnx/kernels/attention.hpp does). On other
 // platforms the header declares nothing.
 //
 // Against the portable path (nnx/kernels/ref/attention.hpp) the order of additions differs:
@@ -16,7 +16,7 @@
 // exps, one per cached position and head, run 8 wide.
 #pragma once
 
-#include "nnx/kernels/cpu.hpp"
+#include "nnx/kernels/avx2/simd.hpp"
 
 #if NNX_KERNELS_X86_DISPATCH
 
@@ -27,53 +27,13 @@
 
 namespace nnx::kernels::avx2 {
 
-namespace detail::attn {
-
-// Lanes [0, n) set, for masked loads of a tail of n < 8 floats.
-NNX_TARGET_AVX2_FMA inline __m256i first_lanes(std::int64_t n) noexcept {
-  return _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(n)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-}
-
-// Lanes added pairwise: (0+4, 1+5, 2+6, 3+7), then (01, 23), then the two.
-NNX_TARGET_AVX2_FMA inline float hsum(__m256 v) noexcept {
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_movehdup_ps(s));
-  return _mm_cvtss_f32(s);
-}
-
-// exp(x) for x <= 0 (a score minus the row maximum). Below -87.3 the result would be
-// subnormal and is 0; a NaN stays NaN (max_ps returns its second operand on NaN).
-NNX_TARGET_AVX2_FMA inline __m256 exp_nonpositive(__m256 x) noexcept {
-  const __m256 cut = _mm256_set1_ps(-87.3f);
-  const __m256 keep = _mm256_cmp_ps(x, cut, _CMP_NLT_UQ);  // x >= cut, or NaN
-  x = _mm256_max_ps(cut, x);
-  const __m256 k = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
-                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  __m256 r = _mm256_fnmadd_ps(k, _mm256_set1_ps(0.693359375f), x);  // ln2 split: hi exact in k * hi
-  r = _mm256_fnmadd_ps(k, _mm256_set1_ps(-2.12194440e-4f), r);
-  __m256 p = _mm256_set1_ps(1.0f / 5040);
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 720));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 120));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 24));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 6));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
-  const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(k), _mm256_set1_epi32(127)), 23);
-  return _mm256_and_ps(_mm256_mul_ps(p, _mm256_castsi256_ps(e)), keep);
-}
-
-}  // namespace detail::attn
-
 // out[D] = sum_j softmax_j(scale * q . k_j) v_j over j in [0, n), n >= 1 (as
 // ref::attend_f32, which defines the arguments). scores: scratch for n floats.
 NNX_TARGET_AVX2_FMA inline void attend_f32(const float* q, const float* keys, const float* values,
                                            std::int64_t stride, std::int64_t n, std::int64_t D, float scale,
                                            float* scores, float* out) noexcept {
-  namespace a = detail::attn;
   const std::int64_t full = D / 8 * 8;
-  const __m256i tail = a::first_lanes(D - full);
+  const __m256i tail = lane_mask(D - full);
 
   // Scores, four keys at a time (independent FMA chains), then the rest one by one.
   std::int64_t j = 0;
@@ -98,10 +58,10 @@ NNX_TARGET_AVX2_FMA inline void attend_f32(const float* q, const float* keys, co
       s2 = _mm256_fmadd_ps(qv, _mm256_maskload_ps(k2 + d, tail), s2);
       s3 = _mm256_fmadd_ps(qv, _mm256_maskload_ps(k3 + d, tail), s3);
     }
-    scores[j] = a::hsum(s0) * scale;
-    scores[j + 1] = a::hsum(s1) * scale;
-    scores[j + 2] = a::hsum(s2) * scale;
-    scores[j + 3] = a::hsum(s3) * scale;
+    scores[j] = hsum(s0) * scale;
+    scores[j + 1] = hsum(s1) * scale;
+    scores[j + 2] = hsum(s2) * scale;
+    scores[j + 3] = hsum(s3) * scale;
   }
   for (; j < n; ++j) {
     const float* k0 = keys + j * stride;
@@ -109,12 +69,12 @@ NNX_TARGET_AVX2_FMA inline void attend_f32(const float* q, const float* keys, co
     std::int64_t d = 0;
     for (; d < full; d += 8) s0 = _mm256_fmadd_ps(_mm256_loadu_ps(q + d), _mm256_loadu_ps(k0 + d), s0);
     if (d < D) s0 = _mm256_fmadd_ps(_mm256_maskload_ps(q + d, tail), _mm256_maskload_ps(k0 + d, tail), s0);
-    scores[j] = a::hsum(s0) * scale;
+    scores[j] = hsum(s0) * scale;
   }
 
   // Softmax: max (a NaN anywhere makes out NaN, as in the portable path), exp, 1/sum.
   const std::int64_t n8 = n / 8 * 8;
-  const __m256i n_tail = a::first_lanes(n - n8);
+  const __m256i n_tail = lane_mask(n - n8);
   __m256 mx = _mm256_set1_ps(-std::numeric_limits<float>::infinity()), bad = _mm256_setzero_ps();
   for (j = 0; j < n8; j += 8) {
     const __m256 s = _mm256_loadu_ps(scores + j);
@@ -137,17 +97,17 @@ NNX_TARGET_AVX2_FMA inline void attend_f32(const float* q, const float* keys, co
   const __m256 vm = _mm256_set1_ps(m);
   __m256 sum = _mm256_setzero_ps();
   for (j = 0; j < n8; j += 8) {
-    const __m256 e = a::exp_nonpositive(_mm256_sub_ps(_mm256_loadu_ps(scores + j), vm));
+    const __m256 e = exp_nonpositive(_mm256_sub_ps(_mm256_loadu_ps(scores + j), vm));
     _mm256_storeu_ps(scores + j, e);
     sum = _mm256_add_ps(sum, e);
   }
   if (j < n) {
-    const __m256 e = _mm256_and_ps(a::exp_nonpositive(_mm256_sub_ps(_mm256_maskload_ps(scores + j, n_tail), vm)),
+    const __m256 e = _mm256_and_ps(exp_nonpositive(_mm256_sub_ps(_mm256_maskload_ps(scores + j, n_tail), vm)),
                                    _mm256_castsi256_ps(n_tail));
     _mm256_maskstore_ps(scores + j, n_tail, e);
     sum = _mm256_add_ps(sum, e);
   }
-  const __m256 inv = _mm256_set1_ps(1.0f / a::hsum(sum));
+  const __m256 inv = _mm256_set1_ps(1.0f / hsum(sum));
 
   // out = sum_j p_j v_j, 32 output floats (4 registers) at a time, then 8, then a tail.
   std::int64_t d = 0;
@@ -167,7 +127,7 @@ NNX_TARGET_AVX2_FMA inline void attend_f32(const float* q, const float* keys, co
     _mm256_storeu_ps(out + d + 24, _mm256_mul_ps(o3, inv));
   }
   for (; d < D; d += 8) {
-    const __m256i mask = a::first_lanes(D - d);  // all lanes but in the last chunk
+    const __m256i mask = lane_mask(D - d);  // all lanes but in the last chunk
     __m256 o0 = _mm256_setzero_ps();
     for (j = 0; j < n; ++j)
       o0 = _mm256_fmadd_ps(_mm256_broadcast_ss(scores + j), _mm256_maskload_ps(values + j * stride + d, mask), o0);

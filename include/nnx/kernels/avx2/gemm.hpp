@@ -1,7 +1,7 @@
 // nnx/kernels/avx2/gemm.hpp — AVX2+FMA single-precision matrix products.
 //
 // Compiled with per-function target attributes, so including this header needs no -mavx2;
-// call these only when nnx::kernels::cpu_has_avx2_fma() is true (nnx/kernels/gemm.hpp does
+// call these only when nnx::kernels::isa_supported(nnx::kernels::Isa::avx2) is true (nnx/kernels/gemm.hpp does
 // that for you). On other platforms the header declares nothing.
 //
 // Reduction orders (fixed, independent of M, of the blocking and of the other rows):
@@ -19,7 +19,7 @@
 // count. Scratch buffers are per thread.
 #pragma once
 
-#include "nnx/kernels/cpu.hpp"
+#include "nnx/kernels/avx2/simd.hpp"
 
 #if NNX_KERNELS_X86_DISPATCH
 
@@ -33,13 +33,6 @@
 namespace nnx::kernels::avx2 {
 
 namespace detail {
-
-// Lanes [0, n) set, for n in 1..8: masked loads read nothing past the end of a row (and
-// give zeros there), masked stores write nothing past it.
-NNX_TARGET_AVX2_FMA inline __m256i lane_mask(int n) noexcept {
-  static constexpr std::int32_t table[16] = {-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0};
-  return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(table + 8 - n));
-}
 
 template <bool kMasked>
 NNX_TARGET_AVX2_FMA inline __m256 load(const float* p, __m256i mask) noexcept {
@@ -288,14 +281,6 @@ NNX_TARGET_AVX2_FMA inline void gemm_packed(std::int64_t M, std::int64_t N, std:
 inline constexpr std::int64_t kPackMinRows = 16;
 inline constexpr std::int64_t kPackMinCols = 8192;
 inline constexpr std::int64_t kCopyMinRows = 3;
-
-// Sum of the 8 lanes in the fixed tree ((l0+l4)+(l2+l6)) + ((l1+l5)+(l3+l7)).
-NNX_TARGET_AVX2_FMA inline float hsum(__m256 v) noexcept {
-  const __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  const __m128 s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
-  const __m128 s1 = _mm_add_ss(s2, _mm_movehdup_ps(s2));
-  return _mm_cvtss_f32(s1);
-}
 
 // C[i][j] for MR rows of A and NR rows of B (each element its own 8-lane accumulator).
 template <int MR, int NR>

@@ -3,7 +3,7 @@
 // nnx/kernels/ref/gemm_i8.hpp.
 //
 // Compiled with per-function target attributes, so including this header needs no -mavx2;
-// call these only when nnx::kernels::cpu_has_avx2_fma() is true (nnx/kernels/gemm_i8.hpp
+// call these only when nnx::kernels::isa_supported(nnx::kernels::Isa::avx2) is true (nnx/kernels/gemm_i8.hpp
 // does that for you). On other platforms the header declares nothing.
 //
 // Orders (fixed by K alone: independent of M, of the tiling and of the other rows):
@@ -25,7 +25,7 @@
 // splits output channels between threads, which changes no element's arithmetic.
 #pragma once
 
-#include "nnx/kernels/cpu.hpp"
+#include "nnx/kernels/avx2/simd.hpp"
 
 #if NNX_KERNELS_X86_DISPATCH
 
@@ -38,26 +38,6 @@
 namespace nnx::kernels::avx2 {
 
 namespace detail::i8 {
-
-// Lanes [0, n) set, for n in 1..8: the masked load reads nothing past the end of a row.
-NNX_TARGET_AVX2_FMA inline __m256i lane_mask(int n) noexcept {
-  static constexpr std::int32_t table[16] = {-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0};
-  return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(table + 8 - n));
-}
-
-// The eight lanes summed as ((l0+l4)+(l2+l6)) + ((l1+l5)+(l3+l7)).
-NNX_TARGET_AVX2_FMA inline float hsum(__m256 v) noexcept {
-  const __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  const __m128 s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
-  return _mm_cvtss_f32(_mm_add_ss(s2, _mm_movehdup_ps(s2)));
-}
-
-NNX_TARGET_AVX2_FMA inline std::uint32_t hsum_epi32(__m256i v) noexcept {
-  __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
-  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(1, 0, 3, 2)));
-  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(2, 3, 0, 1)));
-  return static_cast<std::uint32_t>(_mm_cvtsi128_si32(s));
-}
 
 // v, forced into a register. Tuned for a particular CPU (-march=native, -mtune=znver3 or
 // haswell), GCC folds the load of a row of x into every FMA that uses it, reloading it once

@@ -2,7 +2,7 @@
 // the portable path (nnx/kernels/ref/quantize.hpp, which states the numerics).
 //
 // Compiled with per-function target attributes, so including this header needs no -mavx2;
-// call these only when nnx::kernels::cpu_has_avx2_fma() is true (nnx/kernels/quantize.hpp
+// call these only when nnx::kernels::isa_supported(nnx::kernels::Isa::avx2) is true (nnx/kernels/quantize.hpp
 // does that for you). On other platforms the header declares nothing.
 //
 // Why the bits match: the maximum is an integer max over |x|'s bit patterns (exact in any
@@ -11,7 +11,7 @@
 // mode. Elements the vectors do not cover call the portable element function. Single-threaded.
 #pragma once
 
-#include "nnx/kernels/cpu.hpp"
+#include "nnx/kernels/isa.hpp"
 
 #if NNX_KERNELS_X86_DISPATCH
 

@@ -1,0 +1,65 @@
+// nnx/kernels/avx2/simd.hpp — the AVX2+FMA helpers every avx2 kernel shares: tail masks,
+// horizontal sums in one fixed order, and exp for softmax.
+//
+// The fixed orders are part of the kernels' numerics: the avx512 tier reproduces hsum's tree
+// on each 256-bit half to give bit-identical results (nnx/kernels/avx512/simd.hpp).
+// Compiled with per-function target attributes; call only where isa_supported(Isa::avx2).
+#pragma once
+
+#include "nnx/kernels/isa.hpp"
+
+#if NNX_KERNELS_X86_DISPATCH
+
+#include <immintrin.h>
+
+#include <cstdint>
+
+namespace nnx::kernels::avx2 {
+
+// Lanes [0, n) set, for n in 0..8: masked loads read nothing past the end of a row (and give
+// zeros there), masked stores write nothing past it.
+NNX_TARGET_AVX2_FMA inline __m256i lane_mask(std::int64_t n) noexcept {
+  return _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(n)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
+// The eight lanes summed in the fixed tree ((l0+l4)+(l2+l6)) + ((l1+l5)+(l3+l7)).
+NNX_TARGET_AVX2_FMA inline float hsum(__m256 v) noexcept {
+  const __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  const __m128 s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
+  return _mm_cvtss_f32(_mm_add_ss(s2, _mm_movehdup_ps(s2)));
+}
+
+// The eight int32 lanes summed (wrapping, so the order does not matter).
+NNX_TARGET_AVX2_FMA inline std::uint32_t hsum_epi32(__m256i v) noexcept {
+  __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(1, 0, 3, 2)));
+  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(2, 3, 0, 1)));
+  return static_cast<std::uint32_t>(_mm_cvtsi128_si32(s));
+}
+
+// exp(x) for x <= 0 (a score minus the row maximum), within 2 ulp of std::exp: Cody-Waite
+// reduction by ln 2, then a degree-7 polynomial. Below -87.3 the result would be subnormal
+// and is 0; a NaN stays NaN (max_ps returns its second operand on NaN).
+NNX_TARGET_AVX2_FMA inline __m256 exp_nonpositive(__m256 x) noexcept {
+  const __m256 cut = _mm256_set1_ps(-87.3f);
+  const __m256 keep = _mm256_cmp_ps(x, cut, _CMP_NLT_UQ);  // x >= cut, or NaN
+  x = _mm256_max_ps(cut, x);
+  const __m256 k = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m256 r = _mm256_fnmadd_ps(k, _mm256_set1_ps(0.693359375f), x);  // ln2 split: hi exact in k * hi
+  r = _mm256_fnmadd_ps(k, _mm256_set1_ps(-2.12194440e-4f), r);
+  __m256 p = _mm256_set1_ps(1.0f / 5040);
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 720));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 120));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 24));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 6));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+  const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(k), _mm256_set1_epi32(127)), 23);
+  return _mm256_and_ps(_mm256_mul_ps(p, _mm256_castsi256_ps(e)), keep);
+}
+
+}  // namespace nnx::kernels::avx2
+
+#endif  // NNX_KERNELS_X86_DISPATCH
