@@ -5,6 +5,8 @@
 //   build/benchmarks/bench_engine --benchmark_filter='ReadBandwidth|Gpt2'
 //   build/benchmarks/bench_engine --benchmark_filter='ReadBandwidth|Llama1B'
 //   build/benchmarks/bench_engine --benchmark_filter='ReadBandwidth|Gpt2W8A8_'   (int8; Gpt2W8_: weight-only)
+//   build/benchmarks/bench_engine --benchmark_filter='ReadBandwidth|Llama162M_'  (and Llama162MW8A8_,
+//                                    Llama953MW8A8_: the shapes of the kernel-backend targets)
 //
 // Run one model per process: each model is built once, lazily, the first time one of its
 // benchmarks runs, and its peak-memory counters (VmHWM, VmRSS) describe that process. The
@@ -272,6 +274,22 @@ nnx::LlamaConfig llama_1b() {
   return c;
 }
 
+// The Llama shapes of the kernel-backend targets (issue 9, PERFORMANCE.md): 162M (768 wide,
+// 12 layers, 12 heads, MLP 3072, vocab 32000, untied) and 953M (2048 wide, 16 layers, 32
+// heads, MLP 5632, vocab 32000, untied), the models llama.cpp was measured on.
+nnx::LlamaConfig llama_shape(std::int64_t width, std::int64_t layers, std::int64_t heads, std::int64_t mlp) {
+  nnx::LlamaConfig c;
+  c.vocab_size = 32000;
+  c.hidden_size = width;
+  c.intermediate_size = mlp;
+  c.num_hidden_layers = layers;
+  c.num_attention_heads = heads;
+  c.num_key_value_heads = heads;
+  c.max_position_embeddings = 2048;
+  c.tie_word_embeddings = false;
+  return c;
+}
+
 nnx::SamplingParams sampling_of(std::int64_t mode) {
   return mode == 0 ? nnx::SamplingParams::greedy() : nnx::SamplingParams{.temperature = 0.8, .top_p = 0.9};
 }
@@ -373,6 +391,18 @@ Bench<nnx::Gpt2>& gpt2_weight_only() {
 }
 Bench<nnx::Llama>& llama() {
   static Bench<nnx::Llama> b(llama_1b());
+  return b;
+}
+Bench<nnx::Llama>& llama_162m() {
+  static Bench<nnx::Llama> b(llama_shape(768, 12, 12, 3072));
+  return b;
+}
+Bench<nnx::Llama>& llama_162m_w8a8() {
+  static Bench<nnx::Llama> b(llama_shape(768, 12, 12, 3072), int8(nnx::QuantScheme::w8a8));
+  return b;
+}
+Bench<nnx::Llama>& llama_953m_w8a8() {
+  static Bench<nnx::Llama> b(llama_shape(2048, 16, 32, 5632), int8(nnx::QuantScheme::w8a8));
   return b;
 }
 
@@ -579,6 +609,9 @@ NNX_MODEL_BENCHES(Gpt2, gpt2)
 NNX_MODEL_BENCHES(Llama1B, llama)
 NNX_MODEL_BENCHES(Gpt2W8A8, gpt2_w8a8)
 NNX_MODEL_BENCHES(Gpt2W8, gpt2_weight_only)
+NNX_MODEL_BENCHES(Llama162M, llama_162m)
+NNX_MODEL_BENCHES(Llama162MW8A8, llama_162m_w8a8)
+NNX_MODEL_BENCHES(Llama953MW8A8, llama_953m_w8a8)
 
 #if NNX_BENCH_HAS_THREADS
 const std::vector<std::int64_t> kThreads = {1, 2};
@@ -629,6 +662,13 @@ const bool registered = [] {
                  BM_Gpt2W8A8_MergeSplit, BM_Gpt2W8A8_SampleToken, BM_Gpt2W8A8_PrefixCacheZeros, BM_Gpt2W8A8_Insert, false);
   register_model("BM_Gpt2W8", BM_Gpt2W8_Load, BM_Gpt2W8_TTFT, BM_Gpt2W8_Decode, BM_Gpt2W8_DecodeStepRaw,
                  BM_Gpt2W8_MergeSplit, BM_Gpt2W8_SampleToken, BM_Gpt2W8_PrefixCacheZeros, BM_Gpt2W8_Insert, false);
+#define NNX_REGISTER_MODEL(NAME, HEAVY)                                                                        \
+  register_model("BM_" #NAME, BM_##NAME##_Load, BM_##NAME##_TTFT, BM_##NAME##_Decode, BM_##NAME##_DecodeStepRaw, \
+                 BM_##NAME##_MergeSplit, BM_##NAME##_SampleToken, BM_##NAME##_PrefixCacheZeros, BM_##NAME##_Insert, HEAVY)
+  NNX_REGISTER_MODEL(Llama162M, false);
+  NNX_REGISTER_MODEL(Llama162MW8A8, false);
+  NNX_REGISTER_MODEL(Llama953MW8A8, true);
+#undef NNX_REGISTER_MODEL
   register_model("BM_Llama1B", BM_Llama1B_Load, BM_Llama1B_TTFT, BM_Llama1B_Decode, BM_Llama1B_DecodeStepRaw,
                  BM_Llama1B_MergeSplit, BM_Llama1B_SampleToken, BM_Llama1B_PrefixCacheZeros, BM_Llama1B_Insert, true);
   return true;

@@ -6,6 +6,7 @@
 #include <catch2/catch.hpp>
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -141,6 +142,51 @@ TEST_CASE("nested and concurrent parallel_for calls run inline and stay correct"
     for (const auto& o : out)
       for (int v : o) REQUIRE(v == 50);
   }
+}
+
+TEST_CASE("the straggler guard runs calls alone while workers keep arriving late, backing off", "[kernels][parallel]") {
+  using namespace std::chrono_literals;
+  using G = k::detail::StragglerGuard;
+  G g;
+  auto t = G::Clock::time_point{} + 1h;
+  CHECK_FALSE(g.solo(t));
+  // Healthy calls: the wait for the workers' last chunks is short next to the caller's share.
+  for (int i = 0; i < 10; ++i) g.note(400us, 50us, t);
+  CHECK_FALSE(g.solo(t));
+  // A preempted worker: the caller waits milliseconds. One strike is tolerated, two are not.
+  g.note(100us, 4ms, t);
+  CHECK_FALSE(g.solo(t));
+  g.note(100us, 4ms, t);
+  CHECK(g.solo(t));
+  CHECK(g.solo(t + G::kMinSolo - 1us));
+  CHECK_FALSE(g.solo(t + G::kMinSolo));
+  // Still oversubscribed after the back-off: the next one is twice as long.
+  t += G::kMinSolo;
+  g.note(100us, 4ms, t);
+  g.note(100us, 4ms, t);
+  CHECK(g.solo(t + 2 * G::kMinSolo - 1us));
+  CHECK_FALSE(g.solo(t + 2 * G::kMinSolo));
+  // Long waits below kStragglerWait (small calls) are never strikes.
+  G small;
+  for (int i = 0; i < 10; ++i) small.note(10us, G::kStragglerWait, t);
+  CHECK_FALSE(small.solo(t));
+  // A call in which the threads kept pace resets the strikes and the back-off.
+  t += 1s;
+  g.note(100us, 4ms, t);
+  g.note(400us, 50us, t);
+  g.note(100us, 4ms, t);
+  CHECK_FALSE(g.solo(t));
+  g.note(100us, 4ms, t);
+  CHECK(g.solo(t + G::kMinSolo - 1us));
+  CHECK_FALSE(g.solo(t + G::kMinSolo));
+  // The back-off is capped.
+  for (int i = 0; i < 40; ++i) {
+    t += 2 * G::kMaxSolo;
+    g.note(100us, 4ms, t);
+    g.note(100us, 4ms, t);
+  }
+  CHECK(g.solo(t + G::kMaxSolo - 1us));
+  CHECK_FALSE(g.solo(t + G::kMaxSolo));
 }
 
 TEST_CASE("set_num_threads validates its argument; the count is visible", "[kernels][parallel]") {

@@ -17,7 +17,9 @@
 // are joined at exit. A call allocates nothing. Threads claim a few chunks each as they get
 // to them, so a thread that is late (asleep, or preempted on a loaded machine) delays no one.
 // One parallel_for uses the pool at a time: a call made while it is busy (nested inside a
-// chunk, or from another thread) runs its whole range on the calling thread.
+// chunk, or from another thread) runs its whole range on the calling thread. When workers
+// keep arriving late (another process holds a core), calls run on the calling thread alone
+// for a while (StragglerGuard), so a loaded machine costs about the one-thread speed, not more.
 #pragma once
 
 #include <algorithm>
@@ -119,6 +121,44 @@ struct TaskWord {
   }
 };
 
+// When another process holds a core, a worker can be preempted in the middle of a chunk and
+// the caller then waits a whole scheduler time slice (milliseconds) for it: two threads
+// become many times slower than one. A call whose wait for stragglers exceeded both its own
+// share of the work and kStragglerWait counts as a strike; a second strike before any call in
+// which the threads kept pace makes the next
+// calls run on the calling thread alone for a back-off period that doubles while the machine
+// stays oversubscribed (up to kMaxSolo) and resets after a call in which the threads kept
+// pace. Only speed changes: which thread computes a chunk never changes its bits.
+class StragglerGuard {
+ public:
+  using Clock = std::chrono::steady_clock;
+  static constexpr Clock::duration kStragglerWait = std::chrono::microseconds(300);
+  static constexpr Clock::duration kMinSolo = std::chrono::milliseconds(20);
+  static constexpr Clock::duration kMaxSolo = std::chrono::seconds(1);
+
+  // True while calls should run on the calling thread alone.
+  bool solo(Clock::time_point now) const noexcept { return now < solo_until_; }
+
+  // After a threaded call: `own` = the caller's time on its chunks, `waited` = its wait for
+  // the workers' last chunks afterwards.
+  void note(Clock::duration own, Clock::duration waited, Clock::time_point now) noexcept {
+    if (waited > own && waited > kStragglerWait) {
+      if (++strikes_ < 2) return;
+      strikes_ = 0;
+      solo_until_ = now + backoff_;
+      backoff_ = std::min<Clock::duration>(backoff_ * 2, kMaxSolo);
+    } else if (waited * 4 <= own) {
+      strikes_ = 0;
+      backoff_ = kMinSolo;
+    }
+  }
+
+ private:
+  int strikes_ = 0;
+  Clock::duration backoff_ = kMinSolo;
+  Clock::time_point solo_until_{};
+};
+
 class Pool {
  public:
   Pool() = default;
@@ -140,6 +180,8 @@ class Pool {
   // 1..); returns when all are done. Falls back to one inline call when the pool is busy.
   void run(std::int64_t n, int threads, ChunkFn fn, void* ctx) noexcept {
     if (busy_.exchange(true, std::memory_order_acquire)) return fn(ctx, 0, n, 0);
+    const auto start = std::chrono::steady_clock::now();
+    if (guard_.solo(start)) threads = 1;  // the machine is oversubscribed: see StragglerGuard
     threads = std::min(threads, 1 + grow(threads - 1));
     if (threads <= 1) {
       busy_.store(false, std::memory_order_release);
@@ -160,7 +202,8 @@ class Pool {
     }
     work(generation_, 0);
     // Only chunks already running on workers are left; wait for them.
-    const auto deadline = std::chrono::steady_clock::now() + kSpin;
+    const auto own_done = std::chrono::steady_clock::now();
+    const auto deadline = own_done + kSpin;
     bool spin = true;
     for (unsigned spins = 0; remaining_.load(std::memory_order_acquire) != 0; ++spins) {
       if (spin && spins % 64 == 63) spin = std::chrono::steady_clock::now() < deadline;
@@ -169,6 +212,8 @@ class Pool {
       else
         std::this_thread::yield();
     }
+    const auto end = std::chrono::steady_clock::now();
+    guard_.note(own_done - start, end - own_done, end);
     busy_.store(false, std::memory_order_release);
   }
 
@@ -237,6 +282,7 @@ class Pool {
   void* ctx_ = nullptr;
   std::int64_t n_ = 0;
   std::uint64_t generation_ = 0;
+  StragglerGuard guard_;  // touched only with busy_ held
   std::mutex mutex_;
   std::condition_variable wake_;
   int workers_ = 0;
