@@ -29,12 +29,16 @@ namespace k = nnx::kernels;
 using i64 = std::int64_t;
 
 // Restores the thread count and the parallel threshold a test changes.
+// Also keeps the straggler guard off meanwhile: these tests check how chunks spread over
+// threads, which it changes on a loaded machine (more threads than free cores).
 struct ThreadSettings {
   int threads = nnx::num_threads();
   i64 min_work = k::parallel_min_work();
+  ThreadSettings() { k::set_straggler_guard(false); }
   ~ThreadSettings() {
     nnx::set_num_threads(threads);
     k::set_parallel_min_work(min_work);
+    k::set_straggler_guard(true);
   }
 };
 
@@ -153,9 +157,7 @@ TEST_CASE("the straggler guard runs calls alone while workers keep arriving late
   // Healthy calls: the wait for the workers' last chunks is short next to the caller's share.
   for (int i = 0; i < 10; ++i) g.note(400us, 50us, t);
   CHECK_FALSE(g.solo(t));
-  // A preempted worker: the caller waits milliseconds. One strike is tolerated, two are not.
-  g.note(100us, 4ms, t);
-  CHECK_FALSE(g.solo(t));
+  // A preempted worker: the caller waits milliseconds; the next calls run alone.
   g.note(100us, 4ms, t);
   CHECK(g.solo(t));
   CHECK(g.solo(t + G::kMinSolo - 1us));
@@ -163,26 +165,23 @@ TEST_CASE("the straggler guard runs calls alone while workers keep arriving late
   // Still oversubscribed after the back-off: the next one is twice as long.
   t += G::kMinSolo;
   g.note(100us, 4ms, t);
-  g.note(100us, 4ms, t);
   CHECK(g.solo(t + 2 * G::kMinSolo - 1us));
   CHECK_FALSE(g.solo(t + 2 * G::kMinSolo));
-  // Long waits below kStragglerWait (small calls) are never strikes.
+  // Long waits no longer than kStragglerWait (small calls), or shorter than the caller's own
+  // share, never count.
   G small;
   for (int i = 0; i < 10; ++i) small.note(10us, G::kStragglerWait, t);
+  for (int i = 0; i < 10; ++i) small.note(5ms, 4ms, t);
   CHECK_FALSE(small.solo(t));
-  // A call in which the threads kept pace resets the strikes and the back-off.
+  // A call in which the threads kept pace resets the back-off.
   t += 1s;
-  g.note(100us, 4ms, t);
   g.note(400us, 50us, t);
-  g.note(100us, 4ms, t);
-  CHECK_FALSE(g.solo(t));
   g.note(100us, 4ms, t);
   CHECK(g.solo(t + G::kMinSolo - 1us));
   CHECK_FALSE(g.solo(t + G::kMinSolo));
   // The back-off is capped.
   for (int i = 0; i < 40; ++i) {
     t += 2 * G::kMaxSolo;
-    g.note(100us, 4ms, t);
     g.note(100us, 4ms, t);
   }
   CHECK(g.solo(t + G::kMaxSolo - 1us));
