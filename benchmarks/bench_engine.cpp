@@ -40,9 +40,9 @@
 //                                    allocates.
 //   BM_<M>_Insert/<slots>            insert of a 256-token prefix into every slot.
 //
-// Weight bytes read per token: every parameter once, except GPT-2's wpe table, of which a
-// token reads one row (the tied wte is read whole by the output head, and its embedding
-// row again, which is not counted). Floor tokens/s = bandwidth / weight bytes per token,
+// Weight bytes read per token: every parameter once, except GPT-2's wpe table and an untied
+// Llama's embed_tokens, of which a token reads one row (a tied table is read whole by the
+// output head, and its embedding row again, which is not counted). Floor tokens/s = bandwidth / weight bytes per token,
 // times the slots for batch > 1 (a step reads the weights once). The bandwidth is measured
 // right after each decode benchmark, at its thread count, by summing the weights themselves
 // as integer words (1 and 8 streams per thread, the faster counts): this machine's DRAM
@@ -324,10 +324,17 @@ struct Bench {
     after_load = proc_mem();
     weight_bytes = static_cast<double>(params.nbytes());
     weight_bytes_per_token = weight_bytes;
+    bool has_lm_head = false;
+    for (const auto& [path, leaf] : params) has_lm_head |= path.to_string().starts_with("lm_head");
     for (const auto& [path, leaf] : params) {
       params_count += static_cast<double>(leaf.is_quantized() ? leaf.qtensor().qvalue.numel() : leaf.tensor().numel());
       const std::string p = path.to_string();
-      if (p.size() >= 13 && p.compare(p.size() - 13, 13, "wpe/embedding") == 0)
+      const auto ends_with = [&](std::string_view tail) {
+        return p.size() >= tail.size() && p.compare(p.size() - tail.size(), tail.size(), tail) == 0;
+      };
+      // A lookup table of which a token reads one row: GPT-2's wpe, and an untied Llama's
+      // token embedding (its lm_head is the one read whole).
+      if (ends_with("wpe/embedding") || (ends_with("embed_tokens/embedding") && has_lm_head))
         weight_bytes_per_token -= static_cast<double>(leaf.nbytes()) - static_cast<double>(leaf.tensor().dim(1)) * 4.0;
     }
     const std::int64_t V = engine(1).vocab_size();
