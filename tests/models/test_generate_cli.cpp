@@ -6,11 +6,14 @@
 
 #include <array>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <string>
 
 #include <nnx/io/checkpoint.hpp>
+#include <nnx/kernels/isa.hpp>
 
 #include "reference_fixture.hpp"
 
@@ -26,9 +29,11 @@ struct Run {
   std::string out, err;
 };
 
-Run generate(const std::string& args) {
+// Runs generate with `args`; `env` (e.g. "NNX_ISA=avx2") is set for it alone.
+Run generate(const std::string& args, const std::string& env = "") {
   const fs::path err_file = fs::temp_directory_path() / ("nnx_generate_err_" + std::to_string(::getpid()));
-  const std::string cmd = std::string(NNX_GENERATE_BIN) + " " + args + " 2>" + err_file.string();
+  const std::string cmd =
+      (env.empty() ? std::string() : env + " ") + std::string(NNX_GENERATE_BIN) + " " + args + " 2>" + err_file.string();
   Run r;
   FILE* p = ::popen(cmd.c_str(), "r");
   REQUIRE(p != nullptr);
@@ -80,6 +85,40 @@ TEST_CASE("generate prints the greedy tokens and dumps the prompt's logits", "[c
     const nnx::Tensor logits = f.get("logits");
     CHECK(logits.shape() == e.logits.shape());
     CHECK(fixture::max_abs_diff(logits, e.logits) <= 1e-4);
+  }
+}
+
+// Kernel tiers (nnx/kernels/isa.hpp): each run of generate is pinned to one with NNX_ISA. Every
+// avx512 kernel keeps avx2's reduction orders, so the two give the same bits: a server on a Zen 3
+// (avx2) and one on a Zen 5 (avx512) answer with the same tokens. The portable tier differs
+// from them by rounding only.
+TEST_CASE("generate gives the same tokens on every kernel tier, and avx2 and avx512 the same logits bits",
+          "[cli][generate][isa]") {
+  for (const char* name : {"gpt2_tiny", "llama_tiny", "llama_gqa4", "llama_head_dim"}) {
+    INFO(name);
+    const auto e = fixture::expected(name);
+    TempDir tmp;
+    std::map<std::string, nnx::Tensor> logits;
+    for (nnx::kernels::Isa isa : nnx::kernels::kAllIsas) {
+      if (!nnx::kernels::isa_supported(isa)) continue;
+      const std::string tier(nnx::kernels::isa_name(isa));
+      INFO("NNX_ISA=" << tier);
+      const auto dump = tmp.path / (tier + ".safetensors");
+      const Run r = generate("--model " + fixture::dir(name).string() + " --prompt-ids " + join(e.prompt, ",") +
+                                 " --max-new-tokens 8 --dump-logits " + dump.string(),
+                             "NNX_ISA=" + tier);
+      INFO("stderr: " << r.err);
+      REQUIRE(r.code == 0);
+      CHECK(r.out == join(e.greedy, " ") + "\n");
+      logits[tier] = nnx::io::SafetensorsFile::open(dump).get("logits").clone();
+      CHECK(fixture::max_abs_diff(logits[tier], e.logits) <= 1e-4);
+    }
+    if (logits.count("avx2") && logits.count("avx512")) {
+      const nnx::Tensor& a = logits["avx2"];
+      const nnx::Tensor& b = logits["avx512"];
+      REQUIRE(a.nbytes() == b.nbytes());
+      CHECK(std::memcmp(a.raw_data(), b.raw_data(), static_cast<std::size_t>(a.nbytes())) == 0);
+    }
   }
 }
 
