@@ -13,6 +13,10 @@
 // nnx::set_num_threads(1) and (2) (the last argument), at the decode shapes (M = 1, 8) and
 // prefill shapes (M = 128); compare the two rows of a shape. BM_ReadBandwidth1G gives the
 // machine's single-thread DRAM read bandwidth in the same run (decode GEMV is bound by it).
+//
+// Tiers: BM_TierGemm/tier:<1 avx2, 2 avx512> runs each tier's own kernel at the same shapes in
+// one run; BM_FmaPeak512 / BM_FmaPeak256 measure one core's FMA peak (registers only), the
+// ceiling for the M = 128 rows.
 #include <benchmark/benchmark.h>
 
 // GCC 12 warns inside Eigen's AVX-512 packing (-march=native on AVX-512 machines); not ours.
@@ -20,8 +24,11 @@
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #endif
 #include <Eigen/Dense>
+#include <immintrin.h>
+
 #include <cstdint>
 #include <nnx/kernels/gemm.hpp>
+#include <string>
 #include <nnx/ops/threads.hpp>
 #include <random>
 #include <vector>
@@ -64,6 +71,65 @@ void BM_NnxGemm(benchmark::State& state) {
   }
   set_flops(state, M, N, K);
 }
+
+// The tier's own gemm_f32 (single-threaded), for every tier the CPU runs. Args: tier, M, K, N.
+void BM_TierGemm(benchmark::State& state) {
+  const auto isa = static_cast<nnx::kernels::Isa>(state.range(0));
+  const std::int64_t M = state.range(1), K = state.range(2), N = state.range(3);
+  if (!nnx::kernels::isa_supported(isa)) return state.SkipWithError("tier not available on this CPU");
+  const auto gemm = nnx::kernels::select(nnx::kernels::kGemmF32, isa);
+  state.SetLabel(std::string(nnx::kernels::isa_name(isa)));
+  Buffers buf(M, N, K);
+  for (auto _ : state) {
+    gemm(M, N, K, buf.a.data(), K, buf.b.data(), N, buf.c.data(), N, false);
+    benchmark::DoNotOptimize(buf.c.data());
+    benchmark::ClobberMemory();
+  }
+  set_flops(state, M, N, K);
+}
+
+// The FMA peak of one core: 16 independent chains of vfmadd231ps on registers only (no
+// memory operand), 512 or 256 bits wide. The ratio GEMM / peak is the GEMM's efficiency.
+template <class V, class Fma, class Set>
+void fma_peak(benchmark::State& state, int lanes, Fma fma, Set set) {
+  V acc[16];
+  for (int i = 0; i < 16; ++i) acc[i] = set(1.0f + 1e-7f * float(i));
+  const V mul = set(0.9999999f), add = set(1e-7f);
+  constexpr std::int64_t kIters = 1 << 16;
+  for (auto _ : state) {
+    for (std::int64_t it = 0; it < kIters; ++it)
+#pragma GCC unroll 16
+      for (int i = 0; i < 16; ++i) acc[i] = fma(acc[i], mul, add);
+    for (int i = 0; i < 16; ++i) benchmark::DoNotOptimize(acc[i]);
+  }
+  state.counters["GFLOP/s"] = benchmark::Counter(2.0 * lanes * 16.0 * double(kIters) * 1e-9,
+                                                 benchmark::Counter::kIsIterationInvariantRate);
+}
+
+#if defined(__AVX512F__)
+void BM_FmaPeak512(benchmark::State& state) {
+  fma_peak<__m512>(state, 16, [](__m512 a, __m512 b, __m512 c) { return _mm512_fmadd_ps(a, b, c); },
+                   [](float x) { return _mm512_set1_ps(x); });
+}
+BENCHMARK(BM_FmaPeak512)->UseRealTime();
+#endif
+#if defined(__AVX2__) && defined(__FMA__)
+void BM_FmaPeak256(benchmark::State& state) {
+  fma_peak<__m256>(state, 8, [](__m256 a, __m256 b, __m256 c) { return _mm256_fmadd_ps(a, b, c); },
+                   [](float x) { return _mm256_set1_ps(x); });
+}
+BENCHMARK(BM_FmaPeak256)->UseRealTime();
+#endif
+
+void tier_shapes(benchmark::internal::Benchmark* b) {
+  b->ArgNames({"tier", "M", "K", "N"});
+  for (auto isa : {nnx::kernels::Isa::avx2, nnx::kernels::Isa::avx512})
+    for (std::int64_t M : {1, 8, 128})
+      for (auto [K, N] : {std::pair<std::int64_t, std::int64_t>{768, 2304}, {768, 3072}, {3072, 768}})
+        b->Args({static_cast<std::int64_t>(isa), M, K, N});
+  b->Unit(benchmark::kMicrosecond)->UseRealTime();
+}
+BENCHMARK(BM_TierGemm)->Apply(tier_shapes);
 
 void BM_RefGemm(benchmark::State& state) {
   const std::int64_t M = state.range(0), K = state.range(1), N = state.range(2);

@@ -24,6 +24,7 @@
 #include <cstdint>
 
 #include "nnx/kernels/avx2/gemm.hpp"
+#include "nnx/kernels/avx512/gemm.hpp"
 #include "nnx/kernels/isa.hpp"
 #include "nnx/kernels/parallel.hpp"
 #include "nnx/kernels/ref/gemm.hpp"
@@ -35,13 +36,14 @@ using GemmF32Fn = void (*)(std::int64_t M, std::int64_t N, std::int64_t K, const
 using GemmF32BtFn = void (*)(std::int64_t M, std::int64_t N, std::int64_t K, const float* A, std::int64_t lda,
                              const float* B, std::int64_t ldb, float* C, std::int64_t ldc) noexcept;
 
-inline constexpr TierTable<GemmF32Fn> kGemmF32{&ref::gemm_f32, NNX_X86_ENTRY(avx2::gemm_f32)};
+inline constexpr TierTable<GemmF32Fn> kGemmF32{&ref::gemm_f32, NNX_X86_ENTRY(avx2::gemm_f32),
+                                                NNX_X86_ENTRY(avx512::gemm_f32)};
 inline constexpr TierTable<GemmF32BtFn> kGemmF32Bt{&ref::gemm_f32_bt, NNX_X86_ENTRY(avx2::gemm_f32_bt)};
 
 // Columns per block when threads split a product: a whole number of every tier's register
-// tiles (AVX2: 8 to 32 columns; 24 rows of B for the transposed form), so only the last
-// block has a partial tile; also a multiple of a cache line of C.
-inline constexpr std::int64_t kGemmColumnBlock = 96;
+// tiles (avx2: 16 or 32 columns, 24 rows of B for the transposed form; avx512: 32, 48 or 64),
+// so only the last block has a partial tile; also a multiple of a cache line of C.
+inline constexpr std::int64_t kGemmColumnBlock = 192;
 
 // C[M, N] (+)= A[M, K] · B[K, N]. Row-major with row strides lda >= K, ldb >= N, ldc >= N;
 // C must not overlap A or B. accumulate = false overwrites C; true starts each element's
