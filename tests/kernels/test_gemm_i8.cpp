@@ -66,12 +66,13 @@ struct Path {
   I8Fn i8;
 };
 
-// The dispatching entry points and every tier this CPU runs that has its own kernel.
+// The dispatching entry points and every tier this CPU runs, with the kernels it dispatches to
+// (its own, or the tier's below where it has none).
 std::vector<Path> paths() {
   std::vector<Path> p{{"dispatch", &k::gemm_f32_w8, &k::gemm_i8_i8}};
   for (k::Isa isa : k::kAllIsas)
-    if (k::isa_supported(isa) && k::tier_entry(k::kGemmF32W8, isa))
-      p.push_back({k::isa_name(isa).data(), k::tier_entry(k::kGemmF32W8, isa), k::tier_entry(k::kGemmI8I8, isa)});
+    if (k::isa_supported(isa))
+      p.push_back({k::isa_name(isa).data(), k::select(k::kGemmF32W8, isa), k::select(k::kGemmI8I8, isa)});
   return p;
 }
 
@@ -297,4 +298,18 @@ TEST_CASE("quantize then multiply approximates the float product", "[kernels][ge
       REQUIRE(std::fabs(y_w8[i] - exact) <= bound_w8 * 1.001 + 1e-6);
       REQUIRE(std::fabs(y_i8[i] - exact) <= bound_i8 * 1.001 + 1e-6);
     }
+}
+
+TEST_CASE("the avx512 VNNI W8A8 product gives avx2's bits at every shape", "[kernels][gemm_i8][avx512]") {
+  if (test_support::skip_tier("avx512", k::isa_supported(k::Isa::avx512))) return;
+#if NNX_KERNELS_X86_DISPATCH
+  // Every row-tile height 1..8 and beyond, channel tails, K tails of every length mod 64, more
+  // weight rows than one block (whose column sums are per block), and long K.
+  for (i64 M : {1, 2, 3, 5, 7, 8, 9, 17, 130})
+    for (auto [N, K] : {std::pair<i64, i64>{13, 1}, {130, 257}, {77, 63}, {50, 1000}, {1100, 129}, {9, 4096 + 21}}) {
+      const Problem pr(M, N, K, 600u + static_cast<std::uint32_t>(M * 7 + N + K));
+      INFO("M=" << M << " N=" << N << " K=" << K);
+      REQUIRE(same_bits(pr.run_i8(&k::avx512::gemm_i8_i8), pr.run_i8(&k::avx2::gemm_i8_i8)));
+    }
+#endif
 }

@@ -30,6 +30,7 @@
 #include <cstdint>
 
 #include "nnx/kernels/avx2/gemm_i8.hpp"
+#include "nnx/kernels/avx512/gemm_i8.hpp"
 #include "nnx/kernels/isa.hpp"
 #include "nnx/kernels/parallel.hpp"
 #include "nnx/kernels/ref/gemm_i8.hpp"
@@ -44,7 +45,8 @@ using GemmI8I8Fn = void (*)(std::int64_t M, std::int64_t N, std::int64_t K, cons
                             std::int64_t ldy) noexcept;
 
 inline constexpr TierTable<GemmF32W8Fn> kGemmF32W8{&ref::gemm_f32_w8, NNX_X86_ENTRY(avx2::gemm_f32_w8)};
-inline constexpr TierTable<GemmI8I8Fn> kGemmI8I8{&ref::gemm_i8_i8, NNX_X86_ENTRY(avx2::gemm_i8_i8)};
+inline constexpr TierTable<GemmI8I8Fn> kGemmI8I8{&ref::gemm_i8_i8, NNX_X86_ENTRY(avx2::gemm_i8_i8),
+                                                 NNX_X86_ENTRY(avx512::gemm_i8_i8)};
 
 // Output channels per block when threads split a product: a multiple of every tier's tile
 // width, so only the last block has a partial tile.
