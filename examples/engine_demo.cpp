@@ -52,7 +52,10 @@ std::vector<std::int32_t> make_prompt(std::int64_t length, std::int32_t first, s
 
 std::string join(const std::vector<std::int32_t>& ids, std::size_t max_shown = 16) {
   std::string s;
-  for (std::size_t i = 0; i < ids.size() && i < max_shown; ++i) s += (i ? " " : "") + std::to_string(ids[i]);
+  for (std::size_t i = 0; i < ids.size() && i < max_shown; ++i) {
+    if (i) s += ' ';
+    s += std::to_string(ids[i]);
+  }
   if (ids.size() > max_shown) s += " ...";
   return s;
 }

@@ -18,4 +18,5 @@
 #include "nnx/kernels/parallel.hpp"
 #include "nnx/kernels/quantize.hpp"
 #include "nnx/kernels/rope.hpp"
+#include "nnx/kernels/sampling.hpp"
 #include "nnx/kernels/softmax.hpp"
