@@ -1,4 +1,4 @@
-// Tests for nnx/kernels/quantize.hpp (and ref/, avx2/): AQT absmax numerics against a scalar
+// Tests for nnx/kernels/quantize.hpp (and ref/, avx2/, avx512/): AQT absmax numerics against a scalar
 // reference written here (float division as specified, an explicit half-to-even rounding),
 // exact ties and clipping, all-zero and non-finite rows, the columns variant against the
 // rows one on the transpose, the AVX2 path bit for bit against the portable one, leading
@@ -79,13 +79,14 @@ struct Path {
   DequantFn dequant;
 };
 
-// The dispatching entry points and every tier this CPU runs that has its own kernel.
+// The dispatching entry points and every tier this CPU runs, with the kernels it dispatches to
+// (its own, or the tier's below where it has none).
 std::vector<Path> paths() {
   std::vector<Path> p{{"dispatch", &k::quantize_rows_absmax, &k::quantize_columns_absmax, &k::dequantize_rows}};
   for (k::Isa isa : k::kAllIsas)
-    if (k::isa_supported(isa) && k::tier_entry(k::kQuantizeRowsAbsmax, isa))
-      p.push_back({k::isa_name(isa).data(), k::tier_entry(k::kQuantizeRowsAbsmax, isa),
-                   k::tier_entry(k::kQuantizeColumnsAbsmax, isa), k::tier_entry(k::kDequantizeRows, isa)});
+    if (k::isa_supported(isa))
+      p.push_back({k::isa_name(isa).data(), k::select(k::kQuantizeRowsAbsmax, isa),
+                   k::select(k::kQuantizeColumnsAbsmax, isa), k::select(k::kDequantizeRows, isa)});
   return p;
 }
 
@@ -315,6 +316,50 @@ TEST_CASE("the AVX2 quantizers give the portable bits on wide-ranging data", "[k
     }
 #else
   test_support::skip_tier("avx2", false);  // AVX2 kernels not compiled on this platform
+#endif
+}
+
+TEST_CASE("the avx512 quantizers give avx2's bits at every tail length and on special values",
+          "[kernels][quantize][avx512]") {
+  if (test_support::skip_tier("avx512", k::isa_supported(k::Isa::avx512))) return;
+#if NNX_KERNELS_X86_DISPATCH
+  const float nan = std::numeric_limits<float>::quiet_NaN(), inf = std::numeric_limits<float>::infinity();
+  // K of every length mod 64 up to 130 (the 64-wide loop, 16-wide masked tails), and long rows.
+  std::vector<i64> depths;
+  for (i64 K = 1; K <= 130; ++K) depths.push_back(K);
+  for (i64 K : {768, 1000, 3072, 4096 + 17}) depths.push_back(K);
+  for (i64 K : depths) {
+    const i64 M = 6, ldx = K + 5, ldq = K + 3;
+    auto x = random_floats(static_cast<std::size_t>(M * ldx), 51u + static_cast<std::uint32_t>(K));
+    std::mt19937 gen(static_cast<std::uint32_t>(K));
+    for (auto& v : x) v = std::ldexp(v, static_cast<int>(gen() % 60) - 30);  // many binades
+    const auto at = [&](i64 m, i64 kk) -> float& { return x[static_cast<std::size_t>(m * ldx + kk)]; };
+    // Row 1: ties at scale 1 (max 127.5 in the last element, the tail); row 2: a NaN last;
+    // row 3: an inf and a -0.0; row 4: all zeros and -0.0; row 5: denormals.
+    for (i64 kk = 0; kk < K; ++kk) {
+      at(1, kk) = 0.5f * static_cast<float>((kk * 7) % 255 - 127);
+      at(4, kk) = (kk % 2) ? 0.0f : -0.0f;
+      at(5, kk) = std::ldexp(at(5, kk), -120);
+    }
+    at(1, K - 1) = -127.5f;
+    at(2, K - 1) = nan;
+    at(3, K / 2) = -inf;
+    at(3, 0) = -0.0f;
+    std::vector<std::int8_t> qa(static_cast<std::size_t>(M * ldq), std::int8_t{99}), qb = qa;
+    std::vector<float> sa(static_cast<std::size_t>(M)), sb(sa.size());
+    k::avx2::quantize_rows_absmax(M, K, x.data(), ldx, qa.data(), ldq, sa.data());
+    k::avx512::quantize_rows_absmax(M, K, x.data(), ldx, qb.data(), ldq, sb.data());
+    INFO("K=" << K);
+    REQUIRE(qb == qa);  // padding bytes included: both leave them at 99
+    REQUIRE(same_bits(sb, sa));
+    REQUIRE(sb[1] == 1.0f);
+    REQUIRE(std::isnan(sb[2]));
+
+    std::vector<float> da(static_cast<std::size_t>(M * ldx), 7.0f), db = da;
+    k::avx2::dequantize_rows(M, K, qa.data(), ldq, sa.data(), da.data(), ldx);
+    k::avx512::dequantize_rows(M, K, qa.data(), ldq, sa.data(), db.data(), ldx);
+    REQUIRE(same_bits(db, da));
+  }
 #endif
 }
 

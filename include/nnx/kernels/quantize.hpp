@@ -22,6 +22,7 @@
 #include <cstdint>
 
 #include "nnx/kernels/avx2/quantize.hpp"
+#include "nnx/kernels/avx512/quantize.hpp"
 #include "nnx/kernels/isa.hpp"
 #include "nnx/kernels/parallel.hpp"
 #include "nnx/kernels/ref/quantize.hpp"
@@ -36,11 +37,13 @@ using DequantizeRowsFn = void (*)(std::int64_t N, std::int64_t K, const std::int
                                   const float* scale, float* w, std::int64_t ldw) noexcept;
 
 inline constexpr TierTable<QuantizeRowsFn> kQuantizeRowsAbsmax{&ref::quantize_rows_absmax,
-                                                               NNX_X86_ENTRY(avx2::quantize_rows_absmax)};
+                                                               NNX_X86_ENTRY(avx2::quantize_rows_absmax),
+                                                               NNX_X86_ENTRY(avx512::quantize_rows_absmax)};
 inline constexpr TierTable<QuantizeColumnsFn> kQuantizeColumnsAbsmax{&ref::quantize_columns_absmax,
                                                                      NNX_X86_ENTRY(avx2::quantize_columns_absmax)};
 inline constexpr TierTable<DequantizeRowsFn> kDequantizeRows{&ref::dequantize_rows,
-                                                             NNX_X86_ENTRY(avx2::dequantize_rows)};
+                                                             NNX_X86_ENTRY(avx2::dequantize_rows),
+                                                             NNX_X86_ENTRY(avx512::dequantize_rows)};
 
 // Columns per block when threads split quantize_columns_absmax: a multiple of every tier's
 // strip width.
