@@ -8,6 +8,9 @@
 //   BM_W8Gemm     gemm_f32_w8, weights [N, K] int8 + per-channel scales, f32 activations
 //   BM_I8Gemm     gemm_i8_i8, activations already int8 (W8A8 product alone)
 //   BM_I8Linear   quantize_rows_absmax of the activations + gemm_i8_i8 (a W8A8 Linear call)
+//   BM_TierI8Gemm, BM_TierW8Gemm  one tier's kernel (tier 1 avx2, 2 avx512), split between
+//                 threads as the entry points split it: tier ratios from one run
+//   BM_TierQuantizeRows  one tier's quantize_rows_absmax (activations), one thread
 //   BM_ReadBandwidth  sums a 512 MiB buffer (1 and 2 threads): the DRAM floor decode is held to
 // Shapes (args M, K, N, threads, cold): M = 1, 8 (decode) and 128 (prefill); K x N = 768 x
 // 2304 (QKV), 768 x 3072 (MLP up), 3072 x 768 (MLP down), 768 x 50257 (logits); 1 and 2
@@ -28,6 +31,7 @@
 #include <nnx/ops/threads.hpp>
 #include <nnx/kernels/quantize.hpp>
 #include <random>
+#include <string>
 #include <vector>
 
 namespace {
@@ -67,6 +71,7 @@ struct Shape {
   bool cold;
   explicit Shape(const benchmark::State& s)
       : M(s.range(0)), K(s.range(1)), N(s.range(2)), threads(static_cast<int>(s.range(3))), cold(s.range(4) != 0) {}
+  Shape(i64 m, i64 k, i64 n, int t, bool c) : M(m), K(k), N(n), threads(t), cold(c) {}
 };
 
 // Restores the thread count after a benchmark.
@@ -188,6 +193,86 @@ void BM_QuantizeColumns(benchmark::State& state) {
   set_counters(state, s, 4.0 * static_cast<double>(s.N * s.K));
 }
 
+// One tier's kernel (args tier, M, K, N, threads, cold), split between threads exactly as the
+// public entry point splits it (parallel_blocks over blocks of kGemmI8ChannelBlock channels):
+// the same call with the tier forced, so tiers compare in one run.
+template <class Fn>
+void run_tier(const Shape& s, Fn f) {
+  nnx::kernels::parallel_blocks(s.N, nnx::kernels::kGemmI8ChannelBlock, double(s.M) * double(s.N) * double(s.K),
+                                [&](i64 n0, i64 n1) noexcept { f(n0, n1); });
+}
+
+struct TierShape : Shape {
+  nnx::kernels::Isa isa;
+  explicit TierShape(const benchmark::State& st)
+      : Shape(st.range(1), st.range(2), st.range(3), static_cast<int>(st.range(4)), st.range(5) != 0),
+        isa(static_cast<nnx::kernels::Isa>(st.range(0))) {}
+};
+
+void BM_TierI8Gemm(benchmark::State& state) {
+  const TierShape s(state);
+  if (!nnx::kernels::isa_supported(s.isa)) return state.SkipWithError("tier not available on this CPU");
+  state.SetLabel(std::string(nnx::kernels::isa_name(s.isa)));
+  const auto f = nnx::kernels::select(nnx::kernels::kGemmI8I8, s.isa);
+  const Threads threads(s.threads);
+  const auto x = random_floats(static_cast<std::size_t>(s.M * s.K), 1);
+  std::vector<std::int8_t> xq(x.size());
+  std::vector<float> xs(static_cast<std::size_t>(s.M));
+  nnx::kernels::quantize_rows_absmax(s.M, s.K, x.data(), s.K, xq.data(), s.K, xs.data());
+  const QuantizedWeights qw(s.N, s.K);
+  Weights<std::int8_t> w(qw.q, s.cold);
+  std::vector<float> y(static_cast<std::size_t>(s.M * s.N));
+  for (auto _ : state) {
+    const std::int8_t* q = w.get();
+    run_tier(s, [&](i64 n0, i64 n1) {
+      f(s.M, n1 - n0, s.K, xq.data(), s.K, xs.data(), q + n0 * s.K, s.K, qw.scale.data() + n0, y.data() + n0, s.N);
+    });
+    benchmark::DoNotOptimize(y.data());
+    benchmark::ClobberMemory();
+  }
+  set_counters(state, s, static_cast<double>(s.N * s.K));
+}
+
+void BM_TierW8Gemm(benchmark::State& state) {
+  const TierShape s(state);
+  if (!nnx::kernels::isa_supported(s.isa)) return state.SkipWithError("tier not available on this CPU");
+  state.SetLabel(std::string(nnx::kernels::isa_name(s.isa)));
+  const auto f = nnx::kernels::select(nnx::kernels::kGemmF32W8, s.isa);
+  const Threads threads(s.threads);
+  const auto x = random_floats(static_cast<std::size_t>(s.M * s.K), 1);
+  const QuantizedWeights qw(s.N, s.K);
+  Weights<std::int8_t> w(qw.q, s.cold);
+  std::vector<float> y(static_cast<std::size_t>(s.M * s.N));
+  for (auto _ : state) {
+    const std::int8_t* q = w.get();
+    run_tier(s, [&](i64 n0, i64 n1) {
+      f(s.M, n1 - n0, s.K, x.data(), s.K, q + n0 * s.K, s.K, qw.scale.data() + n0, y.data() + n0, s.N);
+    });
+    benchmark::DoNotOptimize(y.data());
+    benchmark::ClobberMemory();
+  }
+  set_counters(state, s, static_cast<double>(s.N * s.K));
+}
+
+// Quantizing activations x[M, K] per row (every W8A8 Linear call), one tier, one thread.
+// GOP/s counts 2 M K (so "weight GB/s" is meaningless here); compare tiers by time.
+void BM_TierQuantizeRows(benchmark::State& state) {
+  const TierShape s(state);
+  if (!nnx::kernels::isa_supported(s.isa)) return state.SkipWithError("tier not available on this CPU");
+  state.SetLabel(std::string(nnx::kernels::isa_name(s.isa)));
+  const auto f = nnx::kernels::select(nnx::kernels::kQuantizeRowsAbsmax, s.isa);
+  const auto x = random_floats(static_cast<std::size_t>(s.M * s.K), 1);
+  std::vector<std::int8_t> xq(x.size());
+  std::vector<float> xs(static_cast<std::size_t>(s.M));
+  for (auto _ : state) {
+    f(s.M, s.K, x.data(), s.K, xq.data(), s.K, xs.data());
+    benchmark::DoNotOptimize(xq.data());
+    benchmark::ClobberMemory();
+  }
+  state.counters["GB/s in"] = benchmark::Counter(4.0 * static_cast<double>(s.M * s.K) * 1e-9,
+                                                 benchmark::Counter::kIsIterationInvariantRate);
+}
+
 // The memory-bandwidth floor in the same run: a sum over 512 MiB of int64, split between the
 // threads as the kernels split weights.
 void BM_ReadBandwidth(benchmark::State& state) {
@@ -234,8 +319,33 @@ void quantize_shapes(benchmark::internal::Benchmark* b) {
   b->Unit(benchmark::kMicrosecond)->UseRealTime();
 }
 
+// Tiers avx2 and avx512 at M = 1, 8 (decode, weights hot and from DRAM) and 128 (prefill).
+void tier_shapes(benchmark::internal::Benchmark* b) {
+  b->ArgNames({"tier", "M", "K", "N", "threads", "cold"});
+  for (int threads : {1, 2})
+    for (i64 M : {1, 8, 128})
+      for (auto [K, N] : {std::pair<i64, i64>{768, 3072}, {3072, 768}})
+        for (int cold : {0, 1})
+          if (cold == 0 || M <= 8)
+            for (auto isa : {nnx::kernels::Isa::avx2, nnx::kernels::Isa::avx512})
+              b->Args({static_cast<i64>(isa), M, K, N, threads, cold});
+  b->Unit(benchmark::kMicrosecond)->UseRealTime();
+}
+
+void tier_quantize_shapes(benchmark::internal::Benchmark* b) {
+  b->ArgNames({"tier", "M", "K", "N", "threads", "cold"});
+  for (i64 M : {1, 8, 128})
+    for (i64 K : {768, 3072})
+      for (auto isa : {nnx::kernels::Isa::avx2, nnx::kernels::Isa::avx512})
+        b->Args({static_cast<i64>(isa), M, K, 0, 1, 0});
+  b->Unit(benchmark::kMicrosecond)->UseRealTime();
+}
+
 }  // namespace
 
+BENCHMARK(BM_TierI8Gemm)->Apply(tier_shapes);
+BENCHMARK(BM_TierW8Gemm)->Apply(tier_shapes);
+BENCHMARK(BM_TierQuantizeRows)->Apply(tier_quantize_shapes);
 BENCHMARK(BM_ReadBandwidth)->ArgName("threads")->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_F32Gemm)->Apply(decode_and_prefill);
 BENCHMARK(BM_W8Gemm)->Apply(decode_and_prefill);
