@@ -1,63 +1,99 @@
-// bench_attention — the attention kernel (nnx/kernels/attention.hpp) per tier, on the shape of
-// a GPT-2-124M decode step: every head of every slot against its KV cache.
+// bench_attention — the attention kernel (nnx/kernels/attention.hpp, attend_group_f32) per tier:
+// a decode step's attention (every slot's query heads over its KV cache) and a prefill's (every
+// token of a prompt over the keys before it), one layer.
 //
 //   build/benchmarks/bench_attention
 //
-//   BM_AttendDecode/<tier>/<slots>/<positions>
-//       tier 0 = portable (ref::attend_f32), 1 = AVX2 (skipped on a CPU without it);
-//       12 heads of 64 dimensions per slot over `positions` cached keys in a [slots, 1024,
-//       12, 64] f32 cache, one layer. Counters: kv_GBps, the KV bytes read per second
-//       (2 * positions * 12 * 64 * 4 per slot; for the caches that fit in L2 it is a cache
-//       rate, not DRAM's), and the time per layer.
-// The ratio of the two tiers in one run is the figure to quote (see RESULTS.md).
+//   BM_AttendDecode/<tier>/<slots>/<positions>/<group>
+//       tier 0 = ref, 1 = avx2, 2 = avx512 (skipped on a CPU without it; a tier without its
+//       own kernel runs the one below); 12 query heads of 64 dimensions per slot, 12 / group
+//       KV heads, `positions` cached keys in a [slots, 1024, Hkv, 64] f32 cache. Counters:
+//       kv_GBps, the KV bytes read per second (2 * positions * Hkv * 64 * 4 per slot; caches
+//       that fit in L2/L3 give a cache rate, not DRAM's).
+//   BM_AttendPrefill/<tier>/<tokens>
+//       a causal prompt of `tokens` tokens, 12 heads of 64 (GPT-2 124M's layer): compare its
+//       time with a prefill's GEMMs (bench_gemm) for attention's share of a prefill.
+// The ratio of tiers in one run is the figure to quote (see RESULTS.md).
 #include <benchmark/benchmark.h>
 
 #include <cstdint>
 #include <random>
+#include <string>
 #include <vector>
 
 #include <nnx/kernels/attention.hpp>
 
 namespace {
 
-using AttendFn = void (*)(const float*, const float*, const float*, std::int64_t, std::int64_t, std::int64_t, float,
-                          float*, float*);
+namespace k = nnx::kernels;
+
+std::vector<float> random_floats(std::size_t n, unsigned seed) {
+  std::mt19937 gen(seed);
+  std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+  std::vector<float> v(n);
+  for (float& x : v) x = u(gen);
+  return v;
+}
+
+bool pick(benchmark::State& state, k::AttendGroupF32Fn& fn) {
+  const auto isa = static_cast<k::Isa>(state.range(0));
+  if (!k::isa_supported(isa)) {
+    state.SkipWithError("tier not available on this CPU");
+    return false;
+  }
+  fn = k::select(k::kAttendGroupF32, isa);
+  state.SetLabel(std::string(k::isa_name(isa)));
+  return true;
+}
 
 void BM_AttendDecode(benchmark::State& state) {
-  const std::int64_t tier = state.range(0), slots = state.range(1), n = state.range(2);
+  k::AttendGroupF32Fn fn = nullptr;
+  if (!pick(state, fn)) return;
+  const std::int64_t slots = state.range(1), n = state.range(2), group = state.range(3);
   constexpr std::int64_t H = 12, D = 64, S = 1024;
-  AttendFn fn = &nnx::kernels::ref::attend_f32;
-#if NNX_KERNELS_X86_DISPATCH
-  if (tier == 1) {
-    if (!nnx::kernels::isa_supported(nnx::kernels::Isa::avx2)) return state.SkipWithError("no AVX2 on this CPU");
-    fn = &nnx::kernels::avx2::attend_f32;
-  }
-#else
-  if (tier == 1) return state.SkipWithError("no AVX2 kernels on this platform");
-#endif
-  std::vector<float> keys(static_cast<std::size_t>(slots * S * H * D)), values(keys.size());
-  std::vector<float> q(static_cast<std::size_t>(slots * H * D)), out(q.size()), scores(S);
-  std::mt19937 gen(1);
-  std::uniform_real_distribution<float> u(-1.0f, 1.0f);
-  for (auto* v : {&keys, &values, &q})
-    for (float& x : *v) x = u(gen);
+  const std::int64_t Hkv = H / group;
+  const auto keys = random_floats(static_cast<std::size_t>(slots * S * Hkv * D), 1);
+  const auto values = random_floats(keys.size(), 2);
+  const auto q = random_floats(static_cast<std::size_t>(slots * H * D), 3);
+  std::vector<float> out(q.size());
   for (auto _ : state) {
     for (std::int64_t b = 0; b < slots; ++b)
-      for (std::int64_t h = 0; h < H; ++h) {
-        const std::int64_t head = (b * S * H + h) * D;
-        fn(q.data() + (b * H + h) * D, keys.data() + head, values.data() + head, H * D, n, D, 0.125f, scores.data(),
-           out.data() + (b * H + h) * D);
+      for (std::int64_t kvh = 0; kvh < Hkv; ++kvh) {
+        const std::int64_t head = (b * S * Hkv + kvh) * D, first_q = (b * H + kvh * group) * D;
+        fn(q.data() + first_q, D, group, keys.data() + head, values.data() + head, Hkv * D, n, D, 0.125f,
+           out.data() + first_q, D);
       }
     benchmark::DoNotOptimize(out.data());
   }
-  const double kv_bytes = 2.0 * static_cast<double>(slots * n * H * D) * sizeof(float);
-  state.counters["kv_GBps"] =
-      benchmark::Counter(kv_bytes * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+  const double kv_bytes = 2.0 * static_cast<double>(slots * n * Hkv * D) * sizeof(float);
+  state.counters["kv_GBps"] = benchmark::Counter(kv_bytes * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
 }
 
-BENCHMARK(BM_AttendDecode)
-    ->ArgNames({"tier", "slots", "positions"})
-    ->ArgsProduct({{0, 1}, {1, 8}, {288, 1024}})
-    ->Unit(benchmark::kMicrosecond);
+void BM_AttendPrefill(benchmark::State& state) {
+  k::AttendGroupF32Fn fn = nullptr;
+  if (!pick(state, fn)) return;
+  const std::int64_t T = state.range(1);
+  constexpr std::int64_t H = 12, D = 64;
+  const auto q = random_floats(static_cast<std::size_t>(T * H * D), 4);
+  const auto keys = random_floats(q.size(), 5);
+  const auto values = random_floats(q.size(), 6);
+  std::vector<float> out(q.size());
+  for (auto _ : state) {
+    for (std::int64_t h = 0; h < H; ++h)
+      for (std::int64_t t = 0; t < T; ++t)
+        fn(q.data() + (t * H + h) * D, D, 1, keys.data() + h * D, values.data() + h * D, H * D, t + 1, D, 0.125f,
+           out.data() + (t * H + h) * D, D);
+    benchmark::DoNotOptimize(out.data());
+  }
+  // Multiply-adds: a score and a weighted value per (token, key <= token, head, dimension).
+  state.counters["GFLOP_per_s"] = benchmark::Counter(2.0 * 2.0 * double(T) * double(T + 1) / 2.0 * H * D * 1e-9,
+                                                     benchmark::Counter::kIsIterationInvariantRate);
+}
 
 }  // namespace
+
+BENCHMARK(BM_AttendDecode)
+    ->ArgNames({"tier", "slots", "positions", "group"})
+    ->ArgsProduct({{0, 1, 2}, {1, 8}, {288, 1024}, {1, 4}})
+    ->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_AttendPrefill)->ArgNames({"tier", "tokens"})->ArgsProduct({{0, 1, 2}, {128, 512}})->Unit(benchmark::kMicrosecond);

@@ -1,5 +1,6 @@
-// Tests for nnx/kernels/attention.hpp: the portable and AVX2 kernels against a double-precision
-// reference at odd head sizes and key counts, over interleaved heads (stride > D), and NaN.
+// Tests for nnx/kernels/attention.hpp: every tier's grouped kernel against a double-precision
+// reference at odd head sizes, key counts and group sizes, over interleaved heads (strides
+// > D), and NaN.
 #include <catch2/catch.hpp>
 
 #include <algorithm>
@@ -15,7 +16,6 @@ namespace {
 
 namespace k = nnx::kernels;
 using i64 = std::int64_t;
-using AttendFn = void (*)(const float*, const float*, const float*, i64, i64, i64, float, float*, float*);
 
 std::vector<float> random_floats(std::size_t n, std::uint32_t seed, float lo, float hi) {
   std::mt19937 gen(seed);
@@ -44,62 +44,49 @@ std::vector<double> attend_double(const float* q, const float* keys, const float
   return out;
 }
 
-// Largest |out - double reference| over random problems, relative to max |v| (the outputs
-// are convex combinations of the values).
-double worst_error(AttendFn fn) {
-  double worst = 0;
-  std::uint32_t seed = 1;
-  for (i64 D : {1, 5, 8, 13, 32, 36, 64, 67, 128})
-    for (i64 n : {1, 3, 4, 7, 9, 33, 130, 517}) {
-      const i64 heads = 3, stride = heads * D;  // the middle of three interleaved heads
-      const auto q = random_floats(static_cast<std::size_t>(D), seed++, -2.0f, 2.0f);
-      const auto keys = random_floats(static_cast<std::size_t>(n * stride), seed++, -2.0f, 2.0f);
-      const auto values = random_floats(static_cast<std::size_t>(n * stride), seed++, -1.0f, 1.0f);
-      std::vector<float> scores(static_cast<std::size_t>(n)), out(static_cast<std::size_t>(D) + 1, 7.0f);
-      const float scale = 1.0f / std::sqrt(static_cast<float>(D));
-      fn(q.data(), keys.data() + D, values.data() + D, stride, n, D, scale, scores.data(), out.data());
-      const auto ref = attend_double(q.data(), keys.data() + D, values.data() + D, stride, n, D, scale);
-      for (i64 d = 0; d < D; ++d)
-        worst = std::max(worst, std::fabs(out[static_cast<std::size_t>(d)] - ref[static_cast<std::size_t>(d)]));
-      REQUIRE(out[static_cast<std::size_t>(D)] == 7.0f);  // nothing written past D
-    }
-  return worst;
-}
-
 }  // namespace
 
-TEST_CASE("attend_f32 (portable) matches a double reference", "[kernels][attention]") {
-  const double err = worst_error(&k::ref::attend_f32);
-  INFO("worst error " << err);
-  CHECK(err < 1e-6);
-}
-
-TEST_CASE("attend_f32 (AVX2) matches a double reference and the portable kernel", "[kernels][attention][avx2]") {
-#if NNX_KERNELS_X86_DISPATCH
-  if (!k::isa_supported(k::Isa::avx2)) {
-    WARN("CPU without AVX2+FMA: AVX2 attention not tested");
-    return;
-  }
-  const double err = worst_error(&k::avx2::attend_f32);
-  INFO("worst error " << err);
-  CHECK(err < 1e-6);
-#else
-  WARN("not an x86-64 GCC/Clang build: no AVX2 attention");
-#endif
-}
-
-TEST_CASE("attend_f32: a NaN score makes the output NaN; one key returns its value", "[kernels][attention]") {
-  for (AttendFn fn : {&k::ref::attend_f32, &k::attend_f32}) {
-    const i64 D = 11, n = 20;
-    auto q = random_floats(D, 3, -1.0f, 1.0f);
-    auto keys = random_floats(n * D, 4, -1.0f, 1.0f);
-    const auto values = random_floats(n * D, 5, -1.0f, 1.0f);
-    std::vector<float> scores(n), out(D);
-    keys[13 * D + 2] = std::numeric_limits<float>::quiet_NaN();
-    fn(q.data(), keys.data(), values.data(), D, n, D, 0.3f, scores.data(), out.data());
+// The grouped kernel with its online softmax: every tier against the double reference, for
+// every head of a group, over key counts crossing the block size (256) and head groups larger
+// than the heads done in one pass (16); nothing written outside the heads' outputs.
+TEST_CASE("attend_group_f32 on every tier matches a double reference", "[kernels][attention]") {
+  for (k::Isa isa : k::kAllIsas) {
+    if (!k::isa_supported(isa)) continue;
+    const auto fn = k::select(k::kAttendGroupF32, isa);
+    double worst = 0;
+    std::uint32_t seed = 100;
+    for (i64 D : {1, 7, 8, 13, 32, 64, 67, 80, 128})
+      for (i64 n : {1, 5, 63, 64, 65, 130, 517})
+        for (i64 G : {1, 2, 4, 5, 17}) {
+          if (D * n * G > 400000) continue;
+          const i64 kv_heads = 2, kv_stride = kv_heads * D;  // the second of two interleaved KV heads
+          const i64 q_stride = D + 3, out_stride = D + 5;
+          const auto q = random_floats(static_cast<std::size_t>(G * q_stride), seed++, -2.0f, 2.0f);
+          const auto keys = random_floats(static_cast<std::size_t>(n * kv_stride), seed++, -2.0f, 2.0f);
+          const auto values = random_floats(static_cast<std::size_t>(n * kv_stride), seed++, -1.0f, 1.0f);
+          std::vector<float> out(static_cast<std::size_t>(G * out_stride), 7.0f);
+          const float scale = 1.0f / std::sqrt(static_cast<float>(D));
+          fn(q.data(), q_stride, G, keys.data() + D, values.data() + D, kv_stride, n, D, scale, out.data(), out_stride);
+          INFO(k::isa_name(isa) << " D=" << D << " n=" << n << " G=" << G);
+          for (i64 g = 0; g < G; ++g) {
+            const auto ref = attend_double(q.data() + g * q_stride, keys.data() + D, values.data() + D, kv_stride, n, D,
+                                           scale);
+            for (i64 d = 0; d < D; ++d)
+              worst = std::max(worst, std::fabs(out[static_cast<std::size_t>(g * out_stride + d)] -
+                                                ref[static_cast<std::size_t>(d)]));
+            for (i64 d = D; d < out_stride; ++d) REQUIRE(out[static_cast<std::size_t>(g * out_stride + d)] == 7.0f);
+          }
+        }
+    INFO(k::isa_name(isa) << " worst error " << worst);
+    CHECK(worst < 1e-6);
+    // A NaN in one key makes that head's output NaN (every head of the group reads it).
+    const i64 D = 16, n = 70, G = 2;
+    auto keys = random_floats(static_cast<std::size_t>(n * D), 7, -1.0f, 1.0f);
+    const auto values = random_floats(static_cast<std::size_t>(n * D), 8, -1.0f, 1.0f);
+    const auto q = random_floats(static_cast<std::size_t>(G * D), 9, -1.0f, 1.0f);
+    keys[static_cast<std::size_t>(66 * D + 3)] = std::numeric_limits<float>::quiet_NaN();
+    std::vector<float> out(static_cast<std::size_t>(G * D));
+    fn(q.data(), D, G, keys.data(), values.data(), D, n, D, 0.25f, out.data(), D);
     for (float o : out) CHECK(std::isnan(o));
-    // One key: softmax weight exactly 1, so the output is the value row.
-    fn(q.data(), keys.data(), values.data(), D, 1, D, 0.3f, scores.data(), out.data());
-    for (i64 d = 0; d < D; ++d) CHECK(out[static_cast<std::size_t>(d)] == values[static_cast<std::size_t>(d)]);
   }
 }

@@ -1,11 +1,14 @@
-// nnx/kernels/attention.hpp — attention of one query row over a run of keys and values (one
-// head of one token against its KV cache, or the keys before it in a prompt): the entry
-// point nn/attention.hpp calls for every (row, token, head).
+// nnx/kernels/attention.hpp — causal attention of the query heads of one KV group over a run of
+// keys and values: the kernel nn/attention.hpp calls for every (batch row, token, KV head), in
+// prefill (a query row over the keys up to its position) and decode (a slot's query over its
+// cache) alike.
 //
-//   nnx::kernels::attend_f32(q, keys, values, stride, n, D, scale, scores, out);
+//   // the `group` query heads of KV head kvh of token t, over keys 0..last of its row
+//   nnx::kernels::attend_group_f32(q_t + kvh * group * D, D, group, k_row + kvh * D, v_row + kvh * D,
+//                                  Hkv * D, last + 1, D, 1 / sqrt(D), out_t + kvh * group * D, D);
 //
-// Runs the best tier the CPU has (nnx/kernels/isa.hpp); the tiers agree within the
-// bound nnx/kernels/avx2/attention.hpp states. Never throws.
+// Runs the best tier the CPU has (nnx/kernels/isa.hpp); the tiers agree within the bound
+// nnx/kernels/avx2/attention.hpp states. Never throws; allocates nothing.
 #pragma once
 
 #include <cstdint>
@@ -16,16 +19,22 @@
 
 namespace nnx::kernels {
 
-using AttendF32Fn = void (*)(const float* q, const float* keys, const float* values, std::int64_t stride,
-                             std::int64_t n, std::int64_t D, float scale, float* scores, float* out) noexcept;
+using AttendGroupF32Fn = void (*)(const float* q, std::int64_t q_stride, std::int64_t G, const float* keys,
+                                  const float* values, std::int64_t kv_stride, std::int64_t n, std::int64_t D,
+                                  float scale, float* out, std::int64_t out_stride) noexcept;
 
-inline constexpr TierTable<AttendF32Fn> kAttendF32{&ref::attend_f32, NNX_X86_ENTRY(avx2::attend_f32)};
+inline constexpr TierTable<AttendGroupF32Fn> kAttendGroupF32{&ref::attend_group_f32,
+                                                             NNX_X86_ENTRY(avx2::attend_group_f32)};
 
-// out[D] = sum_j softmax_j(scale * q . k_j) v_j over j in [0, n), n >= 1, with
-// k_j = keys + j * stride and v_j = values + j * stride. scores: scratch for n floats.
-inline void attend_f32(const float* q, const float* keys, const float* values, std::int64_t stride, std::int64_t n,
-                       std::int64_t D, float scale, float* scores, float* out) noexcept {
-  select(kAttendF32, active_isa())(q, keys, values, stride, n, D, scale, scores, out);
+// The G query heads q + g * q_stride of one KV group, each attending to keys and values
+// [0, n) (rows kv_stride apart), into out + g * out_stride: the kernel of both prefill (a
+// query row over the keys up to its position) and decode (a slot's query over its cache).
+// Online softmax over blocks of keys (ref::attend_group_f32 states the order), so no more
+// than a block of scores exists, and each K and V row is read once for the whole group (GQA).
+inline void attend_group_f32(const float* q, std::int64_t q_stride, std::int64_t G, const float* keys,
+                             const float* values, std::int64_t kv_stride, std::int64_t n, std::int64_t D, float scale,
+                             float* out, std::int64_t out_stride) noexcept {
+  select(kAttendGroupF32, active_isa())(q, q_stride, G, keys, values, kv_stride, n, D, scale, out, out_stride);
 }
 
 }  // namespace nnx::kernels

@@ -11,9 +11,11 @@
 // prompt never reads its padding, and decoding steps of different rows are independent.
 // Without a cache (train), a query at index t attends to keys 0..t of its sequence.
 //
-// Threads: the attention proper is split over (batch row, query head) items between
-// nnx::num_threads() threads (nnx/kernels/parallel.hpp); each item computes exactly as it
-// would alone, so the output is bitwise the same on any thread count.
+// The attention proper is nnx::kernels::attend_group_f32: per (batch row, KV head), the query
+// heads of that KV group over the keys with an online softmax over key blocks (no [T, T]
+// scores for a long prompt; each K/V row read once per group). Threads split the (batch row,
+// KV head) items (nnx/kernels/parallel.hpp); each item computes exactly as it would alone, so
+// the output is bitwise the same on any thread count and batch.
 //
 // Writing the cache is in place when the cache tensor is uniquely owned (use_count() == 1,
 // i.e. the state was donated) and copy-on-write otherwise: the module then holds a new
@@ -194,27 +196,22 @@ struct Attention {
     const float scale = 1.0f / std::sqrt(static_cast<float>(D));
     const std::int64_t group = H / Hkv;
     const bool cached = cache.has_value();
-    // Threads get (b, h) items, each with all its t: a causal prefill then gives every item
-    // the same work, where splitting over t would give the last chunk the longest rows.
+    // Threads get (b, KV head) items, each with all its t and the query heads of its group:
+    // a causal prefill then gives every item the same work, where splitting over t would give
+    // the last chunk the longest rows, and each K/V row is read once for the group (GQA).
     double work = 0.0;  // multiply-adds: a score and a weighted sum per key and dimension
     for (std::int64_t i = 0; i < B * T; ++i) work += static_cast<double>(cached ? pos[i] : i % T) + 1.0;
     work *= 2.0 * static_cast<double>(H * D);
-    const int threads = static_cast<int>(std::min<std::int64_t>(kernels::threads_for_work(work), B * H));
-    // Scores, one row per thread slot, grown on this thread (workers never allocate) and
-    // kept, so that every later step reuses it.
-    thread_local std::vector<float> scores;
-    if (scores.size() < static_cast<std::size_t>(threads * key_rows))
-      scores.resize(static_cast<std::size_t>(threads * key_rows));
-    float* scratch = scores.data();
-    kernels::parallel_for(B * H, threads, [&](std::int64_t i0, std::int64_t i1, int slot) noexcept {
-      float* sc = scratch + slot * key_rows;
+    const int threads = static_cast<int>(std::min<std::int64_t>(kernels::threads_for_work(work), B * Hkv));
+    kernels::parallel_for(B * Hkv, threads, [&](std::int64_t i0, std::int64_t i1) noexcept {
       for (std::int64_t i = i0; i < i1; ++i) {
-        const std::int64_t b = i / H, h = i % H, kvh = h / group;
+        const std::int64_t b = i / Hkv, kvh = i % Hkv;
         const std::int64_t head = (b * key_rows * Hkv + kvh) * D;  // key 0 of this row and kv head
         for (std::int64_t t = 0; t < T; ++t) {
           const std::int64_t last = cached ? pos[b * T + t] : t;  // attend to keys 0..last
-          kernels::attend_f32(qd + ((b * T + t) * H + h) * D, keys + head, values + head, Hkv * D, last + 1, D,
-                              scale, sc, od + (b * T + t) * H * D + h * D);
+          const std::int64_t first_q = ((b * T + t) * H + kvh * group) * D;
+          kernels::attend_group_f32(qd + first_q, D, group, keys + head, values + head, Hkv * D, last + 1, D, scale,
+                                    od + first_q, D);
         }
       }
     });

@@ -1,36 +1,81 @@
-// nnx/kernels/ref/attention.hpp — portable attention of one query row over a run of keys
-// (the fallback and the oracle for vectorized versions).
+// nnx/kernels/ref/attention.hpp — portable attention of the query heads of one KV group over a
+// run of keys (the fallback and the oracle for vectorized versions).
 //
-//   nnx::kernels::ref::attend_f32(q, keys, values, stride, n, D, scale, scores, out);
-//
-// Order: s_j = (sum over d ascending of q_d k_jd, in float) * scale; softmax as
-// ref::softmax_rows; out_d = sum over j ascending of p_j v_jd, in float.
+//   nnx::kernels::ref::attend_group_f32(q, D, G, keys, values, Hkv * D, n, D, scale, out, D);
 #pragma once
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
+#include <limits>
 
-#include "nnx/kernels/ref/softmax.hpp"
 
 namespace nnx::kernels::ref {
 
-// out[D] = sum_j softmax_j(scale * q . k_j) v_j over j in [0, n), n >= 1, where
-// k_j = keys + j * stride and v_j = values + j * stride (one head's rows of a KV cache).
-// scores: scratch for n floats. A NaN anywhere makes out NaN. Never throws.
-inline void attend_f32(const float* q, const float* keys, const float* values, std::int64_t stride, std::int64_t n,
-                       std::int64_t D, float scale, float* scores, float* out) noexcept {
-  for (std::int64_t j = 0; j < n; ++j) {
-    const float* k = keys + j * stride;
-    float s = 0.0f;
-    for (std::int64_t d = 0; d < D; ++d) s += q[d] * k[d];
-    scores[j] = s * scale;
-  }
-  softmax_rows(scores, 1, n);
-  std::fill_n(out, D, 0.0f);
-  for (std::int64_t j = 0; j < n; ++j) {
-    const float p = scores[j];
-    const float* v = values + j * stride;
-    for (std::int64_t d = 0; d < D; ++d) out[d] += p * v[d];
+// Keys per block of the online softmax, and query heads handled in one pass over the keys:
+// the scores of one block for those heads live on the stack.
+inline constexpr std::int64_t kAttnKeyBlock = 256;
+inline constexpr std::int64_t kAttnMaxGroup = 16;
+
+// The query heads q_g = q + g * q_stride, g < G, that share one KV head, each attending to
+// keys and values j in [0, n) (k_j = keys + j * kv_stride, likewise v_j):
+//   out_g = sum_j softmax_j(scale * q_g . k_j) v_j   (out_g = out + g * out_stride, D floats)
+// with the softmax computed online over blocks of kAttnKeyBlock keys (FlashAttention's
+// running maximum m and sum l, the partial output rescaled by exp(m_old - m_new) when m
+// grows), so no more than a block of scores exists at a time and each key and value row is
+// read once for all G heads. n >= 1. A NaN anywhere makes the output NaN. The order of every
+// operation is fixed by n, D and G alone. Never throws.
+//
+// Order: s_j = (sum over d ascending of q_d k_jd, in float) * scale; per block: m' =
+// max(m, max_j s_j); c = exp(m - m'); l = l c + sum_j p_j with p_j = exp(s_j - m'), j
+// ascending; o_d = o_d c + sum_j p_j v_jd, j ascending; at the end out_d = o_d * (1 / l).
+inline void attend_group_f32(const float* q, std::int64_t q_stride, std::int64_t G, const float* keys,
+                             const float* values, std::int64_t kv_stride, std::int64_t n, std::int64_t D, float scale,
+                             float* out, std::int64_t out_stride) noexcept {
+  for (std::int64_t g0 = 0; g0 < G; g0 += kAttnMaxGroup) {
+    const std::int64_t gn = std::min(kAttnMaxGroup, G - g0);
+    float p[kAttnMaxGroup][kAttnKeyBlock];
+    float m[kAttnMaxGroup], l[kAttnMaxGroup];
+    for (std::int64_t g = 0; g < gn; ++g) {
+      m[g] = -std::numeric_limits<float>::infinity();
+      l[g] = 0.0f;
+      std::fill_n(out + (g0 + g) * out_stride, D, 0.0f);
+    }
+    for (std::int64_t j0 = 0; j0 < n; j0 += kAttnKeyBlock) {
+      const std::int64_t jn = std::min(kAttnKeyBlock, n - j0);
+      for (std::int64_t g = 0; g < gn; ++g) {
+        const float* qg = q + (g0 + g) * q_stride;
+        float mx = m[g];
+        bool nan = false;
+        for (std::int64_t j = 0; j < jn; ++j) {
+          const float* k = keys + (j0 + j) * kv_stride;
+          float s = 0.0f;
+          for (std::int64_t d = 0; d < D; ++d) s += qg[d] * k[d];
+          s *= scale;
+          p[g][j] = s;
+          nan |= s != s;
+          mx = s > mx ? s : mx;
+        }
+        const float c = std::exp(m[g] - mx);  // 0 for the first block (m = -inf)
+        float sum = 0.0f;
+        for (std::int64_t j = 0; j < jn; ++j) sum += (p[g][j] = nan ? std::numeric_limits<float>::quiet_NaN()
+                                                                       : std::exp(p[g][j] - mx));
+        l[g] = l[g] * c + sum;
+        m[g] = mx;
+        float* og = out + (g0 + g) * out_stride;
+        for (std::int64_t d = 0; d < D; ++d) og[d] *= c;
+        for (std::int64_t j = 0; j < jn; ++j) {
+          const float pj = p[g][j];
+          const float* v = values + (j0 + j) * kv_stride;
+          for (std::int64_t d = 0; d < D; ++d) og[d] += pj * v[d];
+        }
+      }
+    }
+    for (std::int64_t g = 0; g < gn; ++g) {
+      const float inv = 1.0f / l[g];
+      float* og = out + (g0 + g) * out_stride;
+      for (std::int64_t d = 0; d < D; ++d) og[d] *= inv;
+    }
   }
 }
 
