@@ -16,6 +16,7 @@
 // avx2's 6 x 16; and AVX-512 masks make the last partial vector as cheap as a full one.
 #pragma once
 
+#include "nnx/kernels/avx512/simd.hpp"
 #include "nnx/kernels/isa.hpp"
 
 #if NNX_KERNELS_X86_DISPATCH
@@ -30,11 +31,6 @@
 namespace nnx::kernels::avx512 {
 
 namespace detail {
-
-// Lanes [0, n) of 16, n in 0..16.
-NNX_TARGET_AVX512 inline __mmask16 lane_mask16(std::int64_t n) noexcept {
-  return static_cast<__mmask16>(n >= 16 ? 0xffff : (1u << n) - 1u);
-}
 
 // One MR x (16 * NV) tile of C: for k in [0, kc), C[i][j] = fma(A[i][k], B[k][j], C[i][j]).
 // A is read from rows with stride lda, or (kPackedA) from a panel [kc][MR_PACK]; B from rows
@@ -141,7 +137,7 @@ NNX_TARGET_AVX512 inline void pack_b(std::int64_t kc, std::int64_t nc, const flo
                                      float* out) noexcept {
   for (std::int64_t j = 0; j < nc; j += kPanelCols) {
     const std::int64_t w = std::min(kPanelCols, nc - j);
-    const __mmask16 m0 = lane_mask16(w), m1 = lane_mask16(w - 16);
+    const __mmask16 m0 = lanes16(w), m1 = lanes16(w - 16);
     float* dst = out + (j / kPanelCols) * kc * kPanelCols;
     for (std::int64_t k = 0; k < kc; ++k) {
       const float* src = b + k * ldb + j;
@@ -184,9 +180,9 @@ NNX_TARGET_AVX512 inline void gemm_packed(std::int64_t M, std::int64_t N, std::i
             float* c = C + (ic + ir) * ldc + jc + jr;
             if (w > 16)
               tile_rows<2, true, kMr>(mr, kc, abuf + ir * kc, 0, panel, kPanelCols, c, ldc, load_c,
-                                      lane_mask16(w - 16));
+                                      lanes16(w - 16));
             else
-              tile_rows<1, true, kMr>(mr, kc, abuf + ir * kc, 0, panel, kPanelCols, c, ldc, load_c, lane_mask16(w));
+              tile_rows<1, true, kMr>(mr, kc, abuf + ir * kc, 0, panel, kPanelCols, c, ldc, load_c, lanes16(w));
           }
         }
       }
@@ -213,7 +209,7 @@ NNX_TARGET_AVX512 inline void gemm_unpacked(std::int64_t M, std::int64_t N, std:
       if (mr <= 2) {
         for (std::int64_t j = 0; j < N; j += 64) {
           const std::int64_t w = std::min<std::int64_t>(64, N - j);
-          const __mmask16 last = lane_mask16(w - 16 * ((w - 1) / 16));
+          const __mmask16 last = lanes16(w - 16 * ((w - 1) / 16));
           const int nv = static_cast<int>((w + 15) / 16);
           if (nv == 4)
             tile_rows<4, false, 2>(mr, kb, a, lda, b + j, ldb, c + j, ldc, load_c, last);
@@ -227,7 +223,7 @@ NNX_TARGET_AVX512 inline void gemm_unpacked(std::int64_t M, std::int64_t N, std:
       } else {
         for (std::int64_t j = 0; j < N; j += 48) {
           const std::int64_t w = std::min<std::int64_t>(48, N - j);
-          const __mmask16 last = lane_mask16(w - 16 * ((w - 1) / 16));
+          const __mmask16 last = lanes16(w - 16 * ((w - 1) / 16));
           const int nv = static_cast<int>((w + 15) / 16);
           if (nv == 3)
             tile_rows<3, false, 8>(mr, kb, a, lda, b + j, ldb, c + j, ldc, load_c, last);

@@ -20,6 +20,7 @@
 #pragma once
 
 #include "nnx/kernels/avx2/gemm_i8.hpp"
+#include "nnx/kernels/avx512/simd.hpp"
 #include "nnx/kernels/isa.hpp"
 
 #if NNX_KERNELS_X86_DISPATCH
@@ -32,11 +33,6 @@
 namespace nnx::kernels::avx512 {
 
 namespace detail::i8 {
-
-// Lanes [0, n) of 64 bytes, n in 0..64.
-NNX_TARGET_AVX512 inline __mmask64 byte_mask(std::int64_t n) noexcept {
-  return n >= 64 ? ~__mmask64{0} : (__mmask64{1} << n) - 1;
-}
 
 // The sixteen int32 lanes summed (mod 2^32). Not _mm512_reduce_add_epi32: GCC 12 warns inside
 // it and in _mm512_castsi512_si256 (an "uninitialized" undefined vector in their extraction).
@@ -71,7 +67,7 @@ NNX_TARGET_AVX512 inline void tile(std::int64_t K, const std::int8_t* xq, std::i
 #pragma GCC unroll 8
     for (int j = 0; j < NR; ++j) acc[i][j] = _mm512_setzero_si512();
   for (std::int64_t k = 0; k < K; k += 64) {
-    const __mmask64 m = byte_mask(K - k);
+    const __mmask64 m = bytes64(K - k);
     __m512i w[NR];
 #pragma GCC unroll 8
     for (int j = 0; j < NR; ++j) {
@@ -130,7 +126,7 @@ NNX_TARGET_AVX512 inline void column_sums(std::int64_t nb, std::int64_t K, const
   for (std::int64_t n = 0; n < nb; ++n) {
     __m512i acc = _mm512_setzero_si512();
     for (std::int64_t k = 0; k < K; k += 64)
-      acc = _mm512_dpbusd_epi32(acc, ones, _mm512_maskz_loadu_epi8(byte_mask(K - k), q + n * ldq + k));
+      acc = _mm512_dpbusd_epi32(acc, ones, _mm512_maskz_loadu_epi8(bytes64(K - k), q + n * ldq + k));
     colsum[n] = hsum_epi32(acc);
   }
 }

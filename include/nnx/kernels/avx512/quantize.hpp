@@ -14,6 +14,7 @@
 // product per element on every tier. Single-threaded.
 #pragma once
 
+#include "nnx/kernels/avx512/simd.hpp"
 #include "nnx/kernels/isa.hpp"
 
 #if NNX_KERNELS_X86_DISPATCH
@@ -27,16 +28,6 @@
 namespace nnx::kernels::avx512 {
 
 namespace detail::q8 {
-
-// Lanes [0, n) of 16, n in 0..16.
-NNX_TARGET_AVX512 inline __mmask16 lanes16(std::int64_t n) noexcept {
-  return n >= 16 ? __mmask16(0xFFFF) : static_cast<__mmask16>((1u << n) - 1u);
-}
-
-// The unmasked forms of max, min, permutexvar and some conversions warn under GCC 12 (-Wmaybe-uninitialized on
-// the undefined vector they pass on as the merge source); these all-lanes maskz forms are the
-// same instructions without it.
-constexpr __mmask16 kAll16 = 0xFFFF;
 
 NNX_TARGET_AVX512 inline __m512i max_epu32(__m512i a, __m512i b) noexcept {
   return _mm512_maskz_max_epu32(kAll16, a, b);
@@ -85,7 +76,7 @@ NNX_TARGET_AVX512 inline void quantize_rows_absmax(std::int64_t M, std::int64_t 
       a3 = d::max_epu32(a3, d::abs_bits(_mm512_loadu_ps(xr + k + 48)));
     }
     // Masked-off lanes load as +0.0, which adds nothing to a maximum of |x|.
-    for (; k < K; k += 16) a0 = d::max_epu32(a0, d::abs_bits(_mm512_maskz_loadu_ps(d::lanes16(K - k), xr + k)));
+    for (; k < K; k += 16) a0 = d::max_epu32(a0, d::abs_bits(_mm512_maskz_loadu_ps(lanes16(K - k), xr + k)));
     const std::uint32_t amax = d::hmax_epu31(d::max_epu32(d::max_epu32(a0, a1), d::max_epu32(a2, a3)));
     const float s = ref::detail::i8::absmax_scale(amax);
     scale[m] = s;
@@ -100,11 +91,11 @@ NNX_TARGET_AVX512 inline void quantize_rows_absmax(std::int64_t M, std::int64_t 
       const __m512i cd = _mm512_packs_epi32(d::quantize_epi32(_mm512_loadu_ps(xr + k + 32), sv),
                                             d::quantize_epi32(_mm512_loadu_ps(xr + k + 48), sv));
       const __m512i order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
-      const __m512i v = _mm512_maskz_permutexvar_epi32(d::kAll16, order, _mm512_packs_epi16(ab, cd));
+      const __m512i v = _mm512_maskz_permutexvar_epi32(kAll16, order, _mm512_packs_epi16(ab, cd));
       _mm512_storeu_si512(qr + k, v);
     }
     for (; k < K; k += 16) {
-      const __mmask16 mk = d::lanes16(K - k);
+      const __mmask16 mk = lanes16(K - k);
       _mm512_mask_cvtsepi32_storeu_epi8(qr + k, mk, d::quantize_epi32(_mm512_maskz_loadu_ps(mk, xr + k), sv));
     }
   }
@@ -118,9 +109,9 @@ NNX_TARGET_AVX512 inline void dequantize_rows(std::int64_t N, std::int64_t K, co
     float* wr = w + n * ldw;
     const __m512 sv = _mm512_set1_ps(scale[n]);
     for (std::int64_t k = 0; k < K; k += 16) {
-      const __mmask16 mk = detail::q8::lanes16(K - k);
+      const __mmask16 mk = lanes16(K - k);
       const __m128i b = _mm_maskz_loadu_epi8(mk, qr + k);
-      const __m512 v = _mm512_maskz_cvtepi32_ps(detail::q8::kAll16, _mm512_maskz_cvtepi8_epi32(detail::q8::kAll16, b));
+      const __m512 v = _mm512_maskz_cvtepi32_ps(kAll16, _mm512_maskz_cvtepi8_epi32(kAll16, b));
       _mm512_mask_storeu_ps(wr + k, mk, _mm512_mul_ps(v, sv));
     }
   }
