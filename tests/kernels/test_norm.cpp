@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "nnx/kernels/norm.hpp"
+#include "nnx/kernels/parallel.hpp"
 
 namespace {
 
@@ -81,28 +82,33 @@ double rms_norm_error_ratio(const std::vector<float>& x, const float* scale, flo
 
 }  // namespace
 
-TEST_CASE("layer_norm_rows matches a double reference at odd sizes", "[kernels][norm]") {
-  for (i64 rows : {1, 3, 7})
-    for (i64 cols : kCols) {
-      // An offset mean (as in real activations) exercises the two-pass variance.
-      const auto x =
-          random_floats(static_cast<std::size_t>(rows * cols), static_cast<std::uint32_t>(cols), -2.0f, 3.0f);
-      const auto scale = random_floats(static_cast<std::size_t>(cols), 2, 0.5f, 1.5f);
-      const auto bias = random_floats(static_cast<std::size_t>(cols), 3, -0.5f, 0.5f);
-      std::vector<float> y(x.size()), y_ref(x.size());
-      k::layer_norm_rows(x.data(), scale.data(), bias.data(), 1e-5f, y.data(), rows, cols);
-      k::ref::layer_norm_rows(x.data(), scale.data(), bias.data(), 1e-5f, y_ref.data(), rows, cols);
-      INFO("rows=" << rows << " cols=" << cols);
-      REQUIRE(layer_norm_error_ratio(x, scale.data(), bias.data(), 1e-5f, y, rows, cols) <= 1.0);
-      REQUIRE(y == y_ref);
-      // Without scale and bias.
-      k::layer_norm_rows(x.data(), nullptr, nullptr, 1e-5f, y.data(), rows, cols);
-      REQUIRE(layer_norm_error_ratio(x, nullptr, nullptr, 1e-5f, y, rows, cols) <= 1.0);
-      // In place gives the same bits as out of place.
-      std::vector<float> z = x;
-      k::layer_norm_rows(z.data(), scale.data(), bias.data(), 1e-5f, z.data(), rows, cols);
-      REQUIRE(z == y_ref);
-    }
+TEST_CASE("layer_norm_rows matches a double reference at odd sizes on every tier", "[kernels][norm]") {
+  for (k::Isa isa : k::kAllIsas) {
+    if (!k::isa_supported(isa)) continue;
+    const auto layer_norm = k::select(k::kLayerNormRows, isa);
+    for (i64 rows : {1, 3, 7})
+      for (i64 cols : kCols) {
+        // An offset mean (as in real activations) exercises the two-pass variance.
+        const auto x =
+            random_floats(static_cast<std::size_t>(rows * cols), static_cast<std::uint32_t>(cols), -2.0f, 3.0f);
+        const auto scale = random_floats(static_cast<std::size_t>(cols), 2, 0.5f, 1.5f);
+        const auto bias = random_floats(static_cast<std::size_t>(cols), 3, -0.5f, 0.5f);
+        std::vector<float> y(x.size()), y_ref(x.size());
+        layer_norm(x.data(), scale.data(), bias.data(), 1e-5f, y.data(), rows, cols);
+        k::ref::layer_norm_rows(x.data(), scale.data(), bias.data(), 1e-5f, y_ref.data(), rows, cols);
+        INFO(k::isa_name(isa) << " rows=" << rows << " cols=" << cols);
+        REQUIRE(layer_norm_error_ratio(x, scale.data(), bias.data(), 1e-5f, y, rows, cols) <= 1.0);
+        if (isa == k::Isa::ref) REQUIRE(y == y_ref);
+        // Without scale and bias.
+        std::vector<float> plain(x.size());
+        layer_norm(x.data(), nullptr, nullptr, 1e-5f, plain.data(), rows, cols);
+        REQUIRE(layer_norm_error_ratio(x, nullptr, nullptr, 1e-5f, plain, rows, cols) <= 1.0);
+        // In place gives the same bits as out of place.
+        std::vector<float> z = x;
+        layer_norm(z.data(), scale.data(), bias.data(), 1e-5f, z.data(), rows, cols);
+        REQUIRE(z == y);
+      }
+  }
 }
 
 TEST_CASE("layer_norm_rows: a constant row gives the bias (eps keeps it finite)", "[kernels][norm]") {
@@ -113,24 +119,52 @@ TEST_CASE("layer_norm_rows: a constant row gives the bias (eps keeps it finite)"
   CHECK(y == bias);
 }
 
-TEST_CASE("rms_norm_rows matches a double reference at odd sizes", "[kernels][norm]") {
-  for (i64 rows : {1, 3, 7})
-    for (i64 cols : kCols) {
-      const auto x =
-          random_floats(static_cast<std::size_t>(rows * cols), static_cast<std::uint32_t>(cols) + 9, -2.0f, 3.0f);
-      const auto scale = random_floats(static_cast<std::size_t>(cols), 10, 0.5f, 1.5f);
-      std::vector<float> y(x.size()), y_ref(x.size());
-      k::rms_norm_rows(x.data(), scale.data(), 1e-6f, y.data(), rows, cols);
-      k::ref::rms_norm_rows(x.data(), scale.data(), 1e-6f, y_ref.data(), rows, cols);
-      INFO("rows=" << rows << " cols=" << cols);
-      REQUIRE(rms_norm_error_ratio(x, scale.data(), 1e-6f, y, rows, cols) <= 1.0);
-      REQUIRE(y == y_ref);
-      k::rms_norm_rows(x.data(), nullptr, 1e-6f, y.data(), rows, cols);
-      REQUIRE(rms_norm_error_ratio(x, nullptr, 1e-6f, y, rows, cols) <= 1.0);
-      std::vector<float> z = x;
-      k::rms_norm_rows(z.data(), scale.data(), 1e-6f, z.data(), rows, cols);
-      REQUIRE(z == y_ref);
-    }
+TEST_CASE("rms_norm_rows matches a double reference at odd sizes on every tier", "[kernels][norm]") {
+  for (k::Isa isa : k::kAllIsas) {
+    if (!k::isa_supported(isa)) continue;
+    const auto rms_norm = k::select(k::kRmsNormRows, isa);
+    for (i64 rows : {1, 3, 7})
+      for (i64 cols : kCols) {
+        const auto x =
+            random_floats(static_cast<std::size_t>(rows * cols), static_cast<std::uint32_t>(cols) + 9, -2.0f, 3.0f);
+        const auto scale = random_floats(static_cast<std::size_t>(cols), 10, 0.5f, 1.5f);
+        std::vector<float> y(x.size()), y_ref(x.size());
+        rms_norm(x.data(), scale.data(), 1e-6f, y.data(), rows, cols);
+        k::ref::rms_norm_rows(x.data(), scale.data(), 1e-6f, y_ref.data(), rows, cols);
+        INFO(k::isa_name(isa) << " rows=" << rows << " cols=" << cols);
+        REQUIRE(rms_norm_error_ratio(x, scale.data(), 1e-6f, y, rows, cols) <= 1.0);
+        if (isa == k::Isa::ref) REQUIRE(y == y_ref);
+        std::vector<float> plain(x.size());
+        rms_norm(x.data(), nullptr, 1e-6f, plain.data(), rows, cols);
+        REQUIRE(rms_norm_error_ratio(x, nullptr, 1e-6f, plain, rows, cols) <= 1.0);
+        std::vector<float> z = x;
+        rms_norm(z.data(), scale.data(), 1e-6f, z.data(), rows, cols);
+        REQUIRE(z == y);
+      }
+  }
+}
+
+TEST_CASE("norms: the dispatched entry is the active tier's, on 1 or 2 threads", "[kernels][norm]") {
+  const i64 rows = 37, cols = 129;
+  const auto x = random_floats(static_cast<std::size_t>(rows * cols), 21, -2.0f, 3.0f);
+  const auto scale = random_floats(static_cast<std::size_t>(cols), 22, 0.5f, 1.5f);
+  const auto bias = random_floats(static_cast<std::size_t>(cols), 23, -0.5f, 0.5f);
+  std::vector<float> ln(x.size()), rms(x.size());
+  k::select(k::kLayerNormRows, k::active_isa())(x.data(), scale.data(), bias.data(), 1e-5f, ln.data(), rows, cols);
+  k::select(k::kRmsNormRows, k::active_isa())(x.data(), scale.data(), 1e-6f, rms.data(), rows, cols);
+  const int threads_before = nnx::num_threads();
+  const auto work_before = k::parallel_min_work();
+  for (int threads : {1, 2}) {
+    k::set_thread_count(threads);
+    k::set_parallel_min_work(1);  // split even these small rows between the threads
+    std::vector<float> y(x.size());
+    k::layer_norm_rows(x.data(), scale.data(), bias.data(), 1e-5f, y.data(), rows, cols);
+    CHECK(y == ln);
+    k::rms_norm_rows(x.data(), scale.data(), 1e-6f, y.data(), rows, cols);
+    CHECK(y == rms);
+  }
+  k::set_thread_count(threads_before);
+  k::set_parallel_min_work(work_before);
 }
 
 TEST_CASE("rms_norm_rows: a zero row stays zero; rows are independent", "[kernels][norm]") {

@@ -1,32 +1,51 @@
 // nnx/kernels/norm.hpp — LayerNorm (GPT-2) and RMSNorm (Llama) over the rows of a raw
-// row-major buffer.
+// row-major buffer, in the best tier the CPU has (nnx/kernels/isa.hpp).
 //
 //   nnx::kernels::layer_norm_rows(x, gamma, beta, 1e-5f, y, T, C);   // x, y: [T, C]
 //   nnx::kernels::rms_norm_rows(x, weight, 1e-6f, y, T, C);
 //
-// Portable on every CPU for now (nnx/kernels/ref/norm.hpp states the order of operations);
-// a vectorized path will plug in here without changing callers. Each row is independent.
+// ref (nnx/kernels/ref/norm.hpp) states the order of operations and the error bound every
+// tier keeps; avx2 (nnx/kernels/avx2/norm.hpp) sums in vector lanes; avx512 runs avx2's. Each
+// row is computed on its own, so rows may be split between threads without changing a bit.
 #pragma once
 
 #include <cstdint>
 
+#include "nnx/kernels/avx2/norm.hpp"
+#include "nnx/kernels/isa.hpp"
+#include "nnx/kernels/parallel.hpp"
 #include "nnx/kernels/ref/norm.hpp"
 
 namespace nnx::kernels {
+
+using LayerNormRowsFn = void (*)(const float* x, const float* scale, const float* bias, float eps, float* out,
+                                 std::int64_t rows, std::int64_t cols) noexcept;
+using RmsNormRowsFn = void (*)(const float* x, const float* scale, float eps, float* out, std::int64_t rows,
+                               std::int64_t cols) noexcept;
+
+inline constexpr TierTable<LayerNormRowsFn> kLayerNormRows{&ref::layer_norm_rows,
+                                                          NNX_X86_ENTRY(avx2::layer_norm_rows)};
+inline constexpr TierTable<RmsNormRowsFn> kRmsNormRows{&ref::rms_norm_rows, NNX_X86_ENTRY(avx2::rms_norm_rows)};
 
 // out = (x - mean) / sqrt(var + eps) * scale + bias per row, var the mean of squared
 // deviations (biased, as PyTorch and Flax). scale / bias may be nullptr (1 / 0); out may be
 // x (in place). Never throws.
 inline void layer_norm_rows(const float* x, const float* scale, const float* bias, float eps, float* out,
                             std::int64_t rows, std::int64_t cols) noexcept {
-  ref::layer_norm_rows(x, scale, bias, eps, out, rows, cols);
+  const LayerNormRowsFn f = select(kLayerNormRows, active_isa());
+  parallel_blocks(rows, 1, 4.0 * double(rows) * double(cols), [&](std::int64_t r0, std::int64_t r1) noexcept {
+    f(x + r0 * cols, scale, bias, eps, out + r0 * cols, r1 - r0, cols);
+  });
 }
 
 // out = x / sqrt(mean(x²) + eps) * scale per row. scale may be nullptr (1); out may be x.
 // Never throws.
 inline void rms_norm_rows(const float* x, const float* scale, float eps, float* out, std::int64_t rows,
                           std::int64_t cols) noexcept {
-  ref::rms_norm_rows(x, scale, eps, out, rows, cols);
+  const RmsNormRowsFn f = select(kRmsNormRows, active_isa());
+  parallel_blocks(rows, 1, 3.0 * double(rows) * double(cols), [&](std::int64_t r0, std::int64_t r1) noexcept {
+    f(x + r0 * cols, scale, eps, out + r0 * cols, r1 - r0, cols);
+  });
 }
 
 }  // namespace nnx::kernels

@@ -1,20 +1,32 @@
-// nnx/kernels/softmax.hpp — row-wise softmax on a raw row-major buffer (attention weights).
+// nnx/kernels/softmax.hpp — row-wise softmax on a raw row-major buffer, in the best tier the
+// CPU has (nnx/kernels/isa.hpp).
 //
 //   nnx::kernels::softmax_rows(scores, T, S);   // scores[T, S] in place
 //
-// Portable on every CPU for now (nnx/kernels/ref/softmax.hpp, where the order and error
-// bound are stated); a vectorized path will plug in here without changing callers. Each row
-// is computed on its own, so a row's result never depends on the other rows.
+// ref (nnx/kernels/ref/softmax.hpp) states the order and error bound; avx2
+// (nnx/kernels/avx2/softmax.hpp) keeps it within 4 u more; avx512 runs avx2's. Each row is
+// computed on its own, so a row's result never depends on the other rows or on threads.
 #pragma once
 
 #include <cstdint>
 
+#include "nnx/kernels/avx2/softmax.hpp"
+#include "nnx/kernels/isa.hpp"
+#include "nnx/kernels/parallel.hpp"
 #include "nnx/kernels/ref/softmax.hpp"
 
 namespace nnx::kernels {
 
+using SoftmaxRowsFn = void (*)(float* x, std::int64_t rows, std::int64_t cols) noexcept;
+
+inline constexpr TierTable<SoftmaxRowsFn> kSoftmaxRows{&ref::softmax_rows, NNX_X86_ENTRY(avx2::softmax_rows)};
+
 // Softmax of each row of x[rows, cols] in place (max-subtracted). A row of all -inf becomes
 // zeros; a NaN makes its row NaN. Never throws.
-inline void softmax_rows(float* x, std::int64_t rows, std::int64_t cols) noexcept { ref::softmax_rows(x, rows, cols); }
+inline void softmax_rows(float* x, std::int64_t rows, std::int64_t cols) noexcept {
+  const SoftmaxRowsFn f = select(kSoftmaxRows, active_isa());
+  parallel_blocks(rows, 1, 24.0 * double(rows) * double(cols),
+                  [&](std::int64_t r0, std::int64_t r1) noexcept { f(x + r0 * cols, r1 - r0, cols); });
+}
 
 }  // namespace nnx::kernels

@@ -1,0 +1,110 @@
+// nnx/kernels/avx2/norm.hpp — AVX2+FMA LayerNorm and RMSNorm over the rows of a buffer
+// (nnx/kernels/norm.hpp dispatches here).
+//
+// Each row's sums run in 32 lanes (four 8-lane accumulators, tail lanes masked to zero),
+// combined in one fixed tree, so a row's result depends only on the row. The per-element
+// output step is ref's (no FMA: ((x - mean) * r) * scale + bias), so the tiers differ only
+// in the rounding of the mean and variance sums. Cross-tier class: WITHIN the bound the ref
+// header states for its sequential sums (a blocked sum's error bound is smaller); avx512 runs
+// these (no version of its own), so it is bit-identical to avx2.
+// Compiled with per-function target attributes; call only where isa_supported(Isa::avx2).
+#pragma once
+
+#include "nnx/kernels/avx2/simd.hpp"
+#include "nnx/kernels/isa.hpp"
+
+#if NNX_KERNELS_X86_DISPATCH
+
+#include <immintrin.h>
+
+#include <cmath>
+#include <cstdint>
+
+namespace nnx::kernels::avx2 {
+
+namespace detail::norm {
+
+// Σ f(x_j) over a row: f(acc, lanes, mask) adds 8 lanes into acc (tail lanes load as zero).
+template <class Lanes>
+NNX_TARGET_AVX2_FMA inline float row_sum(const float* x, std::int64_t n, Lanes f) noexcept {
+  __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+  const __m256i all = _mm256_set1_epi32(-1);
+  std::int64_t j = 0;
+  for (; j + 32 <= n; j += 32) {
+    a0 = f(a0, _mm256_loadu_ps(x + j), all);
+    a1 = f(a1, _mm256_loadu_ps(x + j + 8), all);
+    a2 = f(a2, _mm256_loadu_ps(x + j + 16), all);
+    a3 = f(a3, _mm256_loadu_ps(x + j + 24), all);
+  }
+  for (; j < n; j += 8) {
+    const __m256i m = lane_mask(n - j);
+    a0 = f(a0, _mm256_maskload_ps(x + j, m), m);
+  }
+  return hsum(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
+}
+
+struct AddLanes {
+  NNX_TARGET_AVX2_FMA __m256 operator()(__m256 acc, __m256 x, __m256i) const noexcept { return _mm256_add_ps(acc, x); }
+};
+struct AddSquares {
+  NNX_TARGET_AVX2_FMA __m256 operator()(__m256 acc, __m256 x, __m256i) const noexcept {
+    return _mm256_fmadd_ps(x, x, acc);
+  }
+};
+// (x - mean)², zero in masked-off lanes (where x was loaded as 0).
+struct AddSquaredDeviations {
+  __m256 mean;
+  NNX_TARGET_AVX2_FMA __m256 operator()(__m256 acc, __m256 x, __m256i m) const noexcept {
+    const __m256 d = _mm256_and_ps(_mm256_sub_ps(x, mean), _mm256_castsi256_ps(m));
+    return _mm256_fmadd_ps(d, d, acc);
+  }
+};
+
+}  // namespace detail::norm
+
+// As ref::layer_norm_rows.
+NNX_TARGET_AVX2_FMA inline void layer_norm_rows(const float* x, const float* scale, const float* bias, float eps,
+                                                float* out, std::int64_t rows, std::int64_t cols) noexcept {
+  namespace d = detail::norm;
+  if (cols <= 0) return;
+  const float n = static_cast<float>(cols);
+  for (std::int64_t r = 0; r < rows; ++r) {
+    const float* xr = x + r * cols;
+    float* yr = out + r * cols;
+    const float mean = d::row_sum(xr, cols, d::AddLanes{}) / n;
+    const __m256 vmean = _mm256_set1_ps(mean);
+    const float sq = d::row_sum(xr, cols, d::AddSquaredDeviations{vmean});
+    const __m256 rstd = _mm256_set1_ps(1.0f / std::sqrt(sq / n + eps));
+    for (std::int64_t j = 0; j < cols; j += 8) {
+      const __m256i m = lane_mask(cols - j);
+      __m256 y = _mm256_mul_ps(_mm256_sub_ps(_mm256_maskload_ps(xr + j, m), vmean), rstd);
+      if (scale) y = _mm256_mul_ps(y, _mm256_maskload_ps(scale + j, m));
+      if (bias) y = _mm256_add_ps(y, _mm256_maskload_ps(bias + j, m));
+      _mm256_maskstore_ps(yr + j, m, y);
+    }
+  }
+}
+
+// As ref::rms_norm_rows.
+NNX_TARGET_AVX2_FMA inline void rms_norm_rows(const float* x, const float* scale, float eps, float* out,
+                                              std::int64_t rows, std::int64_t cols) noexcept {
+  namespace d = detail::norm;
+  if (cols <= 0) return;
+  const float n = static_cast<float>(cols);
+  for (std::int64_t r = 0; r < rows; ++r) {
+    const float* xr = x + r * cols;
+    float* yr = out + r * cols;
+    const float sq = d::row_sum(xr, cols, d::AddSquares{});
+    const __m256 rs = _mm256_set1_ps(1.0f / std::sqrt(sq / n + eps));
+    for (std::int64_t j = 0; j < cols; j += 8) {
+      const __m256i m = lane_mask(cols - j);
+      __m256 y = _mm256_mul_ps(_mm256_maskload_ps(xr + j, m), rs);
+      if (scale) y = _mm256_mul_ps(y, _mm256_maskload_ps(scale + j, m));
+      _mm256_maskstore_ps(yr + j, m, y);
+    }
+  }
+}
+
+}  // namespace nnx::kernels::avx2
+
+#endif  // NNX_KERNELS_X86_DISPATCH
