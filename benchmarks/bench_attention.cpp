@@ -1,4 +1,4 @@
-// bench_attention — the attention kernel (nnx/kernels/attention.hpp, attend_group_f32) per tier:
+// bench_attention — the attention kernel (nnx/kernels/attention.hpp, attend_f32) per tier:
 // a decode step's attention (every slot's query heads over its KV cache) and a prefill's (every
 // token of a prompt over the keys before it), one layer.
 //
@@ -9,19 +9,27 @@
 //       own kernel runs the one below); 12 query heads of 64 dimensions per slot, 12 / group
 //       KV heads, `positions` cached keys in a [slots, 1024, Hkv, 64] f32 cache. Counters:
 //       kv_GBps, the KV bytes read per second (2 * positions * Hkv * 64 * 4 per slot; caches
-//       that fit in L2/L3 give a cache rate, not DRAM's).
+//       that fit in L2/L3 give a cache rate, not DRAM's); read_GBps, the read bandwidth of
+//       one thread measured right after (the faster of read_bandwidth.hpp's probes over
+//       512 MiB: this machine's DRAM rate moves by tens of percent from minute to minute), and
+//       kv_share = kv_GBps / read_GBps, the figure the kernel-backend target quotes.
 //   BM_AttendPrefill/<tier>/<tokens>
 //       a causal prompt of `tokens` tokens, 12 heads of 64 (GPT-2 124M's layer): compare its
 //       time with a prefill's GEMMs (bench_gemm) for attention's share of a prefill.
 // The ratio of tiers in one run is the figure to quote (see RESULTS.md).
 #include <benchmark/benchmark.h>
 
+#include <algorithm>
+#include <chrono>
+#include <cstddef>
 #include <cstdint>
 #include <random>
 #include <string>
 #include <vector>
 
 #include <nnx/kernels/attention.hpp>
+
+#include "read_bandwidth.hpp"
 
 namespace {
 
@@ -35,19 +43,35 @@ std::vector<float> random_floats(std::size_t n, unsigned seed) {
   return v;
 }
 
-bool pick(benchmark::State& state, k::AttendGroupF32Fn& fn) {
+bool pick(benchmark::State& state, k::AttendF32Fn& fn) {
   const auto isa = static_cast<k::Isa>(state.range(0));
   if (!k::isa_supported(isa)) {
     state.SkipWithError("tier not available on this CPU");
     return false;
   }
-  fn = k::select(k::kAttendGroupF32, isa);
+  fn = k::select(k::kAttendF32, isa);
   state.SetLabel(std::string(k::isa_name(isa)));
   return true;
 }
 
+// Bytes per second of one read of a 512 MiB buffer, the faster of the 1- and 8-stream probes
+// (two passes each; the buffer is filled once, on first use).
+double read_bandwidth() {
+  static const std::vector<std::uint64_t> buffer(std::size_t{512} << 17, 1);
+  const auto* data = reinterpret_cast<const std::byte*>(buffer.data());
+  double best = 0.0;
+  for (int pass = 0; pass < 4; ++pass) {
+    const auto t0 = std::chrono::steady_clock::now();
+    benchmark::DoNotOptimize(pass % 2 ? nnx_bench::sum_streams<8>(data, buffer.size())
+                                      : nnx_bench::sum_streams<1>(data, buffer.size()));
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    best = std::max(best, static_cast<double>(buffer.size() * sizeof(std::uint64_t)) / seconds);
+  }
+  return best;
+}
+
 void BM_AttendDecode(benchmark::State& state) {
-  k::AttendGroupF32Fn fn = nullptr;
+  k::AttendF32Fn fn = nullptr;
   if (!pick(state, fn)) return;
   const std::int64_t slots = state.range(1), n = state.range(2), group = state.range(3);
   constexpr std::int64_t H = 12, D = 64, S = 1024;
@@ -56,21 +80,24 @@ void BM_AttendDecode(benchmark::State& state) {
   const auto values = random_floats(keys.size(), 2);
   const auto q = random_floats(static_cast<std::size_t>(slots * H * D), 3);
   std::vector<float> out(q.size());
+  const auto t0 = std::chrono::steady_clock::now();
   for (auto _ : state) {
     for (std::int64_t b = 0; b < slots; ++b)
-      for (std::int64_t kvh = 0; kvh < Hkv; ++kvh) {
-        const std::int64_t head = (b * S * Hkv + kvh) * D, first_q = (b * H + kvh * group) * D;
-        fn(q.data() + first_q, D, group, keys.data() + head, values.data() + head, Hkv * D, n, D, 0.125f,
-           out.data() + first_q, D);
-      }
+      fn(q.data() + b * H * D, H * D, D, 1, &n, group, Hkv, keys.data() + b * S * Hkv * D,
+         values.data() + b * S * Hkv * D, Hkv * D, D, 0.125f, out.data() + b * H * D, H * D, D);
     benchmark::DoNotOptimize(out.data());
   }
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   const double kv_bytes = 2.0 * static_cast<double>(slots * n * Hkv * D) * sizeof(float);
-  state.counters["kv_GBps"] = benchmark::Counter(kv_bytes * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+  const double kv_rate = kv_bytes * static_cast<double>(state.iterations()) / seconds;
+  const double read = read_bandwidth();
+  state.counters["kv_GBps"] = kv_rate * 1e-9;
+  state.counters["read_GBps"] = read * 1e-9;
+  state.counters["kv_share"] = kv_rate / read;
 }
 
 void BM_AttendPrefill(benchmark::State& state) {
-  k::AttendGroupF32Fn fn = nullptr;
+  k::AttendF32Fn fn = nullptr;
   if (!pick(state, fn)) return;
   const std::int64_t T = state.range(1);
   constexpr std::int64_t H = 12, D = 64;
@@ -78,11 +105,15 @@ void BM_AttendPrefill(benchmark::State& state) {
   const auto keys = random_floats(q.size(), 5);
   const auto values = random_floats(q.size(), 6);
   std::vector<float> out(q.size());
+  std::vector<std::int64_t> n(64);
   for (auto _ : state) {
-    for (std::int64_t h = 0; h < H; ++h)
-      for (std::int64_t t = 0; t < T; ++t)
-        fn(q.data() + (t * H + h) * D, D, 1, keys.data() + h * D, values.data() + h * D, H * D, t + 1, D, 0.125f,
-           out.data() + (t * H + h) * D, D);
+    // As nn/attention.hpp calls it: 64 query rows per call.
+    for (std::int64_t t0 = 0; t0 < T; t0 += 64) {
+      const std::int64_t tn = std::min<std::int64_t>(64, T - t0);
+      for (std::int64_t t = 0; t < tn; ++t) n[t] = t0 + t + 1;
+      fn(q.data() + t0 * H * D, H * D, D, tn, n.data(), 1, H, keys.data(), values.data(), H * D, D, 0.125f,
+         out.data() + t0 * H * D, H * D, D);
+    }
     benchmark::DoNotOptimize(out.data());
   }
   // Multiply-adds: a score and a weighted value per (token, key <= token, head, dimension).

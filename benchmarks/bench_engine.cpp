@@ -75,6 +75,8 @@
 #define NNX_BENCH_HAS_THREADS 0
 #endif
 
+#include "read_bandwidth.hpp"
+
 namespace {
 
 using Clock = std::chrono::steady_clock;
@@ -123,43 +125,18 @@ bool reset_peak_rss() {
 
 // ---- memory bandwidth -----------------------------------------------------------------------
 //
-// Two probes, each summing a 1 GiB buffer of integer words split into one contiguous part per
-// thread (integer words, so the compiler may vectorize: a float sum's order is fixed and its
-// add latency, not memory, would be measured):
+// Two probes (read_bandwidth.hpp), each summing a 1 GiB buffer of integer words split into one
+// contiguous part per thread:
 //   streams 1: each thread reads its part front to back (bench_models' probe);
-//   streams 8: each thread reads its part as 8 interleaved sequential streams, 128 bytes of
-//              each in turn, as a GEMV reads 8 weight rows at a time. On this machine that
-//              reads ~1.5x faster on one thread, and decode itself beats the one-stream rate.
+//   streams 8: each thread reads its part as 8 interleaved sequential streams. On this
+//              machine that reads ~1.5x faster on one thread, and decode itself beats the
+//              one-stream rate.
 // The floor uses the faster probe (the larger bandwidth gives the stricter floor).
 
 constexpr std::size_t kBandwidthWords = (std::size_t{1} << 30) / sizeof(std::uint64_t);
 std::map<std::pair<std::int64_t, std::int64_t>, std::vector<double>> g_bandwidth;  // (threads, streams) -> B/s
 
-// Loads go through memcpy: the probes also read the weights' f32 bytes as integer words.
-inline std::uint64_t word(const std::byte* p) noexcept {
-  std::uint64_t w;
-  std::memcpy(&w, p, sizeof w);
-  return w;
-}
-
-template <int S>
-__attribute__((noinline)) std::uint64_t sum_streams(const std::byte* d, std::size_t n) noexcept {
-  if constexpr (S == 1) {
-    std::uint64_t s = 0;
-    for (std::size_t i = 0; i < n; ++i) s += word(d + 8 * i);
-    return s;
-  } else {
-    const std::size_t part = n / S / 8 * 8;
-    std::uint64_t s[S] = {};
-    for (std::size_t i = 0; i < part; i += 8)
-      for (int k = 0; k < S; ++k)
-        for (int j = 0; j < 8; ++j) s[k] += word(d + 8 * (k * part + i + j));
-    std::uint64_t t = 0;
-    for (int k = 0; k < S; ++k) t += s[k];
-    for (std::size_t i = S * part; i < n; ++i) t += word(d + 8 * i);
-    return t;
-  }
-}
+using nnx_bench::sum_streams;
 
 // Sums n 8-byte words, one contiguous part per thread.
 std::uint64_t sum_words(const std::byte* data, std::size_t n, std::int64_t streams) {

@@ -1,6 +1,6 @@
-// Tests for nnx/kernels/attention.hpp: every tier's grouped kernel against a double-precision
-// reference at odd head sizes, key counts and group sizes, over interleaved heads (strides
-// > D), and NaN.
+// Tests for nnx/kernels/attention.hpp: every tier's kernel against a double-precision reference
+// at odd head sizes, key counts, group sizes and runs of KV heads, over interleaved heads
+// (strides > D), and NaN; a query head's result does not depend on the heads beside it.
 #include <catch2/catch.hpp>
 
 #include <algorithm>
@@ -46,47 +46,105 @@ std::vector<double> attend_double(const float* q, const float* keys, const float
 
 }  // namespace
 
-// The grouped kernel with its online softmax: every tier against the double reference, for
-// every head of a group, over key counts crossing the block size (256) and head groups larger
-// than the heads done in one pass (16); nothing written outside the heads' outputs.
-TEST_CASE("attend_group_f32 on every tier matches a double reference", "[kernels][attention]") {
+// The kernel with its online softmax: every tier against the double reference, for every
+// query head of every KV head of the run, over key counts crossing the block sizes (64, 256)
+// and groups larger than the heads done in one pass (16); nothing written outside the heads'
+// outputs.
+TEST_CASE("attend_f32 on every tier matches a double reference", "[kernels][attention]") {
   for (k::Isa isa : k::kAllIsas) {
     if (!k::isa_supported(isa)) continue;
-    const auto fn = k::select(k::kAttendGroupF32, isa);
+    const auto fn = k::select(k::kAttendF32, isa);
     double worst = 0;
     std::uint32_t seed = 100;
     for (i64 D : {1, 7, 8, 13, 32, 64, 67, 80, 128})
       for (i64 n : {1, 5, 63, 64, 65, 130, 517})
-        for (i64 G : {1, 2, 4, 5, 17}) {
-          if (D * n * G > 400000) continue;
-          const i64 kv_heads = 2, kv_stride = kv_heads * D;  // the second of two interleaved KV heads
-          const i64 q_stride = D + 3, out_stride = D + 5;
-          const auto q = random_floats(static_cast<std::size_t>(G * q_stride), seed++, -2.0f, 2.0f);
-          const auto keys = random_floats(static_cast<std::size_t>(n * kv_stride), seed++, -2.0f, 2.0f);
-          const auto values = random_floats(static_cast<std::size_t>(n * kv_stride), seed++, -1.0f, 1.0f);
-          std::vector<float> out(static_cast<std::size_t>(G * out_stride), 7.0f);
-          const float scale = 1.0f / std::sqrt(static_cast<float>(D));
-          fn(q.data(), q_stride, G, keys.data() + D, values.data() + D, kv_stride, n, D, scale, out.data(), out_stride);
-          INFO(k::isa_name(isa) << " D=" << D << " n=" << n << " G=" << G);
-          for (i64 g = 0; g < G; ++g) {
-            const auto ref = attend_double(q.data() + g * q_stride, keys.data() + D, values.data() + D, kv_stride, n, D,
-                                           scale);
-            for (i64 d = 0; d < D; ++d)
-              worst = std::max(worst, std::fabs(out[static_cast<std::size_t>(g * out_stride + d)] -
-                                                ref[static_cast<std::size_t>(d)]));
-            for (i64 d = D; d < out_stride; ++d) REQUIRE(out[static_cast<std::size_t>(g * out_stride + d)] == 7.0f);
+        for (i64 G : {1, 2, 4, 5, 17})
+          for (i64 Hk : {1, 3}) {
+            if (D * n * G * Hk > 400000) continue;
+            // KV heads 1..Hk of Hk + 2 interleaved ones, so the run starts and ends inside a row.
+            const i64 kv_heads = Hk + 2, kv_stride = kv_heads * D, H = G * Hk;
+            const i64 q_stride = D + 3, out_stride = D + 5;
+            const auto q = random_floats(static_cast<std::size_t>(H * q_stride), seed++, -2.0f, 2.0f);
+            const auto keys = random_floats(static_cast<std::size_t>(n * kv_stride), seed++, -2.0f, 2.0f);
+            const auto values = random_floats(static_cast<std::size_t>(n * kv_stride), seed++, -1.0f, 1.0f);
+            std::vector<float> out(static_cast<std::size_t>(H * out_stride), 7.0f);
+            const float scale = 1.0f / std::sqrt(static_cast<float>(D));
+            fn(q.data(), 0, q_stride, 1, &n, G, Hk, keys.data() + D, values.data() + D, kv_stride, D, scale, out.data(),
+               0, out_stride);
+            INFO(k::isa_name(isa) << " D=" << D << " n=" << n << " G=" << G << " Hk=" << Hk);
+            for (i64 f = 0; f < H; ++f) {
+              const i64 kv = (1 + f / G) * D;
+              const auto ref = attend_double(q.data() + f * q_stride, keys.data() + kv, values.data() + kv, kv_stride,
+                                             n, D, scale);
+              for (i64 d = 0; d < D; ++d)
+                worst = std::max(worst, std::fabs(out[static_cast<std::size_t>(f * out_stride + d)] -
+                                                  ref[static_cast<std::size_t>(d)]));
+              for (i64 d = D; d < out_stride; ++d) REQUIRE(out[static_cast<std::size_t>(f * out_stride + d)] == 7.0f);
+            }
+            // Each KV head alone gives the same bits as in the run (threads split runs anywhere).
+            if (Hk > 1) {
+              std::vector<float> alone(out.size(), 7.0f);
+              for (i64 h = 0; h < Hk; ++h)
+                fn(q.data() + h * G * q_stride, 0, q_stride, 1, &n, G, 1, keys.data() + (1 + h) * D,
+                   values.data() + (1 + h) * D, kv_stride, D, scale, alone.data() + h * G * out_stride, 0, out_stride);
+              REQUIRE(alone == out);
+            }
           }
-        }
     INFO(k::isa_name(isa) << " worst error " << worst);
     CHECK(worst < 1e-6);
-    // A NaN in one key makes that head's output NaN (every head of the group reads it).
+    // A NaN in one key makes that KV head's outputs NaN (every head of the group reads it)
+    // and leaves the other KV head's finite.
     const i64 D = 16, n = 70, G = 2;
-    auto keys = random_floats(static_cast<std::size_t>(n * D), 7, -1.0f, 1.0f);
-    const auto values = random_floats(static_cast<std::size_t>(n * D), 8, -1.0f, 1.0f);
-    const auto q = random_floats(static_cast<std::size_t>(G * D), 9, -1.0f, 1.0f);
-    keys[static_cast<std::size_t>(66 * D + 3)] = std::numeric_limits<float>::quiet_NaN();
-    std::vector<float> out(static_cast<std::size_t>(G * D));
-    fn(q.data(), D, G, keys.data(), values.data(), D, n, D, 0.25f, out.data(), D);
-    for (float o : out) CHECK(std::isnan(o));
+    auto keys = random_floats(static_cast<std::size_t>(n * 2 * D), 7, -1.0f, 1.0f);
+    const auto values = random_floats(static_cast<std::size_t>(n * 2 * D), 8, -1.0f, 1.0f);
+    const auto q = random_floats(static_cast<std::size_t>(2 * G * D), 9, -1.0f, 1.0f);
+    keys[static_cast<std::size_t>(66 * 2 * D + 3)] = std::numeric_limits<float>::quiet_NaN();
+    std::vector<float> out(static_cast<std::size_t>(2 * G * D));
+    fn(q.data(), 0, D, 1, &n, G, 2, keys.data(), values.data(), 2 * D, D, 0.25f, out.data(), 0, D);
+    for (i64 i = 0; i < G * D; ++i) CHECK(std::isnan(out[static_cast<std::size_t>(i)]));
+    for (i64 i = G * D; i < 2 * G * D; ++i) CHECK(std::isfinite(out[static_cast<std::size_t>(i)]));
+  }
+}
+
+// Query rows with their own key counts (a causal prompt, and rows of a batch), more rows than
+// one pass holds: every tier against the double reference, and each row alone gives the same
+// bits as in the run (prefill chunking and batching change nothing).
+TEST_CASE("attend_f32 over many query rows on every tier", "[kernels][attention]") {
+  for (k::Isa isa : k::kAllIsas) {
+    if (!k::isa_supported(isa)) continue;
+    const auto fn = k::select(k::kAttendF32, isa);
+    std::uint32_t seed = 500;
+    for (i64 D : {13, 64})
+      for (i64 G : {1, 4})
+        for (i64 Hk : {1, 3})
+          for (i64 R : {1, 7, 100}) {
+            const i64 H = G * Hk, S = 300, kv_stride = Hk * D;
+            const auto q = random_floats(static_cast<std::size_t>(R * H * D), seed++, -2.0f, 2.0f);
+            const auto keys = random_floats(static_cast<std::size_t>(S * kv_stride), seed++, -2.0f, 2.0f);
+            const auto values = random_floats(static_cast<std::size_t>(S * kv_stride), seed++, -1.0f, 1.0f);
+            std::vector<i64> n(static_cast<std::size_t>(R));
+            for (i64 r = 0; r < R; ++r) n[static_cast<std::size_t>(r)] = (r * 37 + 11) % S + 1;  // 1..S, unordered
+            std::vector<float> out(q.size());
+            const float scale = 1.0f / std::sqrt(static_cast<float>(D));
+            fn(q.data(), H * D, D, R, n.data(), G, Hk, keys.data(), values.data(), kv_stride, D, scale, out.data(),
+               H * D, D);
+            INFO(k::isa_name(isa) << " D=" << D << " G=" << G << " Hk=" << Hk << " R=" << R);
+            double worst = 0;
+            for (i64 r = 0; r < R; ++r) {
+              std::vector<float> alone(static_cast<std::size_t>(H * D));
+              fn(q.data() + r * H * D, 0, D, 1, &n[static_cast<std::size_t>(r)], G, Hk, keys.data(), values.data(),
+                 kv_stride, D, scale, alone.data(), 0, D);
+              REQUIRE(std::equal(alone.begin(), alone.end(), out.begin() + r * H * D));
+              for (i64 f = 0; f < H; ++f) {
+                const auto ref = attend_double(q.data() + (r * H + f) * D, keys.data() + (f / G) * D,
+                                               values.data() + (f / G) * D, kv_stride, n[static_cast<std::size_t>(r)],
+                                               D, scale);
+                for (i64 d = 0; d < D; ++d)
+                  worst = std::max(worst, std::fabs(out[static_cast<std::size_t>((r * H + f) * D + d)] -
+                                                    ref[static_cast<std::size_t>(d)]));
+              }
+            }
+            CHECK(worst < 1e-6);
+          }
   }
 }

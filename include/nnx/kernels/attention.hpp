@@ -1,11 +1,12 @@
-// nnx/kernels/attention.hpp — causal attention of the query heads of one KV group over a run of
-// keys and values: the kernel nn/attention.hpp calls for every (batch row, token, KV head), in
-// prefill (a query row over the keys up to its position) and decode (a slot's query over its
-// cache) alike.
+// nnx/kernels/attention.hpp — causal attention of query rows over a run of keys and values:
+// the kernel nn/attention.hpp calls for every batch row and run of KV heads, in prefill (each
+// token's query over the keys up to its position) and decode (a slot's query over its cache)
+// alike.
 //
-//   // the `group` query heads of KV head kvh of token t, over keys 0..last of its row
-//   nnx::kernels::attend_group_f32(q_t + kvh * group * D, D, group, k_row + kvh * D, v_row + kvh * D,
-//                                  Hkv * D, last + 1, D, 1 / sqrt(D), out_t + kvh * group * D, D);
+//   // every query head of KV heads [h0, h1) of tokens t < T of a row, token t over keys
+//   // [0, n[t]) of that row's cache [S, Hkv, D]
+//   nnx::kernels::attend_f32(q + h0 * G * D, H * D, D, T, n, G, h1 - h0, k_row + h0 * D,
+//                            v_row + h0 * D, Hkv * D, D, 1 / sqrt(D), out + h0 * G * D, H * D, D);
 //
 // Runs the best tier the CPU has (nnx/kernels/isa.hpp); the tiers agree within the bound
 // nnx/kernels/avx2/attention.hpp states. Never throws; allocates nothing.
@@ -19,22 +20,28 @@
 
 namespace nnx::kernels {
 
-using AttendGroupF32Fn = void (*)(const float* q, std::int64_t q_stride, std::int64_t G, const float* keys,
-                                  const float* values, std::int64_t kv_stride, std::int64_t n, std::int64_t D,
-                                  float scale, float* out, std::int64_t out_stride) noexcept;
+using AttendF32Fn = void (*)(const float* q, std::int64_t q_row_stride, std::int64_t q_stride, std::int64_t R,
+                             const std::int64_t* n, std::int64_t G, std::int64_t Hk, const float* keys,
+                             const float* values, std::int64_t kv_stride, std::int64_t D, float scale, float* out,
+                             std::int64_t out_row_stride, std::int64_t out_stride) noexcept;
 
-inline constexpr TierTable<AttendGroupF32Fn> kAttendGroupF32{&ref::attend_group_f32,
-                                                             NNX_X86_ENTRY(avx2::attend_group_f32)};
+inline constexpr TierTable<AttendF32Fn> kAttendF32{&ref::attend_f32, NNX_X86_ENTRY(avx2::attend_f32)};
 
-// The G query heads q + g * q_stride of one KV group, each attending to keys and values
-// [0, n) (rows kv_stride apart), into out + g * out_stride: the kernel of both prefill (a
-// query row over the keys up to its position) and decode (a slot's query over its cache).
-// Online softmax over blocks of keys (ref::attend_group_f32 states the order), so no more
-// than a block of scores exists, and each K and V row is read once for the whole group (GQA).
-inline void attend_group_f32(const float* q, std::int64_t q_stride, std::int64_t G, const float* keys,
-                             const float* values, std::int64_t kv_stride, std::int64_t n, std::int64_t D, float scale,
-                             float* out, std::int64_t out_stride) noexcept {
-  select(kAttendGroupF32, active_isa())(q, q_stride, G, keys, values, kv_stride, n, D, scale, out, out_stride);
+// R query rows, each with the G query heads of each of Hk consecutive KV heads; row r attends
+// to keys and values [0, n[r]) (n[r] >= 1). KV head h's rows start at keys + h * D and
+// values + h * D, kv_stride floats apart (a cache row [Hkv, D] per position); query head
+// (h, g) of row r reads q + r * q_row_stride + (h * G + g) * q_stride and writes
+// out + r * out_row_stride + (h * G + g) * out_stride (D floats). Online softmax over blocks
+// of keys (ref::attend_group_f32 states the order), so no more than a block of scores exists;
+// each K and V row is read once for all the query heads of its KV group (GQA) and, from
+// memory, once for a run of rows (prefill). A (row, query head)'s result depends only on its
+// query, its n and the keys: not on R, Hk or the other rows.
+inline void attend_f32(const float* q, std::int64_t q_row_stride, std::int64_t q_stride, std::int64_t R,
+                       const std::int64_t* n, std::int64_t G, std::int64_t Hk, const float* keys, const float* values,
+                       std::int64_t kv_stride, std::int64_t D, float scale, float* out, std::int64_t out_row_stride,
+                       std::int64_t out_stride) noexcept {
+  select(kAttendF32, active_isa())(q, q_row_stride, q_stride, R, n, G, Hk, keys, values, kv_stride, D, scale, out,
+                                   out_row_stride, out_stride);
 }
 
 }  // namespace nnx::kernels

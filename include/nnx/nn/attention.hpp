@@ -11,9 +11,9 @@
 // prompt never reads its padding, and decoding steps of different rows are independent.
 // Without a cache (train), a query at index t attends to keys 0..t of its sequence.
 //
-// The attention proper is nnx::kernels::attend_group_f32: per (batch row, KV head), the query
-// heads of that KV group over the keys with an online softmax over key blocks (no [T, T]
-// scores for a long prompt; each K/V row read once per group). Threads split the (batch row,
+// The attention proper is nnx::kernels::attend_f32: per batch row and run of KV heads, the
+// query heads of those KV groups over the keys with an online softmax over key blocks (no
+// [T, T] scores for a long prompt; each K/V row read once per group). Threads split the (batch row,
 // KV head) items (nnx/kernels/parallel.hpp); each item computes exactly as it would alone, so
 // the output is bitwise the same on any thread count and batch.
 //
@@ -198,21 +198,27 @@ struct Attention {
     const bool cached = cache.has_value();
     // Threads get (b, KV head) items, each with all its t and the query heads of its group:
     // a causal prefill then gives every item the same work, where splitting over t would give
-    // the last chunk the longest rows, and each K/V row is read once for the group (GQA).
+    // the last chunk the longest rows, and each K/V row is read once for the group (GQA). A
+    // thread's consecutive items of one row go to the kernel together, which reads the keys
+    // block by block for all those heads (whole cache rows, not one head's slice at a time).
     double work = 0.0;  // multiply-adds: a score and a weighted sum per key and dimension
     for (std::int64_t i = 0; i < B * T; ++i) work += static_cast<double>(cached ? pos[i] : i % T) + 1.0;
     work *= 2.0 * static_cast<double>(H * D);
     const int threads = static_cast<int>(std::min<std::int64_t>(kernels::threads_for_work(work), B * Hkv));
     kernels::parallel_for(B * Hkv, threads, [&](std::int64_t i0, std::int64_t i1) noexcept {
-      for (std::int64_t i = i0; i < i1; ++i) {
-        const std::int64_t b = i / Hkv, kvh = i % Hkv;
-        const std::int64_t head = (b * key_rows * Hkv + kvh) * D;  // key 0 of this row and kv head
-        for (std::int64_t t = 0; t < T; ++t) {
-          const std::int64_t last = cached ? pos[b * T + t] : t;  // attend to keys 0..last
-          const std::int64_t first_q = ((b * T + t) * H + kvh * group) * D;
-          kernels::attend_group_f32(qd + first_q, D, group, keys + head, values + head, Hkv * D, last + 1, D, scale,
-                                    od + first_q, D);
+      for (std::int64_t i = i0; i < i1;) {
+        const std::int64_t b = i / Hkv, h0 = i % Hkv, h1 = std::min(Hkv, h0 + (i1 - i));  // KV heads [h0, h1) of row b
+        const std::int64_t head = (b * key_rows * Hkv + h0) * D;  // key 0 of this row and KV head h0
+        constexpr std::int64_t kTokens = 64;  // query rows per kernel call (they share key blocks)
+        std::int64_t n[kTokens];
+        for (std::int64_t t0 = 0; t0 < T; t0 += kTokens) {
+          const std::int64_t tn = std::min(kTokens, T - t0);
+          for (std::int64_t t = 0; t < tn; ++t) n[t] = (cached ? pos[b * T + t0 + t] : t0 + t) + 1;  // keys 0..last
+          const std::int64_t first_q = ((b * T + t0) * H + h0 * group) * D;
+          kernels::attend_f32(qd + first_q, H * D, D, tn, n, group, h1 - h0, keys + head, values + head, Hkv * D, D,
+                              scale, od + first_q, H * D, D);
         }
+        i += h1 - h0;
       }
     });
     return out(o);

@@ -1,22 +1,25 @@
-// nnx/kernels/avx2/attention.hpp — AVX2+FMA attention of the query heads of one KV group over a
-// run of keys, with an online softmax over key blocks (the contract of
+// nnx/kernels/avx2/attention.hpp — AVX2+FMA attention of the query heads of a run of KV heads
+// over a run of keys, with an online softmax over key blocks (the contract of
 // nnx/kernels/ref/attention.hpp).
 //
 // Compiled with per-function target attributes (no -mavx2 needed to include it); call only
 // where isa_supported(Isa::avx2) (nnx/kernels/attention.hpp does). On other platforms the
 // header declares nothing.
 //
-// Against ref the order of additions within a block differs: each score sums 8 lanes of FMA
-// products then the lanes in hsum's tree; the exp is a degree-7 polynomial after Cody-Waite
-// reduction (<= 2 ulp from std::exp); block sums 8 lanes then hsum. The test holds every tier
-// within 1e-6 * max |v| of a double-precision reference. Cross-tier class: within that bound
-// of ref; the avx512 tier runs this kernel (bit-identical to avx2 by construction). Each
-// (row, group) is computed alone, so results depend on neither the thread count nor the other
-// rows.
+// Against ref the order differs: blocks of 64 keys instead of 256; each score sums 8 lanes of
+// FMA products, then the lanes in hsum8's tree; the exp is a degree-7 polynomial after
+// Cody-Waite reduction (<= 2 ulp from std::exp); block sums 8 lanes then hsum. The test holds
+// every tier within 1e-6 * max |v| of a double-precision reference. Cross-tier class: within
+// that bound of ref; the avx512 tier runs this kernel (bit-identical to avx2 by
+// construction). Each query head's order is fixed by n, D and G alone, so results depend on
+// neither the thread count, nor how the KV heads are split between calls, nor other rows.
 //
 // Why it is faster: the portable dot product is one dependent chain of scalar adds (ISO C++
-// forbids reassociating it); here 8 lanes run per FMA, the exps run 8 wide, and the weighted
-// sum of values keeps 32 output floats in registers across a block of keys.
+// forbids reassociating it); here eight keys' scores run as eight independent FMA chains
+// reduced together, the exps run 8 wide, the weighted sum of values keeps 64 output floats in
+// registers across a block, rows are prefetched ahead, and a block is taken for every head
+// before the next, so the cache's [Hkv, D] rows are read from memory whole (measured on a
+// batch-8, 1024-position decode: 19 -> ~26 GB/s of KV read; see benchmarks/RESULTS.md).
 #pragma once
 
 #include "nnx/kernels/avx2/simd.hpp"
@@ -33,139 +36,241 @@
 
 namespace nnx::kernels::avx2 {
 
-// The query heads of one KV group over keys [0, n) with an online softmax over key blocks;
-// same contract and order of blocks as ref::attend_group_f32. Within a block: each score is
-// one 8-lane FMA chain over d summed by hsum, the exponentials are exp_nonpositive (2 ulp),
-// their sum 8 lanes then hsum, and each output float an FMA chain over j. Each key and value
-// row is read once per block for all the group's heads.
-NNX_TARGET_AVX2_FMA inline void attend_group_f32(const float* q, std::int64_t q_stride, std::int64_t G,
-                                                 const float* keys, const float* values, std::int64_t kv_stride,
-                                                 std::int64_t n, std::int64_t D, float scale, float* out,
-                                                 std::int64_t out_stride) noexcept {
-  constexpr std::int64_t kBlock = ref::kAttnKeyBlock, kGroup = ref::kAttnMaxGroup;
+namespace detail::attn {
+
+// The eight vectors' lane sums, one per lane of the result: lane i = ((v_i0 + v_i1) +
+// (v_i2 + v_i3)) + ((v_i4 + v_i5) + (v_i6 + v_i7)). Eight horizontal sums for the price of
+// about one and a half of hsum's.
+NNX_TARGET_AVX2_FMA inline __m256 hsum8(const __m256 (&v)[8]) noexcept {
+  const __m256 s01 = _mm256_hadd_ps(v[0], v[1]), s23 = _mm256_hadd_ps(v[2], v[3]);
+  const __m256 s45 = _mm256_hadd_ps(v[4], v[5]), s67 = _mm256_hadd_ps(v[6], v[7]);
+  const __m256 s0123 = _mm256_hadd_ps(s01, s23), s4567 = _mm256_hadd_ps(s45, s67);
+  return _mm256_add_ps(_mm256_permute2f128_ps(s0123, s4567, 0x20), _mm256_permute2f128_ps(s0123, s4567, 0x31));
+}
+
+// The lines of row `j` (rows `stride` floats apart from `base`) into L1 ahead of use. The
+// address is formed as an integer (no pointer leaves its array); callers stay within the rows
+// that exist, though a prefetch would not fault anyway.
+NNX_TARGET_AVX2_FMA inline void prefetch_row(const float* base, std::int64_t j, std::int64_t stride,
+                                             std::int64_t bytes) noexcept {
+  const auto row = reinterpret_cast<std::uintptr_t>(base) + static_cast<std::uintptr_t>(j * stride) * sizeof(float);
+  for (std::int64_t b = 0; b < bytes; b += 64) _mm_prefetch(reinterpret_cast<const char*>(row + b), _MM_HINT_T0);
+}
+
+// Keys ahead of the one being read whose rows are prefetched: about a microsecond of DRAM
+// latency at the rate a key row is consumed.
+inline constexpr std::int64_t kPrefetchKeys = 16;
+
+// Scores p[j] = scale * (q . k_j) of 8 keys k_j = rows[j] (rows may repeat: padding).
+NNX_TARGET_AVX2_FMA inline __m256 scores8(const float* q, const float* const (&rows)[8], std::int64_t D,
+                                          __m256i d_tail, float scale) noexcept {
+  __m256 a[8];
+#pragma GCC unroll 8
+  for (int i = 0; i < 8; ++i) a[i] = _mm256_setzero_ps();
   const std::int64_t full = D / 8 * 8;
-  const __m256i d_tail = lane_mask(D - full);
-  for (std::int64_t g0 = 0; g0 < G; g0 += kGroup) {
-    const std::int64_t gn = std::min(kGroup, G - g0);
-    alignas(32) float p[kGroup][kBlock];
-    float m[kGroup], l[kGroup];
-    for (std::int64_t g = 0; g < gn; ++g) {
-      m[g] = -std::numeric_limits<float>::infinity();
-      l[g] = 0.0f;
-      std::fill_n(out + (g0 + g) * out_stride, D, 0.0f);
+  std::int64_t d = 0;
+  for (; d < full; d += 8) {
+    const __m256 qv = _mm256_loadu_ps(q + d);
+#pragma GCC unroll 8
+    for (int i = 0; i < 8; ++i) a[i] = _mm256_fmadd_ps(qv, _mm256_loadu_ps(rows[i] + d), a[i]);
+  }
+  if (d < D) {
+    const __m256 qv = _mm256_maskload_ps(q + d, d_tail);
+#pragma GCC unroll 8
+    for (int i = 0; i < 8; ++i) a[i] = _mm256_fmadd_ps(qv, _mm256_maskload_ps(rows[i] + d, d_tail), a[i]);
+  }
+  return _mm256_mul_ps(hsum8(a), _mm256_set1_ps(scale));
+}
+
+// o[0, 64) = o c + sum_j p_j v_j[0, 64) over j < jn: eight accumulators in registers, one
+// FMA chain per output float over j ascending. The rows kPrefetchKeys ahead are prefetched
+// (prefetch_bytes of each) while below prefetch_rows.
+NNX_TARGET_AVX2_FMA inline void weighted_values64(float* o, float c, const float* p, const float* values,
+                                                  std::int64_t kv_stride, std::int64_t jn, std::int64_t prefetch_rows,
+                                                  std::int64_t prefetch_bytes) noexcept {
+  __m256 acc[8];
+  const __m256 vc = _mm256_set1_ps(c);
+#pragma GCC unroll 8
+  for (int i = 0; i < 8; ++i) acc[i] = _mm256_mul_ps(_mm256_loadu_ps(o + 8 * i), vc);
+  for (std::int64_t j = 0; j < jn; ++j) {
+    const float* v = values + j * kv_stride;
+    if (j + kPrefetchKeys < prefetch_rows) prefetch_row(values, j + kPrefetchKeys, kv_stride, prefetch_bytes);
+    const __m256 pj = _mm256_broadcast_ss(p + j);
+#pragma GCC unroll 8
+    for (int i = 0; i < 8; ++i) acc[i] = _mm256_fmadd_ps(pj, _mm256_loadu_ps(v + 8 * i), acc[i]);
+  }
+#pragma GCC unroll 8
+  for (int i = 0; i < 8; ++i) _mm256_storeu_ps(o + 8 * i, acc[i]);
+}
+
+
+// Keys per block of the online softmax: one block's rows of every head of a row stay in L2
+// while each head reads its part, so the cache row [Hkv, D] of a position is read whole from
+// memory (the heads' strided slices, read head after head over all the keys, were half as fast
+// from DRAM), and the block's scores for one head's group live on the stack.
+inline constexpr std::int64_t kKeyBlock = 64;
+// (query row, query head) pairs whose running maximum and sum a pass over the keys keeps: a
+// prefill's rows share each block of keys while it is in L1 (FlashAttention's query
+// blocking), where one row at a time read every key from L3 again for every row.
+inline constexpr std::int64_t kStatesPerPass = 256;
+// Head sizes up to which a block of one head's keys and values is copied into contiguous
+// buffers when several rows will read it (a GQA group of one row gained nothing): rows of one head sit kv_stride apart in the cache
+// (3 KiB for 12 heads of 64), so a block's rows fall into a quarter of L1's sets and evict
+// each other before the next row reads them; packed, a block's K and V (32 KiB at D = 64)
+// stay in L1 for all the rows.
+inline constexpr std::int64_t kMaxPackedD = 128;
+
+// A block of one head's rows (kv_stride apart) into dst, D floats each, contiguous.
+NNX_TARGET_AVX2_FMA inline void pack_rows(const float* src, std::int64_t kv_stride, std::int64_t rows, std::int64_t D,
+                                          float* dst) noexcept {
+  for (std::int64_t j = 0; j < rows; ++j) std::copy_n(src + j * kv_stride, D, dst + j * D);
+}
+
+// One block of keys [0, jn) (rows kv_stride apart) for gn <= kAttnMaxGroup query heads of one
+// KV head: their running maxima m, sums l and unnormalized outputs out + g * out_stride
+// updated as ref's order states per block. Key and value rows below `prefetch_rows` (0: none)
+// are prefetched kPrefetchKeys ahead.
+NNX_TARGET_AVX2_FMA inline void attend_block(const float* q, std::int64_t q_stride, std::int64_t gn, const float* keys,
+                                             const float* values, std::int64_t kv_stride, std::int64_t jn,
+                                             std::int64_t prefetch_rows, std::int64_t D, float scale, float* out,
+                                             std::int64_t out_stride, float* m, float* l) noexcept {
+  alignas(32) float p[ref::kAttnMaxGroup][kKeyBlock];
+  const __m256i d_tail = lane_mask(D - D / 8 * 8);
+  const std::int64_t row_bytes = D * static_cast<std::int64_t>(sizeof(float));
+  for (std::int64_t j = 0; j < jn; j += 8) {
+    const float* rows[8];
+#pragma GCC unroll 8
+    for (int i = 0; i < 8; ++i) rows[i] = keys + std::min<std::int64_t>(j + i, jn - 1) * kv_stride;
+    for (std::int64_t i = j + kPrefetchKeys; i < j + kPrefetchKeys + 8 && i < prefetch_rows; ++i)
+      prefetch_row(keys, i, kv_stride, row_bytes);
+    for (std::int64_t g = 0; g < gn; ++g) _mm256_store_ps(p[g] + j, scores8(q + g * q_stride, rows, D, d_tail, scale));
+  }
+  const std::int64_t jfull = jn / 8 * 8;
+  const __m256i j_tail = lane_mask(jn - jfull);
+  for (std::int64_t g = 0; g < gn; ++g) {
+    float* pg = p[g];
+    __m256 mx = _mm256_set1_ps(m[g]), bad = _mm256_setzero_ps();
+    for (std::int64_t j = 0; j < jn; j += 8) {
+      const __m256i mask = j < jfull ? lane_mask(8) : j_tail;
+      // Masked-off lanes read as -inf: they change neither the maximum nor the sum.
+      const __m256 sv = _mm256_blendv_ps(_mm256_set1_ps(-std::numeric_limits<float>::infinity()),
+                                         _mm256_maskload_ps(pg + j, mask), _mm256_castsi256_ps(mask));
+      mx = _mm256_max_ps(sv, mx);
+      bad = _mm256_or_ps(bad, _mm256_cmp_ps(sv, sv, _CMP_UNORD_Q));
     }
-    for (std::int64_t j0 = 0; j0 < n; j0 += kBlock) {
-      const std::int64_t jn = std::min(kBlock, n - j0);
-      // Scores, four keys at a time (four independent FMA chains), then the rest one by one.
-      std::int64_t j = 0;
-      for (; j + 4 <= jn; j += 4) {
-        const float* k0 = keys + (j0 + j) * kv_stride;
-        const float* k1 = k0 + kv_stride;
-        const float* k2 = k1 + kv_stride;
-        const float* k3 = k2 + kv_stride;
-        for (std::int64_t g = 0; g < gn; ++g) {
-          const float* qg = q + (g0 + g) * q_stride;
-          __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-          std::int64_t d = 0;
-          for (; d < full; d += 8) {
-            const __m256 qv = _mm256_loadu_ps(qg + d);
-            a0 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k0 + d), a0);
-            a1 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k1 + d), a1);
-            a2 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k2 + d), a2);
-            a3 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k3 + d), a3);
-          }
-          if (d < D) {
-            const __m256 qv = _mm256_maskload_ps(qg + d, d_tail);
-            a0 = _mm256_fmadd_ps(qv, _mm256_maskload_ps(k0 + d, d_tail), a0);
-            a1 = _mm256_fmadd_ps(qv, _mm256_maskload_ps(k1 + d, d_tail), a1);
-            a2 = _mm256_fmadd_ps(qv, _mm256_maskload_ps(k2 + d, d_tail), a2);
-            a3 = _mm256_fmadd_ps(qv, _mm256_maskload_ps(k3 + d, d_tail), a3);
-          }
-          p[g][j] = hsum(a0) * scale;
-          p[g][j + 1] = hsum(a1) * scale;
-          p[g][j + 2] = hsum(a2) * scale;
-          p[g][j + 3] = hsum(a3) * scale;
-        }
-      }
-      for (; j < jn; ++j) {
-        const float* k = keys + (j0 + j) * kv_stride;
-        for (std::int64_t g = 0; g < gn; ++g) {
-          const float* qg = q + (g0 + g) * q_stride;
-          __m256 acc = _mm256_setzero_ps();
-          std::int64_t d = 0;
-          for (; d < full; d += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(qg + d), _mm256_loadu_ps(k + d), acc);
-          if (d < D) acc = _mm256_fmadd_ps(_mm256_maskload_ps(qg + d, d_tail), _mm256_maskload_ps(k + d, d_tail), acc);
-          p[g][j] = hsum(acc) * scale;
-        }
-      }
-      const std::int64_t jfull = jn / 8 * 8;
-      const __m256i j_tail = lane_mask(jn - jfull);
-      for (std::int64_t g = 0; g < gn; ++g) {
-        float* pg = p[g];
-        __m256 mx = _mm256_set1_ps(m[g]), bad = _mm256_setzero_ps();
-        for (std::int64_t j = 0; j < jn; j += 8) {
-          const __m256i mask = j < jfull ? lane_mask(8) : j_tail;
-          // Masked-off lanes read as -inf: they change neither the maximum nor the sum.
-          const __m256 sv = _mm256_blendv_ps(_mm256_set1_ps(-std::numeric_limits<float>::infinity()),
-                                             _mm256_maskload_ps(pg + j, mask), _mm256_castsi256_ps(mask));
-          mx = _mm256_max_ps(sv, mx);
-          bad = _mm256_or_ps(bad, _mm256_cmp_ps(sv, sv, _CMP_UNORD_Q));
-        }
-        alignas(32) float lanes[8];
-        _mm256_store_ps(lanes, mx);
-        float mnew = lanes[0];
-        for (int i = 1; i < 8; ++i) mnew = lanes[i] > mnew ? lanes[i] : mnew;
-        const bool nan = _mm256_movemask_ps(bad) != 0;
-        const float c = std::exp(m[g] - mnew);
-        const __m256 vm = _mm256_set1_ps(mnew);
-        __m256 sum = _mm256_setzero_ps();
-        for (std::int64_t j = 0; j < jn; j += 8) {
-          const __m256i mask = j < jfull ? lane_mask(8) : j_tail;
-          __m256 e = _mm256_and_ps(exp_nonpositive(_mm256_sub_ps(_mm256_maskload_ps(pg + j, mask), vm)),
-                                   _mm256_castsi256_ps(mask));
-          if (nan) e = _mm256_set1_ps(std::numeric_limits<float>::quiet_NaN());
-          _mm256_maskstore_ps(pg + j, mask, e);
-          sum = _mm256_add_ps(sum, e);
-        }
-        l[g] = l[g] * c + hsum(sum);
-        m[g] = mnew;
-        // o = o c + sum_j p_j v_j, 32 output floats (4 registers) at a time, then 8.
-        float* og = out + (g0 + g) * out_stride;
-        const __m256 vc = _mm256_set1_ps(c);
-        std::int64_t d = 0;
-        for (; d + 32 <= D; d += 32) {
-          __m256 o0 = _mm256_mul_ps(_mm256_loadu_ps(og + d), vc), o1 = _mm256_mul_ps(_mm256_loadu_ps(og + d + 8), vc);
-          __m256 o2 = _mm256_mul_ps(_mm256_loadu_ps(og + d + 16), vc);
-          __m256 o3 = _mm256_mul_ps(_mm256_loadu_ps(og + d + 24), vc);
-          for (std::int64_t j = 0; j < jn; ++j) {
-            const __m256 pj = _mm256_broadcast_ss(pg + j);
-            const float* v = values + (j0 + j) * kv_stride + d;
-            o0 = _mm256_fmadd_ps(pj, _mm256_loadu_ps(v), o0);
-            o1 = _mm256_fmadd_ps(pj, _mm256_loadu_ps(v + 8), o1);
-            o2 = _mm256_fmadd_ps(pj, _mm256_loadu_ps(v + 16), o2);
-            o3 = _mm256_fmadd_ps(pj, _mm256_loadu_ps(v + 24), o3);
-          }
-          _mm256_storeu_ps(og + d, o0);
-          _mm256_storeu_ps(og + d + 8, o1);
-          _mm256_storeu_ps(og + d + 16, o2);
-          _mm256_storeu_ps(og + d + 24, o3);
-        }
-        for (; d < D; d += 8) {
-          const __m256i mask = lane_mask(D - d);
-          __m256 o0 = _mm256_mul_ps(_mm256_maskload_ps(og + d, mask), vc);
-          for (std::int64_t j = 0; j < jn; ++j)
-            o0 = _mm256_fmadd_ps(_mm256_broadcast_ss(pg + j), _mm256_maskload_ps(values + (j0 + j) * kv_stride + d, mask), o0);
-          _mm256_maskstore_ps(og + d, mask, o0);
-        }
-      }
+    alignas(32) float lanes[8];
+    _mm256_store_ps(lanes, mx);
+    float mnew = lanes[0];
+    for (int i = 1; i < 8; ++i) mnew = lanes[i] > mnew ? lanes[i] : mnew;
+    const bool nan = _mm256_movemask_ps(bad) != 0;
+    const float c = std::exp(m[g] - mnew);  // 0 for the first block (m = -inf)
+    const __m256 vm = _mm256_set1_ps(mnew);
+    __m256 sum = _mm256_setzero_ps();
+    for (std::int64_t j = 0; j < jn; j += 8) {
+      const __m256i mask = j < jfull ? lane_mask(8) : j_tail;
+      __m256 e = _mm256_and_ps(exp_nonpositive(_mm256_sub_ps(_mm256_maskload_ps(pg + j, mask), vm)),
+                               _mm256_castsi256_ps(mask));
+      if (nan) e = _mm256_set1_ps(std::numeric_limits<float>::quiet_NaN());
+      _mm256_maskstore_ps(pg + j, mask, e);
+      sum = _mm256_add_ps(sum, e);
     }
-    for (std::int64_t g = 0; g < gn; ++g) {
-      const __m256 inv = _mm256_set1_ps(1.0f / l[g]);
-      float* og = out + (g0 + g) * out_stride;
-      for (std::int64_t d = 0; d < D; d += 8) {
-        const __m256i mask = lane_mask(D - d);
-        _mm256_maskstore_ps(og + d, mask, _mm256_mul_ps(_mm256_maskload_ps(og + d, mask), inv));
+    l[g] = l[g] * c + hsum(sum);
+    m[g] = mnew;
+    // o = o c + sum_j p_j v_j: 64 output floats in registers at a time, then 8. The group's
+    // first head prefetches the value rows; the others find them in cache.
+    float* og = out + g * out_stride;
+    std::int64_t d = 0;
+    for (; d + 64 <= D; d += 64)
+      weighted_values64(og + d, c, pg, values + d, kv_stride, jn, g == 0 && d == 0 ? prefetch_rows : 0, row_bytes);
+    const __m256 vc = _mm256_set1_ps(c);
+    for (; d < D; d += 8) {
+      const __m256i mask = lane_mask(D - d);
+      __m256 o0 = _mm256_mul_ps(_mm256_maskload_ps(og + d, mask), vc);
+      for (std::int64_t j = 0; j < jn; ++j)
+        o0 = _mm256_fmadd_ps(_mm256_broadcast_ss(pg + j), _mm256_maskload_ps(values + j * kv_stride + d, mask), o0);
+      _mm256_maskstore_ps(og + d, mask, o0);
+    }
+  }
+}
+
+}  // namespace detail::attn
+
+// R query rows, each with the G query heads of each of Hk KV heads, row r over keys
+// [0, n[r]) with an online softmax; the contract of ref::attend_f32. Blocks of kKeyBlock keys
+// are taken for every head and row of a pass before the next block. Within a block: the
+// scores of eight keys at a time, each an 8-lane FMA chain over d summed by hsum8's tree (a
+// partial group of keys is padded with the block's last key, so a key's score does not depend
+// on where group boundaries fall); the exponentials are exp_nonpositive (2 ulp), their sum 8
+// lanes then hsum; each output float one FMA chain over j. Key and value rows are prefetched
+// kPrefetchKeys ahead by a pass's first row.
+NNX_TARGET_AVX2_FMA inline void attend_f32(const float* q, std::int64_t q_row_stride, std::int64_t q_stride,
+                                           std::int64_t R, const std::int64_t* n, std::int64_t G, std::int64_t Hk,
+                                           const float* keys, const float* values, std::int64_t kv_stride,
+                                           std::int64_t D, float scale, float* out, std::int64_t out_row_stride,
+                                           std::int64_t out_stride) noexcept {
+  namespace a = detail::attn;
+  const std::int64_t H = G * Hk;
+  const std::int64_t heads_per_pass = std::min(H, a::kStatesPerPass);
+  const std::int64_t rows_per_pass = std::max<std::int64_t>(1, a::kStatesPerPass / H);
+  float m[a::kStatesPerPass], l[a::kStatesPerPass];
+  for (std::int64_t r0 = 0; r0 < R; r0 += rows_per_pass) {
+    const std::int64_t r1 = std::min(R, r0 + rows_per_pass);
+    std::int64_t n_max = 0;
+    for (std::int64_t r = r0; r < r1; ++r) n_max = std::max(n_max, n[r]);
+    for (std::int64_t f0 = 0; f0 < H; f0 += heads_per_pass) {
+      const std::int64_t f1 = std::min(H, f0 + heads_per_pass);
+      const auto state = [&](std::int64_t r, std::int64_t f) { return (r - r0) * heads_per_pass + (f - f0); };
+      for (std::int64_t r = r0; r < r1; ++r)
+        for (std::int64_t f = f0; f < f1; ++f) {
+          m[state(r, f)] = -std::numeric_limits<float>::infinity();
+          l[state(r, f)] = 0.0f;
+          std::fill_n(out + r * out_row_stride + f * out_stride, D, 0.0f);
+        }
+      for (std::int64_t j0 = 0; j0 < n_max; j0 += a::kKeyBlock) {
+        // Runs of query heads that share a KV head, at most kAttnMaxGroup at a time.
+        for (std::int64_t f = f0; f < f1;) {
+          const std::int64_t h = f / G;
+          const std::int64_t fe = std::min({f1, (h + 1) * G, f + ref::kAttnMaxGroup});
+          const std::int64_t kv = j0 * kv_stride + h * D;
+          // Rows that read this block, and the keys the longest of them reads.
+          std::int64_t readers = 0, jmax = 0;
+          for (std::int64_t r = r0; r < r1; ++r)
+            if (j0 < n[r]) {
+              ++readers;
+              jmax = std::max(jmax, std::min(a::kKeyBlock, n[r] - j0));
+            }
+          const float* block_keys = keys + kv;
+          const float* block_values = values + kv;
+          std::int64_t stride = kv_stride, prefetch = n_max - j0;
+          if (readers > 1 && D <= a::kMaxPackedD) {
+            alignas(64) static thread_local float packed[2][a::kKeyBlock * a::kMaxPackedD];
+            a::pack_rows(block_keys, kv_stride, jmax, D, packed[0]);
+            a::pack_rows(block_values, kv_stride, jmax, D, packed[1]);
+            block_keys = packed[0];
+            block_values = packed[1];
+            stride = D;
+            prefetch = 0;
+          }
+          for (std::int64_t r = r0; r < r1; ++r) {
+            if (j0 >= n[r]) continue;
+            const std::int64_t jn = std::min(a::kKeyBlock, n[r] - j0);
+            a::attend_block(q + r * q_row_stride + f * q_stride, q_stride, fe - f, block_keys, block_values, stride, jn,
+                            prefetch, D, scale, out + r * out_row_stride + f * out_stride, out_stride, m + state(r, f),
+                            l + state(r, f));
+            prefetch = 0;  // the first row's prefetches serve the others
+          }
+          f = fe;
+        }
       }
+      for (std::int64_t r = r0; r < r1; ++r)
+        for (std::int64_t f = f0; f < f1; ++f) {
+          const __m256 inv = _mm256_set1_ps(1.0f / l[state(r, f)]);
+          float* o = out + r * out_row_stride + f * out_stride;
+          for (std::int64_t d = 0; d < D; d += 8) {
+            const __m256i mask = lane_mask(D - d);
+            _mm256_maskstore_ps(o + d, mask, _mm256_mul_ps(_mm256_maskload_ps(o + d, mask), inv));
+          }
+        }
     }
   }
 }

@@ -1,14 +1,14 @@
-// nnx/kernels/ref/attention.hpp — portable attention of the query heads of one KV group over a
-// run of keys (the fallback and the oracle for vectorized versions).
+// nnx/kernels/ref/attention.hpp — portable attention of query heads over a run of keys, by KV
+// group (the fallback and the oracle for vectorized versions).
 //
 //   nnx::kernels::ref::attend_group_f32(q, D, G, keys, values, Hkv * D, n, D, scale, out, D);
+//   nnx::kernels::ref::attend_f32(q, H * D, D, T, n, G, Hkv, keys, values, Hkv * D, D, scale, out, H * D, D);
 #pragma once
 
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <limits>
-
 
 namespace nnx::kernels::ref {
 
@@ -77,6 +77,22 @@ inline void attend_group_f32(const float* q, std::int64_t q_stride, std::int64_t
       for (std::int64_t d = 0; d < D; ++d) og[d] *= inv;
     }
   }
+}
+
+// R query rows, each with the G query heads of each of Hk KV heads; row r attends to keys
+// [0, n[r]) (n[r] >= 1). KV head h's keys and values start at keys + h * D and values + h * D
+// (rows kv_stride apart, as in a cache row [Hkv, D]); query head (h, g) of row r is
+// q + r * q_row_stride + (h * G + g) * q_stride and writes out + r * out_row_stride +
+// (h * G + g) * out_stride. Each (row, KV head) is attend_group_f32, so the order is that
+// function's. Never throws.
+inline void attend_f32(const float* q, std::int64_t q_row_stride, std::int64_t q_stride, std::int64_t R,
+                       const std::int64_t* n, std::int64_t G, std::int64_t Hk, const float* keys, const float* values,
+                       std::int64_t kv_stride, std::int64_t D, float scale, float* out, std::int64_t out_row_stride,
+                       std::int64_t out_stride) noexcept {
+  for (std::int64_t r = 0; r < R; ++r)
+    for (std::int64_t h = 0; h < Hk; ++h)
+      attend_group_f32(q + r * q_row_stride + h * G * q_stride, q_stride, G, keys + h * D, values + h * D, kv_stride,
+                       n[r], D, scale, out + r * out_row_stride + h * G * out_stride, out_stride);
 }
 
 }  // namespace nnx::kernels::ref
