@@ -18,7 +18,7 @@
 //   BM_ReadBandwidth/<threads>/<streams>
 //                                    an integer sum over 1 GiB: the DRAM read bandwidth
 //                                    that bounds batch-1 decoding (see below).
-//   BM_<M>_TTFT/<threads>            engine.prefill of a 128-token prompt (one chunk,
+//   BM_<M>_TTFT/<tokens>/<threads>   engine.prefill of a 128- or 512-token prompt (one chunk,
 //                                    max_prefill_length 512, max_target_length 1024) and
 //                                    its greedy first token: the time to first token.
 //   BM_<M>_Decode/<slots>/<sampling>/<threads>
@@ -81,7 +81,7 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-constexpr std::int64_t kPrompt = 128;        // TTFT prompt tokens
+constexpr std::int64_t kPrompts[] = {128, 512};  // TTFT prompt tokens
 constexpr std::int64_t kTarget = 1024;       // max_target_length
 constexpr std::int64_t kPrefillChunk = 512;  // max_prefill_length
 constexpr std::int64_t kDecodePrompt = 256;  // tokens in a slot when decoding starts
@@ -286,7 +286,7 @@ struct Bench {
   bool peak_reset = false;
   std::map<std::int64_t, std::unique_ptr<nnx::Engine<Model>>> engines;  // by slots
   std::map<std::int64_t, std::vector<nnx::Prefix>> prefixes;              // by sampling mode
-  std::vector<std::int32_t> prompt;         // kDecodePrompt tokens; TTFT uses the first kPrompt
+  std::vector<std::int32_t> prompt;         // kPrefillChunk tokens: TTFT's prompts, and decode's first kDecodePrompt
   std::int64_t max_slots_run = 0;  // the largest decode state this process has held
 
   explicit Bench(const Config& c, nnx::QuantConfig q = {}) : config(c), quant(std::move(q)) {
@@ -315,7 +315,7 @@ struct Bench {
         weight_bytes_per_token -= static_cast<double>(leaf.nbytes()) - static_cast<double>(leaf.tensor().dim(1)) * 4.0;
     }
     const std::int64_t V = engine(1).vocab_size();
-    for (std::int64_t i = 0; i < kDecodePrompt; ++i) prompt.push_back(static_cast<std::int32_t>((i * 7919 + 13) % V));
+    for (std::int64_t i = 0; i < kPrefillChunk; ++i) prompt.push_back(static_cast<std::int32_t>((i * 7919 + 13) % V));
   }
 
   nnx::Engine<Model>& engine(std::int64_t slots) {
@@ -420,15 +420,16 @@ void load(benchmark::State& state, Bench<Model>& b) {
 
 template <class Model>
 void ttft(benchmark::State& state, Bench<Model>& b) {
-  set_threads(state.range(0));
+  const std::int64_t n = state.range(0);
+  set_threads(state.range(1));
   auto& e = b.engine(1);
-  const nnx::Tensor tokens = b.prompt_tensor(kPrompt);
+  const nnx::Tensor tokens = b.prompt_tensor(n);
   for (auto _ : state) {
-    nnx::Prefix p = e.prefill(b.params, tokens, kPrompt, nnx::SamplingParams::greedy(), nnx::key_from_seed(1));
+    nnx::Prefix p = e.prefill(b.params, tokens, n, nnx::SamplingParams::greedy(), nnx::key_from_seed(1));
     benchmark::DoNotOptimize(p.token);
   }
   state.counters["prefill_tok_per_s"] =
-      benchmark::Counter(static_cast<double>(kPrompt * state.iterations()), benchmark::Counter::kIsRate);
+      benchmark::Counter(static_cast<double>(n * state.iterations()), benchmark::Counter::kIsRate);
   model_counters(state, b);
 }
 
@@ -611,7 +612,9 @@ void register_model(const char* name, void (*load_fn)(benchmark::State&), void (
   const std::string n = name;
   benchmark::RegisterBenchmark((n + "_Load").c_str(), load_fn)->Iterations(1)->Unit(benchmark::kMillisecond);
   auto* t = benchmark::RegisterBenchmark((n + "_TTFT").c_str(), ttft_fn)->Unit(benchmark::kMillisecond)->UseRealTime();
-  for (auto th : kThreads) t->Args({th});
+  t->ArgNames({"tokens", "threads"});
+  for (auto tokens : kPrompts)
+    for (auto th : kThreads) t->Args({tokens, th});
   if (heavy) t->Iterations(3);
   // Decode: batch 1 and 8 greedy; batch 8 sampled (the sampling cost).
   auto* d = benchmark::RegisterBenchmark((n + "_Decode").c_str(), decode_fn)->Unit(benchmark::kMillisecond)->UseRealTime();
