@@ -19,7 +19,7 @@
 // reduced together, the exps run 8 wide, the weighted sum of values keeps 64 output floats in
 // registers across a block, rows are prefetched ahead, and a block is taken for every head
 // before the next, so the cache's [Hkv, D] rows are read from memory whole (measured on a
-// batch-8, 1024-position decode: 19 -> ~26 GB/s of KV read; see benchmarks/RESULTS.md).
+// batch-8, 1024-position decode: 18.5 -> 21-25 GB/s of KV read; see benchmarks/RESULTS.md).
 #pragma once
 
 #include "nnx/kernels/avx2/simd.hpp"
