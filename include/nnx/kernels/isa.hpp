@@ -25,6 +25,10 @@
 #include <cstdlib>
 #include <string_view>
 
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <cpuid.h>
+#endif
+
 // NNX_KERNELS_X86_DISPATCH is 1 where the x86 tiers are compiled: x86-64 with GCC or Clang,
 // which have the target attribute and __builtin_cpu_supports. Elsewhere it is 0 and only the
 // ref tier exists.
@@ -75,7 +79,10 @@ inline bool isa_supported(Isa isa) noexcept {
 #if NNX_KERNELS_X86_DISPATCH
   static const bool avx2 = [] {
     __builtin_cpu_init();  // needed if the first call happens during static initialization
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+    // F16C from CPUID leaf 1 (ECX bit 29): clang 14's __builtin_cpu_supports does not know "f16c".
+    unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+    const bool f16c = __get_cpuid(1, &eax, &ebx, &ecx, &edx) && (ecx & (1u << 29)) != 0;
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && f16c;
   }();
   static const bool avx512 = avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                              __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
