@@ -1,7 +1,8 @@
 // Tests for nnx/kernels/rope.hpp: rotate-half RoPE against the Hugging Face Llama formula
 // evaluated in double, with an error bound that covers HF's own float32 angle; inv_freq
 // against HF's float32 computation; position 0 is the identity; wide heads (several
-// frequency slices) and precomputed inv_freq agree bit for bit with the theta overload.
+// frequency slices) and precomputed inv_freq agree bit for bit with the theta overload; every
+// tier and thread count gives ref's bits.
 #include <catch2/catch.hpp>
 #include <cmath>
 #include <cstdint>
@@ -125,4 +126,48 @@ TEST_CASE("rope: every head of a row gets its row's position", "[kernels][rope]"
       k::rope_rotate_half(one.data(), &pos[static_cast<std::size_t>(t)], 1, 1, D, 10000.0f);
       CHECK(std::memcmp(one.data(), y.data() + (t * H + h) * D, static_cast<std::size_t>(D) * sizeof(float)) == 0);
     }
+}
+
+TEST_CASE("rope: every tier gives ref's bits, at odd head counts and frequency tails", "[kernels][rope]") {
+  std::mt19937 gen(6);
+  std::uniform_int_distribution<std::int32_t> position(0, 70000);
+  const i64 T = 5;
+  std::vector<std::int32_t> pos(static_cast<std::size_t>(T));
+  for (auto& p : pos) p = position(gen);
+  for (i64 H : {1, 3})
+    for (i64 D : {2, 6, 18, 64, 130, 270}) {  // D/2 = 1, 3, 9, 32, 65 and 135: every tail of 8 and of 64
+      const auto x = random_floats(static_cast<std::size_t>(T * H * D), static_cast<std::uint32_t>(D + H));
+      std::vector<float> inv(static_cast<std::size_t>(D / 2));
+      k::rope_inv_freq(500000.0f, D, inv.data());
+      std::vector<float> want = x;
+      k::ref::rope_rotate_slice(want.data(), pos.data(), T, H, D, 0, D / 2, inv.data());
+      CHECK(rope_error_ratio(x, want, pos, T, H, D, 500000.0) <= 1.0);
+      for (k::Isa isa : k::kAllIsas) {
+        if (!k::isa_supported(isa)) continue;
+        std::vector<float> got = x;
+        k::select(k::kRopeRotateSlice, isa)(got.data(), pos.data(), T, H, D, 0, D / 2, inv.data());
+        INFO(k::isa_name(isa) << " H=" << H << " D=" << D);
+        CHECK(got == want);
+      }
+    }
+}
+
+TEST_CASE("rope: the bits do not depend on the thread count", "[kernels][rope]") {
+  const i64 T = 37, H = 3, D = 64;
+  std::vector<std::int32_t> pos(static_cast<std::size_t>(T));
+  for (i64 t = 0; t < T; ++t) pos[static_cast<std::size_t>(t)] = static_cast<std::int32_t>(t * 13);
+  const auto x = random_floats(static_cast<std::size_t>(T * H * D), 7);
+  const int threads_before = nnx::num_threads();
+  const auto work_before = k::parallel_min_work();
+  std::vector<float> one = x;
+  k::set_thread_count(1);
+  k::rope_rotate_half(one.data(), pos.data(), T, H, D, 10000.0f);
+  k::set_thread_count(2);
+  k::set_parallel_min_work(1);
+  std::vector<float> two = x;
+  k::rope_rotate_half(two.data(), pos.data(), T, H, D, 10000.0f);
+  k::set_thread_count(threads_before);
+  k::set_parallel_min_work(work_before);
+  CHECK(one == two);
+  CHECK(rope_error_ratio(x, one, pos, T, H, D, 10000.0) <= 1.0);
 }

@@ -27,22 +27,30 @@ inline float rope_inv_freq_at(float theta, std::int64_t D, std::int64_t i) noexc
   return 1.0f / static_cast<float>(std::pow(static_cast<double>(theta), static_cast<double>(exponent)));
 }
 
+// cos and sin of positions[t] * inv[k] for k < nb (nb <= kRopeChunk), as the header states.
+inline constexpr std::int64_t kRopeChunk = 64;  // frequencies whose cos/sin live on the stack at once
+inline void rope_cos_sin(std::int32_t position, const float* inv, std::int64_t nb, float* c, float* s) noexcept {
+  const auto pos = static_cast<float>(position);
+  for (std::int64_t k = 0; k < nb; ++k) {
+    const float angle = pos * inv[k];
+    c[k] = static_cast<float>(std::cos(static_cast<double>(angle)));
+    s[k] = static_cast<float>(std::sin(static_cast<double>(angle)));
+  }
+}
+
+}  // namespace detail
+
 // Rotates the frequencies [i0, i0 + nb) of every row of x[T, H, D]; inv[k] is the inverse
-// frequency of i0 + k.
+// frequency of i0 + k. The kernel every rope_rotate_half runs (nnx/kernels/rope.hpp splits
+// rows between threads and frequencies into slices around it). Never throws.
 inline void rope_rotate_slice(float* x, const std::int32_t* positions, std::int64_t T, std::int64_t H, std::int64_t D,
                               std::int64_t i0, std::int64_t nb, const float* inv) noexcept {
   const std::int64_t half = D / 2;
-  constexpr std::int64_t kChunk = 64;  // cos/sin of one position for 64 frequencies, on the stack
-  float c[kChunk], s[kChunk];
-  for (std::int64_t t = 0; t < T; ++t) {
-    const auto pos = static_cast<float>(positions[t]);
-    for (std::int64_t k0 = 0; k0 < nb; k0 += kChunk) {
-      const std::int64_t kb = std::min(kChunk, nb - k0);
-      for (std::int64_t k = 0; k < kb; ++k) {
-        const float angle = pos * inv[k0 + k];
-        c[k] = static_cast<float>(std::cos(static_cast<double>(angle)));
-        s[k] = static_cast<float>(std::sin(static_cast<double>(angle)));
-      }
+  float c[detail::kRopeChunk], s[detail::kRopeChunk];
+  for (std::int64_t t = 0; t < T; ++t)
+    for (std::int64_t k0 = 0; k0 < nb; k0 += detail::kRopeChunk) {
+      const std::int64_t kb = std::min(detail::kRopeChunk, nb - k0);
+      detail::rope_cos_sin(positions[t], inv + k0, kb, c, s);
       for (std::int64_t h = 0; h < H; ++h) {
         float* lo = x + (t * H + h) * D + i0 + k0;
         float* hi = lo + half;
@@ -53,10 +61,7 @@ inline void rope_rotate_slice(float* x, const std::int32_t* positions, std::int6
         }
       }
     }
-  }
 }
-
-}  // namespace detail
 
 // inv_freq[i] = 1 / theta^(2i / D) for i < D / 2, computed as described above. Precompute
 // it once to apply a frequency scaling (Llama 3's rope_scaling rewrites these values).
@@ -68,7 +73,7 @@ inline void rope_inv_freq(float theta, std::int64_t D, float* inv_freq) noexcept
 // inv_freq[D / 2]. D must be even. Never throws.
 inline void rope_rotate_half(float* x, const std::int32_t* positions, std::int64_t T, std::int64_t H, std::int64_t D,
                              const float* inv_freq) noexcept {
-  detail::rope_rotate_slice(x, positions, T, H, D, 0, D / 2, inv_freq);
+  rope_rotate_slice(x, positions, T, H, D, 0, D / 2, inv_freq);
 }
 
 // The same with inv_freq computed from theta (as rope_inv_freq does), without allocating.
@@ -79,7 +84,7 @@ inline void rope_rotate_half(float* x, const std::int32_t* positions, std::int64
   for (std::int64_t i0 = 0; i0 < D / 2; i0 += kSlice) {
     const std::int64_t nb = std::min(kSlice, D / 2 - i0);
     for (std::int64_t k = 0; k < nb; ++k) inv[k] = detail::rope_inv_freq_at(theta, D, i0 + k);
-    detail::rope_rotate_slice(x, positions, T, H, D, i0, nb, inv);
+    rope_rotate_slice(x, positions, T, H, D, i0, nb, inv);
   }
 }
 
