@@ -44,10 +44,12 @@
 // Llama's embed_tokens, of which a token reads one row (a tied table is read whole by the
 // output head, and its embedding row again, which is not counted). Floor tokens/s = bandwidth / weight bytes per token,
 // times the slots for batch > 1 (a step reads the weights once). The bandwidth is measured
-// right after each decode benchmark, at its thread count, by summing the weights themselves
-// as integer words (1 and 8 streams per thread, the faster counts): this machine's DRAM
-// rate moves by ±30 % from minute to minute (other tenants of the host), so a probe run
-// minutes earlier is not a floor (decode once beat the 1 GiB probe run before it).
+// during each decode benchmark, at its thread count, by summing the weights themselves as
+// integer words (1 and 8 streams per thread, the faster counts): one pass of each between
+// every 64 decode steps (while the slots are refilled, untimed) and 3 right after, the median
+// taken. This machine's DRAM rate moves by ±30 % from minute to minute (other tenants of the
+// host), so a probe run minutes earlier is not a floor (decode once beat the 1 GiB probe run
+// before it), and one run only after the decode drifted from it by up to 20 %.
 // KV-cache reads are not in the floor (the counters kv_read_mb_per_step give their size).
 #include <benchmark/benchmark.h>
 
@@ -175,31 +177,26 @@ double time_pass(const std::vector<std::uint64_t>& buffer, std::int64_t streams)
 }
 
 // Bytes/s of reading every parameter once with a probe (the weights are far larger than
-// the 32 MiB L3, and reading them needs no extra memory): the median of `passes` passes.
-double weight_read_bandwidth(const nnx::State& params, std::int64_t threads, std::int64_t streams, int passes) {
-  set_threads(threads);
-  std::vector<double> v;
-  for (int r = 0; r < passes; ++r) {
-    double bytes = 0.0;
-    std::uint64_t sum = 0;
-    const auto t0 = Clock::now();
-    const auto read = [&](const nnx::Tensor& t) {
-      const std::size_t words = t.nbytes() / 8;
-      sum += sum_words(t.raw_data(), words, streams);
-      bytes += static_cast<double>(words * 8);
-    };
-    for (const auto& [path, leaf] : params) {
-      if (leaf.is_quantized()) {
-        read(leaf.qtensor().qvalue);
-        for (const nnx::Tensor& sc : leaf.qtensor().scale) read(sc);
-      } else {
-        read(leaf.tensor());
-      }
+// the 32 MiB L3, and reading them needs no extra memory), at the current thread count.
+double weight_read_pass(const nnx::State& params, std::int64_t streams) {
+  double bytes = 0.0;
+  std::uint64_t sum = 0;
+  const auto t0 = Clock::now();
+  const auto read = [&](const nnx::Tensor& t) {
+    const std::size_t words = t.nbytes() / 8;
+    sum += sum_words(t.raw_data(), words, streams);
+    bytes += static_cast<double>(words * 8);
+  };
+  for (const auto& [path, leaf] : params) {
+    if (leaf.is_quantized()) {
+      read(leaf.qtensor().qvalue);
+      for (const nnx::Tensor& sc : leaf.qtensor().scale) read(sc);
+    } else {
+      read(leaf.tensor());
     }
-    v.push_back(bytes / std::chrono::duration<double>(Clock::now() - t0).count());
-    benchmark::DoNotOptimize(sum);
   }
-  return median(v);
+  benchmark::DoNotOptimize(sum);
+  return bytes / std::chrono::duration<double>(Clock::now() - t0).count();
 }
 
 void BM_ReadBandwidth(benchmark::State& state) {
@@ -451,9 +448,12 @@ void decode(benchmark::State& state, Bench<Model>& b) {
   nnx::DecodeState s = insert_all(e, prefixes, e.init_decode_state());
   std::int64_t steps = 0;
   double seconds = 0.0, tokens = 0.0, context = 0.0;
+  std::vector<double> bw_weights_1, bw_weights_8;  // probe passes interleaved with the decode
   for (auto _ : state) {
     if (steps == kDecodeSpan) {
       state.PauseTiming();
+      bw_weights_1.push_back(weight_read_pass(b.params, 1));
+      bw_weights_8.push_back(weight_read_pass(b.params, 8));
       s = insert_all(e, prefixes, std::move(s));
       steps = 0;
       state.ResumeTiming();
@@ -473,19 +473,22 @@ void decode(benchmark::State& state, Bench<Model>& b) {
     benchmark::DoNotOptimize(out.result.at(0).token);
   }
   const double tok_s = tokens / seconds;
-  // The floor's bandwidth, measured now (seconds after the decode, same threads): the faster
-  // of the two probes reading the weights themselves, 3 passes each. The 1 GiB probes
-  // (BM_ReadBandwidth, before the model was loaded) are reported beside it.
+  // The floor's bandwidth (same threads): the faster of the two probes reading the weights
+  // themselves, the median of the passes between the decode's spans and 3 more right after.
+  // The 1 GiB probes (BM_ReadBandwidth, before the model was loaded) are reported beside it.
   const ProcMem mem = proc_mem();  // with the decode state still held
   s = nnx::DecodeState{};
-  const double bw_weights_1 = weight_read_bandwidth(b.params, threads, 1, 3);
-  const double bw_weights_8 = weight_read_bandwidth(b.params, threads, 8, 3);
-  const double bw = std::max(bw_weights_1, bw_weights_8);
+  for (int r = 0; r < 3; ++r) {
+    bw_weights_1.push_back(weight_read_pass(b.params, 1));
+    bw_weights_8.push_back(weight_read_pass(b.params, 8));
+  }
+  const double bw = std::max(median(bw_weights_1), median(bw_weights_8));
   const double floor = bw / b.weight_bytes_per_token * static_cast<double>(slots);
   state.counters["tok_per_s"] = tok_s;
   state.counters["bandwidth_GB_per_s"] = bw / 1e9;
-  state.counters["bw_weights_1stream_GB_per_s"] = bw_weights_1 / 1e9;
-  state.counters["bw_weights_8stream_GB_per_s"] = bw_weights_8 / 1e9;
+  state.counters["bw_weights_1stream_GB_per_s"] = median(bw_weights_1) / 1e9;
+  state.counters["bw_weights_8stream_GB_per_s"] = median(bw_weights_8) / 1e9;
+  state.counters["bw_probe_passes"] = static_cast<double>(bw_weights_1.size());
   state.counters["bw_1GiB_1stream_GB_per_s"] = bandwidth(threads, 1) / 1e9;
   state.counters["bw_1GiB_8stream_GB_per_s"] = bandwidth(threads, 8) / 1e9;
   state.counters["floor_tok_per_s"] = floor;
