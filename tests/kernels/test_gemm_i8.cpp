@@ -303,8 +303,8 @@ TEST_CASE("quantize then multiply approximates the float product", "[kernels][ge
 TEST_CASE("the avx512 VNNI W8A8 product gives avx2's bits at every shape", "[kernels][gemm_i8][avx512]") {
   if (test_support::skip_tier("avx512", k::isa_supported(k::Isa::avx512))) return;
 #if NNX_KERNELS_X86_DISPATCH
-  // Every row-tile height 1..8 and beyond, channel tails, K tails of every length mod 64, more
-  // weight rows than one block (whose column sums are per block), and long K.
+  // Every row-tile height 1..8 (decode's single pass) and beyond (blocked), channel tails, K
+  // tails, more weight rows than one block, and long K.
   for (i64 M : {1, 2, 3, 5, 7, 8, 9, 17, 130})
     for (auto [N, K] : {std::pair<i64, i64>{13, 1}, {130, 257}, {77, 63}, {50, 1000}, {1100, 129}, {9, 4096 + 21}}) {
       const Problem pr(M, N, K, 600u + static_cast<std::uint32_t>(M * 7 + N + K));
