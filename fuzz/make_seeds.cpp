@@ -83,6 +83,10 @@ void safetensors_seeds(const fs::path& root, const ckpt::Reference& ref, const f
   c.add("f64.safetensors", safetensors_bytes(R"({"a":{"dtype":"F64","shape":[1],"data_offsets":[0,8]}})", data));
   c.add("shape_overflow.safetensors",
         safetensors_bytes(R"({"a":{"dtype":"F32","shape":[4294967296,4294967296],"data_offsets":[0,8]}})", data));
+  // More elements than a Shape holds (2^53) in fewer bytes than int64's range: once escaped the
+  // reader as a ShapeError (found by fuzzing).
+  c.add("numel_over_2p53.safetensors",
+        safetensors_bytes(R"({"a":{"dtype":"F32","shape":[4294967296,42949,84],"data_offsets":[0,8]}})", data));
   c.add("length_past_end.safetensors", u64_le(1000) + "{}");
   c.add("duplicate_key.safetensors",
         safetensors_bytes(R"({"a":{"dtype":"U8","shape":[8],"data_offsets":[0,8]},)"

@@ -461,6 +461,9 @@ TEST_CASE("safetensors: corrupt headers are CheckpointErrors naming file and ten
                    {"'w'", "overflows"});
     expect_corrupt(dir, R"({"w":)" + entry("U8", "[2147483648,4294967296,0]", "[0,0]") + "}", "",
                    {"'w'", "overflows"});  // 2^63 elements before the zero: int64 would overflow
+    // More elements than a Shape holds (2^53) in fewer bytes than int64's range (found by fuzzing).
+    expect_corrupt(dir, R"({"w":)" + entry("I8", "[4294967296,42949,84]", "[0,0]") + "}", "", {"'w'", "2^53"});
+    expect_corrupt(dir, R"({"w":)" + entry("U8", "[4294967296,4194304,0]", "[0,0]") + "}", "", {"'w'", "2^53"});
   }
   SECTION("offsets") {
     expect_corrupt(dir, R"({"w":{"dtype":"F32","shape":[2]}})", d8, {"'w'", "data_offsets"});

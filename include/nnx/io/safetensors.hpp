@@ -459,7 +459,9 @@ class SafetensorsFile {
     // Count bytes checking every step against int64's range. Each prefix product of the
     // element count is at most the byte count's, so Shape::numel() and Tensor::nbytes()
     // (int64 products in the same order) cannot overflow either once this passes.
-    std::uint64_t nbytes = dtype_size(info.dtype);
+    // The element count is checked too: a Shape holds at most 2^53 elements, which one-byte
+    // dtypes reach before the byte count overflows.
+    std::uint64_t nbytes = dtype_size(info.dtype), numel = 1;
     for (const auto& d : *sh) {
       auto u = detail::json_uint(d);
       if (!u || *u > static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max()))
@@ -467,6 +469,9 @@ class SafetensorsFile {
       if (__builtin_mul_overflow(nbytes, *u, &nbytes) ||
           nbytes > static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max()))
         bad("shape " + sh->dump() + " overflows a 64-bit byte count");
+      numel *= *u;  // <= nbytes: no overflow
+      if (numel > static_cast<std::uint64_t>(Shape::max_numel))
+        bad("shape " + sh->dump() + " holds more than 2^53 elements (nnxcpp's maximum)");
       info.shape.push_back(static_cast<std::int64_t>(*u));
     }
     auto off = v.find("data_offsets");
