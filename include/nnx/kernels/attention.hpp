@@ -9,12 +9,14 @@
 //                            v_row + h0 * D, Hkv * D, D, 1 / sqrt(D), out + h0 * G * D, H * D, D);
 //
 // Runs the best tier the CPU has (nnx/kernels/isa.hpp); the tiers agree within the bound
-// nnx/kernels/avx2/attention.hpp states. Never throws; allocates nothing.
+// nnx/kernels/avx2/attention.hpp and avx512/attention.hpp state (each has its own order).
+// Never throws; allocates nothing.
 #pragma once
 
 #include <cstdint>
 
 #include "nnx/kernels/avx2/attention.hpp"
+#include "nnx/kernels/avx512/attention.hpp"
 #include "nnx/kernels/isa.hpp"
 #include "nnx/kernels/ref/attention.hpp"
 
@@ -25,7 +27,8 @@ using AttendF32Fn = void (*)(const float* q, std::int64_t q_row_stride, std::int
                              const float* values, std::int64_t kv_stride, std::int64_t D, float scale, float* out,
                              std::int64_t out_row_stride, std::int64_t out_stride) noexcept;
 
-inline constexpr TierTable<AttendF32Fn> kAttendF32{&ref::attend_f32, NNX_X86_ENTRY(avx2::attend_f32)};
+inline constexpr TierTable<AttendF32Fn> kAttendF32{&ref::attend_f32, NNX_X86_ENTRY(avx2::attend_f32),
+                                                   NNX_X86_ENTRY(avx512::attend_f32)};
 
 // R query rows, each with the G query heads of each of Hk consecutive KV heads; row r attends
 // to keys and values [0, n[r]) (n[r] >= 1). KV head h's rows start at keys + h * D and
