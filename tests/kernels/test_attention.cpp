@@ -1,16 +1,19 @@
 // Tests for nnx/kernels/attention.hpp: every tier's kernel against a double-precision reference
 // at odd head sizes, key counts, group sizes and runs of KV heads, over interleaved heads
-// (strides > D), and NaN; a query head's result does not depend on the heads beside it.
+// (strides > D), and NaN; a query head's result does not depend on the heads beside it; the
+// avx512 kernel gives avx2's bits.
 #include <catch2/catch.hpp>
 
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <limits>
 #include <random>
 #include <vector>
 
 #include "nnx/kernels/attention.hpp"
+#include "../support/tier.hpp"
 
 namespace {
 
@@ -147,4 +150,35 @@ TEST_CASE("attend_f32 over many query rows on every tier", "[kernels][attention]
             CHECK(worst < 1e-6);
           }
   }
+}
+
+// The avx512 kernel lays the work out in tiles of (row, head) pairs but keeps avx2's order for
+// every pair: the same bits at odd head sizes (8-lane tails), key counts inside and across
+// blocks (a causal prompt's diagonal, unordered rows), groups (GQA tiles of one KV head) and
+// runs of KV heads (a decode's tiles across heads), with prefill-sized runs of rows.
+TEST_CASE("the avx512 attention gives avx2's bits", "[kernels][attention][avx512]") {
+  if (test_support::skip_tier("avx512", k::isa_supported(k::Isa::avx512))) return;
+#if NNX_KERNELS_X86_DISPATCH
+  std::uint32_t seed = 900;
+  for (i64 D : {1, 7, 8, 13, 64, 67, 80, 128, 300})
+    for (i64 G : {1, 3, 4})
+      for (i64 Hk : {1, 2, 5})
+        for (i64 R : {1, 2, 5, 64}) {
+          const i64 H = G * Hk, S = 200, kv_stride = (Hk + 1) * D;
+          const auto q = random_floats(static_cast<std::size_t>(R * H * D), seed++, -2.0f, 2.0f);
+          const auto keys = random_floats(static_cast<std::size_t>(S * kv_stride), seed++, -2.0f, 2.0f);
+          const auto values = random_floats(static_cast<std::size_t>(S * kv_stride), seed++, -1.0f, 1.0f);
+          std::vector<i64> n(static_cast<std::size_t>(R));
+          for (i64 r = 0; r < R; ++r)  // a causal diagonal for R = 64, scattered counts otherwise
+            n[static_cast<std::size_t>(r)] = R == 64 ? 100 + r : (r * 61 + 7 * D + G) % S + 1;
+          std::vector<float> out2(q.size()), out5(q.size());
+          const float scale = 1.0f / std::sqrt(static_cast<float>(D));
+          k::avx2::attend_f32(q.data(), H * D, D, R, n.data(), G, Hk, keys.data() + D, values.data() + D, kv_stride,
+                              D, scale, out2.data(), H * D, D);
+          k::avx512::attend_f32(q.data(), H * D, D, R, n.data(), G, Hk, keys.data() + D, values.data() + D,
+                                kv_stride, D, scale, out5.data(), H * D, D);
+          INFO("D=" << D << " G=" << G << " Hk=" << Hk << " R=" << R);
+          REQUIRE(std::memcmp(out2.data(), out5.data(), out2.size() * sizeof(float)) == 0);
+        }
+#endif
 }

@@ -56,6 +56,14 @@ NNX_TARGET_AVX2_FMA inline void prefetch_row(const float* base, std::int64_t j, 
   for (std::int64_t b = 0; b < bytes; b += 64) _mm_prefetch(reinterpret_cast<const char*>(row + b), _MM_HINT_T0);
 }
 
+// l c + s, the product rounded before the sum whatever the build's -ffp-contract (the empty asm
+// keeps the compiler from fusing them): the avx512 tier's sums must round as these do.
+inline float rescaled_sum(float l, float c, float s) noexcept {
+  float product = l * c;
+  asm("" : "+x"(product));
+  return product + s;
+}
+
 // Keys ahead of the one being read whose rows are prefetched: about a microsecond of DRAM
 // latency at the rate a key row is consumed.
 inline constexpr std::int64_t kPrefetchKeys = 16;
@@ -173,7 +181,7 @@ NNX_TARGET_AVX2_FMA inline void attend_block(const float* q, std::int64_t q_stri
       _mm256_maskstore_ps(pg + j, mask, e);
       sum = _mm256_add_ps(sum, e);
     }
-    l[g] = l[g] * c + hsum(sum);
+    l[g] = rescaled_sum(l[g], c, hsum(sum));
     m[g] = mnew;
     // o = o c + sum_j p_j v_j: 64 output floats in registers at a time, then 8. The group's
     // first head prefetches the value rows; the others find them in cache.

@@ -1,5 +1,5 @@
 // nnx/kernels/avx512/simd.hpp — the AVX-512 helpers every avx512 kernel shares: tail masks, the
-// all-lanes mask for GCC-12-clean maskz forms, a fixed-order lane sum and exp.
+// all-lanes mask for GCC-12-clean maskz forms, a lane maximum and exp.
 //
 // Compiled with per-function target attributes; call only where isa_supported(Isa::avx512).
 #pragma once
@@ -31,15 +31,6 @@ NNX_TARGET_AVX512 inline __mmask64 bytes64(std::int64_t n) noexcept {
 // (-Wmaybe-uninitialized on the undefined vector they pass on as the merge source); the
 // all-lanes maskz forms are the same instructions without it.
 constexpr __mmask16 kAll16 = 0xFFFF;
-
-// The sum of the 16 lanes in a fixed tree: lane i + lane i + 8, then + 4, + 2, + 1 of those.
-NNX_TARGET_AVX512 inline float hsum16(__m512 v) noexcept {
-  const __m256 h = _mm256_add_ps(_mm512_maskz_extractf32x8_ps(0xFF, v, 0), _mm512_maskz_extractf32x8_ps(0xFF, v, 1));
-  __m128 x = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
-  x = _mm_add_ps(x, _mm_movehl_ps(x, x));
-  x = _mm_add_ss(x, _mm_movehdup_ps(x));
-  return _mm_cvtss_f32(x);
-}
 
 // The largest of the 16 lanes (none NaN).
 NNX_TARGET_AVX512 inline float hmax16(__m512 v) noexcept {
