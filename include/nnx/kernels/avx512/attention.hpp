@@ -43,7 +43,7 @@ namespace nnx::kernels::avx512 {
 namespace detail::attn {
 
 inline constexpr std::int64_t kKeyBlock = 64;  // 4 registers of probabilities per pair
-inline constexpr int kTilePairs = 4;           // 4 pairs x 4 keys of scores; 4 x 4 output registers
+inline constexpr int kTilePairs = 4;           // 4 pairs x 8 keys of scores; 4 x 4 output registers
 inline constexpr std::int64_t kMaxPackedD = 256;  // a block's K and V copies: 64 KiB each
 // (query row, query head) pairs whose running maximum and sum one pass over the keys keeps.
 inline constexpr std::int64_t kStatesPerPass = 1024;
@@ -78,6 +78,25 @@ NNX_TARGET_AVX512 inline __m512 broadcast_half(const float* x, __mmask8 m8) noex
   return _mm512_maskz_broadcast_f32x8(kAll16, _mm256_maskz_loadu_ps(m8, x));
 }
 
+// Keys [0, rows) of a block (kv_stride apart) in the register order of tile_scores: for each
+// run of 8 keys j8 and k < 4, for each 8 floats c of d, 16 floats: key j8 + k's then key
+// j8 + 4 + k's (zeros past D; a key past `rows` repeats the last; runs past `rows` are not
+// written, and their scores are masked). A register of two keys' lanes is then one load, not
+// two and a shuffle.
+NNX_TARGET_AVX512 inline void pack_keys_paired(const float* src, std::int64_t kv_stride, std::int64_t rows,
+                                               std::int64_t D, float* dst) noexcept {
+  const std::int64_t chunks = (D + 7) / 8;
+  for (std::int64_t j8 = 0; j8 < rows; j8 += 8)
+    for (std::int64_t k = 0; k < 4; ++k) {
+      const float* lo = src + std::min(j8 + k, rows - 1) * kv_stride;
+      const float* hi = src + std::min(j8 + 4 + k, rows - 1) * kv_stride;
+      for (std::int64_t c = 0; c < chunks; ++c, dst += 16) {
+        const __mmask8 m8 = static_cast<__mmask8>(lanes16(D - 8 * c));
+        _mm512_store_ps(dst, load_halves(lo + 8 * c, hi + 8 * c, m8));
+      }
+    }
+}
+
 // Rows [0, rows) (kv_stride apart) into dst, D floats each, contiguous.
 NNX_TARGET_AVX512 inline void pack_rows(const float* src, std::int64_t kv_stride, std::int64_t rows, std::int64_t D,
                                         float* dst) noexcept {
@@ -89,10 +108,10 @@ NNX_TARGET_AVX512 inline void pack_rows(const float* src, std::int64_t kv_stride
 }
 
 // One (query row, query head) pair's running state (its query, unnormalized output, maximum
-// and sum) and what it reads of the current block: keys [0, jn) of its KV head's rows, rows
-// `stride` floats apart from keys and values; rows below `prefetch` (counted from the block's
-// first) are prefetched kPrefetchKeys ahead (0: none, the rows are in cache or another pair
-// prefetches them).
+// and sum) and what it reads of the current block: keys [0, jn) of its KV head, as rows
+// `stride` floats apart (or pack_keys_paired's copy), and their values; rows below `prefetch`
+// (counted from the block's first) are prefetched kPrefetchKeys ahead (0: none, the rows are
+// in cache or another pair prefetches them).
 struct PairState {
   const float* q;
   float* o;
@@ -110,14 +129,27 @@ struct PairState {
 // avx2's: 8 lanes, lane i an FMA chain over d = i, i + 8, ..., then hsum8's tree. A register
 // holds two scores' lanes (keys j and j + 4 of one pair in its halves), so a group is 32
 // scores, four runs of 8 consecutive keys: 32 / RT keys of each pair. Shared: every pair reads
-// pairs[0]'s rows (one KV head), so a key's load serves them all.
-template <int RT, bool Shared>
+// pairs[0]'s rows (one KV head), so a key's load serves them all. Paired: the keys are
+// pack_keys_paired's copy (Shared).
+template <int RT, bool Shared, bool Paired>
 NNX_TARGET_AVX512 inline void tile_scores(const PairState* pairs, std::int64_t stride, std::int64_t jn, std::int64_t D,
                                           float scale, float (*p)[kKeyBlock]) noexcept {
+  static_assert(Shared || !Paired);
   constexpr int kRunsPerPair = 4 / RT, KJ = 8 * kRunsPerPair;
+  const std::int64_t chunks = (D + 7) / 8;
+  // The register of keys k and k + 4 of run rr of the group at j0, 8 floats c of d.
+  const auto paired_keys = [&](std::int64_t j0, int rr, int k, std::int64_t c) {
+    return pairs[0].keys + (((j0 / 8 + rr) * 4 + k) * chunks + c) * 16;
+  };
   namespace a2 = avx2::detail::attn;
   const std::int64_t row_bytes = D * static_cast<std::int64_t>(sizeof(float));
   const __m512 vscale = _mm512_set1_ps(scale);
+  // Each pair's query with every 8 floats doubled, as registers of two keys' lanes meet it.
+  alignas(64) float q2[Shared && RT > 1 ? RT : 1][Shared && RT > 1 ? 2 * kMaxPackedD : 1];
+  if constexpr (Shared && RT > 1)
+    for (int t = 0; t < RT; ++t)
+      for (std::int64_t c = 0; c < chunks; ++c)
+        _mm512_store_ps(q2[t] + 16 * c, broadcast_half(pairs[t].q + 8 * c, static_cast<__mmask8>(lanes16(D - 8 * c))));
   for (std::int64_t j0 = 0; j0 < jn; j0 += KJ) {
     // Key j0 + j of the group is row off[j] / stride of each pair's keys.
     std::int64_t off[KJ];
@@ -134,17 +166,18 @@ NNX_TARGET_AVX512 inline void tile_scores(const PairState* pairs, std::int64_t s
     for (int i = 0; i < 16; ++i) acc[i] = _mm512_setzero_ps();
     if constexpr (Shared && RT > 1) {
       // The pairs' queries take turns with each register of keys.
-      for (std::int64_t d = 0; d < D; d += 8) {
+      for (std::int64_t d = 0, c = 0; d < D; d += 8, ++c) {
         const __mmask8 m8 = static_cast<__mmask8>(lanes16(D - d));
         __m512 kv[4 * kRunsPerPair];
 #pragma GCC unroll 8
         for (int i = 0; i < 4 * kRunsPerPair; ++i) {
           const int j = 8 * (i / 4) + i % 4;
-          kv[i] = load_halves(pairs[0].keys + off[j] + d, pairs[0].keys + off[j + 4] + d, m8);
+          kv[i] = Paired ? _mm512_load_ps(paired_keys(j0, i / 4, i % 4, c))
+                         : load_halves(pairs[0].keys + off[j] + d, pairs[0].keys + off[j + 4] + d, m8);
         }
 #pragma GCC unroll 4
         for (int t = 0; t < RT; ++t) {
-          const __m512 qv = broadcast_half(pairs[t].q + d, m8);
+          const __m512 qv = _mm512_load_ps(q2[t] + 16 * c);
 #pragma GCC unroll 8
           for (int i = 0; i < 4 * kRunsPerPair; ++i)
             acc[4 * kRunsPerPair * t + i] = _mm512_fmadd_ps(qv, kv[i], acc[4 * kRunsPerPair * t + i]);
@@ -172,8 +205,11 @@ NNX_TARGET_AVX512 inline void tile_scores(const PairState* pairs, std::int64_t s
             const float* hi = pair.keys + off[j + 4] + d0;
 #pragma GCC unroll 8
             for (int c = 0; c < 8; ++c)
-              if (d0 + 8 * c < D)
-                acc[4 * r + k] = _mm512_fmadd_ps(qv[c], load_halves(lo + 8 * c, hi + 8 * c, m8[c]), acc[4 * r + k]);
+              if (d0 + 8 * c < D) {
+                const __m512 kv = Paired ? _mm512_load_ps(paired_keys(j0, r % kRunsPerPair, k, d0 / 8 + c))
+                                         : load_halves(lo + 8 * c, hi + 8 * c, m8[c]);
+                acc[4 * r + k] = _mm512_fmadd_ps(qv[c], kv, acc[4 * r + k]);
+              }
           }
         }
       }
@@ -289,7 +325,7 @@ NNX_TARGET_AVX512 inline void tile_values(const PairState* pairs, const float (*
 }
 
 // One block for a tile of RT pairs.
-template <int RT, bool Shared>
+template <int RT, bool Shared, bool Paired>
 NNX_TARGET_AVX512 inline void attend_tile(const PairState* pairs, std::int64_t stride, std::int64_t D,
                                           float scale) noexcept {
   alignas(64) float p[RT][kKeyBlock];
@@ -297,31 +333,33 @@ NNX_TARGET_AVX512 inline void attend_tile(const PairState* pairs, std::int64_t s
   std::int64_t jn = 0;
 #pragma GCC unroll 4
   for (int t = 0; t < RT; ++t) jn = std::max(jn, pairs[t].jn);
-  tile_scores<RT, Shared>(pairs, stride, jn, D, scale, p);
+  tile_scores<RT, Shared, Paired>(pairs, stride, jn, D, scale, p);
 #pragma GCC unroll 4
   for (int t = 0; t < RT; ++t) c[t] = softmax_step(pairs[t], p[t]);
   tile_values<RT, Shared>(pairs, p, c, stride, D);
 }
 
 template <int RT>
-NNX_TARGET_AVX512 inline void attend_tile(const PairState* pairs, std::int64_t stride, std::int64_t D,
+NNX_TARGET_AVX512 inline void attend_tile(const PairState* pairs, bool paired, std::int64_t stride, std::int64_t D,
                                           float scale) noexcept {
+  if (paired) return attend_tile<RT, true, true>(pairs, stride, D, scale);
   bool shared = true;
   for (int t = 1; t < RT; ++t) shared &= pairs[t].keys == pairs[0].keys;
-  if (shared || RT == 1) return attend_tile<RT, true>(pairs, stride, D, scale);
-  attend_tile<RT, false>(pairs, stride, D, scale);
+  if (shared || RT == 1) return attend_tile<RT, true, false>(pairs, stride, D, scale);
+  attend_tile<RT, false, false>(pairs, stride, D, scale);
 }
 
 // Up to kTilePairs pairs: tiles of 4, 2 and 1 (each pair's arithmetic is the same in all).
-NNX_TARGET_AVX512 inline void attend_pairs(const PairState* pairs, int count, std::int64_t stride, std::int64_t D,
-                                           float scale) noexcept {
-  if (count == 4) return attend_tile<4>(pairs, stride, D, scale);
+// Paired: their keys are pack_keys_paired's copy.
+NNX_TARGET_AVX512 inline void attend_pairs(const PairState* pairs, int count, bool paired, std::int64_t stride,
+                                           std::int64_t D, float scale) noexcept {
+  if (count == 4) return attend_tile<4>(pairs, paired, stride, D, scale);
   if (count >= 2) {
-    attend_tile<2>(pairs, stride, D, scale);
+    attend_tile<2>(pairs, paired, stride, D, scale);
     pairs += 2;
     count -= 2;
   }
-  if (count == 1) attend_tile<1>(pairs, stride, D, scale);
+  if (count == 1) attend_tile<1>(pairs, paired, stride, D, scale);
 }
 
 }  // namespace detail::attn
@@ -338,8 +376,8 @@ NNX_TARGET_AVX512 inline void attend_f32(const float* q, std::int64_t q_row_stri
   namespace a = detail::attn;
   // One query row of one head per KV head (an MHA decode) shares nothing a tile could use, and
   // avx2's kernel measured faster there (31-36 vs 36-47 us for a 288-position, 12-head slot);
-  // the bits are the same either way.
-  if (R == 1 && G == 1)
+  // head sizes past kMaxPackedD do not fit the copies. The bits are the same either way.
+  if ((R == 1 && G == 1) || D > a::kMaxPackedD)
     return avx2::attend_f32(q, q_row_stride, q_stride, R, n, G, Hk, keys, values, kv_stride, D, scale, out,
                             out_row_stride, out_stride);
   alignas(64) static thread_local float packed[2][a::kKeyBlock * a::kMaxPackedD];
@@ -372,7 +410,7 @@ NNX_TARGET_AVX512 inline void attend_f32(const float* q, std::int64_t q_row_stri
         // and its pairs tiled over them. One row (decode): the pairs of consecutive KV heads
         // share tiles, each reading its own rows in the cache, so a tile's FMA chains are
         // independent (one head's 4 output registers alone would wait on FMA latency).
-        const bool pack = readers > 1 && D <= a::kMaxPackedD;
+        const bool pack = readers > 1;
         const std::int64_t stride = pack ? D : kv_stride;
         a::PairState tile[a::kTilePairs];
         int count = 0;
@@ -382,7 +420,7 @@ NNX_TARGET_AVX512 inline void attend_f32(const float* q, std::int64_t q_row_stri
           const float* block_values = values + kv;
           std::int64_t prefetch = n_max - j0;
           if (pack) {
-            a::pack_rows(block_keys, kv_stride, jmax, D, packed[0]);
+            a::pack_keys_paired(block_keys, kv_stride, jmax, D, packed[0]);
             a::pack_rows(block_values, kv_stride, jmax, D, packed[1]);
             block_keys = packed[0];
             block_values = packed[1];
@@ -401,16 +439,16 @@ NNX_TARGET_AVX512 inline void attend_f32(const float* q, std::int64_t q_row_stri
                                prefetch};
               prefetch = 0;  // the head's first pair prefetches for the others
               if (count == a::kTilePairs) {
-                a::attend_pairs(tile, count, stride, D, scale);
+                a::attend_pairs(tile, count, pack, stride, D, scale);
                 count = 0;
               }
             }
           if (pack && count > 0) {  // the next head's rows overwrite the copies
-            a::attend_pairs(tile, count, stride, D, scale);
+            a::attend_pairs(tile, count, pack, stride, D, scale);
             count = 0;
           }
         }
-        if (count > 0) a::attend_pairs(tile, count, stride, D, scale);
+        if (count > 0) a::attend_pairs(tile, count, pack, stride, D, scale);
       }
       for (std::int64_t r = r0; r < r1; ++r)
         for (std::int64_t f = f0; f < f1; ++f) {
