@@ -8,9 +8,9 @@
 //   nnx::kernels::attend_f32(q + h0 * G * D, H * D, D, T, n, G, h1 - h0, k_row + h0 * D,
 //                            v_row + h0 * D, Hkv * D, D, 1 / sqrt(D), out + h0 * G * D, H * D, D);
 //
-// Runs the best tier the CPU has (nnx/kernels/isa.hpp); the tiers agree within the bound
-// nnx/kernels/avx2/attention.hpp and avx512/attention.hpp state (each has its own order).
-// Never throws; allocates nothing.
+// Runs the best tier the CPU has (nnx/kernels/isa.hpp); ref and avx2 agree within the bound
+// nnx/kernels/avx2/attention.hpp states, and avx512 gives avx2's bits. Never throws; allocates
+// nothing.
 #pragma once
 
 #include <cstdint>
