@@ -10,8 +10,9 @@
 // FMA products, then the lanes in hsum8's tree; the exp is a degree-7 polynomial after
 // Cody-Waite reduction (<= 2 ulp from std::exp); block sums 8 lanes then hsum. The test holds
 // every tier within 1e-6 * max |v| of a double-precision reference. Cross-tier class: within
-// that bound of ref; the avx512 tier (nnx/kernels/avx512/attention.hpp) gives these bits. Each query head's order is fixed by n, D and G alone, so results depend on
-// neither the thread count, nor how the KV heads are split between calls, nor other rows.
+// that bound of ref; the avx512 tier (nnx/kernels/avx512/attention.hpp) gives these bits.
+// Each query head's order is fixed by n, D and G alone, so results depend on neither the
+// thread count, nor how the KV heads are split between calls, nor other rows.
 //
 // Why it is faster: the portable dot product is one dependent chain of scalar adds (ISO C++
 // forbids reassociating it); here eight keys' scores run as eight independent FMA chains

@@ -15,7 +15,7 @@
 //                  8); in a prefill the 4 pairs of a tile share each load of keys, from a copy
 //                  of the block's rows of one head laid out in register order (in the cache
 //                  they sit kv_stride apart and evict each other from L1), against queries
-//                  doubled once per tile; in a decode the pairs of consecutive KV heads share
+//                  doubled per tile and block; in a decode the pairs of consecutive KV heads share
 //                  a tile, each reading its own rows
 //   online softmax per pair, 16 wide, summed in avx2's 8-lane order
 //   O = O c + P V  pairs x 64 output floats in registers, one FMA chain over j per float: 16
@@ -142,8 +142,9 @@ struct PairState {
 // pairs[0]'s rows (one KV head), so a key's load serves them all. Paired: the keys are
 // pack_keys_paired's copy (Shared).
 template <int RT, bool Shared, bool Paired>
-NNX_TARGET_AVX512 NNX_ATTN_INLINE inline void tile_scores(const PairState* pairs, std::int64_t stride, std::int64_t jn, std::int64_t D,
-                                          float scale, float (*p)[kKeyBlock]) noexcept {
+NNX_TARGET_AVX512 NNX_ATTN_INLINE inline void tile_scores(const PairState* pairs, std::int64_t stride, std::int64_t jn,
+                                                          std::int64_t D, float scale,
+                                                          float (*p)[kKeyBlock]) noexcept {
   static_assert(Shared || !Paired);
   constexpr int kRunsPerPair = 4 / RT, KJ = 8 * kRunsPerPair;
   const std::int64_t chunks = (D + 7) / 8;
@@ -280,8 +281,9 @@ NNX_TARGET_AVX512 NNX_ATTN_INLINE inline float softmax_step(const PairState& pai
 // ended keeps its registers by mask: no value row it does not read enters its sums, not even
 // as 0 * v. Shared as for tile_scores.
 template <int RT, bool Shared>
-NNX_TARGET_AVX512 NNX_ATTN_INLINE inline void tile_values(const PairState* pairs, const float (*p)[kKeyBlock], const float* c,
-                                          std::int64_t stride, std::int64_t D) noexcept {
+NNX_TARGET_AVX512 NNX_ATTN_INLINE inline void tile_values(const PairState* pairs, const float (*p)[kKeyBlock],
+                                                          const float* c, std::int64_t stride,
+                                                          std::int64_t D) noexcept {
   namespace a2 = avx2::detail::attn;
   const std::int64_t row_bytes = D * static_cast<std::int64_t>(sizeof(float));
   std::int64_t jn_min = pairs[0].jn, jn_max = pairs[0].jn;

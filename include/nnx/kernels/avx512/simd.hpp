@@ -59,8 +59,8 @@ NNX_TARGET_AVX512 inline __m512 exp_nonpositive(__m512 x) noexcept {
   p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
   p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
   p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-  const __m512i e =
-      _mm512_maskz_slli_epi32(kAll16, _mm512_add_epi32(_mm512_maskz_cvtps_epi32(kAll16, k), _mm512_set1_epi32(127)), 23);
+  const __m512i biased = _mm512_add_epi32(_mm512_maskz_cvtps_epi32(kAll16, k), _mm512_set1_epi32(127));
+  const __m512i e = _mm512_maskz_slli_epi32(kAll16, biased, 23);
   return _mm512_maskz_mul_ps(keep, p, _mm512_castsi512_ps(e));
 }
 
