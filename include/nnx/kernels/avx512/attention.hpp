@@ -228,11 +228,14 @@ NNX_TARGET_AVX512 NNX_ATTN_INLINE inline void tile_scores(const PairState* pairs
     }
     __m512 s[2];
     reduce_halves(acc, s);
-    // s[i] halves: runs 2 i and 2 i + 1, 8 consecutive keys each.
-#pragma GCC unroll 4
-    for (int r = 0; r < 4; ++r)
-      _mm256_store_ps(p[r / kRunsPerPair] + j0 + 8 * (r % kRunsPerPair),
-                      _mm512_maskz_extractf32x8_ps(0xFF, _mm512_mul_ps(s[r / 2], vscale), r % 2));
+    // s[i] halves: runs 2 i and 2 i + 1, 8 consecutive keys each (the extract's half is an
+    // immediate, so spelled out: a Debug build does not unroll a loop into constants).
+    const auto run = [&](int r) { return p[r / kRunsPerPair] + j0 + 8 * (r % kRunsPerPair); };
+    const __m512 s01 = _mm512_mul_ps(s[0], vscale), s23 = _mm512_mul_ps(s[1], vscale);
+    _mm256_store_ps(run(0), _mm512_maskz_extractf32x8_ps(0xFF, s01, 0));
+    _mm256_store_ps(run(1), _mm512_maskz_extractf32x8_ps(0xFF, s01, 1));
+    _mm256_store_ps(run(2), _mm512_maskz_extractf32x8_ps(0xFF, s23, 0));
+    _mm256_store_ps(run(3), _mm512_maskz_extractf32x8_ps(0xFF, s23, 1));
   }
 }
 
