@@ -4,11 +4,12 @@
 //
 //   build/benchmarks/bench_attention
 //
-//   BM_AttendDecode/<tier>/<slots>/<positions>/<group>
+//   BM_AttendDecode/<tier>/<slots>/<positions>/<group>/<kv>
 //       tier 0 = ref, 1 = avx2, 2 = avx512 (skipped on a CPU without it; a tier without its
 //       own kernel runs the one below); 12 query heads of 64 dimensions per slot, 12 / group
-//       KV heads, `positions` cached keys in a [slots, 1024, Hkv, 64] f32 cache. Counters:
-//       kv_GBps, the KV bytes read per second (2 * positions * Hkv * 64 * 4 per slot; caches
+//       KV heads, `positions` cached keys in a [slots, 1024, Hkv, 64] cache of kv 0 = f32,
+//       1 = bf16, 2 = int8 (a scale per position and head). Counters: kv_GBps, the KV bytes
+//       read per second (2 * positions * Hkv * 64 * element bytes per slot, plus scales; caches
 //       that fit in L2/L3 give a cache rate, not DRAM's); read_GBps, the read bandwidth of
 //       one thread measured right after (the faster of read_bandwidth.hpp's probes over
 //       512 MiB: this machine's DRAM rate moves by tens of percent from minute to minute), and
@@ -23,6 +24,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <random>
 #include <string>
 #include <vector>
@@ -43,13 +45,13 @@ std::vector<float> random_floats(std::size_t n, unsigned seed) {
   return v;
 }
 
-bool pick(benchmark::State& state, k::AttendF32Fn& fn) {
+bool pick(benchmark::State& state, k::AttendFn& fn) {
   const auto isa = static_cast<k::Isa>(state.range(0));
   if (!k::isa_supported(isa)) {
     state.SkipWithError("tier not available on this CPU");
     return false;
   }
-  fn = k::select(k::kAttendF32, isa);
+  fn = k::select(k::kAttend, isa);
   state.SetLabel(std::string(k::isa_name(isa)));
   return true;
 }
@@ -71,24 +73,46 @@ double read_bandwidth() {
 }
 
 void BM_AttendDecode(benchmark::State& state) {
-  k::AttendF32Fn fn = nullptr;
+  k::AttendFn fn = nullptr;
   if (!pick(state, fn)) return;
   const std::int64_t slots = state.range(1), n = state.range(2), group = state.range(3);
+  const auto type = static_cast<k::KvType>(state.range(4));
   constexpr std::int64_t H = 12, D = 64, S = 1024;
-  const std::int64_t Hkv = H / group;
-  const auto keys = random_floats(static_cast<std::size_t>(slots * S * Hkv * D), 1);
+  const std::int64_t Hkv = H / group, elements = slots * S * Hkv * D, row = Hkv * D;
+  // The cache in its dtype: f32 values, their bf16 top halves, or int8 with a scale per row.
+  const auto keys = random_floats(static_cast<std::size_t>(elements), 1);
   const auto values = random_floats(keys.size(), 2);
+  const std::size_t bytes = static_cast<std::size_t>(elements * k::kv_type_bytes(type));
+  std::vector<std::byte> kc(bytes), vc(bytes);
+  for (std::size_t i = 0; i < keys.size(); ++i) {
+    const float kx = keys[i], vx = values[i];
+    if (type == k::KvType::f32) {
+      std::memcpy(kc.data() + 4 * i, &kx, 4);
+      std::memcpy(vc.data() + 4 * i, &vx, 4);
+    } else if (type == k::KvType::bf16) {
+      std::memcpy(kc.data() + 2 * i, reinterpret_cast<const char*>(&kx) + 2, 2);
+      std::memcpy(vc.data() + 2 * i, reinterpret_cast<const char*>(&vx) + 2, 2);
+    } else {
+      kc[i] = static_cast<std::byte>(static_cast<std::int8_t>(kx * 127.0f));
+      vc[i] = static_cast<std::byte>(static_cast<std::int8_t>(vx * 127.0f));
+    }
+  }
+  const std::vector<float> scales(static_cast<std::size_t>(slots * S * Hkv), 1.0f / 127.0f);
   const auto q = random_floats(static_cast<std::size_t>(slots * H * D), 3);
   std::vector<float> out(q.size());
   const auto t0 = std::chrono::steady_clock::now();
   for (auto _ : state) {
-    for (std::int64_t b = 0; b < slots; ++b)
-      fn(q.data() + b * H * D, H * D, D, 1, &n, group, Hkv, keys.data() + b * S * Hkv * D,
-         values.data() + b * S * Hkv * D, Hkv * D, D, 0.125f, out.data() + b * H * D, H * D, D);
+    for (std::int64_t b = 0; b < slots; ++b) {
+      const k::KvRows kr{kc.data(), type, row, scales.data(), Hkv}, vr{vc.data(), type, row, scales.data(), Hkv};
+      fn(q.data() + b * H * D, H * D, D, 1, &n, group, Hkv, kr.at(b * S, 0, D), vr.at(b * S, 0, D), D, 0.125f,
+         out.data() + b * H * D, H * D, D);
+    }
     benchmark::DoNotOptimize(out.data());
   }
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  const double kv_bytes = 2.0 * static_cast<double>(slots * n * Hkv * D) * sizeof(float);
+  const double scale_bytes = type == k::KvType::i8 ? 2.0 * static_cast<double>(slots * n * Hkv) * sizeof(float) : 0.0;
+  const double kv_bytes =
+      2.0 * static_cast<double>(slots * n * Hkv * D) * static_cast<double>(k::kv_type_bytes(type)) + scale_bytes;
   const double kv_rate = kv_bytes * static_cast<double>(state.iterations()) / seconds;
   const double read = read_bandwidth();
   state.counters["kv_GBps"] = kv_rate * 1e-9;
@@ -97,7 +121,7 @@ void BM_AttendDecode(benchmark::State& state) {
 }
 
 void BM_AttendPrefill(benchmark::State& state) {
-  k::AttendF32Fn fn = nullptr;
+  k::AttendFn fn = nullptr;
   if (!pick(state, fn)) return;
   const std::int64_t T = state.range(1);
   constexpr std::int64_t H = 12, D = 64;
@@ -111,8 +135,8 @@ void BM_AttendPrefill(benchmark::State& state) {
     for (std::int64_t t0 = 0; t0 < T; t0 += 64) {
       const std::int64_t tn = std::min<std::int64_t>(64, T - t0);
       for (std::int64_t t = 0; t < tn; ++t) n[t] = t0 + t + 1;
-      fn(q.data() + t0 * H * D, H * D, D, tn, n.data(), 1, H, keys.data(), values.data(), H * D, D, 0.125f,
-         out.data() + t0 * H * D, H * D, D);
+      fn(q.data() + t0 * H * D, H * D, D, tn, n.data(), 1, H, {keys.data(), k::KvType::f32, H * D},
+         {values.data(), k::KvType::f32, H * D}, D, 0.125f, out.data() + t0 * H * D, H * D, D);
     }
     benchmark::DoNotOptimize(out.data());
   }
@@ -124,7 +148,7 @@ void BM_AttendPrefill(benchmark::State& state) {
 }  // namespace
 
 BENCHMARK(BM_AttendDecode)
-    ->ArgNames({"tier", "slots", "positions", "group"})
-    ->ArgsProduct({{0, 1, 2}, {1, 8}, {288, 1024}, {1, 4}})
+    ->ArgNames({"tier", "slots", "positions", "group", "kv"})
+    ->ArgsProduct({{0, 1, 2}, {1, 8}, {288, 1024}, {1, 4}, {0, 1, 2}})
     ->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_AttendPrefill)->ArgNames({"tier", "tokens"})->ArgsProduct({{0, 1, 2}, {128, 512}})->Unit(benchmark::kMicrosecond);

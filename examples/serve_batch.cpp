@@ -2,7 +2,7 @@
 // JSON line per finished request, and JetStream-style latency figures.
 //
 //   serve_batch --model PATH --requests FILE --slots B
-//               [--max-target-length N] [--max-prefill-length N] [--threads N]
+//               [--max-target-length N] [--max-prefill-length N] [--threads N] [--kv-dtype T]
 //
 //   --model PATH              a Hugging Face directory (config.json + safetensors) or a native
 //                             checkpoint (nnx::io::save_checkpoint with a config holding
@@ -18,6 +18,9 @@
 //                             (default 512)
 //   --threads N               threads for the kernels (default: NNX_NUM_THREADS, else 1);
 //                             changes speed only, never tokens
+//   --kv-dtype f32|bf16|int8  the KV cache's dtype (default f32): bf16 halves its memory and
+//                             the bytes a decode step reads, int8 quarters them (plus a scale
+//                             per position and KV head); nnx/nn/kv_cache.hpp states the numerics
 //   --verify                  recompute a native checkpoint's per-file checksums before
 //                             loading (exit 2 on a mismatch, or when there is nothing to verify)
 //   --help                    this text
@@ -127,7 +130,7 @@ using nlohmann::json;
 
 constexpr const char* kUsage =
     "usage: serve_batch --model PATH --requests FILE --slots B [--max-target-length N]\n"
-    "                   [--max-prefill-length N] [--threads N] [--verify]\n"
+    "                   [--max-prefill-length N] [--threads N] [--kv-dtype f32|bf16|int8] [--verify]\n"
     "Runs the JSON-lines requests of FILE (\"-\": stdin) over B decode slots with continuous\n"
     "batching; one JSON line per finished request on stdout, progress and a summary on stderr.\n"
     "A request line: {\"id\": \"a\", \"prompt_ids\": [1,2,3], \"max_new_tokens\": 16,\n"
@@ -146,6 +149,7 @@ struct Args {
   std::int64_t max_target_length = 0;  // 0: the model's context length
   std::int64_t max_prefill_length = 512;
   int threads = 0;  // 0: leave the thread count as it is
+  nnx::DType kv_dtype = nnx::DType::f32;
   bool help = false;
   bool verify = false;
 };
@@ -176,7 +180,7 @@ Args parse_args(int argc, char** argv) {
       continue;
     }
     if (flag != "--model" && flag != "--requests" && flag != "--slots" && flag != "--max-target-length" &&
-        flag != "--max-prefill-length" && flag != "--threads")
+        flag != "--max-prefill-length" && flag != "--threads" && flag != "--kv-dtype")
       throw UsageError("unknown option " + flag + " (see --help)");
     if (i + 1 >= argc) throw UsageError(flag + ": missing value");
     const std::string value = argv[++i];
@@ -190,6 +194,12 @@ Args parse_args(int argc, char** argv) {
       a.max_target_length = parse_int(flag, value, 2);
     } else if (flag == "--max-prefill-length") {
       a.max_prefill_length = parse_int(flag, value, 1);
+    } else if (flag == "--kv-dtype") {
+      try {
+        a.kv_dtype = nnx::parse_kv_cache_dtype(value);
+      } catch (const nnx::InvalidArgument& e) {
+        throw UsageError(flag + ": " + e.what());
+      }
     } else {
       const std::int64_t n = parse_int(flag, value, 1);
       if (n > nnx::kMaxThreads)
@@ -379,6 +389,21 @@ class Progress {
 
 // ---- serving ----
 
+// One stderr line at start: what the weights and the KV cache take, and in which dtypes.
+template <class Model>
+void report_memory(const nnx::Engine<Model>& engine) {
+  const auto name = [](nnx::DType t) { return t == nnx::DType::i8 ? std::string("int8") : std::string(nnx::dtype_name(t)); };
+  std::set<std::string> weight_dtypes;
+  for (const auto& [path, leaf] : engine.param_spec())
+    weight_dtypes.insert(leaf.is_quantized() ? "int8" : name(leaf.dtype()));
+  std::string weights;
+  for (const std::string& d : weight_dtypes) weights += (weights.empty() ? "" : "+") + d;
+  std::fprintf(stderr, "serve_batch: memory: weights %.1f MB (%s), KV cache %.1f MB (%s, %lld slots x %lld positions)\n",
+               static_cast<double>(engine.param_bytes()) * 1e-6, weights.c_str(),
+               static_cast<double>(engine.kv_cache_bytes()) * 1e-6, name(engine.options().kv_dtype).c_str(),
+               static_cast<long long>(engine.num_slots()), static_cast<long long>(engine.max_target_length()));
+}
+
 double ms(Clock::duration d) { return std::chrono::duration<double, std::milli>(d).count(); }
 double rounded_us(double ms_value) { return std::round(ms_value * 1000.0) / 1000.0; }
 
@@ -464,8 +489,10 @@ int run(const Args& args, const nlohmann::json& config, const std::vector<std::s
   options.max_target_length = args.max_target_length;  // 0: the model's context length
   options.slots = std::max<std::int64_t>(1, std::min(args.slots, valid));  // an unused slot still costs its cache
   options.quant = nnx::QuantConfig::of_model_config(config);  // an int8 serve checkpoint loads as int8
+  options.kv_dtype = args.kv_dtype;
   const nnx::Engine<Model> engine(Config::from_json(config), options);
   nnx::Scheduler<Model> scheduler(engine, engine.load_params(args.model));
+  report_memory(engine);
 
   // Every bad line is reported before serving starts, in line order.
   std::unordered_map<std::string, std::size_t> line_of;  // id -> line number

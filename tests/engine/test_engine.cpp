@@ -232,10 +232,19 @@ TEST_CASE("a request's tokens and logits do not depend on its neighbours or its 
     other.seed = 22;
     CHECK(run(alone_engine, params, {other})[0].tokens != alone.tokens);
   };
-  check(nnx::Engine<nnx::Gpt2>(small_gpt2(), {.max_prefill_length = 4, .max_target_length = 40, .slots = 1}),
-        nnx::Engine<nnx::Gpt2>(small_gpt2(), {.max_prefill_length = 5, .max_target_length = 40, .slots = 4}), 3);
-  check(nnx::Engine<nnx::Llama>(small_llama(), {.max_prefill_length = 8, .max_target_length = 40, .slots = 1}),
-        nnx::Engine<nnx::Llama>(small_llama(), {.max_prefill_length = 2, .max_target_length = 40, .slots = 3}), 4);
+  for (nnx::DType kv : {nnx::DType::f32, nnx::DType::bf16, nnx::DType::i8}) {
+    INFO("KV cache " << nnx::dtype_name(kv));
+    check(nnx::Engine<nnx::Gpt2>(small_gpt2(),
+                                 {.max_prefill_length = 4, .max_target_length = 40, .slots = 1, .kv_dtype = kv}),
+          nnx::Engine<nnx::Gpt2>(small_gpt2(),
+                                 {.max_prefill_length = 5, .max_target_length = 40, .slots = 4, .kv_dtype = kv}),
+          3);
+    check(nnx::Engine<nnx::Llama>(small_llama(),
+                                  {.max_prefill_length = 8, .max_target_length = 40, .slots = 1, .kv_dtype = kv}),
+          nnx::Engine<nnx::Llama>(small_llama(),
+                                  {.max_prefill_length = 2, .max_target_length = 40, .slots = 3, .kv_dtype = kv}),
+          4);
+  }
 }
 
 TEST_CASE("a request's tokens and logits do not depend on the thread count", "[engine][invariance][threads]") {
@@ -248,14 +257,19 @@ TEST_CASE("a request's tokens and logits do not depend on the thread count", "[e
     const Request b{{1, 2, 3}, nnx::SamplingParams::greedy(), 5, 1, 2, 12};
     return run(engine, params, {a, b});
   };
-  const nnx::Engine<nnx::Gpt2> gpt2(small_gpt2(), {.max_prefill_length = 4, .max_target_length = 40, .slots = 2});
-  const nnx::Engine<nnx::Llama> llama(small_llama(), {.max_prefill_length = 3, .max_target_length = 40, .slots = 2});
-  const nnx::State gpt2_params = gpt2.init_params(8), llama_params = llama.init_params(8);
-  for (int threads : {2, 3}) {
-    const auto one = traces(gpt2, gpt2_params, 1), many = traces(gpt2, gpt2_params, threads);
-    for (std::size_t i = 0; i < one.size(); ++i) check_same_bits(one[i], many[i], gpt2);
-    const auto one_l = traces(llama, llama_params, 1), many_l = traces(llama, llama_params, threads);
-    for (std::size_t i = 0; i < one_l.size(); ++i) check_same_bits(one_l[i], many_l[i], llama);
+  for (nnx::DType kv : {nnx::DType::f32, nnx::DType::bf16, nnx::DType::i8}) {
+    INFO("KV cache " << nnx::dtype_name(kv));
+    const nnx::Engine<nnx::Gpt2> gpt2(small_gpt2(),
+                                      {.max_prefill_length = 4, .max_target_length = 40, .slots = 2, .kv_dtype = kv});
+    const nnx::Engine<nnx::Llama> llama(small_llama(),
+                                        {.max_prefill_length = 3, .max_target_length = 40, .slots = 2, .kv_dtype = kv});
+    const nnx::State gpt2_params = gpt2.init_params(8), llama_params = llama.init_params(8);
+    for (int threads : {2, 3}) {
+      const auto one = traces(gpt2, gpt2_params, 1), many = traces(gpt2, gpt2_params, threads);
+      for (std::size_t i = 0; i < one.size(); ++i) check_same_bits(one[i], many[i], gpt2);
+      const auto one_l = traces(llama, llama_params, 1), many_l = traces(llama, llama_params, threads);
+      for (std::size_t i = 0; i < one_l.size(); ++i) check_same_bits(one_l[i], many_l[i], llama);
+    }
   }
   nnx::set_num_threads(threads_before);
   nnx::kernels::set_parallel_min_work(min_work_before);

@@ -47,6 +47,22 @@ std::vector<double> attend_double(const float* q, const float* keys, const float
   return out;
 }
 
+// A kernel (a tier's attend) over f32 rows kv_stride apart.
+auto f32_kernel(k::AttendFn fn) {
+  return [fn](const float* q, i64 q_row_stride, i64 q_stride, i64 R, const i64* n, i64 G, i64 Hk, const float* keys,
+              const float* values, i64 kv_stride, i64 D, float scale, float* out, i64 out_row_stride, i64 out_stride) {
+    fn(q, q_row_stride, q_stride, R, n, G, Hk, {keys, k::KvType::f32, kv_stride}, {values, k::KvType::f32, kv_stride},
+       D, scale, out, out_row_stride, out_stride);
+  };
+}
+
+// f32 -> bf16 bits, round to nearest even (finite inputs).
+std::uint16_t to_bf16(float x) {
+  std::uint32_t b;
+  std::memcpy(&b, &x, sizeof b);
+  return static_cast<std::uint16_t>((b + 0x7FFFu + ((b >> 16) & 1u)) >> 16);
+}
+
 }  // namespace
 
 // The kernel with its online softmax: every tier against the double reference, for every
@@ -56,7 +72,7 @@ std::vector<double> attend_double(const float* q, const float* keys, const float
 TEST_CASE("attend_f32 on every tier matches a double reference", "[kernels][attention]") {
   for (k::Isa isa : k::kAllIsas) {
     if (!k::isa_supported(isa)) continue;
-    const auto fn = k::select(k::kAttendF32, isa);
+    const auto fn = f32_kernel(k::select(k::kAttend, isa));
     double worst = 0;
     std::uint32_t seed = 100;
     for (i64 D : {1, 7, 8, 13, 32, 64, 67, 80, 128})
@@ -115,7 +131,7 @@ TEST_CASE("attend_f32 on every tier matches a double reference", "[kernels][atte
 TEST_CASE("attend_f32 over many query rows on every tier", "[kernels][attention]") {
   for (k::Isa isa : k::kAllIsas) {
     if (!k::isa_supported(isa)) continue;
-    const auto fn = k::select(k::kAttendF32, isa);
+    const auto fn = f32_kernel(k::select(k::kAttend, isa));
     std::uint32_t seed = 500;
     for (i64 D : {13, 64})
       for (i64 G : {1, 4})
@@ -173,12 +189,87 @@ TEST_CASE("the avx512 attention gives avx2's bits", "[kernels][attention][avx512
             n[static_cast<std::size_t>(r)] = R == 64 ? 100 + r : (r * 61 + 7 * D + G) % S + 1;
           std::vector<float> out2(q.size()), out5(q.size());
           const float scale = 1.0f / std::sqrt(static_cast<float>(D));
-          k::avx2::attend_f32(q.data(), H * D, D, R, n.data(), G, Hk, keys.data() + D, values.data() + D, kv_stride,
-                              D, scale, out2.data(), H * D, D);
-          k::avx512::attend_f32(q.data(), H * D, D, R, n.data(), G, Hk, keys.data() + D, values.data() + D,
-                                kv_stride, D, scale, out5.data(), H * D, D);
+          f32_kernel(&k::avx2::attend)(q.data(), H * D, D, R, n.data(), G, Hk, keys.data() + D, values.data() + D,
+                                       kv_stride, D, scale, out2.data(), H * D, D);
+          f32_kernel(&k::avx512::attend)(q.data(), H * D, D, R, n.data(), G, Hk, keys.data() + D, values.data() + D,
+                                         kv_stride, D, scale, out5.data(), H * D, D);
           INFO("D=" << D << " G=" << G << " Hk=" << Hk << " R=" << R);
           REQUIRE(std::memcmp(out2.data(), out5.data(), out2.size() * sizeof(float)) == 0);
         }
 #endif
+}
+
+// A bf16 or i8 cache is read directly: every tier's result over it is bitwise its result over
+// f32 rows holding the widened values (bf16 shifted, i8 times its row's scale), at odd head
+// sizes, groups, runs of KV heads inside wider rows (the scales' head offset) and runs of rows
+// from a decode's one to a prefill's diagonal.
+TEST_CASE("attend over bf16 and i8 rows gives the bits of their widened f32 values", "[kernels][attention]") {
+  for (k::Isa isa : k::kAllIsas) {
+    if (!k::isa_supported(isa)) continue;
+    const k::AttendFn fn = k::select(k::kAttend, isa);
+    std::uint32_t seed = 1300;
+    for (i64 D : {1, 7, 8, 13, 64, 67, 128, 256})
+      for (i64 G : {1, 4})
+        for (i64 Hk : {1, 3})
+          for (i64 R : {1, 5, 64}) {
+            const i64 kv_heads = Hk + 1, H = G * Hk, S = 150, kv_stride = kv_heads * D;
+            const auto q = random_floats(static_cast<std::size_t>(R * H * D), seed++, -2.0f, 2.0f);
+            const auto kf = random_floats(static_cast<std::size_t>(S * kv_stride), seed++, -2.0f, 2.0f);
+            const auto vf = random_floats(static_cast<std::size_t>(S * kv_stride), seed++, -1.0f, 1.0f);
+            const auto scales = random_floats(static_cast<std::size_t>(2 * S * kv_heads), seed++, 0.001f, 0.02f);
+            std::vector<std::uint16_t> kb(kf.size()), vb(vf.size());
+            std::vector<std::int8_t> ki(kf.size()), vi(vf.size());
+            for (std::size_t i = 0; i < kf.size(); ++i) {
+              kb[i] = to_bf16(kf[i]);
+              vb[i] = to_bf16(vf[i]);
+              ki[i] = static_cast<std::int8_t>(std::lround(kf[i] * 63.0f));  // [-127, 127]
+              vi[i] = static_cast<std::int8_t>(std::lround(vf[i] * 127.0f));
+            }
+            const float* k_scales = scales.data();
+            const float* v_scales = scales.data() + S * kv_heads;
+            std::vector<i64> n(static_cast<std::size_t>(R));
+            for (i64 r = 0; r < R; ++r) n[static_cast<std::size_t>(r)] = R == 64 ? 80 + r : (r * 41 + 3 * D + G) % S + 1;
+            const float scale = 1.0f / std::sqrt(static_cast<float>(D));
+            const k::KvRows caches[][2] = {
+                {{kb.data(), k::KvType::bf16, kv_stride}, {vb.data(), k::KvType::bf16, kv_stride}},
+                {{ki.data(), k::KvType::i8, kv_stride, k_scales, kv_heads},
+                 {vi.data(), k::KvType::i8, kv_stride, v_scales, kv_heads}}};
+            for (const auto& [keys, values] : caches) {
+              // The same rows widened to f32, read as an f32 cache (the run starts at head 1).
+              std::vector<float> kw(kf.size()), vw(vf.size());
+              for (i64 j = 0; j < S; ++j)
+                for (i64 h = 0; h < kv_heads; ++h)
+                  for (i64 d = 0; d < D; ++d) {
+                    kw[static_cast<std::size_t>(j * kv_stride + h * D + d)] = keys.at(j, h, D).value(0, d);
+                    vw[static_cast<std::size_t>(j * kv_stride + h * D + d)] = values.at(j, h, D).value(0, d);
+                  }
+              std::vector<float> want(q.size()), got(q.size());
+              f32_kernel(fn)(q.data(), H * D, D, R, n.data(), G, Hk, kw.data() + D, vw.data() + D, kv_stride, D, scale,
+                             want.data(), H * D, D);
+              fn(q.data(), H * D, D, R, n.data(), G, Hk, keys.at(0, 1, D), values.at(0, 1, D), D, scale, got.data(),
+                 H * D, D);
+              INFO(k::isa_name(isa) << " " << (keys.type == k::KvType::i8 ? "i8" : "bf16") << " D=" << D << " G=" << G
+                                    << " Hk=" << Hk << " R=" << R);
+              REQUIRE(std::memcmp(want.data(), got.data(), want.size() * sizeof(float)) == 0);
+            }
+          }
+  }
+}
+
+// An i8 element widens to float(q) * scale, and a NaN scale (a row quantized from a NaN) makes
+// the row NaN; bf16 widens by a shift. (The test above holds every tier to these values.)
+TEST_CASE("KvRows widens bf16 and i8 elements exactly", "[kernels][attention]") {
+  const std::int8_t q[3] = {-127, 0, 5};
+  const float scales[2] = {0.5f, std::numeric_limits<float>::quiet_NaN()};
+  const k::KvRows rows{q, k::KvType::i8, 1, scales, 0};
+  CHECK(rows.value(0, 0) == -63.5f);
+  CHECK(rows.value(0, 2) == 2.5f);
+  const k::KvRows nan_rows{q, k::KvType::i8, 1, scales + 1, 0};
+  CHECK(std::isnan(nan_rows.value(0, 1)));
+  const std::uint16_t b[2] = {0x3F80, 0xC040};  // 1.0, -3.0
+  const k::KvRows bf{b, k::KvType::bf16, 2};
+  CHECK(bf.value(0, 0) == 1.0f);
+  CHECK(bf.value(0, 1) == -3.0f);
+  CHECK(to_bf16(1.00390625f) == 0x3F80);  // a tie rounds to even
+  CHECK(to_bf16(1.01171875f) == 0x3F82);
 }

@@ -61,6 +61,7 @@
 #include "nnx/io/checkpoint.hpp"
 #include "nnx/io/huggingface.hpp"
 #include "nnx/models/transformer.hpp"
+#include "nnx/nn/kv_cache.hpp"
 #include "nnx/nn/mode.hpp"
 #include "nnx/quant/config.hpp"
 #include "nnx/quant/quantize.hpp"
@@ -83,6 +84,7 @@ struct EngineOptions {
   std::int64_t max_target_length = 0;     // positions per slot (prompt + generated); 0: the context length
   std::int64_t slots = 1;                 // decode batch size
   QuantConfig quant{};                    // int8 layers (none by default); see nnx/quant/config.hpp
+  DType kv_dtype = DType::f32;            // KV cache: f32, bf16 or i8 (nnx/nn/kv_cache.hpp)
 };
 
 // The config.json of a Hugging Face directory or the config stored in a native checkpoint
@@ -123,7 +125,8 @@ class Engine {
       throw InvalidArgument("Engine: max_prefill_length " + std::to_string(options.max_prefill_length) + " < 1");
     Rngs rngs{0};
     Model prefill_model = eval_shape([&] {
-      return Model(config, Mode::prefill, rngs, {.cache_batch = 1, .cache_length = options.max_target_length});
+      return Model(config, Mode::prefill, rngs,
+                   {.cache_batch = 1, .cache_length = options.max_target_length, .cache_dtype = options.kv_dtype});
     });
     vocab_ = prefill_model.vocab_size();
     context_ = prefill_model.context_length();
@@ -137,7 +140,9 @@ class Engine {
                             rest.entry(0).path.to_string() + "'");
     Model decode_model = eval_shape([&] {
       return Model(config, Mode::autoregressive, rngs,
-                   {.cache_batch = options_.slots, .cache_length = options_.max_target_length});
+                   {.cache_batch = options_.slots,
+                    .cache_length = options_.max_target_length,
+                    .cache_dtype = options_.kv_dtype});
     });
     // Serving int8: the models hold frozen QTensors where the f32 kernels were.
     quantize(prefill_model, options_.quant, QuantMode::serve);
@@ -161,6 +166,10 @@ class Engine {
   std::int64_t num_slots() const { return options_.slots; }
   // The served parameters' paths, kinds, dtypes and shapes (abstract tensors).
   const State& param_spec() const { return param_spec_; }
+  // Bytes of the served parameters (int8 QTensors with their scales) and of a decode state's
+  // KV cache (every slot's max_target_length positions in options().kv_dtype).
+  std::size_t param_bytes() const { return param_spec_.nbytes(); }
+  std::size_t kv_cache_bytes() const { return decode_cache_spec_.nbytes(); }
   const GraphDef<Model>& prefill_graphdef() const { return prefill_graphdef_; }
 
   // ---- parameters ----
@@ -294,18 +303,10 @@ class Engine {
           slots.begin() + static_cast<std::ptrdiff_t>(i))
         throw InvalidArgument("insert: slot " + std::to_string(slots[i]) + " is given twice");
     }
-    // Written in place, and moved out only at the end: if a copy-on-write clone throws, the
-    // caller's state is still valid (a slot's rows written so far were free, hence scratch).
-    const std::int64_t S = options_.max_target_length;
-    for (auto& [path, leaf] : state.cache) {
-      Tensor& dst = leaf.tensor();
-      if (dst.use_count() > 1) dst = dst.clone();  // not donated: copy on write
-      const Tensor& src = prefix.cache.at(path).tensor();
-      const auto row = static_cast<std::size_t>(dst.numel() / (dst.dim(0) * S));  // floats per position
-      for (std::int64_t slot : slots)
-        std::memcpy(dst.data<float>() + static_cast<std::size_t>(slot * S) * row, src.data<float>(),
-                    static_cast<std::size_t>(prefix.next_position) * row * sizeof(float));
-    }
+    // Written in place (copied on write unless donated), and moved out only at the end: if a
+    // clone throws, the caller's state is still valid (a slot's rows written so far were
+    // free, hence scratch). The cache leaves say where their slots and positions are.
+    for (std::int64_t slot : slots) copy_cache_positions(prefix.cache, state.cache, slot, prefix.next_position);
     for (std::int64_t slot : slots) {
       SlotState& s = state.slots[static_cast<std::size_t>(slot)];
       s = SlotState{};

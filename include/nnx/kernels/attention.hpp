@@ -4,7 +4,7 @@
 // alike.
 //
 //   // every query head of KV heads [h0, h1) of tokens t < T of a row, token t over keys
-//   // [0, n[t]) of that row's cache [S, Hkv, D]
+//   // [0, n[t]) of that row's cache [S, Hkv, D] (f32; KvRows describes bf16 and i8 caches)
 //   nnx::kernels::attend_f32(q + h0 * G * D, H * D, D, T, n, G, h1 - h0, k_row + h0 * D,
 //                            v_row + h0 * D, Hkv * D, D, 1 / sqrt(D), out + h0 * G * D, H * D, D);
 //
@@ -22,29 +22,39 @@
 
 namespace nnx::kernels {
 
-using AttendF32Fn = void (*)(const float* q, std::int64_t q_row_stride, std::int64_t q_stride, std::int64_t R,
-                             const std::int64_t* n, std::int64_t G, std::int64_t Hk, const float* keys,
-                             const float* values, std::int64_t kv_stride, std::int64_t D, float scale, float* out,
-                             std::int64_t out_row_stride, std::int64_t out_stride) noexcept;
+using AttendFn = void (*)(const float* q, std::int64_t q_row_stride, std::int64_t q_stride, std::int64_t R,
+                          const std::int64_t* n, std::int64_t G, std::int64_t Hk, const KvRows& keys,
+                          const KvRows& values, std::int64_t D, float scale, float* out, std::int64_t out_row_stride,
+                          std::int64_t out_stride) noexcept;
 
-inline constexpr TierTable<AttendF32Fn> kAttendF32{&ref::attend_f32, NNX_X86_ENTRY(avx2::attend_f32),
-                                                   NNX_X86_ENTRY(avx512::attend_f32)};
+inline constexpr TierTable<AttendFn> kAttend{&ref::attend, NNX_X86_ENTRY(avx2::attend), NNX_X86_ENTRY(avx512::attend)};
 
 // R query rows, each with the G query heads of each of Hk consecutive KV heads; row r attends
-// to keys and values [0, n[r]) (n[r] >= 1). KV head h's rows start at keys + h * D and
-// values + h * D, kv_stride floats apart (a cache row [Hkv, D] per position); query head
-// (h, g) of row r reads q + r * q_row_stride + (h * G + g) * q_stride and writes
+// to keys and values [0, n[r]) (n[r] >= 1). KV head h's rows are keys.at(0, h, D) and
+// values.at(0, h, D) (a cache row [Hkv, D] per position, f32, bf16 or i8 with its scales; keys
+// and values of one type, and D <= kMaxCompactHeadDim unless f32); query head (h, g) of row r
+// reads q + r * q_row_stride + (h * G + g) * q_stride and writes
 // out + r * out_row_stride + (h * G + g) * out_stride (D floats). Online softmax over blocks
-// of keys (ref::attend_group_f32 states the order), so no more than a block of scores exists;
+// of keys (ref::attend_group states the order), so no more than a block of scores exists;
 // each K and V row is read once for all the query heads of its KV group (GQA) and, from
 // memory, once for a run of rows (prefill). A (row, query head)'s result depends only on its
-// query, its n and the keys: not on R, Hk or the other rows.
+// query, its n and the keys: not on R, Hk or the other rows; over bf16 or i8 rows it is
+// bitwise the result over f32 rows holding their widened values (KvRows::value).
+inline void attend(const float* q, std::int64_t q_row_stride, std::int64_t q_stride, std::int64_t R,
+                   const std::int64_t* n, std::int64_t G, std::int64_t Hk, const KvRows& keys, const KvRows& values,
+                   std::int64_t D, float scale, float* out, std::int64_t out_row_stride,
+                   std::int64_t out_stride) noexcept {
+  select(kAttend, active_isa())(q, q_row_stride, q_stride, R, n, G, Hk, keys, values, D, scale, out, out_row_stride,
+                                out_stride);
+}
+
+// attend over f32 rows kv_stride floats apart.
 inline void attend_f32(const float* q, std::int64_t q_row_stride, std::int64_t q_stride, std::int64_t R,
                        const std::int64_t* n, std::int64_t G, std::int64_t Hk, const float* keys, const float* values,
                        std::int64_t kv_stride, std::int64_t D, float scale, float* out, std::int64_t out_row_stride,
                        std::int64_t out_stride) noexcept {
-  select(kAttendF32, active_isa())(q, q_row_stride, q_stride, R, n, G, Hk, keys, values, kv_stride, D, scale, out,
-                                   out_row_stride, out_stride);
+  attend(q, q_row_stride, q_stride, R, n, G, Hk, {keys, KvType::f32, kv_stride}, {values, KvType::f32, kv_stride}, D,
+         scale, out, out_row_stride, out_stride);
 }
 
 }  // namespace nnx::kernels

@@ -127,7 +127,8 @@ struct Gpt2 {
                           .rope_theta = 10000.0,
                           .mode = m,
                           .cache_batch = options.cache_batch,
-                          .cache_length = options.cache_length ? options.cache_length : cfg.n_positions};
+                          .cache_length = options.cache_length ? options.cache_length : cfg.n_positions,
+                          .cache_dtype = options.cache_dtype};
     h.reserve(static_cast<std::size_t>(cfg.n_layer));
     for (std::int64_t i = 0; i < cfg.n_layer; ++i) {
       DecoderLayer<LayerNorm> layer{LayerNorm(C, cfg.layer_norm_epsilon), Attention(C, attn, rngs),

@@ -136,7 +136,8 @@ struct Llama {
                           .rope_theta = cfg.rope_theta,
                           .mode = m,
                           .cache_batch = options.cache_batch,
-                          .cache_length = options.cache_length ? options.cache_length : cfg.max_position_embeddings};
+                          .cache_length = options.cache_length ? options.cache_length : cfg.max_position_embeddings,
+                          .cache_dtype = options.cache_dtype};
     layers.reserve(static_cast<std::size_t>(cfg.num_hidden_layers));
     for (std::int64_t i = 0; i < cfg.num_hidden_layers; ++i)
       layers.push_back({RMSNorm(C, cfg.rms_norm_eps), Attention(C, attn, rngs), RMSNorm(C, cfg.rms_norm_eps),

@@ -31,6 +31,7 @@ namespace nnx {
 struct ModelOptions {
   std::int64_t cache_batch = 1;   // rows of the KV cache
   std::int64_t cache_length = 0;  // 0: the model's context length
+  DType cache_dtype = DType::f32;  // f32, bf16 or i8 (nnx/nn/kv_cache.hpp)
 };
 
 // Positions 0..T-1 for every row: i32 [B, T].

@@ -5,13 +5,13 @@
 // separate (query, key, value). RoPE, when on, rotates q and k in the rotate-half
 // convention (pairs i and i + D/2) with the given theta.
 //
-// The KV cache (Cache variables key and value, [B, S, Hkv, D]) exists only in prefill and
-// autoregressive modes. Every row b writes its keys and values at its own positions, and a
+// The KV cache (nnx/nn/kv_cache.hpp: key and value [B, S, Hkv, D] in f32, bf16 or int8 with
+// scales) exists only in prefill and autoregressive modes. Every row b writes its keys and values at its own positions, and a
 // query at position p attends to cache entries 0..p of its own row: a prefill of a padded
 // prompt never reads its padding, and decoding steps of different rows are independent.
 // Without a cache (train), a query at index t attends to keys 0..t of its sequence.
 //
-// The attention proper is nnx::kernels::attend_f32: per batch row and run of KV heads, the
+// The attention proper is nnx::kernels::attend: per batch row and run of KV heads, the
 // query heads of those KV groups over the keys with an online softmax over key blocks (no
 // [T, T] scores for a long prompt; each K/V row read once per group). Threads split the (batch row,
 // KV head) items (nnx/kernels/parallel.hpp); each item computes exactly as it would alone, so
@@ -40,27 +40,12 @@
 #include "nnx/core/variable.hpp"
 #include "nnx/kernels/attention.hpp"
 #include "nnx/kernels/parallel.hpp"
+#include "nnx/nn/kv_cache.hpp"
 #include "nnx/nn/linear.hpp"
 #include "nnx/nn/mode.hpp"
 #include "nnx/ops.hpp"
 
 namespace nnx {
-
-struct KVCache {
-  Cache key;    // f32 [B, S, Hkv, D]
-  Cache value;  // f32 [B, S, Hkv, D]
-  NNX_FIELDS(key, value)
-
-  KVCache() = default;
-  KVCache(std::int64_t batch, std::int64_t length, std::int64_t kv_heads, std::int64_t head_dim)
-      : key(Tensor::zeros({batch, length, kv_heads, head_dim}),
-            {"cache_batch", "cache_sequence", "cache_heads", "cache_kv"}),
-        value(Tensor::zeros({batch, length, kv_heads, head_dim}),
-              {"cache_batch", "cache_sequence", "cache_heads", "cache_kv"}) {}
-
-  std::int64_t batch() const { return key.value().dim(0); }
-  std::int64_t length() const { return key.value().dim(1); }
-};
 
 struct AttentionOptions {
   std::int64_t num_heads = 1;
@@ -73,6 +58,7 @@ struct AttentionOptions {
   Mode mode = Mode::train;
   std::int64_t cache_batch = 1;   // prefill / autoregressive: rows of the KV cache
   std::int64_t cache_length = 0;  // prefill / autoregressive: positions of the KV cache
+  DType cache_dtype = DType::f32;  // prefill / autoregressive: f32, bf16 or i8 (nnx/nn/kv_cache.hpp)
 };
 
 struct Attention {
@@ -124,7 +110,7 @@ struct Attention {
       if (o.cache_batch <= 0 || o.cache_length <= 0)
         throw InvalidArgument("Attention: a " + std::string(mode_name(o.mode)) +
                               " model needs cache_batch and cache_length > 0");
-      cache = KVCache(o.cache_batch, o.cache_length, num_kv_heads, head_dim);
+      cache = KVCache(o.cache_batch, o.cache_length, num_kv_heads, head_dim, o.cache_dtype);
     }
   }
 
@@ -162,31 +148,23 @@ struct Attention {
     }
 
     const std::int32_t* pos = positions.data<std::int32_t>();
-    const float* keys = k.data<float>();
-    const float* values = v.data<float>();
-    std::int64_t key_rows = T;  // keys per batch row in `keys`
+    // Row b's keys and values: the cache's rows (any dtype), or this call's f32 k and v.
+    const auto rows_of = [&](const Tensor& t, std::int64_t b) {
+      return kernels::KvRows{t.data<float>() + b * T * Hkv * D, kernels::KvType::f32, Hkv * D};
+    };
     if (cache) {
-      Tensor& ck = writable(cache->key);
-      Tensor& cv = writable(cache->value);
-      const std::int64_t S = ck.dim(1);
-      if (ck.dim(0) != B)
+      const std::int64_t S = cache->length();
+      if (cache->batch() != B)
         throw ShapeError("Attention: input batch " + std::to_string(B) + " but the KV cache has " +
-                         std::to_string(ck.dim(0)) + " rows");
+                         std::to_string(cache->batch()) + " rows");
       for (std::int64_t i = 0; i < B * T; ++i)
         if (pos[i] < 0 || pos[i] >= S)
           throw InvalidArgument("Attention: position " + std::to_string(pos[i]) + " of row " + std::to_string(i / T) +
                                 " is outside the KV cache [0, " + std::to_string(S) + ")");
-      float* ckd = ck.data<float>();
-      float* cvd = cv.data<float>();
-      for (std::int64_t b = 0; b < B; ++b)
-        for (std::int64_t t = 0; t < T; ++t) {
-          const std::int64_t src = (b * T + t) * Hkv * D, dst = (b * S + pos[b * T + t]) * Hkv * D;
-          std::copy_n(keys + src, Hkv * D, ckd + dst);
-          std::copy_n(values + src, Hkv * D, cvd + dst);
-        }
-      keys = ckd;
-      values = cvd;
-      key_rows = S;
+      cache->make_writable();
+      const float* kd = k.data<float>();
+      const float* vd = v.data<float>();
+      for (std::int64_t i = 0; i < B * T; ++i) cache->write(i / T, pos[i], kd + i * Hkv * D, vd + i * Hkv * D);
     }
 
     // o[b, t, h] = softmax(q · k_j / sqrt(D), j <= limit) · v_j, each (b, t, h) on its own.
@@ -208,28 +186,21 @@ struct Attention {
     kernels::parallel_for(B * Hkv, threads, [&](std::int64_t i0, std::int64_t i1) noexcept {
       for (std::int64_t i = i0; i < i1;) {
         const std::int64_t b = i / Hkv, h0 = i % Hkv, h1 = std::min(Hkv, h0 + (i1 - i));  // KV heads [h0, h1) of row b
-        const std::int64_t head = (b * key_rows * Hkv + h0) * D;  // key 0 of this row and KV head h0
+        const kernels::KvRows keys = cache ? cache->key_rows(b).at(0, h0, D) : rows_of(k, b).at(0, h0, D);
+        const kernels::KvRows values = cache ? cache->value_rows(b).at(0, h0, D) : rows_of(v, b).at(0, h0, D);
         constexpr std::int64_t kTokens = 64;  // query rows per kernel call (they share key blocks)
         std::int64_t n[kTokens];
         for (std::int64_t t0 = 0; t0 < T; t0 += kTokens) {
           const std::int64_t tn = std::min(kTokens, T - t0);
           for (std::int64_t t = 0; t < tn; ++t) n[t] = (cached ? pos[b * T + t0 + t] : t0 + t) + 1;  // keys 0..last
           const std::int64_t first_q = ((b * T + t0) * H + h0 * group) * D;
-          kernels::attend_f32(qd + first_q, H * D, D, tn, n, group, h1 - h0, keys + head, values + head, Hkv * D, D,
-                              scale, od + first_q, H * D, D);
+          kernels::attend(qd + first_q, H * D, D, tn, n, group, h1 - h0, keys, values, D, scale, od + first_q, H * D,
+                          D);
         }
         i += h1 - h0;
       }
     });
     return out(o);
-  }
-
- private:
-  // The cache tensor, copied first unless this module is its only holder (donation).
-  static Tensor& writable(Cache& c) {
-    Tensor& t = c.value();
-    if (t.use_count() > 1) t = t.clone();
-    return t;
   }
 };
 

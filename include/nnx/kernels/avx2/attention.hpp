@@ -134,6 +134,32 @@ NNX_TARGET_AVX2_FMA inline void pack_rows(const float* src, std::int64_t kv_stri
   for (std::int64_t j = 0; j < rows; ++j) std::copy_n(src + j * kv_stride, D, dst + j * D);
 }
 
+// Rows [0, rows) of src's first head widened into dst, D floats each, contiguous: ref's
+// widen_rows, 8 elements at a time (bf16: a shift; i8: an exact conversion, then the one
+// rounded product by the row's scale).
+NNX_TARGET_AVX2_FMA inline void widen_rows(const KvRows& src, std::int64_t rows, std::int64_t D, float* dst) noexcept {
+  const std::int64_t full = D / 8 * 8;
+  for (std::int64_t j = 0; j < rows; ++j) {
+    float* o = dst + j * D;
+    std::int64_t d = 0;
+    if (src.type == KvType::bf16) {
+      const auto* x = static_cast<const std::uint16_t*>(src.data) + j * src.stride;
+      for (; d < full; d += 8) {
+        const __m256i h = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(x + d)));
+        _mm256_storeu_ps(o + d, _mm256_castsi256_ps(_mm256_slli_epi32(h, 16)));
+      }
+    } else if (src.type == KvType::i8) {
+      const auto* x = static_cast<const std::int8_t*>(src.data) + j * src.stride;
+      const __m256 scale = _mm256_set1_ps(src.scales[j * src.scale_stride]);
+      for (; d < full; d += 8) {
+        const __m256i i = _mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(x + d)));
+        _mm256_storeu_ps(o + d, _mm256_mul_ps(_mm256_cvtepi32_ps(i), scale));
+      }
+    }
+    for (; d < D; ++d) o[d] = src.value(j, d);
+  }
+}
+
 // One block of keys [0, jn) (rows kv_stride apart) for gn <= kAttnMaxGroup query heads of one
 // KV head: their running maxima m, sums l and unnormalized outputs out + g * out_stride
 // updated as ref's order states per block. Key and value rows below `prefetch_rows` (0: none)
@@ -204,19 +230,22 @@ NNX_TARGET_AVX2_FMA inline void attend_block(const float* q, std::int64_t q_stri
 }  // namespace detail::attn
 
 // R query rows, each with the G query heads of each of Hk KV heads, row r over keys
-// [0, n[r]) with an online softmax; the contract of ref::attend_f32. Blocks of kKeyBlock keys
+// [0, n[r]) with an online softmax; the contract of ref::attend. Blocks of kKeyBlock keys
 // are taken for every head and row of a pass before the next block. Within a block: the
 // scores of eight keys at a time, each an 8-lane FMA chain over d summed by hsum8's tree (a
 // partial group of keys is padded with the block's last key, so a key's score does not depend
 // on where group boundaries fall); the exponentials are exp_nonpositive (2 ulp), their sum 8
 // lanes then hsum; each output float one FMA chain over j. Key and value rows are prefetched
-// kPrefetchKeys ahead by a pass's first row.
-NNX_TARGET_AVX2_FMA inline void attend_f32(const float* q, std::int64_t q_row_stride, std::int64_t q_stride,
-                                           std::int64_t R, const std::int64_t* n, std::int64_t G, std::int64_t Hk,
-                                           const float* keys, const float* values, std::int64_t kv_stride,
-                                           std::int64_t D, float scale, float* out, std::int64_t out_row_stride,
-                                           std::int64_t out_stride) noexcept {
+// kPrefetchKeys ahead by a pass's first row. bf16 and i8 rows (D <= kMaxCompactHeadDim) are
+// widened a block of one head at a time (widen_rows) and read from that copy: the bits are
+// those of f32 rows holding the widened values.
+NNX_TARGET_AVX2_FMA inline void attend(const float* q, std::int64_t q_row_stride, std::int64_t q_stride,
+                                       std::int64_t R, const std::int64_t* n, std::int64_t G, std::int64_t Hk,
+                                       const KvRows& keys, const KvRows& values, std::int64_t D, float scale,
+                                       float* out, std::int64_t out_row_stride, std::int64_t out_stride) noexcept {
   namespace a = detail::attn;
+  const bool compact = keys.type != KvType::f32;
+  const std::int64_t kv_stride = keys.stride;
   const std::int64_t H = G * Hk;
   const std::int64_t heads_per_pass = std::min(H, a::kStatesPerPass);
   const std::int64_t rows_per_pass = std::max<std::int64_t>(1, a::kStatesPerPass / H);
@@ -239,7 +268,6 @@ NNX_TARGET_AVX2_FMA inline void attend_f32(const float* q, std::int64_t q_row_st
         for (std::int64_t f = f0; f < f1;) {
           const std::int64_t h = f / G;
           const std::int64_t fe = std::min({f1, (h + 1) * G, f + ref::kAttnMaxGroup});
-          const std::int64_t kv = j0 * kv_stride + h * D;
           // Rows that read this block, and the keys the longest of them reads.
           std::int64_t readers = 0, jmax = 0;
           for (std::int64_t r = r0; r < r1; ++r)
@@ -247,17 +275,26 @@ NNX_TARGET_AVX2_FMA inline void attend_f32(const float* q, std::int64_t q_row_st
               ++readers;
               jmax = std::max(jmax, std::min(a::kKeyBlock, n[r] - j0));
             }
-          const float* block_keys = keys + kv;
-          const float* block_values = values + kv;
-          std::int64_t stride = kv_stride, prefetch = n_max - j0;
-          if (readers > 1 && D <= a::kMaxPackedD) {
-            alignas(64) static thread_local float packed[2][a::kKeyBlock * a::kMaxPackedD];
-            a::pack_rows(block_keys, kv_stride, jmax, D, packed[0]);
-            a::pack_rows(block_values, kv_stride, jmax, D, packed[1]);
-            block_keys = packed[0];
-            block_values = packed[1];
-            stride = D;
-            prefetch = 0;
+          alignas(64) static thread_local float packed[2][a::kKeyBlock * kMaxCompactHeadDim];
+          const float* block_keys = packed[0];
+          const float* block_values = packed[1];
+          std::int64_t stride = D, prefetch = 0;
+          if (compact) {
+            a::widen_rows(keys.at(j0, h, D), jmax, D, packed[0]);
+            a::widen_rows(values.at(j0, h, D), jmax, D, packed[1]);
+          } else {
+            const std::int64_t kv = j0 * kv_stride + h * D;
+            block_keys = static_cast<const float*>(keys.data) + kv;
+            block_values = static_cast<const float*>(values.data) + kv;
+            if (readers > 1 && D <= a::kMaxPackedD) {
+              a::pack_rows(block_keys, kv_stride, jmax, D, packed[0]);
+              a::pack_rows(block_values, kv_stride, jmax, D, packed[1]);
+              block_keys = packed[0];
+              block_values = packed[1];
+            } else {
+              stride = kv_stride;
+              prefetch = n_max - j0;
+            }
           }
           for (std::int64_t r = r0; r < r1; ++r) {
             if (j0 >= n[r]) continue;

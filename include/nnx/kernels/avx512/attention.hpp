@@ -383,21 +383,24 @@ NNX_TARGET_AVX512 inline void attend_pairs(const PairState* pairs, int count, bo
 }  // namespace detail::attn
 
 // R query rows, each with the G query heads of each of Hk KV heads, row r over keys [0, n[r]):
-// the contract of ref::attend_f32 in the order this header states. Blocks of 64 keys are taken
+// the contract of ref::attend in the order this header states. Blocks of 64 keys are taken
 // for every KV head of the call before the next block (a decode reads the cache's [Hkv, D] rows
-// whole); rows are taken kStatesPerPass / (G Hk) at a time.
-NNX_TARGET_AVX512 inline void attend_f32(const float* q, std::int64_t q_row_stride, std::int64_t q_stride,
-                                         std::int64_t R, const std::int64_t* n, std::int64_t G, std::int64_t Hk,
-                                         const float* keys, const float* values, std::int64_t kv_stride,
-                                         std::int64_t D, float scale, float* out, std::int64_t out_row_stride,
-                                         std::int64_t out_stride) noexcept {
+// whole); rows are taken kStatesPerPass / (G Hk) at a time. bf16 and i8 rows
+// (D <= kMaxCompactHeadDim) are widened a block of one head at a time (avx2's widen_rows) and
+// tiled as a prefill's copies are.
+NNX_TARGET_AVX512 inline void attend(const float* q, std::int64_t q_row_stride, std::int64_t q_stride,
+                                     std::int64_t R, const std::int64_t* n, std::int64_t G, std::int64_t Hk,
+                                     const KvRows& keys, const KvRows& values, std::int64_t D, float scale, float* out,
+                                     std::int64_t out_row_stride, std::int64_t out_stride) noexcept {
   namespace a = detail::attn;
   // One query row of one head per KV head (an MHA decode) shares nothing a tile could use, and
   // avx2's kernel measured faster there (31-36 vs 36-47 us for a 288-position, 12-head slot);
   // head sizes past kMaxPackedD do not fit the copies. The bits are the same either way.
   if ((R == 1 && G == 1) || D > a::kMaxPackedD)
-    return avx2::attend_f32(q, q_row_stride, q_stride, R, n, G, Hk, keys, values, kv_stride, D, scale, out,
-                            out_row_stride, out_stride);
+    return avx2::attend(q, q_row_stride, q_stride, R, n, G, Hk, keys, values, D, scale, out, out_row_stride,
+                        out_stride);
+  const bool compact = keys.type != KvType::f32;
+  const std::int64_t kv_stride = keys.stride;
   alignas(64) static thread_local float packed[2][a::kKeyBlock * a::kMaxPackedD];
   const std::int64_t H = G * Hk;
   const std::int64_t rows_per_pass = std::max<std::int64_t>(1, a::kStatesPerPass / H);
@@ -428,21 +431,26 @@ NNX_TARGET_AVX512 inline void attend_f32(const float* q, std::int64_t q_row_stri
         // and its pairs tiled over them. One row (decode): the pairs of consecutive KV heads
         // share tiles, each reading its own rows in the cache, so a tile's FMA chains are
         // independent (one head's 4 output registers alone would wait on FMA latency).
-        const bool pack = readers > 1;
+        const bool pack = readers > 1 || compact;
         const std::int64_t stride = pack ? D : kv_stride;
         a::PairState tile[a::kTilePairs];
         int count = 0;
         for (std::int64_t h = f0 / G; h * G < f1; ++h) {
           const std::int64_t kv = j0 * kv_stride + h * D;
-          const float* block_keys = keys + kv;
-          const float* block_values = values + kv;
-          std::int64_t prefetch = n_max - j0;
-          if (pack) {
-            a::pack_keys_paired(block_keys, kv_stride, jmax, D, packed[0]);
-            a::pack_rows(block_values, kv_stride, jmax, D, packed[1]);
-            block_keys = packed[0];
-            block_values = packed[1];
-            prefetch = 0;
+          const float* block_keys = packed[0];
+          const float* block_values = packed[1];
+          std::int64_t prefetch = 0;
+          if (compact) {  // the keys widened in packed[1], then laid out in register order
+            avx2::detail::attn::widen_rows(keys.at(j0, h, D), jmax, D, packed[1]);
+            a::pack_keys_paired(packed[1], D, jmax, D, packed[0]);
+            avx2::detail::attn::widen_rows(values.at(j0, h, D), jmax, D, packed[1]);
+          } else if (pack) {
+            a::pack_keys_paired(static_cast<const float*>(keys.data) + kv, kv_stride, jmax, D, packed[0]);
+            a::pack_rows(static_cast<const float*>(values.data) + kv, kv_stride, jmax, D, packed[1]);
+          } else {
+            block_keys = static_cast<const float*>(keys.data) + kv;
+            block_values = static_cast<const float*>(values.data) + kv;
+            prefetch = n_max - j0;
           }
           for (std::int64_t f = std::max(f0, h * G); f < std::min(f1, (h + 1) * G); ++f)
             for (std::int64_t r = r0; r < r1; ++r) {

@@ -1,16 +1,73 @@
 // nnx/kernels/ref/attention.hpp — portable attention of query heads over a run of keys, by KV
-// group (the fallback and the oracle for vectorized versions).
+// group (the fallback and the oracle for vectorized versions), and the description of cache
+// rows every tier reads (KvRows: f32, bf16, or int8 with a scale per position and head).
 //
 //   nnx::kernels::ref::attend_group_f32(q, D, G, keys, values, Hkv * D, n, D, scale, out, D);
-//   nnx::kernels::ref::attend_f32(q, H * D, D, T, n, G, Hkv, keys, values, Hkv * D, D, scale, out, H * D, D);
+//   const nnx::kernels::KvRows k{keys, nnx::kernels::KvType::f32, Hkv * D}, v{values, nnx::kernels::KvType::f32, Hkv * D};
+//   nnx::kernels::ref::attend(q, H * D, D, T, n, G, Hkv, k, v, D, scale, out, H * D, D);
 #pragma once
 
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <limits>
 
-namespace nnx::kernels::ref {
+namespace nnx::kernels {
+
+// How a KV cache stores its elements. An i8 row (one position of one KV head, D elements) has
+// one f32 scale; its element d is float(q_d) * scale, one rounded product, so every tier
+// widens it to the same float (and a NaN scale, which quantizing a row holding a NaN gives,
+// makes the whole row NaN).
+enum class KvType : std::uint8_t { f32, bf16, i8 };
+
+inline constexpr std::int64_t kv_type_bytes(KvType t) noexcept { return t == KvType::f32 ? 4 : t == KvType::bf16 ? 2 : 1; }
+
+// Cache rows as the attention kernels read them: element d of KV head h (counted from the head
+// `data` points at) at position j is element j * stride + h * D + d of data, of type `type`;
+// for i8 its scale is scales[j * scale_stride + h].
+struct KvRows {
+  const void* data = nullptr;
+  KvType type = KvType::f32;
+  std::int64_t stride = 0;  // elements from one position to the next
+  const float* scales = nullptr;
+  std::int64_t scale_stride = 0;  // scales from one position to the next
+
+  // The rows from position j of head h on (heads D elements apart).
+  KvRows at(std::int64_t j, std::int64_t h, std::int64_t D) const noexcept {
+    KvRows r = *this;
+    r.data = static_cast<const char*>(data) + (j * stride + h * D) * kv_type_bytes(type);
+    if (scales) r.scales = scales + j * scale_stride + h;
+    return r;
+  }
+  // Element d of row j (of the first head), widened to f32.
+  float value(std::int64_t j, std::int64_t d) const noexcept {
+    const std::int64_t i = j * stride + d;
+    switch (type) {
+      case KvType::f32: return static_cast<const float*>(data)[i];
+      case KvType::bf16: {
+        const std::uint32_t bits = std::uint32_t{static_cast<const std::uint16_t*>(data)[i]} << 16;
+        float x;
+        std::memcpy(&x, &bits, sizeof x);
+        return x;
+      }
+      case KvType::i8: return static_cast<float>(static_cast<const std::int8_t*>(data)[i]) * scales[j * scale_stride];
+    }
+    return 0.0f;
+  }
+};
+
+// Head sizes up to which the vectorized tiers attend over bf16 and i8 rows: they widen a block
+// of 64 rows of one head at a time into a fixed buffer.
+inline constexpr std::int64_t kMaxCompactHeadDim = 256;
+
+namespace ref {
+
+// Rows [0, rows) of the first head of src, D elements each, widened into dst (D floats apart).
+inline void widen_rows(const KvRows& src, std::int64_t rows, std::int64_t D, float* dst) noexcept {
+  for (std::int64_t j = 0; j < rows; ++j)
+    for (std::int64_t d = 0; d < D; ++d) dst[j * D + d] = src.value(j, d);
+}
 
 // Keys per block of the online softmax, and query heads handled in one pass over the keys:
 // the scores of one block for those heads live on the stack.
@@ -18,7 +75,7 @@ inline constexpr std::int64_t kAttnKeyBlock = 256;
 inline constexpr std::int64_t kAttnMaxGroup = 16;
 
 // The query heads q_g = q + g * q_stride, g < G, that share one KV head, each attending to
-// keys and values j in [0, n) (k_j = keys + j * kv_stride, likewise v_j):
+// keys and values j in [0, n) (rows j of the first head of keys and values, widened to f32):
 //   out_g = sum_j softmax_j(scale * q_g . k_j) v_j   (out_g = out + g * out_stride, D floats)
 // with the softmax computed online over blocks of kAttnKeyBlock keys (FlashAttention's
 // running maximum m and sum l, the partial output rescaled by exp(m_old - m_new) when m
@@ -29,9 +86,9 @@ inline constexpr std::int64_t kAttnMaxGroup = 16;
 // Order: s_j = (sum over d ascending of q_d k_jd, in float) * scale; per block: m' =
 // max(m, max_j s_j); c = exp(m - m'); l = l c + sum_j p_j with p_j = exp(s_j - m'), j
 // ascending; o_d = o_d c + sum_j p_j v_jd, j ascending; at the end out_d = o_d * (1 / l).
-inline void attend_group_f32(const float* q, std::int64_t q_stride, std::int64_t G, const float* keys,
-                             const float* values, std::int64_t kv_stride, std::int64_t n, std::int64_t D, float scale,
-                             float* out, std::int64_t out_stride) noexcept {
+inline void attend_group(const float* q, std::int64_t q_stride, std::int64_t G, const KvRows& keys,
+                         const KvRows& values, std::int64_t n, std::int64_t D, float scale, float* out,
+                         std::int64_t out_stride) noexcept {
   for (std::int64_t g0 = 0; g0 < G; g0 += kAttnMaxGroup) {
     const std::int64_t gn = std::min(kAttnMaxGroup, G - g0);
     float p[kAttnMaxGroup][kAttnKeyBlock];
@@ -48,9 +105,8 @@ inline void attend_group_f32(const float* q, std::int64_t q_stride, std::int64_t
         float mx = m[g];
         bool nan = false;
         for (std::int64_t j = 0; j < jn; ++j) {
-          const float* k = keys + (j0 + j) * kv_stride;
           float s = 0.0f;
-          for (std::int64_t d = 0; d < D; ++d) s += qg[d] * k[d];
+          for (std::int64_t d = 0; d < D; ++d) s += qg[d] * keys.value(j0 + j, d);
           s *= scale;
           p[g][j] = s;
           nan |= s != s;
@@ -66,8 +122,7 @@ inline void attend_group_f32(const float* q, std::int64_t q_stride, std::int64_t
         for (std::int64_t d = 0; d < D; ++d) og[d] *= c;
         for (std::int64_t j = 0; j < jn; ++j) {
           const float pj = p[g][j];
-          const float* v = values + (j0 + j) * kv_stride;
-          for (std::int64_t d = 0; d < D; ++d) og[d] += pj * v[d];
+          for (std::int64_t d = 0; d < D; ++d) og[d] += pj * values.value(j0 + j, d);
         }
       }
     }
@@ -80,19 +135,19 @@ inline void attend_group_f32(const float* q, std::int64_t q_stride, std::int64_t
 }
 
 // R query rows, each with the G query heads of each of Hk KV heads; row r attends to keys
-// [0, n[r]) (n[r] >= 1). KV head h's keys and values start at keys + h * D and values + h * D
-// (rows kv_stride apart, as in a cache row [Hkv, D]); query head (h, g) of row r is
-// q + r * q_row_stride + (h * G + g) * q_stride and writes out + r * out_row_stride +
-// (h * G + g) * out_stride. Each (row, KV head) is attend_group_f32, so the order is that
-// function's. Never throws.
-inline void attend_f32(const float* q, std::int64_t q_row_stride, std::int64_t q_stride, std::int64_t R,
-                       const std::int64_t* n, std::int64_t G, std::int64_t Hk, const float* keys, const float* values,
-                       std::int64_t kv_stride, std::int64_t D, float scale, float* out, std::int64_t out_row_stride,
-                       std::int64_t out_stride) noexcept {
+// [0, n[r]) (n[r] >= 1) of KV heads 0..Hk of keys and values (as in a cache row [Hkv, D]);
+// query head (h, g) of row r is q + r * q_row_stride + (h * G + g) * q_stride and writes
+// out + r * out_row_stride + (h * G + g) * out_stride. Each (row, KV head) is attend_group, so
+// the order is that function's. Never throws.
+inline void attend(const float* q, std::int64_t q_row_stride, std::int64_t q_stride, std::int64_t R,
+                   const std::int64_t* n, std::int64_t G, std::int64_t Hk, const KvRows& keys, const KvRows& values,
+                   std::int64_t D, float scale, float* out, std::int64_t out_row_stride,
+                   std::int64_t out_stride) noexcept {
   for (std::int64_t r = 0; r < R; ++r)
     for (std::int64_t h = 0; h < Hk; ++h)
-      attend_group_f32(q + r * q_row_stride + h * G * q_stride, q_stride, G, keys + h * D, values + h * D, kv_stride,
-                       n[r], D, scale, out + r * out_row_stride + h * G * out_stride, out_stride);
+      attend_group(q + r * q_row_stride + h * G * q_stride, q_stride, G, keys.at(0, h, D), values.at(0, h, D), n[r],
+                   D, scale, out + r * out_row_stride + h * G * out_stride, out_stride);
 }
 
-}  // namespace nnx::kernels::ref
+}  // namespace ref
+}  // namespace nnx::kernels
