@@ -6,7 +6,8 @@
 //   build/benchmarks/bench_engine --benchmark_filter='ReadBandwidth|Llama1B'
 //   build/benchmarks/bench_engine --benchmark_filter='ReadBandwidth|Gpt2W8A8_'   (int8; Gpt2W8_: weight-only)
 //   build/benchmarks/bench_engine --benchmark_filter='ReadBandwidth|Llama162M_'  (and Llama162MW8A8_,
-//                                    Llama953MW8A8_: the shapes of the kernel-backend targets)
+//                                    Llama953MW8A8_: the shapes of the kernel-backend targets;
+//                                    Llama162MW8A8KV8_ and KV16_: int8 and bf16 KV caches)
 //
 // Run one model per process: each model is built once, lazily, the first time one of its
 // benchmarks runs, and its peak-memory counters (VmHWM, VmRSS) describe that process. The
@@ -29,7 +30,9 @@
 //                                    every 64 steps; each repetition starts again at 256),
 //                                    so the context is 256-320 tokens. Counters: tok_per_s,
 //                                    the weight-read floor, the share of it, the mean
-//                                    context and the KV bytes read per step, peak memory.
+//                                    context and the KV bytes read per step, step_bytes_share
+//                                    (weights + KV read per step, per second, over the
+//                                    bandwidth), peak memory.
 //   BM_<M>_DecodeStepRaw/<slots>/<threads>
 //                                    nnx::decode_step on a model merged once, no engine:
 //                                    generate minus this is the engine's per-step cost.
@@ -274,6 +277,7 @@ struct Bench {
 
   Config config;
   nnx::QuantConfig quant;  // int8 layers, as the engine serves them (none: f32)
+  nnx::DType kv_dtype;     // the KV cache's
   nnx::State params;
   double weight_bytes = 0.0;            // every parameter
   double weight_bytes_per_token = 0.0;  // read by one decode step (see the file comment)
@@ -286,7 +290,8 @@ struct Bench {
   std::vector<std::int32_t> prompt;         // kPrefillChunk tokens: TTFT's prompts, and decode's first kDecodePrompt
   std::int64_t max_slots_run = 0;  // the largest decode state this process has held
 
-  explicit Bench(const Config& c, nnx::QuantConfig q = {}) : config(c), quant(std::move(q)) {
+  explicit Bench(const Config& c, nnx::QuantConfig q = {}, nnx::DType kv = nnx::DType::f32)
+      : config(c), quant(std::move(q)), kv_dtype(kv) {
     // The bandwidth probes allocate 1 GiB: done before the model, then the peak is reset.
     for (std::int64_t threads : {1, NNX_BENCH_HAS_THREADS ? 2 : 1})
       for (std::int64_t streams : {1, 8}) bandwidth(threads, streams);
@@ -323,6 +328,7 @@ struct Bench {
       o.max_target_length = kTarget;
       o.slots = slots;
       o.quant = quant;
+      o.kv_dtype = kv_dtype;
       e = std::make_unique<nnx::Engine<Model>>(config, o);
     }
     return *e;
@@ -380,6 +386,15 @@ Bench<nnx::Llama>& llama_162m() {
 }
 Bench<nnx::Llama>& llama_162m_w8a8() {
   static Bench<nnx::Llama> b(llama_shape(768, 12, 12, 3072), int8(nnx::QuantScheme::w8a8));
+  return b;
+}
+// The 162M W8A8 Llama with an int8 or bf16 KV cache (the compact-serving targets).
+Bench<nnx::Llama>& llama_162m_w8a8_kv8() {
+  static Bench<nnx::Llama> b(llama_shape(768, 12, 12, 3072), int8(nnx::QuantScheme::w8a8), nnx::DType::i8);
+  return b;
+}
+Bench<nnx::Llama>& llama_162m_w8a8_kv16() {
+  static Bench<nnx::Llama> b(llama_shape(768, 12, 12, 3072), int8(nnx::QuantScheme::w8a8), nnx::DType::bf16);
   return b;
 }
 Bench<nnx::Llama>& llama_953m_w8a8() {
@@ -496,6 +511,9 @@ void decode(benchmark::State& state, Bench<Model>& b) {
   const double mean_context = context / (tokens / static_cast<double>(slots));
   state.counters["mean_context"] = mean_context;
   state.counters["kv_read_MB_per_step"] = b.kv_read_bytes(mean_context) * static_cast<double>(slots) / 1e6;
+  // What a step reads (the weights once, every slot's K and V) per second, against the bandwidth.
+  const double step_bytes = b.weight_bytes_per_token + b.kv_read_bytes(mean_context) * static_cast<double>(slots);
+  state.counters["step_bytes_share"] = step_bytes * tok_s / static_cast<double>(slots) / bw;
   model_counters(state, b);
   // The peak so far in this process, against the weights, the largest decode state run so
   // far in it (the peak keeps it after it is freed) and the prefix caches held.
@@ -510,7 +528,10 @@ void decode_step_raw(benchmark::State& state, Bench<Model>& b) {
   set_threads(threads);
   nnx::Rngs rngs{0};
   Model abstract = nnx::eval_shape(
-      [&] { return Model(b.config, nnx::Mode::autoregressive, rngs, {.cache_batch = slots, .cache_length = kTarget}); });
+      [&] {
+        return Model(b.config, nnx::Mode::autoregressive, rngs,
+                     {.cache_batch = slots, .cache_length = kTarget, .cache_dtype = b.kv_dtype});
+      });
   nnx::quantize(abstract, b.quant, nnx::QuantMode::serve);
   auto [graphdef, abstract_params, abstract_cache] = nnx::split(abstract, nnx::of<nnx::Param>, nnx::of<nnx::Cache>);
   nnx::State cache = abstract_cache.map([](const nnx::Tensor& t) { return nnx::Tensor::zeros(t.shape(), t.dtype()); });
@@ -533,7 +554,10 @@ void merge_split(benchmark::State& state, Bench<Model>& b) {
   const std::int64_t slots = state.range(0);
   nnx::Rngs rngs{0};
   Model abstract = nnx::eval_shape(
-      [&] { return Model(b.config, nnx::Mode::autoregressive, rngs, {.cache_batch = slots, .cache_length = kTarget}); });
+      [&] {
+        return Model(b.config, nnx::Mode::autoregressive, rngs,
+                     {.cache_batch = slots, .cache_length = kTarget, .cache_dtype = b.kv_dtype});
+      });
   auto [graphdef, abstract_params, abstract_cache] = nnx::split(abstract, nnx::of<nnx::Param>, nnx::of<nnx::Cache>);
   nnx::State cache = abstract_cache.map([](const nnx::Tensor& t) { return nnx::Tensor::zeros(t.shape(), t.dtype()); });
   for (auto _ : state) {
@@ -599,6 +623,8 @@ NNX_MODEL_BENCHES(Gpt2W8A8, gpt2_w8a8)
 NNX_MODEL_BENCHES(Gpt2W8, gpt2_weight_only)
 NNX_MODEL_BENCHES(Llama162M, llama_162m)
 NNX_MODEL_BENCHES(Llama162MW8A8, llama_162m_w8a8)
+NNX_MODEL_BENCHES(Llama162MW8A8KV8, llama_162m_w8a8_kv8)
+NNX_MODEL_BENCHES(Llama162MW8A8KV16, llama_162m_w8a8_kv16)
 NNX_MODEL_BENCHES(Llama953MW8A8, llama_953m_w8a8)
 
 #if NNX_BENCH_HAS_THREADS
@@ -657,6 +683,8 @@ const bool registered = [] {
                  BM_##NAME##_MergeSplit, BM_##NAME##_SampleToken, BM_##NAME##_PrefixCacheZeros, BM_##NAME##_Insert, HEAVY)
   NNX_REGISTER_MODEL(Llama162M, false);
   NNX_REGISTER_MODEL(Llama162MW8A8, false);
+  NNX_REGISTER_MODEL(Llama162MW8A8KV8, false);
+  NNX_REGISTER_MODEL(Llama162MW8A8KV16, false);
   NNX_REGISTER_MODEL(Llama953MW8A8, true);
 #undef NNX_REGISTER_MODEL
   register_model("BM_Llama1B", BM_Llama1B_Load, BM_Llama1B_TTFT, BM_Llama1B_Decode, BM_Llama1B_DecodeStepRaw,

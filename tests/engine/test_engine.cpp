@@ -486,3 +486,28 @@ TEST_CASE("bad requests are InvalidArgument naming the value, and the state stay
   CHECK(r.at(0).token == e.generate(params, fresh).result.at(0).token);
   CHECK(r.at(1).valid);
 }
+
+// A step runs the active slots alone: the other slots' cache rows are not written (they used
+// to decode a scratch token), their logits rows are zeros, and the active slot's tokens and
+// logits are the bits it gets when every slot is busy (the invariance tests above).
+TEST_CASE("generate computes only the active slots", "[engine][active]") {
+  for (nnx::DType kv : {nnx::DType::f32, nnx::DType::i8}) {
+    INFO("KV cache " << nnx::dtype_name(kv));
+    const nnx::Engine<nnx::Llama> e(small_llama(),
+                                    {.max_prefill_length = 8, .max_target_length = 32, .slots = 4, .kv_dtype = kv});
+    const nnx::State params = e.init_params(2);
+    nnx::DecodeState state = e.insert(prefill(e, params, {3, 1, 4, 1, 5}), e.init_decode_state(), 2);
+    state = e.insert(prefill(e, params, {2, 7}), std::move(state), 0);
+    state = e.release(std::move(state), 0);  // slot 0's rows hold a released request's cache
+    const nnx::State before = state.cache.map([](const nnx::Tensor& t) { return t.clone(); });
+    auto [next, result] = e.generate(params, std::move(state));
+    for (const auto& [path, leaf] : next.cache)
+      for (std::int64_t slot : {0, 1, 3}) {
+        INFO(path.to_string() << " slot " << slot);
+        CHECK(nnx::equal(leaf.tensor().select(slot), before.at(path).tensor().select(slot)));
+      }
+    REQUIRE(result.at(2).valid);
+    for (std::int64_t slot : {0, 1, 3})
+      for (float x : result.logits.select(slot).span<float>()) REQUIRE(x == 0.0f);
+  }
+}

@@ -103,7 +103,7 @@ struct SlotResult {
 
 struct ResultTokens {
   std::vector<SlotResult> slots;
-  Tensor logits;  // f32 [slots, V] of this step (rows of inactive slots are meaningless); empty if none ran
+  Tensor logits;  // f32 [slots, V] of this step (rows of inactive slots are zeros); empty if none ran
 
   const SlotResult& at(std::int64_t slot) const { return slots.at(static_cast<std::size_t>(slot)); }
 };

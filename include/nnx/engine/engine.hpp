@@ -339,25 +339,40 @@ class Engine {
       if (state.slots[i].occupied && state.slots[i].done) result.slots[i] = finished_result(state.slots[i]);
     if (state.num_active() == 0) return {std::move(state), std::move(result)};
 
-    // Slots that are not active decode token 0 at position 0 of their own (scratch) rows.
-    std::vector<std::int32_t> tokens(n, 0);
-    std::vector<std::int64_t> positions(n, 0);
+    // Only the active slots run: a batch of their rows, each reading and writing its own slot's
+    // cache row, so a step costs what a batch of that many rows does.
+    std::vector<std::int32_t> tokens;
+    std::vector<std::int64_t> positions, rows;
+    tokens.reserve(n);
+    positions.reserve(n);
+    rows.reserve(n);
     for (std::size_t i = 0; i < n; ++i)
       if (state.slots[i].active()) {
-        tokens[i] = state.slots[i].last_token;
-        positions[i] = state.slots[i].next_position;
+        tokens.push_back(state.slots[i].last_token);
+        positions.push_back(state.slots[i].next_position);
+        rows.push_back(static_cast<std::int64_t>(i));
       }
-    const Tensor token_tensor = Tensor::from_vector(tokens, {options_.slots});
+    const auto active = static_cast<std::int64_t>(rows.size());
+    const Tensor token_tensor = Tensor::from_vector(tokens, {active});
+    Tensor logits;  // [active, V]
     {
       // `state` holds a valid cache again if the step throws.
       Model model = merge(decode_graphdef_, params, std::move(state.cache));
       try {
-        result.logits = decode_step(model, token_tensor, positions);
+        logits = decode_step(model, token_tensor, positions, active == options_.slots ? std::span<const std::int64_t>{}
+                                                                                        : std::span(rows));
       } catch (...) {
         state.cache = nnx::state(model, of<Cache>);
         throw;
       }
       state.cache = nnx::state(model, of<Cache>);
+    }
+    if (active == options_.slots) {
+      result.logits = std::move(logits);
+    } else {
+      result.logits = Tensor::zeros({options_.slots, vocab_});
+      for (std::int64_t a = 0; a < active; ++a)
+        result.logits.select(rows[static_cast<std::size_t>(a)]).copy_from(logits.select(a));
     }
     // Every slot is sampled before any changes: nothing can throw once slots do.
     std::vector<std::optional<SampledToken>> sampled(n);  // nullopt: the slot's logits diverged

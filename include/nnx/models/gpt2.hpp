@@ -15,6 +15,7 @@
 #pragma once
 
 #include <cstdint>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -146,18 +147,19 @@ struct Gpt2 {
   // The output head (for quantization): the tied token embedding.
   std::string_view head_path() const { return "wte"; }
 
-  // tokens, positions: i32 [B, T] -> final hidden states f32 [B, T, C] (after ln_f).
-  Tensor hidden_states(const Tensor& tokens, const Tensor& positions) {
+  // tokens, positions: i32 [B, T] -> final hidden states f32 [B, T, C] (after ln_f). Row b
+  // uses KV cache row cache_rows[b] (default: b; see Attention).
+  Tensor hidden_states(const Tensor& tokens, const Tensor& positions, std::span<const std::int64_t> cache_rows = {}) {
     Tensor x = wte(tokens);
     ops::add_(x, wpe(positions));
-    for (auto& layer : h) x = layer(x, positions);
+    for (auto& layer : h) x = layer(x, positions, cache_rows);
     return ln_f(x);
   }
   // f32 [..., C] -> logits f32 [..., V] through the tied embedding.
   Tensor logits_from_hidden_states(const Tensor& hidden) const { return wte.attend(hidden); }
   // tokens, positions: i32 [B, T] -> logits f32 [B, T, V].
-  Tensor operator()(const Tensor& tokens, const Tensor& positions) {
-    return logits_from_hidden_states(hidden_states(tokens, positions));
+  Tensor operator()(const Tensor& tokens, const Tensor& positions, std::span<const std::int64_t> cache_rows = {}) {
+    return logits_from_hidden_states(hidden_states(tokens, positions, cache_rows));
   }
 };
 

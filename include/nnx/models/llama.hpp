@@ -14,6 +14,7 @@
 
 #include <cstdint>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -154,18 +155,19 @@ struct Llama {
   // The output head (for quantization): lm_head, or the token embedding when tied.
   std::string_view head_path() const { return lm_head ? "lm_head" : "embed_tokens"; }
 
-  // tokens, positions: i32 [B, T] -> final hidden states f32 [B, T, C] (after norm).
-  Tensor hidden_states(const Tensor& tokens, const Tensor& positions) {
+  // tokens, positions: i32 [B, T] -> final hidden states f32 [B, T, C] (after norm). Row b
+  // uses KV cache row cache_rows[b] (default: b; see Attention).
+  Tensor hidden_states(const Tensor& tokens, const Tensor& positions, std::span<const std::int64_t> cache_rows = {}) {
     Tensor x = embed_tokens(tokens);
-    for (auto& layer : layers) x = layer(x, positions);
+    for (auto& layer : layers) x = layer(x, positions, cache_rows);
     return norm(x);
   }
   // f32 [..., C] -> logits f32 [..., V].
   Tensor logits_from_hidden_states(const Tensor& hidden) const {
     return lm_head ? (*lm_head)(hidden) : embed_tokens.attend(hidden);
   }
-  Tensor operator()(const Tensor& tokens, const Tensor& positions) {
-    return logits_from_hidden_states(hidden_states(tokens, positions));
+  Tensor operator()(const Tensor& tokens, const Tensor& positions, std::span<const std::int64_t> cache_rows = {}) {
+    return logits_from_hidden_states(hidden_states(tokens, positions, cache_rows));
   }
 };
 

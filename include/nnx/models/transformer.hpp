@@ -75,8 +75,11 @@ PrefillOutput prefill(Model& model, const Tensor& tokens, std::initializer_list<
 }
 
 // One token per row (tokens i32 [B]) at each row's own position; returns logits f32 [B, V].
+// Row b uses KV cache row cache_rows[b] (default: b), so a batch of some of the cache's rows
+// costs what a batch of that size does.
 template <class Model>
-Tensor decode_step(Model& model, const Tensor& tokens, std::span<const std::int64_t> positions) {
+Tensor decode_step(Model& model, const Tensor& tokens, std::span<const std::int64_t> positions,
+                   std::span<const std::int64_t> cache_rows = {}) {
   if (tokens.rank() != 1) throw ShapeError("decode_step: expected tokens [B], found " + describe(tokens));
   const std::int64_t B = tokens.dim(0);
   if (static_cast<std::int64_t>(positions.size()) != B)
@@ -88,7 +91,7 @@ Tensor decode_step(Model& model, const Tensor& tokens, std::span<const std::int6
       throw InvalidArgument("decode_step: position " + std::to_string(positions[b]) + " of row " + std::to_string(b));
     pos.data<std::int32_t>()[b] = static_cast<std::int32_t>(positions[b]);
   }
-  Tensor logits = model(tokens.reshape({B, 1}), pos);
+  Tensor logits = model(tokens.reshape({B, 1}), pos, cache_rows);
   return logits.reshape({B, logits.dim(2)});
 }
 template <class Model>

@@ -30,6 +30,7 @@
 #include <cmath>
 #include <cstdint>
 #include <optional>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -115,8 +116,9 @@ struct Attention {
   }
 
   // x: f32 [B, T, C]; positions: i32 [B, T] (the position of each token in its row).
-  // Returns f32 [B, T, C].
-  Tensor operator()(const Tensor& x, const Tensor& positions) {
+  // cache_rows: the KV cache row of each batch row (B distinct rows of the cache; empty: row b
+  // is cache row b, and B must be the cache's batch). Returns f32 [B, T, C].
+  Tensor operator()(const Tensor& x, const Tensor& positions, std::span<const std::int64_t> cache_rows = {}) {
     if (x.rank() != 3) throw ShapeError("Attention: expected x [B, T, C], found " + describe(x));
     const std::int64_t B = x.dim(0), T = x.dim(1);
     if (positions.dtype() != DType::i32 || positions.shape() != Shape{B, T})
@@ -152,11 +154,13 @@ struct Attention {
     const auto rows_of = [&](const Tensor& t, std::int64_t b) {
       return kernels::KvRows{t.data<float>() + b * T * Hkv * D, kernels::KvType::f32, Hkv * D};
     };
+    const auto cache_row = [&](std::int64_t b) { return cache_rows.empty() ? b : cache_rows[b]; };
     if (cache) {
       const std::int64_t S = cache->length();
-      if (cache->batch() != B)
+      if (cache_rows.empty() && cache->batch() != B)
         throw ShapeError("Attention: input batch " + std::to_string(B) + " but the KV cache has " +
                          std::to_string(cache->batch()) + " rows");
+      if (!cache_rows.empty()) check_cache_rows(cache_rows, B);
       for (std::int64_t i = 0; i < B * T; ++i)
         if (pos[i] < 0 || pos[i] >= S)
           throw InvalidArgument("Attention: position " + std::to_string(pos[i]) + " of row " + std::to_string(i / T) +
@@ -164,7 +168,8 @@ struct Attention {
       cache->make_writable();
       const float* kd = k.data<float>();
       const float* vd = v.data<float>();
-      for (std::int64_t i = 0; i < B * T; ++i) cache->write(i / T, pos[i], kd + i * Hkv * D, vd + i * Hkv * D);
+      for (std::int64_t i = 0; i < B * T; ++i)
+        cache->write(cache_row(i / T), pos[i], kd + i * Hkv * D, vd + i * Hkv * D);
     }
 
     // o[b, t, h] = softmax(q · k_j / sqrt(D), j <= limit) · v_j, each (b, t, h) on its own.
@@ -186,8 +191,9 @@ struct Attention {
     kernels::parallel_for(B * Hkv, threads, [&](std::int64_t i0, std::int64_t i1) noexcept {
       for (std::int64_t i = i0; i < i1;) {
         const std::int64_t b = i / Hkv, h0 = i % Hkv, h1 = std::min(Hkv, h0 + (i1 - i));  // KV heads [h0, h1) of row b
-        const kernels::KvRows keys = cache ? cache->key_rows(b).at(0, h0, D) : rows_of(k, b).at(0, h0, D);
-        const kernels::KvRows values = cache ? cache->value_rows(b).at(0, h0, D) : rows_of(v, b).at(0, h0, D);
+        const kernels::KvRows keys = cache ? cache->key_rows(cache_row(b)).at(0, h0, D) : rows_of(k, b).at(0, h0, D);
+        const kernels::KvRows values =
+            cache ? cache->value_rows(cache_row(b)).at(0, h0, D) : rows_of(v, b).at(0, h0, D);
         constexpr std::int64_t kTokens = 64;  // query rows per kernel call (they share key blocks)
         std::int64_t n[kTokens];
         for (std::int64_t t0 = 0; t0 < T; t0 += kTokens) {
@@ -201,6 +207,23 @@ struct Attention {
       }
     });
     return out(o);
+  }
+
+ private:
+  void check_cache_rows(std::span<const std::int64_t> rows, std::int64_t B) const {
+    const std::int64_t rows_held = cache->batch();
+    if (static_cast<std::int64_t>(rows.size()) != B)
+      throw ShapeError("Attention: " + std::to_string(rows.size()) + " cache rows for an input batch of " +
+                       std::to_string(B));
+    for (std::size_t i = 0; i < rows.size(); ++i) {
+      if (rows[i] < 0 || rows[i] >= rows_held)
+        throw InvalidArgument("Attention: cache row " + std::to_string(rows[i]) + " of batch row " + std::to_string(i) +
+                              " is outside the KV cache's [0, " + std::to_string(rows_held) + ")");
+      for (std::size_t j = 0; j < i; ++j)
+        if (rows[j] == rows[i])
+          throw InvalidArgument("Attention: batch rows " + std::to_string(j) + " and " + std::to_string(i) +
+                                " both name cache row " + std::to_string(rows[i]));
+    }
   }
 };
 

@@ -7,7 +7,9 @@
 // non-zero rate), applies to the attention and MLP outputs before each residual add.
 #pragma once
 
+#include <cstdint>
 #include <optional>
+#include <span>
 
 #include "nnx/core/module.hpp"
 #include "nnx/core/tensor.hpp"
@@ -27,9 +29,9 @@ struct DecoderLayer {
   std::optional<Dropout> dropout;
   NNX_FIELDS(attn_norm, attn, mlp_norm, mlp, dropout)
 
-  // x: f32 [B, T, C]; positions: i32 [B, T]. Returns [B, T, C].
-  Tensor operator()(const Tensor& x, const Tensor& positions) {
-    Tensor h = attn(attn_norm(x), positions);
+  // x: f32 [B, T, C]; positions: i32 [B, T]; cache_rows: as Attention's. Returns [B, T, C].
+  Tensor operator()(const Tensor& x, const Tensor& positions, std::span<const std::int64_t> cache_rows = {}) {
+    Tensor h = attn(attn_norm(x), positions, cache_rows);
     if (dropout) h = (*dropout)(h);
     ops::add_(h, x);
     Tensor m = mlp(mlp_norm(h));

@@ -441,9 +441,9 @@ NNX_TARGET_AVX512 inline void attend(const float* q, std::int64_t q_row_stride, 
           const float* block_values = packed[1];
           std::int64_t prefetch = 0;
           if (compact) {  // the keys widened in packed[1], then laid out in register order
-            avx2::detail::attn::widen_rows(keys.at(j0, h, D), jmax, D, packed[1]);
+            avx2::detail::attn::widen_rows(keys.at(j0, h, D), jmax, D, packed[1], n_max - j0);
             a::pack_keys_paired(packed[1], D, jmax, D, packed[0]);
-            avx2::detail::attn::widen_rows(values.at(j0, h, D), jmax, D, packed[1]);
+            avx2::detail::attn::widen_rows(values.at(j0, h, D), jmax, D, packed[1], n_max - j0);
           } else if (pack) {
             a::pack_keys_paired(static_cast<const float*>(keys.data) + kv, kv_stride, jmax, D, packed[0]);
             a::pack_rows(static_cast<const float*>(values.data) + kv, kv_stride, jmax, D, packed[1]);
