@@ -33,6 +33,9 @@
 //                                    context and the KV bytes read per step, step_bytes_share
 //                                    (weights + KV read per step, per second, over the
 //                                    bandwidth), peak memory.
+//   BM_<M>_DecodeActive/<slots>/<active>/<threads>
+//                                    Decode (greedy) with `active` of the slots busy, the
+//                                    others idle: compare 8 slots, 1 active with Decode/1.
 //   BM_<M>_DecodeStepRaw/<slots>/<threads>
 //                                    nnx::decode_step on a model merged once, no engine:
 //                                    generate minus this is the engine's per-step cost.
@@ -446,21 +449,23 @@ void ttft(benchmark::State& state, Bench<Model>& b) {
 }
 
 template <class Model>
-nnx::DecodeState insert_all(nnx::Engine<Model>& e, const std::vector<nnx::Prefix>& prefixes, nnx::DecodeState s) {
-  for (std::int64_t i = 0; i < e.num_slots(); ++i) {
+nnx::DecodeState insert_all(nnx::Engine<Model>& e, const std::vector<nnx::Prefix>& prefixes, nnx::DecodeState s,
+                            std::int64_t active = -1) {  // the first `active` slots (-1: all)
+  for (std::int64_t i = 0; i < (active < 0 ? e.num_slots() : active); ++i) {
     if (s.slots[static_cast<std::size_t>(i)].occupied) s = e.release(std::move(s), i);
     s = e.insert(prefixes[static_cast<std::size_t>(i % 8)], std::move(s), i);
   }
   return s;
 }
 
+// Decoding with `active` of the engine's `slots` slots busy (the others idle).
 template <class Model>
-void decode(benchmark::State& state, Bench<Model>& b) {
-  const std::int64_t slots = state.range(0), sampling = state.range(1), threads = state.range(2);
+void decode_with(benchmark::State& state, Bench<Model>& b, std::int64_t slots, std::int64_t active,
+                 std::int64_t sampling, std::int64_t threads) {
   const auto& prefixes = b.prefix(sampling);
   auto& e = b.engine(slots);
   set_threads(threads);
-  nnx::DecodeState s = insert_all(e, prefixes, e.init_decode_state());
+  nnx::DecodeState s = insert_all(e, prefixes, e.init_decode_state(), active);
   std::int64_t steps = 0;
   double seconds = 0.0, tokens = 0.0, context = 0.0;
   std::vector<double> bw_weights_1, bw_weights_8;  // probe passes interleaved with the decode
@@ -469,7 +474,7 @@ void decode(benchmark::State& state, Bench<Model>& b) {
       state.PauseTiming();
       bw_weights_1.push_back(weight_read_pass(b.params, 1));
       bw_weights_8.push_back(weight_read_pass(b.params, 8));
-      s = insert_all(e, prefixes, std::move(s));
+      s = insert_all(e, prefixes, std::move(s), active);
       steps = 0;
       state.ResumeTiming();
     }
@@ -479,12 +484,12 @@ void decode(benchmark::State& state, Bench<Model>& b) {
     seconds += std::chrono::duration<double>(Clock::now() - t0).count();
     s = std::move(out.state);
     ++steps;
-    for (std::int64_t i = 0; i < slots; ++i)
+    for (std::int64_t i = 0; i < active; ++i)
       if (!out.result.at(i).valid) {
         state.SkipWithError("a slot was not active");
         return;
       }
-    tokens += static_cast<double>(slots);
+    tokens += static_cast<double>(active);
     benchmark::DoNotOptimize(out.result.at(0).token);
   }
   const double tok_s = tokens / seconds;
@@ -498,7 +503,7 @@ void decode(benchmark::State& state, Bench<Model>& b) {
     bw_weights_8.push_back(weight_read_pass(b.params, 8));
   }
   const double bw = std::max(median(bw_weights_1), median(bw_weights_8));
-  const double floor = bw / b.weight_bytes_per_token * static_cast<double>(slots);
+  const double floor = bw / b.weight_bytes_per_token * static_cast<double>(active);
   state.counters["tok_per_s"] = tok_s;
   state.counters["bandwidth_GB_per_s"] = bw / 1e9;
   state.counters["bw_weights_1stream_GB_per_s"] = median(bw_weights_1) / 1e9;
@@ -508,17 +513,27 @@ void decode(benchmark::State& state, Bench<Model>& b) {
   state.counters["bw_1GiB_8stream_GB_per_s"] = bandwidth(threads, 8) / 1e9;
   state.counters["floor_tok_per_s"] = floor;
   state.counters["share_of_floor"] = tok_s / floor;
-  const double mean_context = context / (tokens / static_cast<double>(slots));
+  const double mean_context = context / (tokens / static_cast<double>(active));
   state.counters["mean_context"] = mean_context;
-  state.counters["kv_read_MB_per_step"] = b.kv_read_bytes(mean_context) * static_cast<double>(slots) / 1e6;
-  // What a step reads (the weights once, every slot's K and V) per second, against the bandwidth.
-  const double step_bytes = b.weight_bytes_per_token + b.kv_read_bytes(mean_context) * static_cast<double>(slots);
-  state.counters["step_bytes_share"] = step_bytes * tok_s / static_cast<double>(slots) / bw;
+  state.counters["kv_read_MB_per_step"] = b.kv_read_bytes(mean_context) * static_cast<double>(active) / 1e6;
+  // What a step reads (the weights once, every busy slot's K and V) per second, against the
+  // bandwidth.
+  const double step_bytes = b.weight_bytes_per_token + b.kv_read_bytes(mean_context) * static_cast<double>(active);
+  state.counters["step_bytes_share"] = step_bytes * tok_s / static_cast<double>(active) / bw;
   model_counters(state, b);
   // The peak so far in this process, against the weights, the largest decode state run so
   // far in it (the peak keeps it after it is freed) and the prefix caches held.
   b.max_slots_run = std::max(b.max_slots_run, slots);
   memory_counters(state, b.weight_bytes + b.kv_bytes(b.max_slots_run) + b.prefix_kv_bytes(), mem);
+}
+
+template <class Model>
+void decode(benchmark::State& state, Bench<Model>& b) {
+  decode_with(state, b, state.range(0), state.range(0), state.range(1), state.range(2));
+}
+template <class Model>
+void decode_active(benchmark::State& state, Bench<Model>& b) {
+  decode_with(state, b, state.range(0), state.range(1), 0, state.range(2));
 }
 
 // decode_step on a model merged once: the forward pass alone, without the engine.
@@ -611,6 +626,7 @@ void insert(benchmark::State& state, Bench<Model>& b) {
   void BM_##NAME##_Load(benchmark::State& s) { load(s, BENCH()); }                                           \
   void BM_##NAME##_TTFT(benchmark::State& s) { ttft(s, BENCH()); }                                           \
   void BM_##NAME##_Decode(benchmark::State& s) { decode(s, BENCH()); }                                       \
+  void BM_##NAME##_DecodeActive(benchmark::State& s) { decode_active(s, BENCH()); }                          \
   void BM_##NAME##_DecodeStepRaw(benchmark::State& s) { decode_step_raw(s, BENCH()); }                       \
   void BM_##NAME##_MergeSplit(benchmark::State& s) { merge_split(s, BENCH()); }                              \
   void BM_##NAME##_SampleToken(benchmark::State& s) { sample(s, BENCH()); }                                  \
@@ -635,7 +651,8 @@ const std::vector<std::int64_t> kThreads = {1};
 
 // Heavy models: fixed iteration counts (a 1B prefill is seconds), fewer for the batch.
 void register_model(const char* name, void (*load_fn)(benchmark::State&), void (*ttft_fn)(benchmark::State&),
-                    void (*decode_fn)(benchmark::State&), void (*raw_fn)(benchmark::State&),
+                    void (*decode_fn)(benchmark::State&), void (*active_fn)(benchmark::State&),
+                    void (*raw_fn)(benchmark::State&),
                     void (*merge_fn)(benchmark::State&), void (*sample_fn)(benchmark::State&),
                     void (*zeros_fn)(benchmark::State&), void (*insert_fn)(benchmark::State&), bool heavy) {
   const std::string n = name;
@@ -654,6 +671,11 @@ void register_model(const char* name, void (*load_fn)(benchmark::State&), void (
     d->Args({8, 1, th});
   }
   if (heavy) d->Iterations(20); else d->MinTime(2.0);
+  // One busy slot of 8 (compare with Decode/slots:1).
+  auto* a = benchmark::RegisterBenchmark((n + "_DecodeActive").c_str(), active_fn)->Unit(benchmark::kMillisecond)->UseRealTime();
+  a->ArgNames({"slots", "active", "threads"});
+  for (auto th : kThreads) a->Args({8, 1, th});
+  if (heavy) a->Iterations(20); else a->MinTime(2.0);
   auto* r = benchmark::RegisterBenchmark((n + "_DecodeStepRaw").c_str(), raw_fn)->Unit(benchmark::kMillisecond)->UseRealTime();
   r->ArgNames({"slots", "threads"});
   for (auto th : kThreads) {
@@ -672,14 +694,18 @@ const bool registered = [] {
   auto* bw = benchmark::RegisterBenchmark("BM_ReadBandwidth", BM_ReadBandwidth)->Unit(benchmark::kMillisecond)->UseRealTime();
   bw->ArgNames({"threads", "streams"});
   for (auto th : kThreads) bw->Args({th, 1})->Args({th, 8});
-  register_model("BM_Gpt2", BM_Gpt2_Load, BM_Gpt2_TTFT, BM_Gpt2_Decode, BM_Gpt2_DecodeStepRaw, BM_Gpt2_MergeSplit,
+  register_model("BM_Gpt2", BM_Gpt2_Load, BM_Gpt2_TTFT, BM_Gpt2_Decode, BM_Gpt2_DecodeActive, BM_Gpt2_DecodeStepRaw,
+                 BM_Gpt2_MergeSplit,
                  BM_Gpt2_SampleToken, BM_Gpt2_PrefixCacheZeros, BM_Gpt2_Insert, false);
-  register_model("BM_Gpt2W8A8", BM_Gpt2W8A8_Load, BM_Gpt2W8A8_TTFT, BM_Gpt2W8A8_Decode, BM_Gpt2W8A8_DecodeStepRaw,
+  register_model("BM_Gpt2W8A8", BM_Gpt2W8A8_Load, BM_Gpt2W8A8_TTFT, BM_Gpt2W8A8_Decode, BM_Gpt2W8A8_DecodeActive,
+                 BM_Gpt2W8A8_DecodeStepRaw,
                  BM_Gpt2W8A8_MergeSplit, BM_Gpt2W8A8_SampleToken, BM_Gpt2W8A8_PrefixCacheZeros, BM_Gpt2W8A8_Insert, false);
-  register_model("BM_Gpt2W8", BM_Gpt2W8_Load, BM_Gpt2W8_TTFT, BM_Gpt2W8_Decode, BM_Gpt2W8_DecodeStepRaw,
+  register_model("BM_Gpt2W8", BM_Gpt2W8_Load, BM_Gpt2W8_TTFT, BM_Gpt2W8_Decode, BM_Gpt2W8_DecodeActive,
+                 BM_Gpt2W8_DecodeStepRaw,
                  BM_Gpt2W8_MergeSplit, BM_Gpt2W8_SampleToken, BM_Gpt2W8_PrefixCacheZeros, BM_Gpt2W8_Insert, false);
 #define NNX_REGISTER_MODEL(NAME, HEAVY)                                                                        \
-  register_model("BM_" #NAME, BM_##NAME##_Load, BM_##NAME##_TTFT, BM_##NAME##_Decode, BM_##NAME##_DecodeStepRaw, \
+  register_model("BM_" #NAME, BM_##NAME##_Load, BM_##NAME##_TTFT, BM_##NAME##_Decode, BM_##NAME##_DecodeActive,   \
+                 BM_##NAME##_DecodeStepRaw,                                                                    \
                  BM_##NAME##_MergeSplit, BM_##NAME##_SampleToken, BM_##NAME##_PrefixCacheZeros, BM_##NAME##_Insert, HEAVY)
   NNX_REGISTER_MODEL(Llama162M, false);
   NNX_REGISTER_MODEL(Llama162MW8A8, false);
@@ -687,7 +713,8 @@ const bool registered = [] {
   NNX_REGISTER_MODEL(Llama162MW8A8KV16, false);
   NNX_REGISTER_MODEL(Llama953MW8A8, true);
 #undef NNX_REGISTER_MODEL
-  register_model("BM_Llama1B", BM_Llama1B_Load, BM_Llama1B_TTFT, BM_Llama1B_Decode, BM_Llama1B_DecodeStepRaw,
+  register_model("BM_Llama1B", BM_Llama1B_Load, BM_Llama1B_TTFT, BM_Llama1B_Decode, BM_Llama1B_DecodeActive,
+                 BM_Llama1B_DecodeStepRaw,
                  BM_Llama1B_MergeSplit, BM_Llama1B_SampleToken, BM_Llama1B_PrefixCacheZeros, BM_Llama1B_Insert, true);
   return true;
 }();
