@@ -199,11 +199,10 @@ TEST_CASE("the avx512 attention gives avx2's bits", "[kernels][attention][avx512
 #endif
 }
 
-// A bf16 or i8 cache is read directly: every tier's result over it is bitwise its result over
-// f32 rows holding the widened values (bf16 shifted, i8 times its row's scale), at odd head
-// sizes, groups, runs of KV heads inside wider rows (the scales' head offset) and runs of rows
-// from a decode's one to a prefill's diagonal.
-TEST_CASE("attend over bf16 and i8 rows gives the bits of their widened f32 values", "[kernels][attention]") {
+// A bf16 cache is read directly: every tier's result over it is bitwise its result over f32
+// rows holding the widened values, at odd head sizes, groups, runs of KV heads inside wider
+// rows and runs of rows from a decode's one to a prefill's diagonal.
+TEST_CASE("attend over bf16 rows gives the bits of their widened f32 values", "[kernels][attention]") {
   for (k::Isa isa : k::kAllIsas) {
     if (!k::isa_supported(isa)) continue;
     const k::AttendFn fn = k::select(k::kAttend, isa);
@@ -216,48 +215,103 @@ TEST_CASE("attend over bf16 and i8 rows gives the bits of their widened f32 valu
             const auto q = random_floats(static_cast<std::size_t>(R * H * D), seed++, -2.0f, 2.0f);
             const auto kf = random_floats(static_cast<std::size_t>(S * kv_stride), seed++, -2.0f, 2.0f);
             const auto vf = random_floats(static_cast<std::size_t>(S * kv_stride), seed++, -1.0f, 1.0f);
-            const auto scales = random_floats(static_cast<std::size_t>(2 * S * kv_heads), seed++, 0.001f, 0.02f);
             std::vector<std::uint16_t> kb(kf.size()), vb(vf.size());
-            std::vector<std::int8_t> ki(kf.size()), vi(vf.size());
+            std::vector<float> kw(kf.size()), vw(vf.size());  // the same rows widened to f32
             for (std::size_t i = 0; i < kf.size(); ++i) {
               kb[i] = to_bf16(kf[i]);
               vb[i] = to_bf16(vf[i]);
-              ki[i] = static_cast<std::int8_t>(std::lround(kf[i] * 63.0f));  // [-127, 127]
-              vi[i] = static_cast<std::int8_t>(std::lround(vf[i] * 127.0f));
+              kw[i] = k::KvRows{kb.data(), k::KvType::bf16, 1}.value(static_cast<i64>(i), 0);
+              vw[i] = k::KvRows{vb.data(), k::KvType::bf16, 1}.value(static_cast<i64>(i), 0);
             }
-            const float* k_scales = scales.data();
-            const float* v_scales = scales.data() + S * kv_heads;
             std::vector<i64> n(static_cast<std::size_t>(R));
             for (i64 r = 0; r < R; ++r) n[static_cast<std::size_t>(r)] = R == 64 ? 80 + r : (r * 41 + 3 * D + G) % S + 1;
             const float scale = 1.0f / std::sqrt(static_cast<float>(D));
-            const k::KvRows caches[][2] = {
-                {{kb.data(), k::KvType::bf16, kv_stride}, {vb.data(), k::KvType::bf16, kv_stride}},
-                {{ki.data(), k::KvType::i8, kv_stride, k_scales, kv_heads},
-                 {vi.data(), k::KvType::i8, kv_stride, v_scales, kv_heads}}};
-            for (const auto& [keys, values] : caches) {
-              // The same rows widened to f32, read as an f32 cache (the run starts at head 1).
-              std::vector<float> kw(kf.size()), vw(vf.size());
-              for (i64 j = 0; j < S; ++j)
-                for (i64 h = 0; h < kv_heads; ++h)
-                  for (i64 d = 0; d < D; ++d) {
-                    kw[static_cast<std::size_t>(j * kv_stride + h * D + d)] = keys.at(j, h, D).value(0, d);
-                    vw[static_cast<std::size_t>(j * kv_stride + h * D + d)] = values.at(j, h, D).value(0, d);
-                  }
-              std::vector<float> want(q.size()), got(q.size());
-              f32_kernel(fn)(q.data(), H * D, D, R, n.data(), G, Hk, kw.data() + D, vw.data() + D, kv_stride, D, scale,
-                             want.data(), H * D, D);
-              fn(q.data(), H * D, D, R, n.data(), G, Hk, keys.at(0, 1, D), values.at(0, 1, D), D, scale, got.data(),
-                 H * D, D);
-              INFO(k::isa_name(isa) << " " << (keys.type == k::KvType::i8 ? "i8" : "bf16") << " D=" << D << " G=" << G
-                                    << " Hk=" << Hk << " R=" << R);
-              REQUIRE(std::memcmp(want.data(), got.data(), want.size() * sizeof(float)) == 0);
-            }
+            const k::KvRows keys{kb.data(), k::KvType::bf16, kv_stride}, values{vb.data(), k::KvType::bf16, kv_stride};
+            std::vector<float> want(q.size()), got(q.size());
+            f32_kernel(fn)(q.data(), H * D, D, R, n.data(), G, Hk, kw.data() + D, vw.data() + D, kv_stride, D, scale,
+                           want.data(), H * D, D);
+            fn(q.data(), H * D, D, R, n.data(), G, Hk, keys.at(0, 1, D), values.at(0, 1, D), D, scale, got.data(),
+               H * D, D);
+            INFO(k::isa_name(isa) << " D=" << D << " G=" << G << " Hk=" << Hk << " R=" << R);
+            REQUIRE(std::memcmp(want.data(), got.data(), want.size() * sizeof(float)) == 0);
           }
   }
 }
 
+// An i8 cache is read as stored (integer scores against the query in int16): every tier
+// within 1e-6 of a double-precision attention over the values the kernel reads (the int16
+// query times its scale, each int8 row times its scale), each row alone gives the bits it
+// gives in the run, and avx512 gives avx2's bits (the integer sums are exact).
+TEST_CASE("attend over i8 rows matches a double reference over the stored values", "[kernels][attention]") {
+  std::uint32_t seed = 1700;
+  for (i64 D : {1, 7, 8, 13, 16, 64, 67, 128, 256})
+    for (i64 G : {1, 4})
+      for (i64 Hk : {1, 3})
+        for (i64 R : {1, 5, 64}) {
+          const i64 kv_heads = Hk + 1, H = G * Hk, S = 150, kv_stride = kv_heads * D;
+          const auto q = random_floats(static_cast<std::size_t>(R * H * D), seed++, -2.0f, 2.0f);
+          const auto kf = random_floats(static_cast<std::size_t>(S * kv_stride), seed++, -1.0f, 1.0f);
+          const auto vf = random_floats(static_cast<std::size_t>(S * kv_stride), seed++, -1.0f, 1.0f);
+          // Keys within ±2 and values within ±1 once scaled, as in the f32 tests.
+          auto scales = random_floats(static_cast<std::size_t>(2 * S * kv_heads), seed++, 0.004f, 0.0157f);
+          for (std::size_t i = scales.size() / 2; i < scales.size(); ++i) scales[i] /= 2;
+          std::vector<std::int8_t> ki(kf.size()), vi(vf.size());
+          for (std::size_t i = 0; i < kf.size(); ++i) {
+            ki[i] = static_cast<std::int8_t>(std::lround(kf[i] * 127.0f));
+            vi[i] = static_cast<std::int8_t>(std::lround(vf[i] * 127.0f));
+          }
+          const k::KvRows keys{ki.data(), k::KvType::i8, kv_stride, scales.data(), kv_heads};
+          const k::KvRows values{vi.data(), k::KvType::i8, kv_stride, scales.data() + S * kv_heads, kv_heads};
+          std::vector<i64> n(static_cast<std::size_t>(R));
+          for (i64 r = 0; r < R; ++r) n[static_cast<std::size_t>(r)] = R == 64 ? 80 + r : (r * 41 + 3 * D + G) % S + 1;
+          const float scale = 1.0f / std::sqrt(static_cast<float>(D));
+          // The double reference: every (row, query head) over the widened keys and values of KV
+          // heads 1..Hk, with its query as the kernel quantizes it.
+          std::vector<float> kw(kf.size()), vw(vf.size());
+          for (i64 j = 0; j < S; ++j)
+            for (i64 h = 0; h < kv_heads; ++h)
+              for (i64 d = 0; d < D; ++d) {
+                kw[static_cast<std::size_t>(j * kv_stride + h * D + d)] = keys.at(j, h, D).value(0, d);
+                vw[static_cast<std::size_t>(j * kv_stride + h * D + d)] = values.at(j, h, D).value(0, d);
+              }
+          std::vector<std::vector<double>> want;
+          for (i64 r = 0; r < R; ++r)
+            for (i64 f = 0; f < H; ++f) {
+              std::int16_t q16[k::kMaxCompactHeadDim];
+              const float sq = k::ref::quantize_query_i16(q.data() + (r * H + f) * D, D, q16);
+              std::vector<float> qq(static_cast<std::size_t>(D));
+              for (i64 d = 0; d < D; ++d) qq[static_cast<std::size_t>(d)] = static_cast<float>(q16[d]) * sq;
+              const i64 kv = (1 + f / G) * D;
+              want.push_back(attend_double(qq.data(), kw.data() + kv, vw.data() + kv, kv_stride,
+                                           n[static_cast<std::size_t>(r)], D, scale));
+            }
+          std::vector<float> avx2_out;
+          for (k::Isa isa : k::kAllIsas) {
+            if (!k::isa_supported(isa)) continue;
+            const k::AttendFn fn = k::select(k::kAttend, isa);
+            std::vector<float> got(q.size());
+            fn(q.data(), H * D, D, R, n.data(), G, Hk, keys.at(0, 1, D), values.at(0, 1, D), D, scale, got.data(), H * D,
+               D);
+            INFO(k::isa_name(isa) << " D=" << D << " G=" << G << " Hk=" << Hk << " R=" << R);
+            double worst = 0;
+            for (i64 i = 0; i < R * H; ++i)
+              for (i64 d = 0; d < D; ++d)
+                worst = std::max(worst, std::fabs(got[static_cast<std::size_t>(i * D + d)] -
+                                                  want[static_cast<std::size_t>(i)][static_cast<std::size_t>(d)]));
+            CHECK(worst < 1e-6);
+            const i64 r = R / 2;  // a row alone
+            std::vector<float> alone(static_cast<std::size_t>(H * D));
+            fn(q.data() + r * H * D, 0, D, 1, &n[static_cast<std::size_t>(r)], G, Hk, keys.at(0, 1, D),
+               values.at(0, 1, D), D, scale, alone.data(), 0, D);
+            REQUIRE(std::equal(alone.begin(), alone.end(), got.begin() + r * H * D));
+            if (isa == k::Isa::avx2) avx2_out = got;
+            if (isa == k::Isa::avx512) REQUIRE(std::memcmp(avx2_out.data(), got.data(), got.size() * sizeof(float)) == 0);
+          }
+        }
+}
+
 // An i8 element widens to float(q) * scale, and a NaN scale (a row quantized from a NaN) makes
-// the row NaN; bf16 widens by a shift. (The test above holds every tier to these values.)
+// the row NaN; bf16 widens by a shift.
 TEST_CASE("KvRows widens bf16 and i8 elements exactly", "[kernels][attention]") {
   const std::int8_t q[3] = {-127, 0, 5};
   const float scales[2] = {0.5f, std::numeric_limits<float>::quiet_NaN()};

@@ -38,8 +38,10 @@ inline constexpr TierTable<AttendFn> kAttend{&ref::attend, NNX_X86_ENTRY(avx2::a
 // of keys (ref::attend_group states the order), so no more than a block of scores exists;
 // each K and V row is read once for all the query heads of its KV group (GQA) and, from
 // memory, once for a run of rows (prefill). A (row, query head)'s result depends only on its
-// query, its n and the keys: not on R, Hk or the other rows; over bf16 or i8 rows it is
-// bitwise the result over f32 rows holding their widened values (KvRows::value).
+// query, its n and the keys: not on R, Hk or the other rows. Over bf16 rows it is bitwise the
+// result over f32 rows holding their widened values (KvRows::value); over i8 rows the scores
+// are integer dot products with the query rounded to int16 (ref::attend_group_i8), within the
+// f32 kernels' bound of attention over the stored values.
 inline void attend(const float* q, std::int64_t q_row_stride, std::int64_t q_stride, std::int64_t R,
                    const std::int64_t* n, std::int64_t G, std::int64_t Hk, const KvRows& keys, const KvRows& values,
                    std::int64_t D, float scale, float* out, std::int64_t out_row_stride,

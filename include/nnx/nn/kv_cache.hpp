@@ -7,7 +7,12 @@
 // (nnx/kernels/quantize.hpp: scale = absmax / 127.5, round half to even, clip to ±127; an
 // all-zero row stores scale 1 and zeros, never NaN; a row holding a NaN stores a NaN scale, so
 // attention over it is NaN rather than a silently finite number). bf16 rounds to nearest even.
-// The attention kernels read every dtype directly (nnx::kernels::KvRows).
+// The attention kernels read every dtype directly (nnx::kernels::KvRows): bf16 widened in a
+// block-sized buffer, exactly; int8 as stored, each score an exact integer dot product with
+// the query rounded to int16 (2^-16 of its largest element), which makes a batch-8 decode's
+// attention over int8 rows 1.7-2.9x as fast as over f32 (benchmarks/RESULTS.md). On the
+// PyTorch fixtures int8 keeps every logit within 1.1 % of the logits' range of f32's (the
+// tested bound is 2 %); bf16 gives f32's greedy tokens.
 //
 // Every leaf names its axes, and cache_batch and cache_sequence are all that
 // copy_cache_positions reads: an engine serves any module whose Cache variables

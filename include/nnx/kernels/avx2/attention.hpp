@@ -168,6 +168,42 @@ NNX_TARGET_AVX2_FMA inline void widen_rows(const KvRows& src, std::int64_t rows,
   }
 }
 
+// The online softmax's step for one query head over a block's scores pg[0, jn): the running
+// maximum m and sum l updated, pg replaced by the exponentials p_j = exp(s_j - m'); returns
+// c = exp(m - m'), by which the output is rescaled.
+NNX_TARGET_AVX2_FMA inline float softmax_step(float* pg, std::int64_t jn, float& m, float& l) noexcept {
+  const std::int64_t jfull = jn / 8 * 8;
+  const __m256i j_tail = lane_mask(jn - jfull);
+  __m256 mx = _mm256_set1_ps(m), bad = _mm256_setzero_ps();
+  for (std::int64_t j = 0; j < jn; j += 8) {
+    const __m256i mask = j < jfull ? lane_mask(8) : j_tail;
+    // Masked-off lanes read as -inf: they change neither the maximum nor the sum.
+    const __m256 sv = _mm256_blendv_ps(_mm256_set1_ps(-std::numeric_limits<float>::infinity()),
+                                       _mm256_maskload_ps(pg + j, mask), _mm256_castsi256_ps(mask));
+    mx = _mm256_max_ps(sv, mx);
+    bad = _mm256_or_ps(bad, _mm256_cmp_ps(sv, sv, _CMP_UNORD_Q));
+  }
+  alignas(32) float lanes[8];
+  _mm256_store_ps(lanes, mx);
+  float mnew = lanes[0];
+  for (int i = 1; i < 8; ++i) mnew = lanes[i] > mnew ? lanes[i] : mnew;
+  const bool nan = _mm256_movemask_ps(bad) != 0;
+  const float c = std::exp(m - mnew);  // 0 for the first block (m = -inf)
+  const __m256 vm = _mm256_set1_ps(mnew);
+  __m256 sum = _mm256_setzero_ps();
+  for (std::int64_t j = 0; j < jn; j += 8) {
+    const __m256i mask = j < jfull ? lane_mask(8) : j_tail;
+    __m256 e = _mm256_and_ps(exp_nonpositive(_mm256_sub_ps(_mm256_maskload_ps(pg + j, mask), vm)),
+                             _mm256_castsi256_ps(mask));
+    if (nan) e = _mm256_set1_ps(std::numeric_limits<float>::quiet_NaN());
+    _mm256_maskstore_ps(pg + j, mask, e);
+    sum = _mm256_add_ps(sum, e);
+  }
+  l = rescaled_sum(l, c, hsum(sum));
+  m = mnew;
+  return c;
+}
+
 // One block of keys [0, jn) (rows kv_stride apart) for gn <= kAttnMaxGroup query heads of one
 // KV head: their running maxima m, sums l and unnormalized outputs out + g * out_stride
 // updated as ref's order states per block. Key and value rows below `prefetch_rows` (0: none)
@@ -187,37 +223,9 @@ NNX_TARGET_AVX2_FMA inline void attend_block(const float* q, std::int64_t q_stri
       prefetch_row(keys, i, kv_stride, row_bytes);
     for (std::int64_t g = 0; g < gn; ++g) _mm256_store_ps(p[g] + j, scores8(q + g * q_stride, rows, D, d_tail, scale));
   }
-  const std::int64_t jfull = jn / 8 * 8;
-  const __m256i j_tail = lane_mask(jn - jfull);
   for (std::int64_t g = 0; g < gn; ++g) {
     float* pg = p[g];
-    __m256 mx = _mm256_set1_ps(m[g]), bad = _mm256_setzero_ps();
-    for (std::int64_t j = 0; j < jn; j += 8) {
-      const __m256i mask = j < jfull ? lane_mask(8) : j_tail;
-      // Masked-off lanes read as -inf: they change neither the maximum nor the sum.
-      const __m256 sv = _mm256_blendv_ps(_mm256_set1_ps(-std::numeric_limits<float>::infinity()),
-                                         _mm256_maskload_ps(pg + j, mask), _mm256_castsi256_ps(mask));
-      mx = _mm256_max_ps(sv, mx);
-      bad = _mm256_or_ps(bad, _mm256_cmp_ps(sv, sv, _CMP_UNORD_Q));
-    }
-    alignas(32) float lanes[8];
-    _mm256_store_ps(lanes, mx);
-    float mnew = lanes[0];
-    for (int i = 1; i < 8; ++i) mnew = lanes[i] > mnew ? lanes[i] : mnew;
-    const bool nan = _mm256_movemask_ps(bad) != 0;
-    const float c = std::exp(m[g] - mnew);  // 0 for the first block (m = -inf)
-    const __m256 vm = _mm256_set1_ps(mnew);
-    __m256 sum = _mm256_setzero_ps();
-    for (std::int64_t j = 0; j < jn; j += 8) {
-      const __m256i mask = j < jfull ? lane_mask(8) : j_tail;
-      __m256 e = _mm256_and_ps(exp_nonpositive(_mm256_sub_ps(_mm256_maskload_ps(pg + j, mask), vm)),
-                               _mm256_castsi256_ps(mask));
-      if (nan) e = _mm256_set1_ps(std::numeric_limits<float>::quiet_NaN());
-      _mm256_maskstore_ps(pg + j, mask, e);
-      sum = _mm256_add_ps(sum, e);
-    }
-    l[g] = rescaled_sum(l[g], c, hsum(sum));
-    m[g] = mnew;
+    const float c = softmax_step(pg, jn, m[g], l[g]);
     // o = o c + sum_j p_j v_j: 64 output floats in registers at a time, then 8. The group's
     // first head prefetches the value rows; the others find them in cache.
     float* og = out + g * out_stride;
@@ -235,6 +243,114 @@ NNX_TARGET_AVX2_FMA inline void attend_block(const float* q, std::int64_t q_stri
   }
 }
 
+// Scores of 8 i8 keys rows[i] (rows may repeat: padding) against the int16 query q16, as
+// ref::attend_group_i8 computes them: exact integer dot products (16 products per vpmaddwd),
+// then (float(dot) * key_scale[i]) * qscale.
+NNX_TARGET_AVX2_FMA inline __m256 scores8_i8(const std::int16_t* q16, const std::int8_t* const (&rows)[8],
+                                             const float (&key_scale)[8], std::int64_t D, float qscale) noexcept {
+  __m256i a[8];
+#pragma GCC unroll 8
+  for (int i = 0; i < 8; ++i) a[i] = _mm256_setzero_si256();
+  const std::int64_t full = D / 16 * 16;
+  for (std::int64_t d = 0; d < full; d += 16) {
+    const __m256i qv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q16 + d));
+#pragma GCC unroll 8
+    for (int i = 0; i < 8; ++i) {
+      const __m256i k = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(rows[i] + d)));
+      a[i] = _mm256_add_epi32(a[i], _mm256_madd_epi16(qv, k));
+    }
+  }
+  // Lane i of the result: the sum of a[i]'s lanes (integer: exact in any order).
+  const __m256i s01 = _mm256_hadd_epi32(a[0], a[1]), s23 = _mm256_hadd_epi32(a[2], a[3]);
+  const __m256i s45 = _mm256_hadd_epi32(a[4], a[5]), s67 = _mm256_hadd_epi32(a[6], a[7]);
+  const __m256i s0123 = _mm256_hadd_epi32(s01, s23), s4567 = _mm256_hadd_epi32(s45, s67);
+  __m256i dots = _mm256_add_epi32(_mm256_permute2x128_si256(s0123, s4567, 0x20),
+                                  _mm256_permute2x128_si256(s0123, s4567, 0x31));
+  if (full < D) {
+    alignas(32) std::int32_t t[8];
+    _mm256_store_si256(reinterpret_cast<__m256i*>(t), dots);
+    for (int i = 0; i < 8; ++i)
+      for (std::int64_t d = full; d < D; ++d) t[i] += std::int32_t{q16[d]} * rows[i][d];
+    dots = _mm256_load_si256(reinterpret_cast<const __m256i*>(t));
+  }
+  return _mm256_mul_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(dots), _mm256_loadu_ps(key_scale)), _mm256_set1_ps(qscale));
+}
+
+// One block of i8 keys and values [0, jn) for gn <= kAttnMaxGroup query heads of one KV head,
+// read as stored (ref::attend_group_i8's order; the values' FMA chains as attend_block's, on
+// p_j * sv_j and the int8 values converted in registers). Rows below prefetch_rows are
+// prefetched kPrefetchKeys ahead.
+NNX_TARGET_AVX2_FMA inline void attend_block_i8(const float* q, std::int64_t q_stride, std::int64_t gn,
+                                                const KvRows& keys, const KvRows& values, std::int64_t jn,
+                                                std::int64_t prefetch_rows, std::int64_t D, float scale, float* out,
+                                                std::int64_t out_stride, float* m, float* l) noexcept {
+  alignas(32) float p[ref::kAttnMaxGroup][kKeyBlock];
+  alignas(32) std::int16_t q16[ref::kAttnMaxGroup][kMaxCompactHeadDim];
+  float qscale[ref::kAttnMaxGroup];
+  for (std::int64_t g = 0; g < gn; ++g) qscale[g] = ref::quantize_query_i16(q + g * q_stride, D, q16[g]) * scale;
+  const auto* k8 = static_cast<const std::int8_t*>(keys.data);
+  const auto* v8 = static_cast<const std::int8_t*>(values.data);
+  for (std::int64_t j = 0; j < jn; j += 8) {
+    const std::int8_t* rows[8];
+    float key_scale[8];
+#pragma GCC unroll 8
+    for (int i = 0; i < 8; ++i) {
+      const std::int64_t r = std::min<std::int64_t>(j + i, jn - 1);
+      rows[i] = k8 + r * keys.stride;
+      key_scale[i] = keys.scales[r * keys.scale_stride];
+    }
+    for (std::int64_t i = j + kPrefetchKeys; i < j + kPrefetchKeys + 8 && i < prefetch_rows; ++i) {
+      _mm_prefetch(reinterpret_cast<const char*>(k8 + i * keys.stride), _MM_HINT_T0);
+      _mm_prefetch(reinterpret_cast<const char*>(v8 + i * values.stride), _MM_HINT_T0);
+      if (D > 64) {
+        _mm_prefetch(reinterpret_cast<const char*>(k8 + i * keys.stride + 64), _MM_HINT_T0);
+        _mm_prefetch(reinterpret_cast<const char*>(v8 + i * values.stride + 64), _MM_HINT_T0);
+      }
+    }
+    for (std::int64_t g = 0; g < gn; ++g) _mm256_store_ps(p[g] + j, scores8_i8(q16[g], rows, key_scale, D, qscale[g]));
+  }
+  const std::int64_t full = D / 8 * 8;
+  for (std::int64_t g = 0; g < gn; ++g) {
+    float* pg = p[g];
+    const float c = softmax_step(pg, jn, m[g], l[g]);
+    for (std::int64_t j = 0; j < jn; ++j) pg[j] *= values.scales[j * values.scale_stride];
+    // o = o c + sum_j (p_j sv_j) v_j: 64 output floats in registers at a time, then 8, then
+    // single floats (an int8 row's tail is not read past its end).
+    float* og = out + g * out_stride;
+    std::int64_t d = 0;
+    const __m256 vc = _mm256_set1_ps(c);
+    for (; d + 64 <= D; d += 64) {
+      __m256 acc[8];
+#pragma GCC unroll 8
+      for (int i = 0; i < 8; ++i) acc[i] = _mm256_mul_ps(_mm256_loadu_ps(og + d + 8 * i), vc);
+      for (std::int64_t j = 0; j < jn; ++j) {
+        const std::int8_t* v = v8 + j * values.stride + d;
+        const __m256 pj = _mm256_broadcast_ss(pg + j);
+#pragma GCC unroll 8
+        for (int i = 0; i < 8; ++i) {
+          const __m256i x = _mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(v + 8 * i)));
+          acc[i] = _mm256_fmadd_ps(pj, _mm256_cvtepi32_ps(x), acc[i]);
+        }
+      }
+#pragma GCC unroll 8
+      for (int i = 0; i < 8; ++i) _mm256_storeu_ps(og + d + 8 * i, acc[i]);
+    }
+    for (; d < full; d += 8) {
+      __m256 o0 = _mm256_mul_ps(_mm256_loadu_ps(og + d), vc);
+      for (std::int64_t j = 0; j < jn; ++j) {
+        const __m256i x = _mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(v8 + j * values.stride + d)));
+        o0 = _mm256_fmadd_ps(_mm256_broadcast_ss(pg + j), _mm256_cvtepi32_ps(x), o0);
+      }
+      _mm256_storeu_ps(og + d, o0);
+    }
+    for (; d < D; ++d) {
+      float o = og[d] * c;
+      for (std::int64_t j = 0; j < jn; ++j) o = std::fma(pg[j], static_cast<float>(v8[j * values.stride + d]), o);
+      og[d] = o;
+    }
+  }
+}
+
 }  // namespace detail::attn
 
 // R query rows, each with the G query heads of each of Hk KV heads, row r over keys
@@ -244,9 +360,10 @@ NNX_TARGET_AVX2_FMA inline void attend_block(const float* q, std::int64_t q_stri
 // partial group of keys is padded with the block's last key, so a key's score does not depend
 // on where group boundaries fall); the exponentials are exp_nonpositive (2 ulp), their sum 8
 // lanes then hsum; each output float one FMA chain over j. Key and value rows are prefetched
-// kPrefetchKeys ahead by a pass's first row. bf16 and i8 rows (D <= kMaxCompactHeadDim) are
-// widened a block of one head at a time (widen_rows) and read from that copy: the bits are
-// those of f32 rows holding the widened values.
+// kPrefetchKeys ahead by a pass's first row. bf16 rows (D <= kMaxCompactHeadDim) are widened
+// a block of one head at a time (widen_rows) and read from that copy: the bits are those of
+// f32 rows holding the widened values. i8 rows are read as stored (attend_block_i8): scores by
+// vpmaddwd against the query in int16, values converted in registers.
 NNX_TARGET_AVX2_FMA inline void attend(const float* q, std::int64_t q_row_stride, std::int64_t q_stride,
                                        std::int64_t R, const std::int64_t* n, std::int64_t G, std::int64_t Hk,
                                        const KvRows& keys, const KvRows& values, std::int64_t D, float scale,
@@ -283,6 +400,19 @@ NNX_TARGET_AVX2_FMA inline void attend(const float* q, std::int64_t q_row_stride
               ++readers;
               jmax = std::max(jmax, std::min(a::kKeyBlock, n[r] - j0));
             }
+          if (keys.type == KvType::i8) {  // read as stored, no copy
+            std::int64_t prefetch = n_max - j0;
+            for (std::int64_t r = r0; r < r1; ++r) {
+              if (j0 >= n[r]) continue;
+              a::attend_block_i8(q + r * q_row_stride + f * q_stride, q_stride, fe - f, keys.at(j0, h, D),
+                                 values.at(j0, h, D), std::min(a::kKeyBlock, n[r] - j0), prefetch, D, scale,
+                                 out + r * out_row_stride + f * out_stride, out_stride, m + state(r, f),
+                                 l + state(r, f));
+              prefetch = 0;
+            }
+            f = fe;
+            continue;
+          }
           alignas(64) static thread_local float packed[2][a::kKeyBlock * kMaxCompactHeadDim];
           const float* block_keys = packed[0];
           const float* block_values = packed[1];

@@ -385,9 +385,9 @@ NNX_TARGET_AVX512 inline void attend_pairs(const PairState* pairs, int count, bo
 // R query rows, each with the G query heads of each of Hk KV heads, row r over keys [0, n[r]):
 // the contract of ref::attend in the order this header states. Blocks of 64 keys are taken
 // for every KV head of the call before the next block (a decode reads the cache's [Hkv, D] rows
-// whole); rows are taken kStatesPerPass / (G Hk) at a time. bf16 and i8 rows
-// (D <= kMaxCompactHeadDim) are widened a block of one head at a time (avx2's widen_rows) and
-// tiled as a prefill's copies are.
+// whole); rows are taken kStatesPerPass / (G Hk) at a time. bf16 rows (D <= kMaxCompactHeadDim)
+// are widened a block of one head at a time (avx2's widen_rows) and tiled as a prefill's copies
+// are; i8 rows run avx2's kernel.
 NNX_TARGET_AVX512 inline void attend(const float* q, std::int64_t q_row_stride, std::int64_t q_stride,
                                      std::int64_t R, const std::int64_t* n, std::int64_t G, std::int64_t Hk,
                                      const KvRows& keys, const KvRows& values, std::int64_t D, float scale, float* out,
@@ -395,8 +395,9 @@ NNX_TARGET_AVX512 inline void attend(const float* q, std::int64_t q_row_stride, 
   namespace a = detail::attn;
   // One query row of one head per KV head (an MHA decode) shares nothing a tile could use, and
   // avx2's kernel measured faster there (31-36 vs 36-47 us for a 288-position, 12-head slot);
-  // head sizes past kMaxPackedD do not fit the copies. The bits are the same either way.
-  if ((R == 1 && G == 1) || D > a::kMaxPackedD)
+  // head sizes past kMaxPackedD do not fit the copies; i8 rows are read as stored by avx2's
+  // integer scores. The bits are the same either way.
+  if ((R == 1 && G == 1) || D > a::kMaxPackedD || keys.type == KvType::i8)
     return avx2::attend(q, q_row_stride, q_stride, R, n, G, Hk, keys, values, D, scale, out, out_row_stride,
                         out_stride);
   const bool compact = keys.type != KvType::f32;

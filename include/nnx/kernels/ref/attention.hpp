@@ -16,9 +16,9 @@
 namespace nnx::kernels {
 
 // How a KV cache stores its elements. An i8 row (one position of one KV head, D elements) has
-// one f32 scale; its element d is float(q_d) * scale, one rounded product, so every tier
-// widens it to the same float (and a NaN scale, which quantizing a row holding a NaN gives,
-// makes the whole row NaN).
+// one f32 scale: its element d stands for q_d * scale (KvRows::value), and a NaN scale, which
+// quantizing a row holding a NaN gives, makes the row NaN. The kernels read i8 rows as stored
+// (attend_group_i8); bf16 rows they widen exactly.
 enum class KvType : std::uint8_t { f32, bf16, i8 };
 
 inline constexpr std::int64_t kv_type_bytes(KvType t) noexcept { return t == KvType::f32 ? 4 : t == KvType::bf16 ? 2 : 1; }
@@ -57,8 +57,9 @@ struct KvRows {
   }
 };
 
-// Head sizes up to which the vectorized tiers attend over bf16 and i8 rows: they widen a block
-// of 64 rows of one head at a time into a fixed buffer.
+// Head sizes up to which the kernels attend over bf16 and i8 rows: the vectorized tiers widen
+// a block of 64 bf16 rows of one head at a time into a fixed buffer, and an i8 score's integer
+// sum stays within int32 (32767 * 127 * 256 < 2^31).
 inline constexpr std::int64_t kMaxCompactHeadDim = 256;
 
 namespace ref {
@@ -134,19 +135,86 @@ inline void attend_group(const float* q, std::int64_t q_stride, std::int64_t G, 
   }
 }
 
+// A query row for i8 keys: q16[d] = clip(round_half_even(q[d] / s), -32767, 32767) with
+// s = max_d |q[d]| / 32767 (1 for a zero row), returned; NaN for a row holding a NaN (its
+// scores are then NaN). Relative to |q| the rounding is below 2^-16, far under the keys' 2^-8.
+inline float quantize_query_i16(const float* q, std::int64_t D, std::int16_t* q16) noexcept {
+  float amax = 0.0f;
+  for (std::int64_t d = 0; d < D; ++d) {
+    const float a = std::fabs(q[d]);
+    if (a != a) return std::numeric_limits<float>::quiet_NaN();
+    amax = a > amax ? a : amax;
+  }
+  const float s = amax == 0.0f ? 1.0f : amax / 32767.0f;
+  for (std::int64_t d = 0; d < D; ++d) {
+    const float v = q[d] / s;  // NaN only for inf / inf: the score is NaN through s anyway
+    q16[d] = v != v ? 0 : static_cast<std::int16_t>(std::nearbyint(std::min(std::max(v, -32767.0f), 32767.0f)));
+  }
+  return s;
+}
+
+// attend_group over i8 keys and values (D <= kMaxCompactHeadDim), read as stored: each score
+// is an exact integer dot product of the int16 query (quantize_query_i16, scale sq) with the
+// int8 key, then s_j = (float(sum_d q16_d k_jd) * sk_j) * (sq * scale); each value enters as
+// o_d = o_d + (p_j * sv_j) * float(v_jd). Otherwise attend_group's order. Every tier computes
+// the scores bit for bit so (integer sums are exact in any order).
+inline void attend_group_i8(const float* q, std::int64_t q_stride, std::int64_t G, const KvRows& keys,
+                            const KvRows& values, std::int64_t n, std::int64_t D, float scale, float* out,
+                            std::int64_t out_stride) noexcept {
+  const auto* k8 = static_cast<const std::int8_t*>(keys.data);
+  const auto* v8 = static_cast<const std::int8_t*>(values.data);
+  float p[kAttnKeyBlock];
+  std::int16_t q16[kMaxCompactHeadDim];
+  for (std::int64_t g = 0; g < G; ++g) {
+    const float qscale = quantize_query_i16(q + g * q_stride, D, q16) * scale;
+    float m = -std::numeric_limits<float>::infinity(), l = 0.0f;
+    float* og = out + g * out_stride;
+    std::fill_n(og, D, 0.0f);
+    for (std::int64_t j0 = 0; j0 < n; j0 += kAttnKeyBlock) {
+      const std::int64_t jn = std::min(kAttnKeyBlock, n - j0);
+      float mx = m;
+      bool nan = false;
+      for (std::int64_t j = 0; j < jn; ++j) {
+        const std::int8_t* k = k8 + (j0 + j) * keys.stride;
+        std::int32_t dot = 0;
+        for (std::int64_t d = 0; d < D; ++d) dot += std::int32_t{q16[d]} * k[d];
+        const float s = (static_cast<float>(dot) * keys.scales[(j0 + j) * keys.scale_stride]) * qscale;
+        p[j] = s;
+        nan |= s != s;
+        mx = s > mx ? s : mx;
+      }
+      const float c = std::exp(m - mx);
+      float sum = 0.0f;
+      for (std::int64_t j = 0; j < jn; ++j)
+        sum += (p[j] = nan ? std::numeric_limits<float>::quiet_NaN() : std::exp(p[j] - mx));
+      l = l * c + sum;
+      m = mx;
+      for (std::int64_t d = 0; d < D; ++d) og[d] *= c;
+      for (std::int64_t j = 0; j < jn; ++j) {
+        const float pj = p[j] * values.scales[(j0 + j) * values.scale_stride];
+        const std::int8_t* v = v8 + (j0 + j) * values.stride;
+        for (std::int64_t d = 0; d < D; ++d) og[d] += pj * static_cast<float>(v[d]);
+      }
+    }
+    const float inv = 1.0f / l;
+    for (std::int64_t d = 0; d < D; ++d) og[d] *= inv;
+  }
+}
+
 // R query rows, each with the G query heads of each of Hk KV heads; row r attends to keys
 // [0, n[r]) (n[r] >= 1) of KV heads 0..Hk of keys and values (as in a cache row [Hkv, D]);
 // query head (h, g) of row r is q + r * q_row_stride + (h * G + g) * q_stride and writes
-// out + r * out_row_stride + (h * G + g) * out_stride. Each (row, KV head) is attend_group, so
-// the order is that function's. Never throws.
+// out + r * out_row_stride + (h * G + g) * out_stride. Each (row, KV head) is attend_group
+// (attend_group_i8 for i8 rows), so the order is that function's. Never throws.
 inline void attend(const float* q, std::int64_t q_row_stride, std::int64_t q_stride, std::int64_t R,
                    const std::int64_t* n, std::int64_t G, std::int64_t Hk, const KvRows& keys, const KvRows& values,
                    std::int64_t D, float scale, float* out, std::int64_t out_row_stride,
                    std::int64_t out_stride) noexcept {
+  const auto group = keys.type == KvType::i8 ? &attend_group_i8 : &attend_group;
   for (std::int64_t r = 0; r < R; ++r)
     for (std::int64_t h = 0; h < Hk; ++h)
-      attend_group(q + r * q_row_stride + h * G * q_stride, q_stride, G, keys.at(0, h, D), values.at(0, h, D), n[r],
-                   D, scale, out + r * out_row_stride + h * G * out_stride, out_stride);
+      group(q + r * q_row_stride + h * G * q_stride, q_stride, G, keys.at(0, h, D), values.at(0, h, D), n[r], D,
+            scale, out + r * out_row_stride + h * G * out_stride, out_stride);
 }
 
 }  // namespace ref
