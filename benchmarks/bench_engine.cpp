@@ -672,7 +672,9 @@ void register_model(const char* name, void (*load_fn)(benchmark::State&), void (
   }
   if (heavy) d->Iterations(20); else d->MinTime(2.0);
   // One busy slot of 8 (compare with Decode/slots:1).
-  auto* a = benchmark::RegisterBenchmark((n + "_DecodeActive").c_str(), active_fn)->Unit(benchmark::kMillisecond)->UseRealTime();
+  auto* a = benchmark::RegisterBenchmark((n + "_DecodeActive").c_str(), active_fn)
+                ->Unit(benchmark::kMillisecond)
+                ->UseRealTime();
   a->ArgNames({"slots", "active", "threads"});
   for (auto th : kThreads) a->Args({8, 1, th});
   if (heavy) a->Iterations(20); else a->MinTime(2.0);

@@ -392,13 +392,16 @@ class Progress {
 // One stderr line at start: what the weights and the KV cache take, and in which dtypes.
 template <class Model>
 void report_memory(const nnx::Engine<Model>& engine) {
-  const auto name = [](nnx::DType t) { return t == nnx::DType::i8 ? std::string("int8") : std::string(nnx::dtype_name(t)); };
+  const auto name = [](nnx::DType t) {
+    return t == nnx::DType::i8 ? std::string("int8") : std::string(nnx::dtype_name(t));
+  };
   std::set<std::string> weight_dtypes;
   for (const auto& [path, leaf] : engine.param_spec())
     weight_dtypes.insert(leaf.is_quantized() ? "int8" : name(leaf.dtype()));
   std::string weights;
   for (const std::string& d : weight_dtypes) weights += (weights.empty() ? "" : "+") + d;
-  std::fprintf(stderr, "serve_batch: memory: weights %.1f MB (%s), KV cache %.1f MB (%s, %lld slots x %lld positions)\n",
+  std::fprintf(stderr,
+               "serve_batch: memory: weights %.1f MB (%s), KV cache %.1f MB (%s, %lld slots x %lld positions)\n",
                static_cast<double>(engine.param_bytes()) * 1e-6, weights.c_str(),
                static_cast<double>(engine.kv_cache_bytes()) * 1e-6, name(engine.options().kv_dtype).c_str(),
                static_cast<long long>(engine.num_slots()), static_cast<long long>(engine.max_target_length()));

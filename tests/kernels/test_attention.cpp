@@ -305,7 +305,8 @@ TEST_CASE("attend over i8 rows matches a double reference over the stored values
                values.at(0, 1, D), D, scale, alone.data(), 0, D);
             REQUIRE(std::equal(alone.begin(), alone.end(), got.begin() + r * H * D));
             if (isa == k::Isa::avx2) avx2_out = got;
-            if (isa == k::Isa::avx512) REQUIRE(std::memcmp(avx2_out.data(), got.data(), got.size() * sizeof(float)) == 0);
+            if (isa == k::Isa::avx512)
+              REQUIRE(std::memcmp(avx2_out.data(), got.data(), got.size() * sizeof(float)) == 0);
           }
         }
 }

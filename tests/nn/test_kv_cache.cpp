@@ -133,10 +133,29 @@ TEST_CASE("copy_cache_positions finds slots and positions by axis name", "[nn][k
   // A leaf without the axis names, or a source of another shape, is an error naming the leaf.
   nnx::State bare;
   bare.insert(nnx::Path::parse("b"), nnx::Cache(nnx::Tensor::zeros({2, 3})).state());
-  CHECK_THROWS_WITH(nnx::copy_cache_positions(bare, bare, 0, 1), Catch::Contains("'b'") && Catch::Contains("cache_batch"));
+  CHECK_THROWS_WITH(nnx::copy_cache_positions(bare, bare, 0, 1),
+                    Catch::Contains("'b'") && Catch::Contains("cache_batch"));
   nnx::State wrong;
   wrong.insert(nnx::Path::parse("a"),
                nnx::Cache(nnx::Tensor::zeros({5, 1, 3, 2}, nnx::DType::i8), {"cache_sequence", "cache_batch", "x", "y"})
                    .state());
   CHECK_THROWS_WITH(nnx::copy_cache_positions(wrong, dst, 0, 1), Catch::Contains("'a'"));
+}
+
+// A batch of some of the cache's rows (a decode step of the busy slots) names each row once,
+// inside the cache; anything else is an error naming the row.
+TEST_CASE("Attention checks the cache rows a batch names", "[nn][kv_cache][errors]") {
+  nnx::Rngs rngs{1};
+  nnx::Attention attn(8, {.num_heads = 2, .mode = nnx::Mode::autoregressive, .cache_batch = 3, .cache_length = 4},
+                      rngs);
+  const nnx::Tensor x = nnx::Tensor::zeros({2, 1, 8});
+  const nnx::Tensor pos = nnx::Tensor::zeros({2, 1}, nnx::DType::i32);
+  const std::vector<std::int64_t> good{2, 0}, outside{0, 3}, twice{1, 1}, one{1};
+  CHECK_NOTHROW(attn(x, pos, good));
+  CHECK_THROWS_WITH(attn(x, pos, outside), Catch::Contains("cache row 3") && Catch::Contains("[0, 3)"));
+  CHECK_THROWS_WITH(attn(x, pos, twice), Catch::Contains("both name cache row 1"));
+  CHECK_THROWS_WITH(attn(x, pos, one), Catch::Contains("1 cache rows for an input batch of 2"));
+  CHECK_THROWS_WITH(attn(x, pos), Catch::Contains("the KV cache has 3 rows"));
+  nnx::Attention train(8, {.num_heads = 2}, rngs);
+  CHECK_THROWS_WITH(train(x, pos, good), Catch::Contains("without a KV cache"));
 }

@@ -6,9 +6,11 @@
 // convention (pairs i and i + D/2) with the given theta.
 //
 // The KV cache (nnx/nn/kv_cache.hpp: key and value [B, S, Hkv, D] in f32, bf16 or int8 with
-// scales) exists only in prefill and autoregressive modes. Every row b writes its keys and values at its own positions, and a
-// query at position p attends to cache entries 0..p of its own row: a prefill of a padded
-// prompt never reads its padding, and decoding steps of different rows are independent.
+// scales) exists only in prefill and autoregressive modes. Every row b writes its keys and
+// values at its own positions (in cache row b, or the row cache_rows[b] names: a decode step
+// of some of the cache's rows), and a query at position p attends to cache entries 0..p of its
+// own row: a prefill of a padded prompt never reads its padding, and decoding steps of
+// different rows are independent.
 // Without a cache (train), a query at index t attends to keys 0..t of its sequence.
 //
 // The attention proper is nnx::kernels::attend: per batch row and run of KV heads, the
@@ -155,6 +157,8 @@ struct Attention {
       return kernels::KvRows{t.data<float>() + b * T * Hkv * D, kernels::KvType::f32, Hkv * D};
     };
     const auto cache_row = [&](std::int64_t b) { return cache_rows.empty() ? b : cache_rows[b]; };
+    if (!cache && !cache_rows.empty())
+      throw InvalidArgument("Attention: cache rows given to a " + std::to_string(B) + "-row batch without a KV cache");
     if (cache) {
       const std::int64_t S = cache->length();
       if (cache_rows.empty() && cache->batch() != B)

@@ -152,7 +152,8 @@ inline std::size_t axis_of(const Path& path, const VariableState& leaf, const ch
 inline void copy_cache_positions(const State& src, State& dst, std::int64_t slot, std::int64_t n) {
   for (auto& [path, leaf] : dst) {
     const VariableState* from = src.find(path);
-    if (!from) throw MissingLeafError("copy_cache_positions: the source lacks the cache leaf '" + path.to_string() + "'");
+    if (!from)
+      throw MissingLeafError("copy_cache_positions: the source lacks the cache leaf '" + path.to_string() + "'");
     const std::size_t a = detail::cache::axis_of(path, leaf, "cache_batch");
     const std::size_t s = detail::cache::axis_of(path, leaf, "cache_sequence");
     const Tensor& in = from->tensor();
@@ -174,9 +175,11 @@ inline void copy_cache_positions(const State& src, State& dst, std::int64_t slot
       return p;
     };
     const std::int64_t outer = prod(0, first), middle = prod(first + 1, second);
-    const std::int64_t inner_bytes = prod(second + 1, out.shape().size()) * static_cast<std::int64_t>(dtype_size(out.dtype()));
-    const std::int64_t first_out = out.dim(static_cast<std::int64_t>(first)), second_out = out.dim(static_cast<std::int64_t>(second));
-    const std::int64_t first_in = in.dim(static_cast<std::int64_t>(first)), second_in = in.dim(static_cast<std::int64_t>(second));
+    const std::int64_t inner_bytes =
+        prod(second + 1, out.shape().size()) * static_cast<std::int64_t>(dtype_size(out.dtype()));
+    const auto dim = [](const Tensor& t, std::size_t axis) { return t.dim(static_cast<std::int64_t>(axis)); };
+    const std::int64_t first_out = dim(out, first), second_out = dim(out, second);
+    const std::int64_t first_in = dim(in, first), second_in = dim(in, second);
     const auto* ip = static_cast<const std::byte*>(in.raw_data());
     auto* op = static_cast<std::byte*>(out.raw_data());
     for (std::int64_t o = 0; o < outer; ++o)

@@ -141,12 +141,13 @@ NNX_TARGET_AVX2_FMA inline void pack_rows(const float* src, std::int64_t kv_stri
 // head's rows sit a cache row apart, a stride the hardware prefetcher follows poorly.
 NNX_TARGET_AVX2_FMA inline void widen_rows(const KvRows& src, std::int64_t rows, std::int64_t D, float* dst,
                                            std::int64_t prefetch_rows) noexcept {
-  const std::int64_t full = D / 8 * 8, row_bytes = D * kv_type_bytes(src.type);
+  const std::int64_t full = D / 8 * 8, bytes = kv_type_bytes(src.type), row_bytes = D * bytes;
   const auto base = reinterpret_cast<std::uintptr_t>(src.data);
   for (std::int64_t j = 0; j < rows; ++j) {
     if (j + kKeyBlock < prefetch_rows) {
-      const std::uintptr_t ahead = base + static_cast<std::uintptr_t>((j + kKeyBlock) * src.stride * kv_type_bytes(src.type));
-      for (std::int64_t b = 0; b < row_bytes; b += 64) _mm_prefetch(reinterpret_cast<const char*>(ahead + b), _MM_HINT_T0);
+      const std::uintptr_t ahead = base + static_cast<std::uintptr_t>((j + kKeyBlock) * src.stride * bytes);
+      for (std::int64_t b = 0; b < row_bytes; b += 64)
+        _mm_prefetch(reinterpret_cast<const char*>(ahead + b), _MM_HINT_T0);
     }
     float* o = dst + j * D;
     std::int64_t d = 0;
@@ -338,7 +339,8 @@ NNX_TARGET_AVX2_FMA inline void attend_block_i8(const float* q, std::int64_t q_s
     for (; d < full; d += 8) {
       __m256 o0 = _mm256_mul_ps(_mm256_loadu_ps(og + d), vc);
       for (std::int64_t j = 0; j < jn; ++j) {
-        const __m256i x = _mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(v8 + j * values.stride + d)));
+        const auto* v = reinterpret_cast<const __m128i*>(v8 + j * values.stride + d);
+        const __m256i x = _mm256_cvtepi8_epi32(_mm_loadl_epi64(v));
         o0 = _mm256_fmadd_ps(_mm256_broadcast_ss(pg + j), _mm256_cvtepi32_ps(x), o0);
       }
       _mm256_storeu_ps(og + d, o0);

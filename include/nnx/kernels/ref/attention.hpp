@@ -3,7 +3,8 @@
 // rows every tier reads (KvRows: f32, bf16, or int8 with a scale per position and head).
 //
 //   nnx::kernels::ref::attend_group_f32(q, D, G, keys, values, Hkv * D, n, D, scale, out, D);
-//   const nnx::kernels::KvRows k{keys, nnx::kernels::KvType::f32, Hkv * D}, v{values, nnx::kernels::KvType::f32, Hkv * D};
+//   using nnx::kernels::KvRows, nnx::kernels::KvType;
+//   const KvRows k{keys, KvType::f32, Hkv * D}, v{values, KvType::f32, Hkv * D};
 //   nnx::kernels::ref::attend(q, H * D, D, T, n, G, Hkv, k, v, D, scale, out, H * D, D);
 #pragma once
 
@@ -21,7 +22,9 @@ namespace nnx::kernels {
 // (attend_group_i8); bf16 rows they widen exactly.
 enum class KvType : std::uint8_t { f32, bf16, i8 };
 
-inline constexpr std::int64_t kv_type_bytes(KvType t) noexcept { return t == KvType::f32 ? 4 : t == KvType::bf16 ? 2 : 1; }
+inline constexpr std::int64_t kv_type_bytes(KvType t) noexcept {
+  return t == KvType::f32 ? 4 : t == KvType::bf16 ? 2 : 1;
+}
 
 // Cache rows as the attention kernels read them: element d of KV head h (counted from the head
 // `data` points at) at position j is element j * stride + h * D + d of data, of type `type`;
