@@ -198,7 +198,26 @@ void check_usage_error(const Run& r, const std::string& needle) {
   CHECK(r.err.find(needle) != std::string::npos);
 }
 
+// serve_batch over 2 slots (and `extra` flags) with a greedy request on gpt2_tiny's prompt and
+// a sampled one: each gets what `engine` gives it alone. Returns the run.
+Run check_two_requests(const io_test::TempDir& tmp, const fs::path& model, const std::string& extra,
+                       const nnx::Engine<nnx::Gpt2>& engine, const nnx::State& params) {
+  const Req greedy{"greedy", fixture::expected("gpt2_tiny").prompt, 10, {}, 0, {}};
+  const Req hot{"hot", random_ids(9, 6, 128), 12, {.temperature = 0.9, .top_k = 0, .top_p = 0.95}, 4, {}};
+  const fs::path file = write_file(tmp, "requests.jsonl", {greedy.to_json().dump(), hot.to_json().dump()});
+  const Run run =
+      serve_batch(tmp, "--model " + quote(model.string()) + " --requests " + quote(file.string()) + " --slots 2" + extra);
+  INFO("stderr: " << run.err);
+  REQUIRE(run.code == 0);
+  const auto got = parse_results(run.out);
+  REQUIRE(got.size() == 2);
+  CHECK(got.at("greedy").tokens == alone(engine, params, greedy));
+  CHECK(got.at("hot").tokens == alone(engine, params, hot));
+  return run;
+}
+
 }  // namespace
+
 
 TEST_CASE("serve_batch: each request gets the engine's tokens for it alone, on any slots and threads",
           "[cli][serve_batch]") {
@@ -512,18 +531,7 @@ TEST_CASE("serve_batch: an int8 serve checkpoint is served in int8", "[cli][serv
   nlohmann::json config = cfg.to_json();
   config["quantization"] = q8.quant.to_json();
   nnx::io::save_checkpoint(tmp / "q8", params, {}, config);
-
-  const Req greedy{"greedy", fixture::expected("gpt2_tiny").prompt, 10, {}, 0, {}};
-  const Req hot{"hot", random_ids(9, 6, 128), 12, {.temperature = 0.9, .top_k = 0, .top_p = 0.95}, 4, {}};
-  const fs::path file = write_file(tmp, "requests.jsonl", {greedy.to_json().dump(), hot.to_json().dump()});
-  const Run run = serve_batch(
-      tmp, "--model " + quote((tmp / "q8").string()) + " --requests " + quote(file.string()) + " --slots 2");
-  INFO("stderr: " << run.err);
-  REQUIRE(run.code == 0);
-  const auto got = parse_results(run.out);
-  REQUIRE(got.size() == 2);
-  CHECK(got.at("greedy").tokens == alone(engine, params, greedy));
-  CHECK(got.at("hot").tokens == alone(engine, params, hot));
+  (void)check_two_requests(tmp, tmp / "q8", "", engine, params);
 }
 
 TEST_CASE("serve_batch: --kv-dtype serves the KV cache in bf16 or int8 and reports the memory",
@@ -531,9 +539,6 @@ TEST_CASE("serve_batch: --kv-dtype serves the KV cache in bf16 or int8 and repor
   const fs::path hf = fixture::dir("gpt2_tiny");
   io_test::TempDir tmp;
   const auto cfg = nnx::Gpt2Config::from_json(nnx::read_model_config(hf));
-  const Req greedy{"greedy", fixture::expected("gpt2_tiny").prompt, 10, {}, 0, {}};
-  const Req hot{"hot", random_ids(9, 6, 128), 12, {.temperature = 0.9, .top_k = 0, .top_p = 0.95}, 4, {}};
-  const fs::path file = write_file(tmp, "requests.jsonl", {greedy.to_json().dump(), hot.to_json().dump()});
   // gpt2_tiny: 2 layers of K and V, [2 slots, 64 positions, 4 heads, 16] each; int8 adds a
   // 4-byte scale per (slot, position, head).
   const std::size_t rows = 2 * 2 * 2 * 64 * 4;
@@ -544,23 +549,15 @@ TEST_CASE("serve_batch: --kv-dtype serves the KV cache in bf16 or int8 and repor
     o.kv_dtype = dtype;
     const nnx::Engine<nnx::Gpt2> engine(cfg, o);
     CHECK(engine.kv_cache_bytes() * 2 == kv_bytes);  // one slot
-    const nnx::State params = engine.load_params(hf);
-    const Run run = serve_batch(tmp, "--model " + quote(hf.string()) + " --requests " + quote(file.string()) +
-                                         " --slots 2 --kv-dtype " + flag);
-    INFO("stderr: " << run.err);
-    REQUIRE(run.code == 0);
-    const auto got = parse_results(run.out);
-    REQUIRE(got.size() == 2);
-    CHECK(got.at("greedy").tokens == alone(engine, params, greedy));
-    CHECK(got.at("hot").tokens == alone(engine, params, hot));
+    const Run run = check_two_requests(tmp, hf, std::string(" --kv-dtype ") + flag, engine, engine.load_params(hf));
     char kv[64];
     std::snprintf(kv, sizeof kv, "KV cache %.1f MB (%s, 2 slots x 64 positions)", static_cast<double>(kv_bytes) * 1e-6,
                   flag);
     CHECK(count(run.err, "serve_batch: memory: weights ") == 1);
     CHECK(count(run.err, kv) == 1);
   }
-  check_usage_error(serve_batch(tmp, "--model " + quote(hf.string()) + " --requests " + quote(file.string()) +
-                                         " --slots 2 --kv-dtype f16"),
+  check_usage_error(serve_batch(tmp, "--model " + quote(hf.string()) + " --requests " +
+                                         quote((tmp / "requests.jsonl").string()) + " --slots 2 --kv-dtype f16"),
                     "--kv-dtype: KV cache dtype 'f16'");
 }
 

@@ -12,6 +12,7 @@
 #include <random>
 #include <vector>
 
+#include "nnx/core/dtype.hpp"
 #include "nnx/kernels/attention.hpp"
 #include "../support/tier.hpp"
 
@@ -56,11 +57,12 @@ auto f32_kernel(k::AttendFn fn) {
   };
 }
 
-// f32 -> bf16 bits, round to nearest even (finite inputs).
-std::uint16_t to_bf16(float x) {
-  std::uint32_t b;
-  std::memcpy(&b, &x, sizeof b);
-  return static_cast<std::uint16_t>((b + 0x7FFFu + ((b >> 16) & 1u)) >> 16);
+// Key counts of R query rows over S cached keys: a causal prompt's diagonal for R = 64,
+// scattered counts otherwise.
+std::vector<i64> key_counts(i64 R, i64 S, i64 D, i64 G) {
+  std::vector<i64> n(static_cast<std::size_t>(R));
+  for (i64 r = 0; r < R; ++r) n[static_cast<std::size_t>(r)] = R == 64 ? 80 + r : (r * 41 + 3 * D + G) % S + 1;
+  return n;
 }
 
 }  // namespace
@@ -218,13 +220,12 @@ TEST_CASE("attend over bf16 rows gives the bits of their widened f32 values", "[
             std::vector<std::uint16_t> kb(kf.size()), vb(vf.size());
             std::vector<float> kw(kf.size()), vw(vf.size());  // the same rows widened to f32
             for (std::size_t i = 0; i < kf.size(); ++i) {
-              kb[i] = to_bf16(kf[i]);
-              vb[i] = to_bf16(vf[i]);
+              kb[i] = nnx::f32_to_bf16_bits(kf[i]);
+              vb[i] = nnx::f32_to_bf16_bits(vf[i]);
               kw[i] = k::KvRows{kb.data(), k::KvType::bf16, 1}.value(static_cast<i64>(i), 0);
               vw[i] = k::KvRows{vb.data(), k::KvType::bf16, 1}.value(static_cast<i64>(i), 0);
             }
-            std::vector<i64> n(static_cast<std::size_t>(R));
-            for (i64 r = 0; r < R; ++r) n[static_cast<std::size_t>(r)] = R == 64 ? 80 + r : (r * 41 + 3 * D + G) % S + 1;
+            const std::vector<i64> n = key_counts(R, S, D, G);
             const float scale = 1.0f / std::sqrt(static_cast<float>(D));
             const k::KvRows keys{kb.data(), k::KvType::bf16, kv_stride}, values{vb.data(), k::KvType::bf16, kv_stride};
             std::vector<float> want(q.size()), got(q.size());
@@ -262,8 +263,7 @@ TEST_CASE("attend over i8 rows matches a double reference over the stored values
           }
           const k::KvRows keys{ki.data(), k::KvType::i8, kv_stride, scales.data(), kv_heads};
           const k::KvRows values{vi.data(), k::KvType::i8, kv_stride, scales.data() + S * kv_heads, kv_heads};
-          std::vector<i64> n(static_cast<std::size_t>(R));
-          for (i64 r = 0; r < R; ++r) n[static_cast<std::size_t>(r)] = R == 64 ? 80 + r : (r * 41 + 3 * D + G) % S + 1;
+          const std::vector<i64> n = key_counts(R, S, D, G);
           const float scale = 1.0f / std::sqrt(static_cast<float>(D));
           // The double reference: every (row, query head) over the widened keys and values of KV
           // heads 1..Hk, with its query as the kernel quantizes it.
@@ -325,6 +325,6 @@ TEST_CASE("KvRows widens bf16 and i8 elements exactly", "[kernels][attention]") 
   const k::KvRows bf{b, k::KvType::bf16, 2};
   CHECK(bf.value(0, 0) == 1.0f);
   CHECK(bf.value(0, 1) == -3.0f);
-  CHECK(to_bf16(1.00390625f) == 0x3F80);  // a tie rounds to even
-  CHECK(to_bf16(1.01171875f) == 0x3F82);
+  CHECK(nnx::f32_to_bf16_bits(1.00390625f) == 0x3F80);  // a tie rounds to even
+  CHECK(nnx::f32_to_bf16_bits(1.01171875f) == 0x3F82);
 }

@@ -38,7 +38,6 @@
 #include <algorithm>
 #include <concepts>
 #include <cstdint>
-#include <cstring>
 #include <filesystem>
 #include <limits>
 #include <optional>
@@ -369,10 +368,15 @@ class Engine {
     }
     if (active == options_.slots) {
       result.logits = std::move(logits);
-    } else {
-      result.logits = Tensor::zeros({options_.slots, vocab_});
-      for (std::int64_t a = 0; a < active; ++a)
-        result.logits.select(rows[static_cast<std::size_t>(a)]).copy_from(logits.select(a));
+    } else {  // each slot's row: its logits, or zeros
+      result.logits = Tensor::empty({options_.slots, vocab_});
+      for (std::size_t i = 0, a = 0; i < n; ++i) {
+        Tensor row = result.logits.select(static_cast<std::int64_t>(i));
+        if (a < rows.size() && rows[a] == static_cast<std::int64_t>(i))
+          row.copy_from(logits.select(static_cast<std::int64_t>(a++)));
+        else
+          row.fill(0.0f);
+      }
     }
     // Every slot is sampled before any changes: nothing can throw once slots do.
     std::vector<std::optional<SampledToken>> sampled(n);  // nullopt: the slot's logits diverged

@@ -167,31 +167,30 @@ inline void copy_cache_positions(const State& src, State& dst, std::int64_t slot
       throw InvalidArgument("copy_cache_positions: slot " + std::to_string(slot) + " and " + std::to_string(n) +
                             " positions outside cache leaf '" + path.to_string() + "' " + to_string(out.shape()));
     if (out.use_count() > 1) out = out.clone();
-    // Row-major: [outer..., first, middle..., second, inner...] with {first, second} = {a, s}.
+    // Both tensors are row-major [outer..., first, middle..., second, inner...] with {first,
+    // second} = {a, s}; a position p of the slot is (slot, p) or (p, slot) in (first, second).
     const std::size_t first = std::min(a, s), second = std::max(a, s);
+    const auto dim = [](const Tensor& t, std::size_t axis) { return t.dim(static_cast<std::int64_t>(axis)); };
     const auto prod = [&](std::size_t i0, std::size_t i1) {
       std::int64_t p = 1;
-      for (std::size_t i = i0; i < i1; ++i) p *= out.dim(static_cast<std::int64_t>(i));
+      for (std::size_t i = i0; i < i1; ++i) p *= dim(out, i);
       return p;
     };
     const std::int64_t outer = prod(0, first), middle = prod(first + 1, second);
-    const std::int64_t inner_bytes =
-        prod(second + 1, out.shape().size()) * static_cast<std::int64_t>(dtype_size(out.dtype()));
-    const auto dim = [](const Tensor& t, std::size_t axis) { return t.dim(static_cast<std::int64_t>(axis)); };
-    const std::int64_t first_out = dim(out, first), second_out = dim(out, second);
-    const std::int64_t first_in = dim(in, first), second_in = dim(in, second);
+    const std::int64_t inner =
+        prod(second + 1, out.shape().size()) * static_cast<std::int64_t>(dtype_size(out.dtype()));  // bytes
+    const auto offset = [&](const Tensor& t, std::int64_t o, std::int64_t i, std::int64_t m, std::int64_t j) {
+      return (((o * dim(t, first) + i) * middle + m) * dim(t, second) + j) * inner;
+    };
     const auto* ip = static_cast<const std::byte*>(in.raw_data());
     auto* op = static_cast<std::byte*>(out.raw_data());
+    const bool batch_first = a == first;
     for (std::int64_t o = 0; o < outer; ++o)
-      for (std::int64_t i = 0; i < (a == first ? 1 : n); ++i)       // the first of the two axes
-        for (std::int64_t m = 0; m < middle; ++m)
-          for (std::int64_t j = 0; j < (a == first ? n : 1); ++j) {  // the second
-            const std::int64_t out_first = a == first ? slot : i, out_second = a == first ? j : slot;
-            const std::int64_t in_first = a == first ? 0 : i, in_second = a == first ? j : 0;
-            std::memcpy(op + (((o * first_out + out_first) * middle + m) * second_out + out_second) * inner_bytes,
-                        ip + (((o * first_in + in_first) * middle + m) * second_in + in_second) * inner_bytes,
-                        static_cast<std::size_t>(inner_bytes));
-          }
+      for (std::int64_t m = 0; m < middle; ++m)
+        for (std::int64_t p = 0; p < n; ++p)
+          std::memcpy(op + (batch_first ? offset(out, o, slot, m, p) : offset(out, o, p, m, slot)),
+                      ip + (batch_first ? offset(in, o, 0, m, p) : offset(in, o, p, m, 0)),
+                      static_cast<std::size_t>(inner));
   }
 }
 

@@ -134,36 +134,24 @@ NNX_TARGET_AVX2_FMA inline void pack_rows(const float* src, std::int64_t kv_stri
   for (std::int64_t j = 0; j < rows; ++j) std::copy_n(src + j * kv_stride, D, dst + j * D);
 }
 
-// Rows [0, rows) of src's first head widened into dst, D floats each, contiguous: ref's
-// widen_rows, 8 elements at a time (bf16: a shift; i8: an exact conversion, then the one
-// rounded product by the row's scale). Row j + kKeyBlock (the same row of the next block,
-// read after every other head's part of this one) is prefetched while below prefetch_rows: a
-// head's rows sit a cache row apart, a stride the hardware prefetcher follows poorly.
-NNX_TARGET_AVX2_FMA inline void widen_rows(const KvRows& src, std::int64_t rows, std::int64_t D, float* dst,
-                                           std::int64_t prefetch_rows) noexcept {
-  const std::int64_t full = D / 8 * 8, bytes = kv_type_bytes(src.type), row_bytes = D * bytes;
-  const auto base = reinterpret_cast<std::uintptr_t>(src.data);
+// Rows [0, rows) of bf16 src's first head widened (exactly: a shift) into dst, D floats each,
+// contiguous. Row j + kKeyBlock (the same row of the next block, read after every other
+// head's part of this one) is prefetched while below prefetch_rows: a head's rows sit a cache
+// row apart, a stride the hardware prefetcher follows poorly.
+NNX_TARGET_AVX2_FMA inline void widen_bf16_rows(const KvRows& src, std::int64_t rows, std::int64_t D, float* dst,
+                                                std::int64_t prefetch_rows) noexcept {
+  const std::int64_t full = D / 8 * 8, row_bytes = D * 2;
+  const auto* x = static_cast<const std::uint16_t*>(src.data);
   for (std::int64_t j = 0; j < rows; ++j) {
-    if (j + kKeyBlock < prefetch_rows) {
-      const std::uintptr_t ahead = base + static_cast<std::uintptr_t>((j + kKeyBlock) * src.stride * bytes);
+    if (j + kKeyBlock < prefetch_rows)
       for (std::int64_t b = 0; b < row_bytes; b += 64)
-        _mm_prefetch(reinterpret_cast<const char*>(ahead + b), _MM_HINT_T0);
-    }
+        _mm_prefetch(reinterpret_cast<const char*>(x + (j + kKeyBlock) * src.stride) + b, _MM_HINT_T0);
+    const std::uint16_t* row = x + j * src.stride;
     float* o = dst + j * D;
     std::int64_t d = 0;
-    if (src.type == KvType::bf16) {
-      const auto* x = static_cast<const std::uint16_t*>(src.data) + j * src.stride;
-      for (; d < full; d += 8) {
-        const __m256i h = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(x + d)));
-        _mm256_storeu_ps(o + d, _mm256_castsi256_ps(_mm256_slli_epi32(h, 16)));
-      }
-    } else if (src.type == KvType::i8) {
-      const auto* x = static_cast<const std::int8_t*>(src.data) + j * src.stride;
-      const __m256 scale = _mm256_set1_ps(src.scales[j * src.scale_stride]);
-      for (; d < full; d += 8) {
-        const __m256i i = _mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(x + d)));
-        _mm256_storeu_ps(o + d, _mm256_mul_ps(_mm256_cvtepi32_ps(i), scale));
-      }
+    for (; d < full; d += 8) {
+      const __m256i h = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(row + d)));
+      _mm256_storeu_ps(o + d, _mm256_castsi256_ps(_mm256_slli_epi32(h, 16)));
     }
     for (; d < D; ++d) o[d] = src.value(j, d);
   }
@@ -363,7 +351,7 @@ NNX_TARGET_AVX2_FMA inline void attend_block_i8(const float* q, std::int64_t q_s
 // on where group boundaries fall); the exponentials are exp_nonpositive (2 ulp), their sum 8
 // lanes then hsum; each output float one FMA chain over j. Key and value rows are prefetched
 // kPrefetchKeys ahead by a pass's first row. bf16 rows (D <= kMaxCompactHeadDim) are widened
-// a block of one head at a time (widen_rows) and read from that copy: the bits are those of
+// a block of one head at a time (widen_bf16_rows) and read from that copy: the bits are those of
 // f32 rows holding the widened values. i8 rows are read as stored (attend_block_i8): scores by
 // vpmaddwd against the query in int16, values converted in registers.
 NNX_TARGET_AVX2_FMA inline void attend(const float* q, std::int64_t q_row_stride, std::int64_t q_stride,
@@ -371,7 +359,6 @@ NNX_TARGET_AVX2_FMA inline void attend(const float* q, std::int64_t q_row_stride
                                        const KvRows& keys, const KvRows& values, std::int64_t D, float scale,
                                        float* out, std::int64_t out_row_stride, std::int64_t out_stride) noexcept {
   namespace a = detail::attn;
-  const bool compact = keys.type != KvType::f32;
   const std::int64_t kv_stride = keys.stride;
   const std::int64_t H = G * Hk;
   const std::int64_t heads_per_pass = std::min(H, a::kStatesPerPass);
@@ -419,9 +406,9 @@ NNX_TARGET_AVX2_FMA inline void attend(const float* q, std::int64_t q_row_stride
           const float* block_keys = packed[0];
           const float* block_values = packed[1];
           std::int64_t stride = D, prefetch = 0;
-          if (compact) {
-            a::widen_rows(keys.at(j0, h, D), jmax, D, packed[0], n_max - j0);
-            a::widen_rows(values.at(j0, h, D), jmax, D, packed[1], n_max - j0);
+          if (keys.type == KvType::bf16) {
+            a::widen_bf16_rows(keys.at(j0, h, D), jmax, D, packed[0], n_max - j0);
+            a::widen_bf16_rows(values.at(j0, h, D), jmax, D, packed[1], n_max - j0);
           } else {
             const std::int64_t kv = j0 * kv_stride + h * D;
             block_keys = static_cast<const float*>(keys.data) + kv;

@@ -386,7 +386,7 @@ NNX_TARGET_AVX512 inline void attend_pairs(const PairState* pairs, int count, bo
 // the contract of ref::attend in the order this header states. Blocks of 64 keys are taken
 // for every KV head of the call before the next block (a decode reads the cache's [Hkv, D] rows
 // whole); rows are taken kStatesPerPass / (G Hk) at a time. bf16 rows (D <= kMaxCompactHeadDim)
-// are widened a block of one head at a time (avx2's widen_rows) and tiled as a prefill's copies
+// are widened a block of one head at a time (avx2's widen_bf16_rows) and tiled as a prefill's copies
 // are; i8 rows run avx2's kernel.
 NNX_TARGET_AVX512 inline void attend(const float* q, std::int64_t q_row_stride, std::int64_t q_stride,
                                      std::int64_t R, const std::int64_t* n, std::int64_t G, std::int64_t Hk,
@@ -400,7 +400,7 @@ NNX_TARGET_AVX512 inline void attend(const float* q, std::int64_t q_row_stride, 
   if ((R == 1 && G == 1) || D > a::kMaxPackedD || keys.type == KvType::i8)
     return avx2::attend(q, q_row_stride, q_stride, R, n, G, Hk, keys, values, D, scale, out, out_row_stride,
                         out_stride);
-  const bool compact = keys.type != KvType::f32;
+  const bool bf16 = keys.type == KvType::bf16;
   const std::int64_t kv_stride = keys.stride;
   alignas(64) static thread_local float packed[2][a::kKeyBlock * a::kMaxPackedD];
   const std::int64_t H = G * Hk;
@@ -432,7 +432,7 @@ NNX_TARGET_AVX512 inline void attend(const float* q, std::int64_t q_row_stride, 
         // and its pairs tiled over them. One row (decode): the pairs of consecutive KV heads
         // share tiles, each reading its own rows in the cache, so a tile's FMA chains are
         // independent (one head's 4 output registers alone would wait on FMA latency).
-        const bool pack = readers > 1 || compact;
+        const bool pack = readers > 1 || bf16;
         const std::int64_t stride = pack ? D : kv_stride;
         a::PairState tile[a::kTilePairs];
         int count = 0;
@@ -441,10 +441,10 @@ NNX_TARGET_AVX512 inline void attend(const float* q, std::int64_t q_row_stride, 
           const float* block_keys = packed[0];
           const float* block_values = packed[1];
           std::int64_t prefetch = 0;
-          if (compact) {  // the keys widened in packed[1], then laid out in register order
-            avx2::detail::attn::widen_rows(keys.at(j0, h, D), jmax, D, packed[1], n_max - j0);
+          if (bf16) {  // the keys widened in packed[1], then laid out in register order
+            avx2::detail::attn::widen_bf16_rows(keys.at(j0, h, D), jmax, D, packed[1], n_max - j0);
             a::pack_keys_paired(packed[1], D, jmax, D, packed[0]);
-            avx2::detail::attn::widen_rows(values.at(j0, h, D), jmax, D, packed[1], n_max - j0);
+            avx2::detail::attn::widen_bf16_rows(values.at(j0, h, D), jmax, D, packed[1], n_max - j0);
           } else if (pack) {
             a::pack_keys_paired(static_cast<const float*>(keys.data) + kv, kv_stride, jmax, D, packed[0]);
             a::pack_rows(static_cast<const float*>(values.data) + kv, kv_stride, jmax, D, packed[1]);

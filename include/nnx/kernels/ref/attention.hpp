@@ -61,17 +61,11 @@ struct KvRows {
 };
 
 // Head sizes up to which the kernels attend over bf16 and i8 rows: the vectorized tiers widen
-// a block of 64 bf16 rows of one head at a time into a fixed buffer, and an i8 score's integer
+// a block of 64 bf16 rows of one head at a time into a fixed buffer (widen_bf16_rows), and an i8 score's integer
 // sum stays within int32 (32767 * 127 * 256 < 2^31).
 inline constexpr std::int64_t kMaxCompactHeadDim = 256;
 
 namespace ref {
-
-// Rows [0, rows) of the first head of src, D elements each, widened into dst (D floats apart).
-inline void widen_rows(const KvRows& src, std::int64_t rows, std::int64_t D, float* dst) noexcept {
-  for (std::int64_t j = 0; j < rows; ++j)
-    for (std::int64_t d = 0; d < D; ++d) dst[j * D + d] = src.value(j, d);
-}
 
 // Keys per block of the online softmax, and query heads handled in one pass over the keys:
 // the scores of one block for those heads live on the stack.
