@@ -1,7 +1,12 @@
 // generate — greedy decoding from a Hugging Face directory or a native nnxcpp checkpoint.
 //
 //   generate --model PATH --prompt-ids 1,2,3 --max-new-tokens 16 [--dump-logits FILE] [--verify]
+//            [--weight-dtype auto|f32|bf16|f16]
 //   generate --help
+//
+// --weight-dtype: the dtype of the weights not quantized. auto (the default) serves them as
+// the checkpoint stores them (a bf16 model is read in place and computed in bf16 weights, f32
+// activations); f32, bf16 or f16 converts them once at load.
 //
 // --verify recomputes a native checkpoint's per-file checksums before loading (exit 2 on a
 // mismatch, naming the file, or when there is nothing to verify).
@@ -38,6 +43,7 @@ namespace {
 
 constexpr const char* kUsage =
     "usage: generate --model PATH --prompt-ids 1,2,3 --max-new-tokens N [--dump-logits FILE] [--verify]\n"
+    "                [--weight-dtype auto|f32|bf16|f16]\n"
     "Greedy decoding from a Hugging Face directory or a native nnxcpp checkpoint (gpt2, llama).\n"
     "Prints the generated token ids on one line; errors are one line on stderr, exit code 2.\n";
 
@@ -50,6 +56,7 @@ struct Args {
   std::vector<std::int64_t> prompt;
   std::int64_t max_new_tokens = -1;
   std::string dump_logits;
+  nnx::WeightDType weight_dtype = nnx::WeightDType::as_stored;
   bool help = false;
   bool verify = false;
 };
@@ -104,6 +111,12 @@ Args parse_args(int argc, char** argv) {
         throw UsageError("--max-new-tokens: '" + value + "' is not a non-negative integer");
     } else if (flag == "--dump-logits") {
       a.dump_logits = value;
+    } else if (flag == "--weight-dtype") {
+      try {
+        a.weight_dtype = nnx::parse_weight_dtype(value);
+      } catch (const nnx::InvalidArgument& e) {
+        throw UsageError(flag + ": " + e.what());
+      }
     } else {
       throw UsageError("unknown option " + flag);
     }
@@ -129,20 +142,27 @@ std::int64_t argmax(const float* row, std::int64_t n, std::int64_t position) {
 }
 
 // Builds Model from its config without allocating weights (int8 where the checkpoint is
-// quantized), then loads the weights.
+// quantized, 16-bit where it stores 16-bit weights), then loads the weights (a Hugging Face
+// file straight into `weight_dtype`, a native checkpoint as stored and then converted).
 template <class Model, class Config>
 Model load(const std::filesystem::path& path, const Config& cfg, const nnx::QuantConfig& quant, bool hugging_face,
-           std::int64_t cache_length) {
+           std::int64_t cache_length, nnx::WeightDType weight_dtype) {
   nnx::Rngs rngs{0};
   Model abstract = nnx::eval_shape([&] {
     return Model(cfg, nnx::Mode::autoregressive, rngs, {.cache_batch = 1, .cache_length = cache_length});
   });
+  const nnx::DType stored = hugging_face ? nnx::io::HfCheckpoint::open(path).stored_weight_dtype()
+                                         : nnx::io::checkpoint_weight_dtype(path);
+  const nnx::DType served = weight_dtype == nnx::WeightDType::as_stored ? stored : nnx::to_dtype(weight_dtype);
+  nnx::cast_weights(abstract, hugging_face ? served : stored);
   nnx::quantize(abstract, quant, nnx::QuantMode::serve);
   auto [graphdef, params, cache] = nnx::split(abstract, nnx::of<nnx::Param>, nnx::everything);
   nnx::State weights = hugging_face ? nnx::io::HfCheckpoint::open(path).read_params(params)
                                     : nnx::io::restore_checkpoint(path, params);
   nnx::State zeros = cache.map([](const nnx::Tensor& t) { return nnx::Tensor::zeros(t.shape(), t.dtype()); });
-  return nnx::merge(graphdef, std::move(weights), std::move(zeros));
+  Model model = nnx::merge(graphdef, std::move(weights), std::move(zeros));
+  nnx::cast_weights(model, served);
+  return model;
 }
 
 template <class Model, class Config>
@@ -158,7 +178,7 @@ std::vector<std::int64_t> run(const Args& args, const Config& cfg, const nnx::Qu
     throw nnx::InvalidArgument("prompt of " + std::to_string(T) + " tokens plus " +
                                std::to_string(args.max_new_tokens) + " new tokens exceeds the context length " +
                                std::to_string(context));
-  Model model = load<Model>(args.model, cfg, quant, hugging_face, T + args.max_new_tokens);
+  Model model = load<Model>(args.model, cfg, quant, hugging_face, T + args.max_new_tokens, args.weight_dtype);
 
   std::vector<std::int32_t> ids(args.prompt.begin(), args.prompt.end());
   auto tokens = nnx::Tensor::from_vector(ids, {1, T});

@@ -3,6 +3,7 @@
 //
 //   serve_batch --model PATH --requests FILE --slots B
 //               [--max-target-length N] [--max-prefill-length N] [--threads N] [--kv-dtype T]
+//               [--weight-dtype T]
 //
 //   --model PATH              a Hugging Face directory (config.json + safetensors) or a native
 //                             checkpoint (nnx::io::save_checkpoint with a config holding
@@ -21,6 +22,10 @@
 //   --kv-dtype f32|bf16|int8  the KV cache's dtype (default f32): bf16 halves its memory and
 //                             the bytes a decode step reads, int8 quarters them (plus a scale
 //                             per position and KV head); nnx/nn/kv_cache.hpp states the numerics
+//   --weight-dtype auto|f32|bf16|f16
+//                             the dtype of the weights not quantized (default auto: as the
+//                             checkpoint stores them, so a bf16 model is served in bf16,
+//                             read in place from the file); others convert once at load
 //   --verify                  recompute a native checkpoint's per-file checksums before
 //                             loading (exit 2 on a mismatch, or when there is nothing to verify)
 //   --help                    this text
@@ -130,7 +135,8 @@ using nlohmann::json;
 
 constexpr const char* kUsage =
     "usage: serve_batch --model PATH --requests FILE --slots B [--max-target-length N]\n"
-    "                   [--max-prefill-length N] [--threads N] [--kv-dtype f32|bf16|int8] [--verify]\n"
+    "                   [--max-prefill-length N] [--threads N] [--kv-dtype f32|bf16|int8]\n"
+    "                   [--weight-dtype auto|f32|bf16|f16] [--verify]\n"
     "Runs the JSON-lines requests of FILE (\"-\": stdin) over B decode slots with continuous\n"
     "batching; one JSON line per finished request on stdout, progress and a summary on stderr.\n"
     "A request line: {\"id\": \"a\", \"prompt_ids\": [1,2,3], \"max_new_tokens\": 16,\n"
@@ -150,6 +156,7 @@ struct Args {
   std::int64_t max_prefill_length = 512;
   int threads = 0;  // 0: leave the thread count as it is
   nnx::DType kv_dtype = nnx::DType::f32;
+  nnx::WeightDType weight_dtype = nnx::WeightDType::as_stored;
   bool help = false;
   bool verify = false;
 };
@@ -180,7 +187,8 @@ Args parse_args(int argc, char** argv) {
       continue;
     }
     if (flag != "--model" && flag != "--requests" && flag != "--slots" && flag != "--max-target-length" &&
-        flag != "--max-prefill-length" && flag != "--threads" && flag != "--kv-dtype")
+        flag != "--max-prefill-length" && flag != "--threads" && flag != "--kv-dtype" &&
+        flag != "--weight-dtype")
       throw UsageError("unknown option " + flag + " (see --help)");
     if (i + 1 >= argc) throw UsageError(flag + ": missing value");
     const std::string value = argv[++i];
@@ -194,9 +202,12 @@ Args parse_args(int argc, char** argv) {
       a.max_target_length = parse_int(flag, value, 2);
     } else if (flag == "--max-prefill-length") {
       a.max_prefill_length = parse_int(flag, value, 1);
-    } else if (flag == "--kv-dtype") {
+    } else if (flag == "--kv-dtype" || flag == "--weight-dtype") {
       try {
-        a.kv_dtype = nnx::parse_kv_cache_dtype(value);
+        if (flag == "--kv-dtype")
+          a.kv_dtype = nnx::parse_kv_cache_dtype(value);
+        else
+          a.weight_dtype = nnx::parse_weight_dtype(value);
       } catch (const nnx::InvalidArgument& e) {
         throw UsageError(flag + ": " + e.what());
       }
@@ -391,18 +402,18 @@ class Progress {
 
 // One stderr line at start: what the weights and the KV cache take, and in which dtypes.
 template <class Model>
-void report_memory(const nnx::Engine<Model>& engine) {
+void report_memory(const nnx::Engine<Model>& engine, const nnx::State& params) {
   const auto name = [](nnx::DType t) {
     return t == nnx::DType::i8 ? std::string("int8") : std::string(nnx::dtype_name(t));
   };
   std::set<std::string> weight_dtypes;
-  for (const auto& [path, leaf] : engine.param_spec())
+  for (const auto& [path, leaf] : params)
     weight_dtypes.insert(leaf.is_quantized() ? "int8" : name(leaf.dtype()));
   std::string weights;
   for (const std::string& d : weight_dtypes) weights += (weights.empty() ? "" : "+") + d;
   std::fprintf(stderr,
                "serve_batch: memory: weights %.1f MB (%s), KV cache %.1f MB (%s, %lld slots x %lld positions)\n",
-               static_cast<double>(engine.param_bytes()) * 1e-6, weights.c_str(),
+               static_cast<double>(params.nbytes()) * 1e-6, weights.c_str(),
                static_cast<double>(engine.kv_cache_bytes()) * 1e-6, name(engine.options().kv_dtype).c_str(),
                static_cast<long long>(engine.num_slots()), static_cast<long long>(engine.max_target_length()));
 }
@@ -493,9 +504,11 @@ int run(const Args& args, const nlohmann::json& config, const std::vector<std::s
   options.slots = std::max<std::int64_t>(1, std::min(args.slots, valid));  // an unused slot still costs its cache
   options.quant = nnx::QuantConfig::of_model_config(config);  // an int8 serve checkpoint loads as int8
   options.kv_dtype = args.kv_dtype;
+  options.weight_dtype = args.weight_dtype;
   const nnx::Engine<Model> engine(Config::from_json(config), options);
-  nnx::Scheduler<Model> scheduler(engine, engine.load_params(args.model));
-  report_memory(engine);
+  nnx::State params = engine.load_params(args.model);
+  report_memory(engine, params);
+  nnx::Scheduler<Model> scheduler(engine, std::move(params));
 
   // Every bad line is reported before serving starts, in line order.
   std::unordered_map<std::string, std::size_t> line_of;  // id -> line number

@@ -4,3 +4,4 @@
 #include "nnx/ops/quantized.hpp"
 #include "nnx/quant/config.hpp"
 #include "nnx/quant/quantize.hpp"
+#include "nnx/quant/weight_dtype.hpp"

@@ -7,6 +7,7 @@
 #include <cstring>
 #include <filesystem>
 #include <limits>
+#include <set>
 #include <vector>
 
 #include <nnx/engine.hpp>
@@ -149,6 +150,54 @@ TEST_CASE("engine greedy decoding matches PyTorch on the reference fixtures", "[
   check(nnx::Engine<nnx::Llama>(llama, {.max_prefill_length = 64, .max_target_length = 40, .slots = 2}), "llama_tiny");
 }
 
+TEST_CASE("bf16 and f16 checkpoints are served as stored and decode as PyTorch does on their weights",
+          "[engine][reference][weights]") {
+  auto check = [](const auto& engine, const std::string& name, nnx::DType served) {
+    INFO(name << " served in " << nnx::dtype_name(served));
+    const auto expected = fixture::expected(name);
+    const nnx::State params = engine.load_params(fixture::dir(name));
+    std::set<nnx::DType> dtypes;
+    for (const auto& [path, leaf] : params) dtypes.insert(leaf.dtype());
+    // Weights in the served dtype; norm scales (and GPT-2's biases) stay f32.
+    CHECK(dtypes == (served == nnx::DType::f32 ? std::set{nnx::DType::f32} : std::set{nnx::DType::f32, served}));
+    nnx::DecodeState state = engine.init_decode_state();
+    nnx::Prefix p = prefill(engine, params, expected.prompt, nnx::SamplingParams::greedy(), 0,
+                            stop_after(static_cast<std::int64_t>(expected.greedy.size())));
+    CHECK(fixture::max_abs_diff(p.last_logits, expected.logits.select(static_cast<std::int64_t>(expected.prompt.size()) - 1)) < 1e-4);
+    Ids tokens{p.token};
+    state = engine.insert(p, std::move(state), 0);
+    while (!state.slots[0].done) {
+      auto [next, result] = engine.generate(params, std::move(state));
+      state = std::move(next);
+      tokens.push_back(result.at(0).token);
+    }
+    CHECK(tokens == expected.greedy);
+    return params;
+  };
+  const auto llama = nnx::LlamaConfig::from_json(nnx::read_model_config(fixture::dir("llama_tiny_bf16")));
+  const nnx::EngineOptions options{.max_prefill_length = 64, .max_target_length = 40, .slots = 2};
+  using nnx::DType;
+  const nnx::Engine<nnx::Llama> as_stored(llama, options);
+  const nnx::State bf16 = check(as_stored, "llama_tiny_bf16", DType::bf16);
+  (void)check(as_stored, "llama_tiny_f16", DType::f16);
+  (void)check(as_stored, "llama_tiny", DType::f32);
+  // Converted at load: a bf16 file served in f32 gives the same tokens.
+  nnx::EngineOptions to_f32 = options;
+  to_f32.weight_dtype = nnx::WeightDType::f32;
+  (void)check(nnx::Engine<nnx::Llama>(llama, to_f32), "llama_tiny_bf16", DType::f32);
+  const auto gpt2 = nnx::Gpt2Config::from_json(nnx::read_model_config(fixture::dir("gpt2_small_f16")));
+  (void)check(nnx::Engine<nnx::Gpt2>(gpt2, {.max_prefill_length = 4, .max_target_length = 32, .slots = 1}),
+              "gpt2_small_f16", DType::f16);
+
+  // A native checkpoint of bf16 parameters loads back as bf16, or converted where asked.
+  io_test::TempDir tmp;
+  nnx::io::save_checkpoint(tmp / "ckpt", bf16, {}, llama.to_json());
+  CHECK(nnx::io::checkpoint_weight_dtype(tmp / "ckpt") == DType::bf16);
+  CHECK(as_stored.load_params(tmp / "ckpt") == bf16);
+  const nnx::State widened = nnx::Engine<nnx::Llama>(llama, to_f32).load_params(tmp / "ckpt");
+  CHECK(widened == nnx::Engine<nnx::Llama>(llama, to_f32).load_params(fixture::dir("llama_tiny_bf16")));
+}
+
 TEST_CASE("chunked and extended prefills equal one long prefill bit for bit", "[engine][prefill]") {
   const nnx::Engine<nnx::Llama> whole(small_llama(), {.max_prefill_length = 64, .max_target_length = 40, .slots = 2});
   const nnx::Engine<nnx::Llama> chunked(small_llama(), {.max_prefill_length = 3, .max_target_length = 40, .slots = 2});
@@ -232,19 +281,20 @@ TEST_CASE("a request's tokens and logits do not depend on its neighbours or its 
     other.seed = 22;
     CHECK(run(alone_engine, params, {other})[0].tokens != alone.tokens);
   };
-  for (nnx::DType kv : {nnx::DType::f32, nnx::DType::bf16, nnx::DType::i8}) {
-    INFO("KV cache " << nnx::dtype_name(kv));
-    check(nnx::Engine<nnx::Gpt2>(small_gpt2(),
-                                 {.max_prefill_length = 4, .max_target_length = 40, .slots = 1, .kv_dtype = kv}),
-          nnx::Engine<nnx::Gpt2>(small_gpt2(),
-                                 {.max_prefill_length = 5, .max_target_length = 40, .slots = 4, .kv_dtype = kv}),
-          3);
-    check(nnx::Engine<nnx::Llama>(small_llama(),
-                                  {.max_prefill_length = 8, .max_target_length = 40, .slots = 1, .kv_dtype = kv}),
-          nnx::Engine<nnx::Llama>(small_llama(),
-                                  {.max_prefill_length = 2, .max_target_length = 40, .slots = 3, .kv_dtype = kv}),
-          4);
-  }
+  for (nnx::DType kv : {nnx::DType::f32, nnx::DType::bf16, nnx::DType::i8})
+    for (nnx::WeightDType w : {nnx::WeightDType::f32, nnx::WeightDType::bf16, nnx::WeightDType::f16}) {
+      INFO("KV cache " << nnx::dtype_name(kv) << ", weights " << nnx::weight_dtype_name(w));
+      check(nnx::Engine<nnx::Gpt2>(small_gpt2(), {.max_prefill_length = 4, .max_target_length = 40, .slots = 1,
+                                                  .kv_dtype = kv, .weight_dtype = w}),
+            nnx::Engine<nnx::Gpt2>(small_gpt2(), {.max_prefill_length = 5, .max_target_length = 40, .slots = 4,
+                                                  .kv_dtype = kv, .weight_dtype = w}),
+            3);
+      check(nnx::Engine<nnx::Llama>(small_llama(), {.max_prefill_length = 8, .max_target_length = 40, .slots = 1,
+                                                    .kv_dtype = kv, .weight_dtype = w}),
+            nnx::Engine<nnx::Llama>(small_llama(), {.max_prefill_length = 2, .max_target_length = 40, .slots = 3,
+                                                    .kv_dtype = kv, .weight_dtype = w}),
+            4);
+    }
 }
 
 TEST_CASE("a request's tokens and logits do not depend on the thread count", "[engine][invariance][threads]") {
@@ -257,12 +307,13 @@ TEST_CASE("a request's tokens and logits do not depend on the thread count", "[e
     const Request b{{1, 2, 3}, nnx::SamplingParams::greedy(), 5, 1, 2, 12};
     return run(engine, params, {a, b});
   };
-  for (nnx::DType kv : {nnx::DType::f32, nnx::DType::bf16, nnx::DType::i8}) {
-    INFO("KV cache " << nnx::dtype_name(kv));
-    const nnx::Engine<nnx::Gpt2> gpt2(small_gpt2(),
-                                      {.max_prefill_length = 4, .max_target_length = 40, .slots = 2, .kv_dtype = kv});
-    const nnx::Engine<nnx::Llama> llama(small_llama(),
-                                        {.max_prefill_length = 3, .max_target_length = 40, .slots = 2, .kv_dtype = kv});
+  for (auto [kv, w] : {std::pair{nnx::DType::f32, nnx::WeightDType::f32}, {nnx::DType::bf16, nnx::WeightDType::f32},
+                       {nnx::DType::i8, nnx::WeightDType::bf16}, {nnx::DType::f32, nnx::WeightDType::f16}}) {
+    INFO("KV cache " << nnx::dtype_name(kv) << ", weights " << nnx::weight_dtype_name(w));
+    const nnx::Engine<nnx::Gpt2> gpt2(small_gpt2(), {.max_prefill_length = 4, .max_target_length = 40, .slots = 2,
+                                                     .kv_dtype = kv, .weight_dtype = w});
+    const nnx::Engine<nnx::Llama> llama(small_llama(), {.max_prefill_length = 3, .max_target_length = 40, .slots = 2,
+                                                        .kv_dtype = kv, .weight_dtype = w});
     const nnx::State gpt2_params = gpt2.init_params(8), llama_params = llama.init_params(8);
     for (int threads : {2, 3}) {
       const auto one = traces(gpt2, gpt2_params, 1), many = traces(gpt2, gpt2_params, threads);

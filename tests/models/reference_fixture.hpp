@@ -12,6 +12,7 @@
 #include <nnx/io/huggingface.hpp>
 #include <nnx/io/safetensors.hpp>
 #include <nnx/models.hpp>
+#include <nnx/quant/weight_dtype.hpp>
 
 namespace fixture {
 
@@ -38,11 +39,13 @@ inline Expected expected(const std::string& name) {
 
 // The model of a Hugging Face fixture directory, built abstractly and then loaded.
 template <class Model, class Config>
-Model load(const std::string& name, nnx::Mode mode, nnx::ModelOptions options = {}) {
+Model load(const std::string& name, nnx::Mode mode, nnx::ModelOptions options = {},
+           nnx::DType weights = nnx::DType::f32) {
   auto hf = nnx::io::HfCheckpoint::open(dir(name));
   const Config cfg = Config::from_json(hf.config());
   nnx::Rngs rngs{0};
   Model abstract = nnx::eval_shape([&] { return Model(cfg, mode, rngs, options); });
+  nnx::cast_weights(abstract, weights);
   auto [graphdef, params, rest] = nnx::split(abstract, nnx::of<nnx::Param>, nnx::everything);
   nnx::State zeros = rest.map([](const nnx::Tensor& t) { return nnx::Tensor::zeros(t.shape(), t.dtype()); });
   return nnx::merge(graphdef, hf.read_params(params), std::move(zeros));

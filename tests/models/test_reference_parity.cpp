@@ -12,11 +12,12 @@ using fixture::Expected;
 
 namespace {
 
+// `weights`: the dtype the model holds its Linear and Embed weights in (nnx::cast_weights).
 template <class Model, class Config>
-void check_reference(const std::string& name) {
-  INFO("fixture " << name);
+void check_reference(const std::string& name, nnx::DType weights = nnx::DType::f32) {
+  INFO("fixture " << name << ", weights " << nnx::dtype_name(weights));
   const Expected e = fixture::expected(name);
-  Model train = fixture::load<Model, Config>(name, nnx::Mode::train);
+  Model train = fixture::load<Model, Config>(name, nnx::Mode::train, {}, weights);
   const auto T = static_cast<std::int64_t>(e.prompt.size());
 
   // Full-sequence logits against PyTorch.
@@ -26,7 +27,8 @@ void check_reference(const std::string& name) {
   CHECK(fixture::max_abs_diff(logits2, e.logits2) <= 1e-4);
 
   // Greedy tokens through prefill + autoregressive decoding.
-  Model decoder = fixture::load<Model, Config>(name, nnx::Mode::autoregressive, {.cache_batch = 1, .cache_length = 32});
+  Model decoder =
+      fixture::load<Model, Config>(name, nnx::Mode::autoregressive, {.cache_batch = 1, .cache_length = 32}, weights);
   CHECK(fixture::greedy(decoder, e.prompt, 8) == e.greedy);
   CHECK(fixture::greedy(decoder, e.prompt2, 8) == e.greedy2);
 
@@ -160,6 +162,42 @@ TEST_CASE("GPT-2 bf16 and f16 files match PyTorch on the rounded weights", "[mod
   // Same weights rounded two ways: the references differ by far more than the tolerance, so
   // decoding one format as the other would fail.
   CHECK(fixture::max_abs_diff(fixture::expected("gpt2_small_bf16").logits, fixture::expected("gpt2_small_f16").logits) > 1e-2);
+}
+
+TEST_CASE("bf16 and f16 files served as stored match PyTorch on the rounded weights", "[models][reference][dtype]") {
+  for (const auto& [name, dtype] : {std::pair{"llama_tiny_bf16", nnx::DType::bf16}, std::pair{"llama_tiny_f16", nnx::DType::f16},
+                                    std::pair{"gpt2_small_bf16", nnx::DType::bf16}, std::pair{"gpt2_small_f16", nnx::DType::f16}}) {
+    INFO(name);
+    REQUIRE(nnx::io::HfCheckpoint::open(fixture::dir(name)).stored_weight_dtype() == dtype);
+    if (std::string(name).rfind("llama", 0) == 0)
+      check_reference<nnx::Llama, nnx::LlamaConfig>(name, dtype);
+    else
+      check_reference<nnx::Gpt2, nnx::Gpt2Config>(name, dtype);
+  }
+  // A Llama's nn.Linear weights and embedding table are the file's tensors themselves: two
+  // reads share one mapping (a copy would have its own address), holding the stored bits.
+  auto hf = nnx::io::HfCheckpoint::open(fixture::dir("llama_tiny_bf16"));
+  nnx::Rngs rngs{0};
+  auto abstract = nnx::eval_shape([&] { return nnx::Llama(nnx::LlamaConfig::from_json(hf.config()), nnx::Mode::train, rngs); });
+  nnx::cast_weights(abstract, nnx::DType::bf16);
+  const nnx::State spec = nnx::state(abstract, nnx::of<nnx::Param>);
+  const nnx::State a = hf.read_params(spec), b = hf.read_params(spec);
+  auto file = nnx::io::SafetensorsFile::open(fixture::dir("llama_tiny_bf16") / "model.safetensors");
+  for (const auto& [path, hf_name] : {std::pair{"layers/1/attn/query/weight", "model.layers.1.self_attn.q_proj.weight"},
+                                      std::pair{"lm_head/weight", "lm_head.weight"},
+                                      std::pair{"embed_tokens/embedding", "model.embed_tokens.weight"}}) {
+    INFO(path);
+    const nnx::Tensor& t = a.at(nnx::Path::parse(path)).tensor();
+    CHECK(t.dtype() == nnx::DType::bf16);
+    CHECK(t.raw_data() == b.at(nnx::Path::parse(path)).tensor().raw_data());
+    CHECK(nnx::equal(t, file.get(hf_name)));
+  }
+  // GPT-2's Conv1D stores [in, out]: its served weight is the transpose, same values.
+  auto gpt2 = fixture::load<nnx::Gpt2, nnx::Gpt2Config>("gpt2_small_bf16", nnx::Mode::train, {}, nnx::DType::bf16);
+  auto gpt2_file = nnx::io::SafetensorsFile::open(fixture::dir("gpt2_small_bf16") / "model.safetensors");
+  CHECK(nnx::equal(gpt2.h[1].attn.qkv->weight->value(),
+                   nnx::transpose_2d(gpt2_file.get("h.1.attn.c_attn.weight"), nnx::DType::bf16)));
+  CHECK_FALSE(gpt2.h[1].attn.qkv->kernel.has_value());
 }
 
 TEST_CASE("a padded batch gives each prompt's own logits, and decodes rows independently", "[models][batch]") {

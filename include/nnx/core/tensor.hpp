@@ -525,6 +525,25 @@ inline std::string describe(const Tensor& t) {
   return std::string(dtype_name(t.dtype())) + to_string(t.shape()) + (t.is_abstract() ? " abstract" : "");
 }
 
+// The transpose [cols, rows] of a rank-2 floating tensor [rows, cols], in fresh storage and
+// converted to `dtype` (f32, bf16 or f16; exact when it is at least as wide as t's): how a
+// [in, out] kernel and an nn.Linear [out, in] weight turn into each other. Abstract in,
+// abstract out.
+inline Tensor transpose_2d(const Tensor& t, DType dtype) {
+  if (!t.defined() || t.rank() != 2 || !is_floating(t.dtype()) || !is_floating(dtype))
+    throw InvalidArgument("transpose_2d: expected a rank-2 floating tensor and a floating dtype, found " + describe(t) +
+                          " to " + std::string(dtype_name(dtype)));
+  const std::int64_t rows = t.dim(0), cols = t.dim(1);
+  if (t.is_abstract()) return Tensor::abstract({cols, rows}, dtype);
+  const Tensor f = t.dtype() == DType::f32 ? t : t.astype(DType::f32);
+  Tensor out = Tensor::empty({cols, rows});
+  const float* in = f.data<float>();
+  float* o = out.data<float>();
+  for (std::int64_t r = 0; r < rows; ++r)
+    for (std::int64_t c = 0; c < cols; ++c) o[c * rows + r] = in[r * cols + c];
+  return dtype == DType::f32 ? out : out.astype(dtype);
+}
+
 // Same dtype, same shape and the same bytes (abstract tensors compare by dtype and shape).
 inline bool equal(const Tensor& a, const Tensor& b) {
   if (a.defined() != b.defined()) return false;

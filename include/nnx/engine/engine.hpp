@@ -36,6 +36,7 @@
 #pragma once
 
 #include <algorithm>
+#include <array>
 #include <concepts>
 #include <cstdint>
 #include <filesystem>
@@ -64,6 +65,7 @@
 #include "nnx/nn/mode.hpp"
 #include "nnx/quant/config.hpp"
 #include "nnx/quant/quantize.hpp"
+#include "nnx/quant/weight_dtype.hpp"
 
 namespace nnx {
 
@@ -84,6 +86,9 @@ struct EngineOptions {
   std::int64_t slots = 1;                 // decode batch size
   QuantConfig quant{};                    // int8 layers (none by default); see nnx/quant/config.hpp
   DType kv_dtype = DType::f32;            // KV cache: f32, bf16 or i8 (nnx/nn/kv_cache.hpp)
+  // Weights not quantized: as the checkpoint stores them (auto: a bf16 file is served in bf16,
+  // read in place), or converted once at load (nnx/quant/weight_dtype.hpp).
+  WeightDType weight_dtype = WeightDType::as_stored;
 };
 
 // The config.json of a Hugging Face directory or the config stored in a native checkpoint
@@ -133,29 +138,39 @@ class Engine {
     if (options_.max_target_length < 2 || options_.max_target_length > context_)
       throw InvalidArgument("Engine: max_target_length " + std::to_string(options_.max_target_length) +
                             " outside [2, " + std::to_string(context_) + "] (the model's context length)");
-    auto [f32_graphdef, f32_params, prefill_cache, rest] = split(prefill_model, of<Param>, of<Cache>, everything);
+    auto [any_graphdef, any_params, any_cache, rest] = split(prefill_model, of<Param>, of<Cache>, everything);
     if (!rest.empty())
       throw InvalidArgument("Engine: the model holds state besides its parameters and KV cache, at '" +
                             rest.entry(0).path.to_string() + "'");
-    Model decode_model = eval_shape([&] {
-      return Model(config, Mode::autoregressive, rngs,
-                   {.cache_batch = options_.slots,
-                    .cache_length = options_.max_target_length,
-                    .cache_dtype = options_.kv_dtype});
-    });
-    // Serving int8: the models hold frozen QTensors where the f32 kernels were.
-    quantize(prefill_model, options_.quant, QuantMode::serve);
-    quantize(decode_model, options_.quant, QuantMode::serve);
-    auto [prefill_graphdef, params, same_cache] = split(prefill_model, of<Param>, of<Cache>);
-    (void)same_cache;
-    auto [decode_graphdef, decode_params, decode_cache] = split(decode_model, of<Param>, of<Cache>);
-    f32_graphdef_ = std::move(f32_graphdef);
-    f32_param_spec_ = std::move(f32_params);
-    prefill_graphdef_ = std::move(prefill_graphdef);
-    decode_graphdef_ = std::move(decode_graphdef);
-    param_spec_ = std::move(params);
-    prefix_cache_spec_ = std::move(prefill_cache);
-    decode_cache_spec_ = std::move(decode_cache);
+    // One variant per weight dtype: a checkpoint is served as stored whatever it holds.
+    for (DType weights : {DType::f32, DType::bf16, DType::f16}) {
+      Variant& v = variants_[variant_index(weights)];
+      Model prefill = eval_shape([&] {
+        return Model(config, Mode::prefill, rngs,
+                     {.cache_batch = 1, .cache_length = options_.max_target_length, .cache_dtype = options_.kv_dtype});
+      });
+      Model decode = eval_shape([&] {
+        return Model(config, Mode::autoregressive, rngs,
+                     {.cache_batch = options_.slots,
+                      .cache_length = options_.max_target_length,
+                      .cache_dtype = options_.kv_dtype});
+      });
+      cast_weights(prefill, weights);
+      cast_weights(decode, weights);
+      auto [unquantized, unquantized_spec, unquantized_cache] = split(prefill, of<Param>, of<Cache>);
+      v.unquantized = std::move(unquantized);
+      v.unquantized_spec = std::move(unquantized_spec);
+      // Serving int8: the models hold frozen QTensors where the kernels were.
+      quantize(prefill, options_.quant, QuantMode::serve);
+      quantize(decode, options_.quant, QuantMode::serve);
+      auto [prefill_graphdef, params, prefill_cache] = split(prefill, of<Param>, of<Cache>);
+      auto [decode_graphdef, decode_params, decode_cache] = split(decode, of<Param>, of<Cache>);
+      v.prefill = std::move(prefill_graphdef);
+      v.decode = std::move(decode_graphdef);
+      v.param_spec = std::move(params);
+      prefix_cache_spec_ = std::move(prefill_cache);
+      decode_cache_spec_ = std::move(decode_cache);
+    }
   }
 
   const Config& config() const { return config_; }
@@ -163,42 +178,58 @@ class Engine {
   std::int64_t vocab_size() const { return vocab_; }
   std::int64_t max_target_length() const { return options_.max_target_length; }
   std::int64_t num_slots() const { return options_.slots; }
-  // The served parameters' paths, kinds, dtypes and shapes (abstract tensors).
-  const State& param_spec() const { return param_spec_; }
-  // Bytes of the served parameters (int8 QTensors with their scales) and of a decode state's
-  // KV cache (every slot's max_target_length positions in options().kv_dtype).
-  std::size_t param_bytes() const { return param_spec_.nbytes(); }
+  // The served parameters' paths, kinds, dtypes and shapes (abstract tensors) with weights in
+  // `weights` (by default the dtype options().weight_dtype names, f32 for auto).
+  const State& param_spec(std::optional<DType> weights = std::nullopt) const {
+    return variant(weights.value_or(default_weights())).param_spec;
+  }
+  // Bytes of served parameters (int8 QTensors with their scales; 16-bit weights as stored)
+  // and of a decode state's KV cache (every slot's max_target_length positions in
+  // options().kv_dtype).
+  std::size_t param_bytes(std::optional<DType> weights = std::nullopt) const { return param_spec(weights).nbytes(); }
   std::size_t kv_cache_bytes() const { return decode_cache_spec_.nbytes(); }
-  const GraphDef<Model>& prefill_graphdef() const { return prefill_graphdef_; }
+  const GraphDef<Model>& prefill_graphdef(std::optional<DType> weights = std::nullopt) const {
+    return variant(weights.value_or(default_weights())).prefill;
+  }
 
   // ---- parameters ----
 
   // Weights from a Hugging Face directory (config.json + safetensors) or a native checkpoint.
-  // A config found there must describe this engine's model. Full-precision weights are
-  // quantized once here when the engine serves int8; a serve checkpoint (its config says how
-  // it was quantized, which must match options().quant) loads straight into QTensors.
+  // A config found there must describe this engine's model. Weights not quantized come in
+  // options().weight_dtype: as stored (a bf16 file's tensors used in place, zero-copy, where
+  // the layouts agree) or converted once here. Full-precision weights are quantized once here
+  // when the engine serves int8; a serve checkpoint (its config says how it was quantized,
+  // which must match options().quant) loads straight into QTensors.
   State load_params(const std::filesystem::path& path) const {
     if (!std::filesystem::exists(path)) throw InvalidArgument(path.string() + ": no such file or directory");
     const bool hugging_face = std::filesystem::exists(path / "config.json");
-    const nlohmann::json found = hugging_face ? io::HfCheckpoint::open(path).config() : io::checkpoint_config(path);
+    std::optional<io::HfCheckpoint> hf;
+    if (hugging_face) hf = io::HfCheckpoint::open(path);
+    const nlohmann::json found = hugging_face ? hf->config() : io::checkpoint_config(path);
     check_config(found, path);
+    const DType stored_weights = hugging_face ? hf->stored_weight_dtype() : io::checkpoint_weight_dtype(path);
     const QuantConfig stored = QuantConfig::of_model_config(found);
     if (stored.enabled()) {
       if (!(stored == options_.quant))
         throw InvalidArgument(path.string() + ": quantized as " + stored.to_json().dump() + "; the engine serves " +
                               options_.quant.to_json().dump());
-      return io::restore_checkpoint(path, param_spec_);
+      return load_params(io::restore_checkpoint(path, variant(stored_weights).param_spec));
     }
-    return convert_params(hugging_face ? io::HfCheckpoint::open(path).read_params(f32_param_spec_)
-                                       : io::restore_checkpoint(path, f32_param_spec_));
+    // A Hugging Face file is read straight into the served dtype (converted per tensor).
+    if (hugging_face) return convert_params(hf->read_params(variant(served_weights(stored_weights)).unquantized_spec));
+    return convert_params(io::restore_checkpoint(path, variant(stored_weights).unquantized_spec));
   }
   // Parameters already in memory, full precision or already quantized: checked leaf by leaf
-  // (paths, kinds, dtypes, shapes), then shared (full precision: quantized first).
+  // (paths, kinds, dtypes, shapes), then shared (full precision: quantized first; weights
+  // converted where options().weight_dtype asks for another dtype).
   State load_params(const State& params) const {
     const bool quantized = std::any_of(params.begin(), params.end(), [](const auto& e) { return e.leaf.is_quantized(); });
     if (!quantized) return convert_params(params);
-    (void)merge(prefill_graphdef_, params, prefix_cache_spec_);
-    return params;
+    const DType weights = weight_dtype_of(params);
+    Model model = merge(variant(weights).prefill, params, prefix_cache_spec_);
+    if (served_weights(weights) == weights) return params;
+    cast_weights(model, served_weights(weights));
+    return state(model, of<Param>);
   }
   // Fresh random parameters, as the model's constructor initializes them (then quantized).
   State init_params(std::uint64_t seed) const {
@@ -206,14 +237,17 @@ class Engine {
     Model model(config_, Mode::prefill, rngs, {.cache_batch = 1, .cache_length = 1});
     return convert_params(state(model, of<Param>));
   }
-  // Full-precision parameters for this engine: checked, then quantized as options().quant
-  // says (shared unchanged when it quantizes nothing).
-  State convert_params(const State& f32_params) const {
-    if (!options_.quant.enabled()) {
-      (void)merge(f32_graphdef_, f32_params, prefix_cache_spec_);
-      return f32_params;
-    }
-    return nnx::convert_params(options_.quant, f32_graphdef_, f32_params, prefix_cache_spec_);
+  // Full-precision parameters (weights f32, bf16 or f16) for this engine: checked, converted
+  // to the served weight dtype, then quantized as options().quant says (shared unchanged when
+  // neither changes anything).
+  State convert_params(const State& params) const {
+    const DType weights = weight_dtype_of(params);
+    const DType served = served_weights(weights);
+    Model model = merge(variant(weights).unquantized, params, prefix_cache_spec_);
+    if (served == weights && !options_.quant.enabled()) return params;
+    cast_weights(model, served);
+    quantize(model, options_.quant, QuantMode::serve);
+    return state(model, of<Param>);
   }
 
   // ---- decode state ----
@@ -356,7 +390,7 @@ class Engine {
     Tensor logits;  // [active, V]
     {
       // `state` holds a valid cache again if the step throws.
-      Model model = merge(decode_graphdef_, params, std::move(state.cache));
+      Model model = merge(variant(weight_dtype_of(params)).decode, params, std::move(state.cache));
       try {
         logits = decode_step(model, token_tensor, positions, active == options_.slots ? std::span<const std::int64_t>{}
                                                                                         : std::span(rows));
@@ -458,7 +492,7 @@ class Engine {
         chunk_tokens.data<std::int32_t>()[t] = ids[static_cast<std::size_t>(begin + t)];
         chunk_positions.data<std::int32_t>()[t] = static_cast<std::int32_t>(start + begin + t);
       }
-      Model model = merge(prefill_graphdef_, params, std::move(cache));
+      Model model = merge(variant(weight_dtype_of(params)).prefill, params, std::move(cache));
       try {
         const Tensor hidden = model.hidden_states(chunk_tokens, chunk_positions);  // [1, len, C]
         if (begin + len == true_length)
@@ -615,11 +649,29 @@ class Engine {
   EngineOptions options_;
   std::int64_t vocab_ = 0;
   std::int64_t context_ = 0;
-  GraphDef<Model> f32_graphdef_;  // the prefill model before quantization
-  GraphDef<Model> prefill_graphdef_;
-  GraphDef<Model> decode_graphdef_;
-  State f32_param_spec_;     // abstract, before quantization
-  State param_spec_;         // abstract, as served (QTensors at quantized paths)
+  // The models for one dtype of the weights that are not quantized.
+  struct Variant {
+    GraphDef<Model> unquantized;  // the prefill model before quantization
+    State unquantized_spec;       // abstract, before quantization
+    GraphDef<Model> prefill;
+    GraphDef<Model> decode;
+    State param_spec;  // abstract, as served (QTensors at quantized paths)
+  };
+  static std::size_t variant_index(DType weights) {
+    return weights == DType::f32 ? 0 : weights == DType::bf16 ? 1 : 2;
+  }
+  const Variant& variant(DType weights) const {
+    if (weights != DType::f32 && weights != DType::bf16 && weights != DType::f16)
+      throw InvalidArgument("Engine: weights are served in f32, bf16 or f16, not " + std::string(dtype_name(weights)));
+    return variants_[variant_index(weights)];
+  }
+  // The dtype weights stored in `stored` are served in.
+  DType served_weights(DType stored) const {
+    return options_.weight_dtype == WeightDType::as_stored ? stored : to_dtype(options_.weight_dtype);
+  }
+  DType default_weights() const { return served_weights(DType::f32); }
+
+  std::array<Variant, 3> variants_;  // by variant_index
   State prefix_cache_spec_;  // abstract, [1, S, Hkv, D] per layer
   State decode_cache_spec_;  // abstract, [slots, S, Hkv, D] per layer
 };

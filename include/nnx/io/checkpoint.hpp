@@ -936,6 +936,15 @@ inline GraphDef<> checkpoint_graphdef(const std::filesystem::path& dir) {
   return detail::stored_graphdef(detail::CheckpointReader(dir));
 }
 
+// The dtype a checkpoint stores its weights in: bf16 or f16 when a tensor is stored so (bf16
+// first; norm scales and int8 scales stay f32), else f32.
+inline DType checkpoint_weight_dtype(const std::filesystem::path& dir) {
+  detail::CheckpointReader ckpt(dir);
+  std::set<DType> dtypes;
+  for (const std::string& name : ckpt.names()) dtypes.insert(ckpt.get(name).dtype());
+  return dtypes.count(DType::bf16) ? DType::bf16 : dtypes.count(DType::f16) ? DType::f16 : DType::f32;
+}
+
 // The config stored in the checkpoint, or null when none was saved.
 inline nlohmann::json checkpoint_config(const std::filesystem::path& dir) {
   auto j = detail::CheckpointReader(dir).json_entry(detail::key_config);

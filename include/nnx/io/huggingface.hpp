@@ -9,8 +9,10 @@
 //          model.layers.N.self_attn.{q,k,v,o}_proj.weight (nn.Linear: [out, in]),
 //          model.layers.N.post_attention_layernorm.weight, model.layers.N.mlp.{gate,up,down}_proj.weight,
 //          model.norm.weight, lm_head.weight (absent when tie_word_embeddings).
-// Files may hold f32, bf16 or f16; values are converted to the target's dtype (f32 for our
-// models), and nn.Linear weights are transposed to our [in, out] kernels.
+// Files may hold f32, bf16 or f16; values are converted to each target leaf's dtype, and
+// transposed between nn.Linear's [out, in] and our [in, out] kernels. A leaf of the file's
+// dtype and layout (a bf16 Llama read into a model cast with nnx::cast_weights) is the
+// mmap'ed tensor itself: no copy, no conversion.
 //
 //   auto hf = nnx::io::HfCheckpoint::open("models/gpt2");
 //   hf.architecture();                        // "gpt2"
@@ -64,14 +66,17 @@ inline std::optional<HfName> hf_name_gpt2(const Path& p) {
     if (key_text(p, 0) != "h" || !p[1].is_index()) return std::nullopt;
     const std::string n = "h." + std::to_string(p[1].index()) + ".";
     const std::string part = key_text(p, 2), sub = key_text(p, 3), leaf = p.back().to_string();
-    const std::string suffix = leaf == "kernel" || leaf == "scale" ? "weight" : leaf == "bias" ? "bias" : "";
+    const std::string suffix =
+        leaf == "kernel" || leaf == "weight" || leaf == "scale" ? "weight" : leaf == "bias" ? "bias" : "";
     if (suffix.empty()) return std::nullopt;
     if (p.size() == 4 && part == "attn_norm") return HfName{n + "ln_1." + suffix};
     if (p.size() == 4 && part == "mlp_norm") return HfName{n + "ln_2." + suffix};
-    if (p.size() == 5 && part == "attn" && sub == "qkv") return HfName{n + "attn.c_attn." + suffix};
-    if (p.size() == 5 && part == "attn" && sub == "out") return HfName{n + "attn.c_proj." + suffix};
-    if (p.size() == 5 && part == "mlp" && sub == "up") return HfName{n + "mlp.c_fc." + suffix};
-    if (p.size() == 5 && part == "mlp" && sub == "down") return HfName{n + "mlp.c_proj." + suffix};
+    // Conv1D stores [in, out], our kernel's layout; a served-as-stored `weight` is [out, in].
+    const bool transpose = leaf == "weight";
+    if (p.size() == 5 && part == "attn" && sub == "qkv") return HfName{n + "attn.c_attn." + suffix, transpose};
+    if (p.size() == 5 && part == "attn" && sub == "out") return HfName{n + "attn.c_proj." + suffix, transpose};
+    if (p.size() == 5 && part == "mlp" && sub == "up") return HfName{n + "mlp.c_fc." + suffix, transpose};
+    if (p.size() == 5 && part == "mlp" && sub == "down") return HfName{n + "mlp.c_proj." + suffix, transpose};
   }
   return std::nullopt;
 }
@@ -80,18 +85,21 @@ inline std::optional<HfName> hf_name_llama(const Path& p) {
   const std::string s = p.to_string();
   if (s == "embed_tokens/embedding") return HfName{"model.embed_tokens.weight"};
   if (s == "norm/scale") return HfName{"model.norm.weight"};
+  // nn.Linear stores [out, in]: our kernels [in, out] are its transpose, a `weight` is it.
   if (s == "lm_head/kernel") return HfName{"lm_head.weight", true};
+  if (s == "lm_head/weight") return HfName{"lm_head.weight"};
   if (key_text(p, 0) != "layers" || p.size() < 4 || !p[1].is_index()) return std::nullopt;
   const std::string n = "model.layers." + std::to_string(p[1].index()) + ".";
   const std::string part = key_text(p, 2), sub = key_text(p, 3);
   if (p.size() == 4 && part == "attn_norm" && sub == "scale") return HfName{n + "input_layernorm.weight"};
   if (p.size() == 4 && part == "mlp_norm" && sub == "scale") return HfName{n + "post_attention_layernorm.weight"};
-  if (p.size() == 5 && key_text(p, 4) == "kernel") {
+  if (p.size() == 5 && (key_text(p, 4) == "kernel" || key_text(p, 4) == "weight")) {
+    const bool transpose = key_text(p, 4) == "kernel";
     static const std::map<std::string, std::string> attn{
         {"query", "q_proj"}, {"key", "k_proj"}, {"value", "v_proj"}, {"out", "o_proj"}};
     static const std::map<std::string, std::string> mlp{{"gate", "gate_proj"}, {"up", "up_proj"}, {"down", "down_proj"}};
-    if (part == "attn" && attn.count(sub)) return HfName{n + "self_attn." + attn.at(sub) + ".weight", true};
-    if (part == "mlp" && mlp.count(sub)) return HfName{n + "mlp." + mlp.at(sub) + ".weight", true};
+    if (part == "attn" && attn.count(sub)) return HfName{n + "self_attn." + attn.at(sub) + ".weight", transpose};
+    if (part == "mlp" && mlp.count(sub)) return HfName{n + "mlp." + mlp.at(sub) + ".weight", transpose};
   }
   return std::nullopt;
 }
@@ -104,18 +112,6 @@ inline bool hf_ignorable(const std::string& arch, const std::string& name) {
   };
   if (arch == "gpt2") return ends_with(".attn.bias") || ends_with(".attn.masked_bias") || name == "lm_head.weight";
   return ends_with(".rotary_emb.inv_freq");
-}
-
-// src: [rows, cols] in any float dtype -> f32 [cols, rows].
-inline Tensor transpose_2d_to_f32(const Tensor& src) {
-  const Tensor f = src.dtype() == DType::f32 ? src : src.astype(DType::f32);
-  const std::int64_t rows = f.dim(0), cols = f.dim(1);
-  Tensor out = Tensor::empty({cols, rows});
-  const float* in = f.data<float>();
-  float* o = out.data<float>();
-  for (std::int64_t r = 0; r < rows; ++r)
-    for (std::int64_t c = 0; c < cols; ++c) o[c * rows + r] = in[r * cols + c];
-  return out;
 }
 
 // A JSON file read whole and parsed strictly (a key given twice is an error, not last-wins).
@@ -192,6 +188,14 @@ class HfCheckpoint {
     return out;
   }
 
+  // The dtype the files store their weights in: bf16 or f16 when a floating tensor is stored
+  // so (bf16 first), else f32.
+  DType stored_weight_dtype() const {
+    std::set<DType> dtypes;
+    for (const auto& [name, file] : where_) dtypes.insert(files_[file].info(name).dtype);
+    return dtypes.count(DType::bf16) ? DType::bf16 : dtypes.count(DType::f16) ? DType::f16 : DType::f32;
+  }
+
   // A State with target's paths, kinds and metadata holding the checkpoint's values,
   // converted to each target leaf's dtype (and transposed where the layouts differ).
   // target: the Param state of a model built from config() (abstract is fine). Every target
@@ -216,7 +220,7 @@ class HfCheckpoint {
       if (!is_floating(t.dtype()))
         throw CheckpointError(file.path().string() + ": tensor \"" + name + "\" is " + describe(t) +
                               ", expected a floating dtype");
-      Tensor value = hf->transpose ? (t.rank() == 2 ? detail::transpose_2d_to_f32(t) : t) : t;
+      Tensor value = hf->transpose && t.rank() == 2 ? transpose_2d(t, leaf.dtype()) : t;
       if (value.shape() != leaf.shape())
         throw CheckpointError(file.path().string() + ": tensor \"" + name + "\" has shape " + to_string(t.shape()) +
                               (hf->transpose ? " (transposed: " + to_string(value.shape()) + ")" : std::string()) +
@@ -262,7 +266,7 @@ inline void save_hf(const std::filesystem::path& dir, const nlohmann::json& conf
     auto hf = arch == "gpt2" ? detail::hf_name_gpt2(path) : detail::hf_name_llama(path);
     if (!hf) throw InvalidArgument("save_hf: parameter '" + path.to_string() + "' has no " + arch + " name");
     Tensor t = leaf.tensor();
-    if (hf->transpose) t = detail::transpose_2d_to_f32(t);
+    if (hf->transpose) t = transpose_2d(t, dtype);
     if (t.dtype() != dtype) t = t.astype(dtype);
     tensors.emplace_back(hf->name, std::move(t));
   }

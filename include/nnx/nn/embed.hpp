@@ -9,6 +9,10 @@
 // rows and `attend` runs the int8 product. Serve mode holds only `qembedding` (qvalue i8
 // [num_embeddings, features], scale f32 [num_embeddings]); train mode quantizes the f32 table
 // on the fly, to the same numbers.
+//
+// The table may be bf16 or f16 (a checkpoint served as stored, see
+// nnx/quant/weight_dtype.hpp): lookups widen the gathered rows to f32 and `attend` reads the
+// table as stored (nnx::ops::matmul_transposed).
 #pragma once
 
 #include <cstdint>
@@ -41,7 +45,8 @@ struct Embed {
   // InvalidArgument naming it.
   Tensor operator()(const Tensor& ids) const {
     if (qembedding) return ops::quantized_embedding(qembedding->qvalue(), ids);
-    const Tensor rows = ops::embedding(table(), ids);
+    Tensor rows = ops::embedding(table(), ids);
+    if (rows.dtype() != DType::f32) rows = rows.astype(DType::f32);
     if (quant == QuantScheme::none || rows.is_abstract()) return rows;
     const Tensor flat = rows.reshape({-1, features});  // each row quantized on its own, as in serve mode
     return ops::dequantize(ops::quantize_rows(flat)).reshape(rows.shape().dims());
@@ -51,7 +56,7 @@ struct Embed {
   Tensor attend(const Tensor& x) const {
     if (qembedding) return ops::quantized_linear(x, qembedding->qvalue(), quant);
     if (quant == QuantScheme::none) return ops::matmul_transposed(x, table());
-    return ops::quantized_linear(x, ops::quantize_rows(table()), quant);
+    return ops::quantized_linear(x, ops::quantize_rows(table().astype(DType::f32)), quant);
   }
 
  private:

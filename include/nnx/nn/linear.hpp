@@ -9,6 +9,11 @@
 // QuantizedParam QTensor, qvalue i8 [out, in], scale f32 [out]) and no kernel at all. Both
 // give the same numbers for the same weights.
 //
+// Served as stored (nnx/quant/weight_dtype.hpp, cast_weights): a bf16 or f16 checkpoint's
+// weights stay 16-bit, in `weight` [out, in] — nn.Linear's layout, so a Hugging Face Llama's
+// tensors are used straight from the mmap'ed file — and the product widens them in registers
+// (ops::linear_transposed). The layer then holds no `kernel`.
+//
 //   nnx::Linear proj(768, 3072, rngs);                       // bias, lecun-normal kernel
 //   nnx::Linear head(768, 50257, rngs, {.use_bias = false});
 //   nnx::Tensor y = proj(x);                                 // x [..., 768] -> [..., 3072]
@@ -41,8 +46,9 @@ struct Linear {
   QuantScheme quant = QuantScheme::none;
   std::optional<Param> kernel;            // [in, out]; absent when frozen (serve)
   std::optional<QuantizedParam> qkernel;  // serve: QTensor, qvalue i8 [out, in], scale f32 [out]
+  std::optional<Param> weight;            // served as stored: [out, in], bf16 or f16 (or f32)
   std::optional<Param> bias;              // [out]
-  NNX_FIELDS(in_features, out_features, quant, kernel, qkernel, bias)
+  NNX_FIELDS(in_features, out_features, quant, kernel, qkernel, weight, bias)
 
   Linear() = default;
   Linear(std::int64_t in, std::int64_t out, Rngs& rngs, const LinearOptions& options = {})
@@ -56,7 +62,11 @@ struct Linear {
   Tensor operator()(const Tensor& x) const {
     const Tensor* b = bias ? &bias->value() : nullptr;
     if (qkernel) return ops::quantized_linear(x, qkernel->qvalue(), quant, b);
-    if (!kernel) throw InvalidArgument("Linear: neither a kernel nor a quantized kernel");
+    if (weight) {
+      if (quant == QuantScheme::none) return ops::linear_transposed(x, weight->value(), b);
+      return ops::quantized_linear(x, ops::quantize_rows(weight->value().astype(DType::f32)), quant, b);
+    }
+    if (!kernel) throw InvalidArgument("Linear: no kernel, quantized kernel or weight");
     if (quant == QuantScheme::none) return ops::linear(x, kernel->value(), b);
     return ops::quantized_linear(x, ops::quantize_kernel(kernel->value()), quant, b);
   }

@@ -5,10 +5,13 @@
 //   nnx::Tensor logits = nnx::ops::matmul_transposed(h, wte);   // [B, T, C] · [V, C]ᵀ -> [B, T, V]
 //   nnx::Tensor z = nnx::ops::linear(x, kernel, &bias);          // bias optional (pointer or optional)
 //   nnx::ops::linear_into(z, x, kernel, &bias);                  // into preallocated storage
+//   nnx::Tensor u = nnx::ops::linear_transposed(x, weight, &bias); // weight [out, in] (nn.Linear), e.g. bf16
 //
-// All tensors f32. Each row of the result is bitwise the same whatever the other rows are
-// (a request's logits do not depend on its batch; see nnx/kernels/gemm.hpp). Errors:
-// DTypeError (not f32), ShapeError (ranks, contraction sizes, out's shape), InvalidArgument
+// All tensors f32, except that a weight with one row per output feature (matmul_transposed's
+// w, linear_transposed's weight) may also be bf16 or f16: it is read as stored and widened
+// exactly in registers (nnx/kernels/gemm_w16.hpp), never copied. Each row of the result is
+// bitwise the same whatever the other rows are (a request's logits do not depend on its
+// batch; see nnx/kernels/gemm.hpp). Errors: DTypeError (a dtype not listed), ShapeError (ranks, contraction sizes, out's shape), InvalidArgument
 // (undefined tensors, an output overlapping an input). With an abstract input (eval_shape)
 // the result is abstract and nothing is computed; an `_into` with an abstract out only checks.
 #pragma once
@@ -22,7 +25,9 @@
 #include "nnx/core/error.hpp"
 #include "nnx/core/shape.hpp"
 #include "nnx/core/tensor.hpp"
+#include "nnx/kernels/elementwise.hpp"
 #include "nnx/kernels/gemm.hpp"
+#include "nnx/kernels/gemm_w16.hpp"
 #include "nnx/ops/check.hpp"
 
 namespace nnx::ops {
@@ -33,7 +38,11 @@ namespace detail {
 // 1 for [N, K]); returns the result shape [..., N].
 inline Shape matmul_shape(const char* op, const Tensor& x, const char* w_name, const Tensor& w, int w_k_axis) {
   require_f32(op, "x", x);
-  require_f32(op, w_name, w);
+  // [N, K] weights may be 16-bit floats (read as stored); [K, N] ones are f32 only.
+  if (w_k_axis == 0 || w.dtype() == DType::f32)
+    require_f32(op, w_name, w);
+  else if (w.dtype() != DType::bf16 && w.dtype() != DType::f16)
+    throw DTypeError(std::string(op) + ": " + w_name + " must be f32, bf16 or f16, found " + describe(w));
   require_min_rank(op, "x", x, 1);
   require_rank(op, w_name, w, 2);
   const std::int64_t K = x.shape()[x.rank() - 1];
@@ -55,9 +64,15 @@ inline void matmul_into_impl(const char* op, Tensor& out, const Tensor& x, const
   const std::int64_t K = x.shape()[x.rank() - 1];
   const std::int64_t N = shape[shape.rank() - 1];
   const std::int64_t M = leading_rows(shape);
-  if (transposed)
+  if (transposed && w.dtype() != DType::f32) {
+    const auto* bits = reinterpret_cast<const std::uint16_t*>(w.raw_data());
+    if (w.dtype() == DType::bf16)
+      kernels::gemm_f32_bf16(M, N, K, x.data<float>(), K, bits, K, out.data<float>(), N);
+    else
+      kernels::gemm_f32_f16(M, N, K, x.data<float>(), K, bits, K, out.data<float>(), N);
+  } else if (transposed) {
     kernels::gemm_f32_bt(M, N, K, x.data<float>(), K, w.data<float>(), K, out.data<float>(), N);
-  else
+  } else
     kernels::gemm_f32(M, N, K, x.data<float>(), K, w.data<float>(), N, out.data<float>(), N, accumulate);
 }
 
@@ -129,6 +144,27 @@ inline Tensor linear(const Tensor& x, const Tensor& kernel, const Tensor* bias =
 
 inline Tensor linear(const Tensor& x, const Tensor& kernel, const std::optional<Tensor>& bias) {
   return linear(x, kernel, bias ? &*bias : nullptr);
+}
+
+// x[..., K] · weight[N, K]ᵀ + bias[N] -> [..., N]: a Linear whose weight is stored as
+// nn.Linear stores it, [out, in], in f32, bf16 or f16; bias (f32) may be null / nullopt.
+inline Tensor linear_transposed(const Tensor& x, const Tensor& weight, const Tensor* bias = nullptr) {
+  constexpr const char* op = "ops::linear_transposed";
+  const Shape shape = detail::matmul_shape(op, x, "weight", weight, 1);
+  const std::int64_t N = shape[shape.rank() - 1];
+  if (bias) {
+    detail::require_f32(op, "bias", *bias);
+    detail::require_shape(op, "bias", *bias, Shape{N});
+  }
+  Tensor out = detail::new_output(shape, detail::any_abstract({&x, &weight}) || (bias && bias->is_abstract()));
+  detail::matmul_into_impl(op, out, x, "weight", weight, true, false);
+  if (bias && !out.is_abstract())
+    kernels::add_bias_rows(out.data<float>(), bias->data<float>(), detail::leading_rows(shape), N);
+  return out;
+}
+
+inline Tensor linear_transposed(const Tensor& x, const Tensor& weight, const std::optional<Tensor>& bias) {
+  return linear_transposed(x, weight, bias ? &*bias : nullptr);
 }
 
 }  // namespace nnx::ops

@@ -69,6 +69,12 @@ void quantize(Model& model, const QuantConfig& config, QuantMode mode) {
     if (scheme == QuantScheme::none) return;
     layer.quant = scheme;
     if (mode != QuantMode::serve || layer.qkernel) return;
+    if (layer.weight) {  // served as stored, [out, in] already: quantized per row
+      layer.qkernel = QuantizedParam(ops::quantize_rows(layer.weight->value().astype(DType::f32)),
+                                     layer.weight->metadata());
+      layer.weight.reset();
+      return;
+    }
     if (!layer.kernel) throw InvalidArgument("quantize: '" + path.to_string() + "' has no kernel");
     layer.qkernel = QuantizedParam(ops::quantize_kernel(layer.kernel->value()),
                                    detail::reversed_axes(layer.kernel->metadata()));
@@ -82,7 +88,8 @@ void quantize(Model& model, const QuantConfig& config, QuantMode mode) {
     table.quant = scheme;
     if (mode != QuantMode::serve || table.qembedding) return;
     if (!table.embedding) throw InvalidArgument("quantize: '" + path.to_string() + "' has no embedding table");
-    table.qembedding = QuantizedParam(ops::quantize_rows(table.embedding->value()), table.embedding->metadata());
+    table.qembedding =
+        QuantizedParam(ops::quantize_rows(table.embedding->value().astype(DType::f32)), table.embedding->metadata());
     table.embedding.reset();
   });
 }

@@ -34,6 +34,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 
 namespace nnx::kernels::avx2 {
 
@@ -49,16 +50,36 @@ NNX_TARGET_AVX2_FMA inline V in_register(V v) noexcept {
   return v;
 }
 
-// Eight int8 weights as exact floats.
-NNX_TARGET_AVX2_FMA inline __m256 load_i8_ps(const std::int8_t* p) noexcept {
-  return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))));
+// The narrow weight types a float-activation product reads: int8 (with a scale per output
+// channel), bf16 and f16 (as stored, no scale). Each is widened exactly in registers.
+enum class Narrow : std::uint8_t { i8, bf16, f16 };
+template <Narrow W>
+using narrow_t = std::conditional_t<W == Narrow::i8, std::int8_t, std::uint16_t>;
+
+// The first eight weights of v (its low 8 or 16 bytes) as exact floats: bf16 is the top half
+// of an f32, f16 goes through F16C.
+template <Narrow W>
+NNX_TARGET_AVX2_FMA inline __m256 widen8(__m128i v) noexcept {
+  if constexpr (W == Narrow::i8)
+    return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(v));
+  else if constexpr (W == Narrow::bf16)
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(v), 16));
+  else
+    return _mm256_cvtph_ps(v);
 }
 
-// The last r (1..7) weights of a row, zeros after them; reads only r bytes.
-NNX_TARGET_AVX2_FMA inline __m256 load_i8_ps_partial(const std::int8_t* p, int r) noexcept {
-  std::int64_t bytes = 0;
-  std::memcpy(&bytes, p, static_cast<std::size_t>(r));
-  return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_cvtsi64_si128(bytes)));
+template <Narrow W>
+NNX_TARGET_AVX2_FMA inline __m256 load8_ps(const narrow_t<W>* p) noexcept {
+  if constexpr (W == Narrow::i8) return widen8<W>(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
+  return widen8<W>(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+}
+
+// The last r (1..7) weights of a row, zeros after them; reads only those r weights.
+template <Narrow W>
+NNX_TARGET_AVX2_FMA inline __m256 load8_ps_partial(const narrow_t<W>* p, int r) noexcept {
+  __m128i v = _mm_setzero_si128();
+  std::memcpy(&v, p, static_cast<std::size_t>(r) * sizeof(narrow_t<W>));
+  return widen8<W>(v);
 }
 
 // Bytes of each weight row a tile reads per iteration of its main loop: a cache line, so
@@ -74,35 +95,36 @@ inline constexpr std::int64_t kRowBytesPerIter = 64;
 // address is formed as an integer: no pointer leaves its array, and prefetches never fault).
 inline constexpr std::int64_t kPrefetchRows = 8;
 
-template <int NR>
-NNX_TARGET_AVX2_FMA inline void prefetch_rows(const std::int8_t* q, std::int64_t ldq) noexcept {
-  const auto ahead = reinterpret_cast<std::uintptr_t>(q) + static_cast<std::uintptr_t>(kPrefetchRows * ldq);
+template <int NR, class E>
+NNX_TARGET_AVX2_FMA inline void prefetch_rows(const E* q, std::int64_t ldq) noexcept {
+  const std::int64_t row_bytes = ldq * static_cast<std::int64_t>(sizeof(E));
+  const auto ahead = reinterpret_cast<std::uintptr_t>(q) + static_cast<std::uintptr_t>(kPrefetchRows * row_bytes);
 #pragma GCC unroll 8
   for (int j = 0; j < NR; ++j)
-    _mm_prefetch(reinterpret_cast<const char*>(ahead + static_cast<std::uintptr_t>(j * ldq)), _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(ahead + static_cast<std::uintptr_t>(j * row_bytes)), _MM_HINT_T0);
 }
 
 // One step of 8 along k for an MR x NR tile: acc[i][j] = fma(x[i][k..k+8), q[j][k..k+8), acc).
 // The smaller side is held in registers and the other streamed past it, so that the
 // accumulators and the held vectors fit the 16 registers; both orders compute each
 // element's chain identically.
-template <int MR, int NR>
-NNX_TARGET_AVX2_FMA inline void w8_step_at(__m256 (&acc)[MR][NR], std::int64_t k, const float* x, std::int64_t ldx,
-                                           const std::int8_t* q, std::int64_t ldq) noexcept {
+template <Narrow W, int MR, int NR>
+NNX_TARGET_AVX2_FMA inline void narrow_step_at(__m256 (&acc)[MR][NR], std::int64_t k, const float* x,
+                                               std::int64_t ldx, const narrow_t<W>* q, std::int64_t ldq) noexcept {
   if constexpr (MR < NR) {
     __m256 xv[MR];
 #pragma GCC unroll 8
     for (int i = 0; i < MR; ++i) xv[i] = in_register(_mm256_loadu_ps(x + i * ldx + k));
 #pragma GCC unroll 8
     for (int j = 0; j < NR; ++j) {
-      const __m256 w = load_i8_ps(q + j * ldq + k);
+      const __m256 w = load8_ps<W>(q + j * ldq + k);
 #pragma GCC unroll 8
       for (int i = 0; i < MR; ++i) acc[i][j] = _mm256_fmadd_ps(xv[i], w, acc[i][j]);
     }
   } else {
     __m256 w[NR];
 #pragma GCC unroll 8
-    for (int j = 0; j < NR; ++j) w[j] = load_i8_ps(q + j * ldq + k);
+    for (int j = 0; j < NR; ++j) w[j] = load8_ps<W>(q + j * ldq + k);
 #pragma GCC unroll 8
     for (int i = 0; i < MR; ++i) {
       const __m256 xv = in_register(_mm256_loadu_ps(x + i * ldx + k));
@@ -113,28 +135,29 @@ NNX_TARGET_AVX2_FMA inline void w8_step_at(__m256 (&acc)[MR][NR], std::int64_t k
 }
 
 // y[i][j] for MR rows of x and NR weight rows (each element its own eight-lane accumulator,
-// so MR * NR independent FMA chains per step of 8).
-template <int MR, int NR>
-NNX_TARGET_AVX2_FMA inline void w8_tile(std::int64_t K, const float* x, std::int64_t ldx, const std::int8_t* q,
-                                        std::int64_t ldq, const float* ws, float* y, std::int64_t ldy) noexcept {
+// so MR * NR independent FMA chains per step of 8), times ws[j] for int8 weights.
+template <Narrow W, int MR, int NR>
+NNX_TARGET_AVX2_FMA inline void narrow_tile(std::int64_t K, const float* x, std::int64_t ldx, const narrow_t<W>* q,
+                                            std::int64_t ldq, const float* ws, float* y, std::int64_t ldy) noexcept {
+  constexpr std::int64_t kPerIter = kRowBytesPerIter / static_cast<std::int64_t>(sizeof(narrow_t<W>));
   __m256 acc[MR][NR];
 #pragma GCC unroll 8
   for (int i = 0; i < MR; ++i)
 #pragma GCC unroll 8
     for (int j = 0; j < NR; ++j) acc[i][j] = _mm256_setzero_ps();
   std::int64_t k = 0;
-  for (; k + kRowBytesPerIter <= K; k += kRowBytesPerIter) {
+  for (; k + kPerIter <= K; k += kPerIter) {
     prefetch_rows<NR>(q + k, ldq);
 #pragma GCC unroll 8
-    for (std::int64_t u = 0; u < kRowBytesPerIter; u += 8) w8_step_at<MR, NR>(acc, k + u, x, ldx, q, ldq);
+    for (std::int64_t u = 0; u < kPerIter; u += 8) narrow_step_at<W, MR, NR>(acc, k + u, x, ldx, q, ldq);
   }
-  for (; k + 8 <= K; k += 8) w8_step_at<MR, NR>(acc, k, x, ldx, q, ldq);
+  for (; k + 8 <= K; k += 8) narrow_step_at<W, MR, NR>(acc, k, x, ldx, q, ldq);
   if (k < K) {
     const int r = static_cast<int>(K - k);
     const __m256i mask = lane_mask(r);
     __m256 w[NR];
 #pragma GCC unroll 8
-    for (int j = 0; j < NR; ++j) w[j] = load_i8_ps_partial(q + j * ldq + k, r);
+    for (int j = 0; j < NR; ++j) w[j] = load8_ps_partial<W>(q + j * ldq + k, r);
 #pragma GCC unroll 8
     for (int i = 0; i < MR; ++i) {
       const __m256 xv = _mm256_maskload_ps(x + i * ldx + k, mask);
@@ -145,34 +168,41 @@ NNX_TARGET_AVX2_FMA inline void w8_tile(std::int64_t K, const float* x, std::int
 #pragma GCC unroll 8
   for (int i = 0; i < MR; ++i)
 #pragma GCC unroll 8
-    for (int j = 0; j < NR; ++j) y[i * ldy + j] = ws[j] * hsum(acc[i][j]);
+    for (int j = 0; j < NR; ++j) {
+      if constexpr (W == Narrow::i8)
+        y[i * ldy + j] = ws[j] * hsum(acc[i][j]);
+      else
+        y[i * ldy + j] = hsum(acc[i][j]);
+    }
 }
 
 // Output channels per tile of MR (1..4) rows: 8 to 12 accumulators, enough independent
 // chains to hide the FMA latency, few enough to leave registers for the held operands
 // (measured best on a Zen 5 EPYC among 1..12 channels).
-constexpr int w8_channels(int mr) noexcept { return mr == 1 ? 8 : mr <= 3 ? 4 : 3; }
+constexpr int narrow_channels(int mr) noexcept { return mr == 1 ? 8 : mr <= 3 ? 4 : 3; }
 
 // MR rows of x against output channels [0, N): full tiles, then single channels.
-template <int MR>
-NNX_TARGET_AVX2_FMA inline void w8_rows(std::int64_t N, std::int64_t K, const float* x, std::int64_t ldx,
-                                        const std::int8_t* q, std::int64_t ldq, const float* ws, float* y,
-                                        std::int64_t ldy) noexcept {
-  constexpr int NR = w8_channels(MR);
+template <Narrow W, int MR>
+NNX_TARGET_AVX2_FMA inline void narrow_rows(std::int64_t N, std::int64_t K, const float* x, std::int64_t ldx,
+                                            const narrow_t<W>* q, std::int64_t ldq, const float* ws, float* y,
+                                            std::int64_t ldy) noexcept {
+  constexpr int NR = narrow_channels(MR);
+  auto scales = [&](std::int64_t n) { return W == Narrow::i8 ? ws + n : nullptr; };
   std::int64_t n = 0;
-  for (; n + NR <= N; n += NR) w8_tile<MR, NR>(K, x, ldx, q + n * ldq, ldq, ws + n, y + n, ldy);
+  for (; n + NR <= N; n += NR) narrow_tile<W, MR, NR>(K, x, ldx, q + n * ldq, ldq, scales(n), y + n, ldy);
   if constexpr (NR > 1)
-    for (; n < N; ++n) w8_tile<MR, 1>(K, x, ldx, q + n * ldq, ldq, ws + n, y + n, ldy);
+    for (; n < N; ++n) narrow_tile<W, MR, 1>(K, x, ldx, q + n * ldq, ldq, scales(n), y + n, ldy);
 }
 
-NNX_TARGET_AVX2_FMA inline void w8_rows_any(int mr, std::int64_t N, std::int64_t K, const float* x, std::int64_t ldx,
-                                            const std::int8_t* q, std::int64_t ldq, const float* ws, float* y,
-                                            std::int64_t ldy) noexcept {
+template <Narrow W>
+NNX_TARGET_AVX2_FMA inline void narrow_rows_any(int mr, std::int64_t N, std::int64_t K, const float* x,
+                                                std::int64_t ldx, const narrow_t<W>* q, std::int64_t ldq,
+                                                const float* ws, float* y, std::int64_t ldy) noexcept {
   switch (mr) {
-    case 1: w8_rows<1>(N, K, x, ldx, q, ldq, ws, y, ldy); break;
-    case 2: w8_rows<2>(N, K, x, ldx, q, ldq, ws, y, ldy); break;
-    case 3: w8_rows<3>(N, K, x, ldx, q, ldq, ws, y, ldy); break;
-    default: w8_rows<4>(N, K, x, ldx, q, ldq, ws, y, ldy); break;
+    case 1: narrow_rows<W, 1>(N, K, x, ldx, q, ldq, ws, y, ldy); break;
+    case 2: narrow_rows<W, 2>(N, K, x, ldx, q, ldq, ws, y, ldy); break;
+    case 3: narrow_rows<W, 3>(N, K, x, ldx, q, ldq, ws, y, ldy); break;
+    default: narrow_rows<W, 4>(N, K, x, ldx, q, ldq, ws, y, ldy); break;
   }
 }
 
@@ -263,10 +293,32 @@ NNX_TARGET_AVX2_FMA inline void i8_rows_any(int mr, std::int64_t N, std::int64_t
 inline constexpr std::int64_t kRowTile = 4;
 inline constexpr std::int64_t kWeightBlockBytes = 128 * 1024;
 
-// Weight rows per block: about kWeightBlockBytes, a multiple of 24 (of every tile width).
-inline std::int64_t weight_block_rows(std::int64_t K) noexcept {
-  const std::int64_t rows = kWeightBlockBytes / std::max<std::int64_t>(K, 1);
+// Weight rows of row_bytes each per block: about kWeightBlockBytes, a multiple of 24 (of every
+// tile width).
+inline std::int64_t weight_block_rows(std::int64_t row_bytes) noexcept {
+  const std::int64_t rows = kWeightBlockBytes / std::max<std::int64_t>(row_bytes, 1);
   return std::max<std::int64_t>(24, rows / 24 * 24);
+}
+
+}  // namespace detail::i8
+
+namespace detail::i8 {
+
+// x[M, K] · (narrow weights q[N, K])ᵀ, blocked as the header comment says; ws: int8 only.
+template <Narrow W>
+NNX_TARGET_AVX2_FMA inline void gemm_f32_narrow(std::int64_t M, std::int64_t N, std::int64_t K, const float* x,
+                                                std::int64_t ldx, const narrow_t<W>* q, std::int64_t ldq,
+                                                const float* ws, float* y, std::int64_t ldy) noexcept {
+  if (M <= 0 || N <= 0) return;
+  const std::int64_t nb = weight_block_rows(K * static_cast<std::int64_t>(sizeof(narrow_t<W>)));
+  for (std::int64_t n0 = 0; n0 < N; n0 += nb) {
+    const std::int64_t n1 = std::min(N, n0 + nb);
+    for (std::int64_t m0 = 0; m0 < M; m0 += kRowTile) {
+      const int mr = static_cast<int>(std::min(kRowTile, M - m0));
+      narrow_rows_any<W>(mr, n1 - n0, K, x + m0 * ldx, ldx, q + n0 * ldq, ldq, W == Narrow::i8 ? ws + n0 : nullptr,
+                         y + m0 * ldy + n0, ldy);
+    }
+  }
 }
 
 }  // namespace detail::i8
@@ -276,16 +328,21 @@ inline std::int64_t weight_block_rows(std::int64_t K) noexcept {
 NNX_TARGET_AVX2_FMA inline void gemm_f32_w8(std::int64_t M, std::int64_t N, std::int64_t K, const float* x,
                                             std::int64_t ldx, const std::int8_t* q, std::int64_t ldq,
                                             const float* wscale, float* y, std::int64_t ldy) noexcept {
-  if (M <= 0 || N <= 0) return;
-  const std::int64_t nb = detail::i8::weight_block_rows(K);
-  for (std::int64_t n0 = 0; n0 < N; n0 += nb) {
-    const std::int64_t n1 = std::min(N, n0 + nb);
-    for (std::int64_t m0 = 0; m0 < M; m0 += detail::i8::kRowTile) {
-      const int mr = static_cast<int>(std::min(detail::i8::kRowTile, M - m0));
-      detail::i8::w8_rows_any(mr, n1 - n0, K, x + m0 * ldx, ldx, q + n0 * ldq, ldq, wscale + n0, y + m0 * ldy + n0,
-                              ldy);
-    }
-  }
+  detail::i8::gemm_f32_narrow<detail::i8::Narrow::i8>(M, N, K, x, ldx, q, ldq, wscale, y, ldy);
+}
+
+// y[M, N] = x[M, K] · w[N, K]ᵀ with bf16 (or f16) weights w given as their bits; same
+// contract as nnx::kernels::ref::gemm_f32_bf16 (gemm_f32_f16), the order of gemm_f32_w8.
+// Requires AVX2, FMA and F16C. Never throws.
+NNX_TARGET_AVX2_FMA inline void gemm_f32_bf16(std::int64_t M, std::int64_t N, std::int64_t K, const float* x,
+                                              std::int64_t ldx, const std::uint16_t* w, std::int64_t ldw, float* y,
+                                              std::int64_t ldy) noexcept {
+  detail::i8::gemm_f32_narrow<detail::i8::Narrow::bf16>(M, N, K, x, ldx, w, ldw, nullptr, y, ldy);
+}
+NNX_TARGET_AVX2_FMA inline void gemm_f32_f16(std::int64_t M, std::int64_t N, std::int64_t K, const float* x,
+                                             std::int64_t ldx, const std::uint16_t* w, std::int64_t ldw, float* y,
+                                             std::int64_t ldy) noexcept {
+  detail::i8::gemm_f32_narrow<detail::i8::Narrow::f16>(M, N, K, x, ldx, w, ldw, nullptr, y, ldy);
 }
 
 // W8A8: y[m][n] = (float(Σ_k xq[m][k] * q[n][k]) * xscale[m]) * wscale[n], the sum exact in

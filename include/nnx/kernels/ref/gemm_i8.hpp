@@ -26,14 +26,20 @@ namespace nnx::kernels::ref {
 
 namespace detail::i8 {
 
-// Dot product of x[0:K) with float(q[0:K)) in the eight-lane order of the header comment.
-inline float dot_f32_w8(std::int64_t K, const float* x, const std::int8_t* q) noexcept {
+// Dot product of x[0:K) with widen(q[0:K)) in the eight-lane order of the header comment;
+// widen turns one stored weight into its exact float value.
+template <class E, class Widen>
+inline float dot_f32_narrow(std::int64_t K, const float* x, const E* q, Widen widen) noexcept {
   float lane[8] = {};
   const std::int64_t k8 = K - K % 8;
   for (std::int64_t k = 0; k < k8; k += 8)
-    for (int l = 0; l < 8; ++l) lane[l] += x[k + l] * static_cast<float>(q[k + l]);
-  for (std::int64_t k = k8; k < K; ++k) lane[k - k8] += x[k] * static_cast<float>(q[k]);
+    for (int l = 0; l < 8; ++l) lane[l] += x[k + l] * widen(q[k + l]);
+  for (std::int64_t k = k8; k < K; ++k) lane[k - k8] += x[k] * widen(q[k]);
   return ((lane[0] + lane[4]) + (lane[2] + lane[6])) + ((lane[1] + lane[5]) + (lane[3] + lane[7]));
+}
+
+inline float dot_f32_w8(std::int64_t K, const float* x, const std::int8_t* q) noexcept {
+  return dot_f32_narrow(K, x, q, [](std::int8_t v) { return static_cast<float>(v); });
 }
 
 // Exact int32 dot product; unsigned arithmetic so that an overflow wraps (defined) instead
