@@ -7,7 +7,8 @@
 //   build/benchmarks/bench_engine --benchmark_filter='ReadBandwidth|Gpt2W8A8_'   (int8; Gpt2W8_: weight-only)
 //   build/benchmarks/bench_engine --benchmark_filter='ReadBandwidth|Llama162M_'  (and Llama162MW8A8_,
 //                                    Llama953MW8A8_: the shapes of the kernel-backend targets;
-//                                    Llama162MW8A8KV8_ and KV16_: int8 and bf16 KV caches)
+//                                    Llama162MW8A8KV8_ and KV16_: int8 and bf16 KV caches;
+//                                    Llama162MBF16_: bf16 weights served from a bf16 file)
 //
 // Run one model per process: each model is built once, lazily, the first time one of its
 // benchmarks runs, and its peak-memory counters (VmHWM, VmRSS) describe that process. The
@@ -58,12 +59,15 @@
 // before it), and one run only after the decode drifted from it by up to 20 %.
 // KV-cache reads are not in the floor (the counters kv_read_mb_per_step give their size).
 #include <benchmark/benchmark.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <map>
 #include <memory>
@@ -74,6 +78,7 @@
 
 #include <nnx/core.hpp>
 #include <nnx/engine.hpp>
+#include <nnx/io/huggingface.hpp>
 #include <nnx/models.hpp>
 
 #if __has_include(<nnx/ops/threads.hpp>)
@@ -281,7 +286,10 @@ struct Bench {
   Config config;
   nnx::QuantConfig quant;  // int8 layers, as the engine serves them (none: f32)
   nnx::DType kv_dtype;     // the KV cache's
+  nnx::DType weights;      // the dtype of the weights not quantized
   nnx::State params;
+  double file_bytes = 0.0;     // 16-bit weights: the bf16 Hugging Face file they are served from
+  double resident_bytes = 0.0;  // the RSS that loading and reading every weight once added
   double weight_bytes = 0.0;            // every parameter
   double weight_bytes_per_token = 0.0;  // read by one decode step (see the file comment)
   double params_count = 0.0;
@@ -293,17 +301,28 @@ struct Bench {
   std::vector<std::int32_t> prompt;         // kPrefillChunk tokens: TTFT's prompts, and decode's first kDecodePrompt
   std::int64_t max_slots_run = 0;  // the largest decode state this process has held
 
-  explicit Bench(const Config& c, nnx::QuantConfig q = {}, nnx::DType kv = nnx::DType::f32)
-      : config(c), quant(std::move(q)), kv_dtype(kv) {
+  explicit Bench(const Config& c, nnx::QuantConfig q = {}, nnx::DType kv = nnx::DType::f32,
+                 nnx::DType w = nnx::DType::f32)
+      : config(c), quant(std::move(q)), kv_dtype(kv), weights(w) {
     // The bandwidth probes allocate 1 GiB: done before the model, then the peak is reset.
     for (std::int64_t threads : {1, NNX_BENCH_HAS_THREADS ? 2 : 1})
       for (std::int64_t streams : {1, 8}) bandwidth(threads, streams);
+    // 16-bit weights are served from a file, as a user serves a Hugging Face model (written
+    // by a child process, so that the random f32 init does not count in this one's memory).
+    const std::filesystem::path dir = std::filesystem::temp_directory_path() / "nnx_bench_weights";
+    if (weights != nnx::DType::f32) write_hf_file(dir);
     peak_reset = reset_peak_rss();
     before_load = proc_mem();
     const auto t0 = Clock::now();
-    params = engine(1).init_params(0);
+    params = weights == nnx::DType::f32 ? engine(1).init_params(0) : engine(1).load_params(dir);
     load_seconds = std::chrono::duration<double>(Clock::now() - t0).count();
     after_load = proc_mem();
+    if (weights != nnx::DType::f32) {
+      file_bytes = static_cast<double>(std::filesystem::file_size(dir / "model.safetensors"));
+      (void)weight_read_pass(params, 8);  // every page of the file touched, as decoding does
+      resident_bytes = (proc_mem().rss_mib - before_load.rss_mib) * kMiB;
+      std::filesystem::remove_all(dir);  // the mapping stays valid; the space returns at exit
+    }
     weight_bytes = static_cast<double>(params.nbytes());
     weight_bytes_per_token = weight_bytes;
     bool has_lm_head = false;
@@ -317,7 +336,8 @@ struct Bench {
       // A lookup table of which a token reads one row: GPT-2's wpe, and an untied Llama's
       // token embedding (its lm_head is the one read whole).
       if (ends_with("wpe/embedding") || (ends_with("embed_tokens/embedding") && has_lm_head))
-        weight_bytes_per_token -= static_cast<double>(leaf.nbytes()) - static_cast<double>(leaf.tensor().dim(1)) * 4.0;
+        weight_bytes_per_token -= static_cast<double>(leaf.nbytes()) -
+                                  static_cast<double>(leaf.tensor().dim(1) * nnx::dtype_size(leaf.dtype()));
     }
     const std::int64_t V = engine(1).vocab_size();
     for (std::int64_t i = 0; i < kPrefillChunk; ++i) prompt.push_back(static_cast<std::int32_t>((i * 7919 + 13) % V));
@@ -332,9 +352,31 @@ struct Bench {
       o.slots = slots;
       o.quant = quant;
       o.kv_dtype = kv_dtype;
+      o.weight_dtype = weights == nnx::DType::f32 ? nnx::WeightDType::f32
+                       : weights == nnx::DType::bf16 ? nnx::WeightDType::bf16
+                                                     : nnx::WeightDType::f16;
       e = std::make_unique<nnx::Engine<Model>>(config, o);
     }
     return *e;
+  }
+
+  // A Hugging Face directory of this model's random weights in `weights`, written by a child.
+  void write_hf_file(const std::filesystem::path& dir) {
+    const pid_t child = ::fork();
+    if (child == 0) {
+      int code = 0;
+      try {
+        set_threads(1);  // the child has no worker threads
+        nnx::io::save_hf(dir, config.to_json(), engine(1).init_params(0), weights);
+      } catch (const std::exception& e) {
+        std::fprintf(stderr, "bench_engine: writing %s: %s\n", dir.c_str(), e.what());
+        code = 1;
+      }
+      std::_Exit(code);
+    }
+    int status = 0;
+    if (child < 0 || ::waitpid(child, &status, 0) != child || !WIFEXITED(status) || WEXITSTATUS(status) != 0)
+      throw std::runtime_error("bench_engine: could not write the weights file " + dir.string());
   }
 
   nnx::Tensor prompt_tensor(std::int64_t n) const {
@@ -400,6 +442,11 @@ Bench<nnx::Llama>& llama_162m_w8a8_kv16() {
   static Bench<nnx::Llama> b(llama_shape(768, 12, 12, 3072), int8(nnx::QuantScheme::w8a8), nnx::DType::bf16);
   return b;
 }
+// The 162M Llama served in bf16 as a Hugging Face file stores it (the bf16-weights target).
+Bench<nnx::Llama>& llama_162m_bf16() {
+  static Bench<nnx::Llama> b(llama_shape(768, 12, 12, 3072), {}, nnx::DType::f32, nnx::DType::bf16);
+  return b;
+}
 Bench<nnx::Llama>& llama_953m_w8a8() {
   static Bench<nnx::Llama> b(llama_shape(2048, 16, 32, 5632), int8(nnx::QuantScheme::w8a8));
   return b;
@@ -431,6 +478,11 @@ void load(benchmark::State& state, Bench<Model>& b) {
   state.counters["rss_after_MiB"] = b.after_load.rss_mib;
   state.counters["peak_after_MiB"] = b.after_load.hwm_mib;
   state.counters["peak_reset"] = b.peak_reset;
+  if (b.file_bytes > 0) {
+    state.counters["file_MB"] = b.file_bytes / 1e6;
+    state.counters["resident_MB"] = b.resident_bytes / 1e6;
+    state.counters["resident_over_file"] = b.resident_bytes / b.file_bytes;
+  }
 }
 
 template <class Model>
@@ -547,6 +599,7 @@ void decode_step_raw(benchmark::State& state, Bench<Model>& b) {
         return Model(b.config, nnx::Mode::autoregressive, rngs,
                      {.cache_batch = slots, .cache_length = kTarget, .cache_dtype = b.kv_dtype});
       });
+  nnx::cast_weights(abstract, b.weights);
   nnx::quantize(abstract, b.quant, nnx::QuantMode::serve);
   auto [graphdef, abstract_params, abstract_cache] = nnx::split(abstract, nnx::of<nnx::Param>, nnx::of<nnx::Cache>);
   nnx::State cache = abstract_cache.map([](const nnx::Tensor& t) { return nnx::Tensor::zeros(t.shape(), t.dtype()); });
@@ -573,6 +626,8 @@ void merge_split(benchmark::State& state, Bench<Model>& b) {
         return Model(b.config, nnx::Mode::autoregressive, rngs,
                      {.cache_batch = slots, .cache_length = kTarget, .cache_dtype = b.kv_dtype});
       });
+  nnx::cast_weights(abstract, b.weights);
+  nnx::quantize(abstract, b.quant, nnx::QuantMode::serve);
   auto [graphdef, abstract_params, abstract_cache] = nnx::split(abstract, nnx::of<nnx::Param>, nnx::of<nnx::Cache>);
   nnx::State cache = abstract_cache.map([](const nnx::Tensor& t) { return nnx::Tensor::zeros(t.shape(), t.dtype()); });
   for (auto _ : state) {
@@ -641,6 +696,7 @@ NNX_MODEL_BENCHES(Llama162M, llama_162m)
 NNX_MODEL_BENCHES(Llama162MW8A8, llama_162m_w8a8)
 NNX_MODEL_BENCHES(Llama162MW8A8KV8, llama_162m_w8a8_kv8)
 NNX_MODEL_BENCHES(Llama162MW8A8KV16, llama_162m_w8a8_kv16)
+NNX_MODEL_BENCHES(Llama162MBF16, llama_162m_bf16)
 NNX_MODEL_BENCHES(Llama953MW8A8, llama_953m_w8a8)
 
 #if NNX_BENCH_HAS_THREADS
@@ -713,6 +769,7 @@ const bool registered = [] {
   NNX_REGISTER_MODEL(Llama162MW8A8, false);
   NNX_REGISTER_MODEL(Llama162MW8A8KV8, false);
   NNX_REGISTER_MODEL(Llama162MW8A8KV16, false);
+  NNX_REGISTER_MODEL(Llama162MBF16, false);
   NNX_REGISTER_MODEL(Llama953MW8A8, true);
 #undef NNX_REGISTER_MODEL
   register_model("BM_Llama1B", BM_Llama1B_Load, BM_Llama1B_TTFT, BM_Llama1B_Decode, BM_Llama1B_DecodeActive,

@@ -6,6 +6,8 @@
 //   BM_F32Gemm    gemm_f32, weights [K, N] f32 (what our f32 Linear runs): the baseline
 //   BM_F32GemmBt  gemm_f32_bt, weights [N, K] f32 (the tied-embedding logits), N = 50257 only
 //   BM_W8Gemm     gemm_f32_w8, weights [N, K] int8 + per-channel scales, f32 activations
+//   BM_Bf16Gemm   gemm_f32_bf16, weights [N, K] bf16 as a checkpoint stores them (nn.Linear),
+//                 f32 activations (nnx/kernels/gemm_w16.hpp)
 //   BM_I8Gemm     gemm_i8_i8, activations already int8 (W8A8 product alone)
 //   BM_I8Linear   quantize_rows_absmax of the activations + gemm_i8_i8 (a W8A8 Linear call)
 //   BM_TierI8Gemm, BM_TierW8Gemm  one tier's kernel (tier 1 avx2, 2 avx512), split between
@@ -18,7 +20,7 @@
 // more than 192 MiB, so they come from DRAM as in a model too large for the L3 cache; cold = 0
 // reuses one copy (which fits in the 32 MiB L3 except for the logits).
 // Counters: GOP/s = 2 M N K per iteration (a multiply and an add each; integer ops for
-// W8A8); weight GB/s = bytes of weights read per second (int8: N K, f32: 4 N K), the figure
+// W8A8); weight GB/s = bytes of weights read per second (int8: N K, bf16: 2 N K, f32: 4 N K), the figure
 // to hold against DRAM bandwidth for decode. Wall-clock time (the machines are shared):
 // quote ratios from one run.
 #include <benchmark/benchmark.h>
@@ -27,7 +29,9 @@
 #include <cstdint>
 #include <cstring>
 #include <nnx/kernels/gemm.hpp>
+#include <nnx/core/dtype.hpp>
 #include <nnx/kernels/gemm_i8.hpp>
+#include <nnx/kernels/gemm_w16.hpp>
 #include <nnx/ops/threads.hpp>
 #include <nnx/kernels/quantize.hpp>
 #include <random>
@@ -139,6 +143,23 @@ void BM_W8Gemm(benchmark::State& state) {
     benchmark::ClobberMemory();
   }
   set_counters(state, s, static_cast<double>(s.N * s.K));
+}
+
+void BM_Bf16Gemm(benchmark::State& state) {
+  const Shape s(state);
+  const Threads threads(s.threads);
+  const auto x = random_floats(static_cast<std::size_t>(s.M * s.K), 1);
+  const auto wf = random_floats(static_cast<std::size_t>(s.N * s.K), 2);
+  std::vector<std::uint16_t> bits(wf.size());
+  for (std::size_t i = 0; i < wf.size(); ++i) bits[i] = nnx::f32_to_bf16_bits(wf[i]);
+  Weights<std::uint16_t> w(bits, s.cold);
+  std::vector<float> y(static_cast<std::size_t>(s.M * s.N));
+  for (auto _ : state) {
+    nnx::kernels::gemm_f32_bf16(s.M, s.N, s.K, x.data(), s.K, w.get(), s.K, y.data(), s.N);
+    benchmark::DoNotOptimize(y.data());
+    benchmark::ClobberMemory();
+  }
+  set_counters(state, s, 2.0 * static_cast<double>(s.N * s.K));
 }
 
 void BM_I8Gemm(benchmark::State& state) {
@@ -349,6 +370,7 @@ BENCHMARK(BM_TierQuantizeRows)->Apply(tier_quantize_shapes);
 BENCHMARK(BM_ReadBandwidth)->ArgName("threads")->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_F32Gemm)->Apply(decode_and_prefill);
 BENCHMARK(BM_W8Gemm)->Apply(decode_and_prefill);
+BENCHMARK(BM_Bf16Gemm)->Apply(decode_and_prefill);
 BENCHMARK(BM_I8Gemm)->Apply(decode_and_prefill);
 BENCHMARK(BM_I8Linear)->Apply(decode_and_prefill);
 BENCHMARK(BM_F32GemmBt)->Apply(logits_only);

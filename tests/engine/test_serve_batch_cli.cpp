@@ -561,6 +561,28 @@ TEST_CASE("serve_batch: --kv-dtype serves the KV cache in bf16 or int8 and repor
                     "--kv-dtype: KV cache dtype 'f16'");
 }
 
+TEST_CASE("serve_batch: --weight-dtype serves the weights in bf16 or f16, or as stored, and reports them",
+          "[cli][serve_batch][weights]") {
+  const fs::path hf = fixture::dir("gpt2_tiny");  // stored in f32
+  io_test::TempDir tmp;
+  const auto cfg = nnx::Gpt2Config::from_json(nnx::read_model_config(hf));
+  for (const auto& [flag, served] : {std::pair{"bf16", "bf16+f32"}, std::pair{"f16", "f16+f32"}, std::pair{"auto", "f32"}}) {
+    INFO("--weight-dtype " << flag);
+    nnx::EngineOptions o = options(512, 0, 1);
+    o.weight_dtype = nnx::parse_weight_dtype(flag);
+    const nnx::Engine<nnx::Gpt2> engine(cfg, o);
+    const nnx::State params = engine.load_params(hf);
+    const Run run = check_two_requests(tmp, hf, std::string(" --weight-dtype ") + flag, engine, params);
+    char weights[64];
+    std::snprintf(weights, sizeof weights, "memory: weights %.1f MB (%s)", static_cast<double>(params.nbytes()) * 1e-6,
+                  served);
+    CHECK(count(run.err, weights) == 1);
+  }
+  check_usage_error(serve_batch(tmp, "--model " + quote(hf.string()) + " --requests " +
+                                         quote((tmp / "requests.jsonl").string()) + " --slots 2 --weight-dtype int8"),
+                    "--weight-dtype: unknown weight dtype \"int8\"");
+}
+
 TEST_CASE("serve_batch: lines that are not strict JSON are skipped, the other requests run",
           "[cli][serve_batch][errors]") {
   const fs::path model = fixture::dir("gpt2_tiny");

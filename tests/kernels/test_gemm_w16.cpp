@@ -188,3 +188,20 @@ TEST_CASE("a row of a 16-bit weight product is bitwise the same alone, in any ba
         k::set_parallel_min_work(min_work_before);
       }
 }
+
+TEST_CASE("the AVX-512 16-bit weight kernels give the AVX2 kernels' bits", "[kernels][gemm_w16][avx512]") {
+#if NNX_KERNELS_X86_DISPATCH
+  if (test_support::skip_tier("avx512", k::isa_supported(k::Isa::avx512))) return;
+  // Odd channel counts (a last single channel), every row tile, K with and without a tail.
+  for (Half h : kHalves)
+    for (i64 M : {1, 2, 3, 4, 5, 9})
+      for (auto [N, K] : {std::pair<i64, i64>{131, 257}, {77, 768}, {24, 31}, {1, 40}, {2, 7}, {9, 64}}) {
+        const Problem pr(h, M, N, K, 600u + static_cast<std::uint32_t>(M + N + K), 1);
+        INFO(half_name(h) << " M=" << M << " N=" << N << " K=" << K);
+        REQUIRE(same_bits(pr.run(h == Half::bf16 ? &k::avx512::gemm_f32_bf16 : &k::avx512::gemm_f32_f16),
+                          pr.run(h == Half::bf16 ? &k::avx2::gemm_f32_bf16 : &k::avx2::gemm_f32_f16)));
+      }
+#else
+  test_support::skip_tier("avx512", false);  // AVX-512 kernels not compiled on this platform
+#endif
+}

@@ -70,13 +70,16 @@ void check_error(const Run& r, const std::string& needle) {
 }  // namespace
 
 TEST_CASE("generate prints the greedy tokens and dumps the prompt's logits", "[cli][generate]") {
-  for (const char* name : {"gpt2_tiny", "gpt2_prefixed_sharded", "llama_tiny", "llama_tiny_bf16"}) {
-    INFO(name);
+  // 16-bit files are served as stored (the default, --weight-dtype auto) or widened at load.
+  for (const auto& [name, weights] : {std::pair{"gpt2_tiny", ""}, {"gpt2_prefixed_sharded", ""}, {"llama_tiny", ""},
+                                      {"llama_tiny_bf16", ""}, {"llama_tiny_bf16", " --weight-dtype f32"},
+                                      {"gpt2_small_f16", ""}}) {
+    INFO(name << weights);
     const auto e = fixture::expected(name);
     TempDir tmp;
     const auto dump = tmp.path / "logits.safetensors";
     const Run r = generate("--model " + fixture::dir(name).string() + " --prompt-ids " + join(e.prompt, ",") +
-                           " --max-new-tokens 8 --dump-logits " + dump.string());
+                           " --max-new-tokens 8 --dump-logits " + dump.string() + weights);
     INFO("stderr: " << r.err);
     REQUIRE(r.code == 0);
     CHECK(r.out == join(e.greedy, " ") + "\n");
@@ -94,7 +97,7 @@ TEST_CASE("generate prints the greedy tokens and dumps the prompt's logits", "[c
 // from them by rounding only.
 TEST_CASE("generate gives the same tokens on every kernel tier, and avx2 and avx512 the same logits bits",
           "[cli][generate][isa]") {
-  for (const char* name : {"gpt2_tiny", "llama_tiny", "llama_gqa4", "llama_head_dim"}) {
+  for (const char* name : {"gpt2_tiny", "llama_tiny", "llama_gqa4", "llama_head_dim", "llama_tiny_bf16"}) {
     INFO(name);
     const auto e = fixture::expected(name);
     TempDir tmp;

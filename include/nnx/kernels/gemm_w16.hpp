@@ -10,14 +10,15 @@
 // given, y overlapping nothing. Order and determinism: the eight-lane order of
 // nnx/kernels/ref/gemm_w16.hpp, fixed by K alone; a row of y is bitwise the same alone or in
 // any batch and on any thread count (threads split the output channels, never K). The avx512
-// tier runs avx2's kernel: decoding reads weights at the memory bandwidth either way, and
-// AVX512_BF16's vdpbf16ps would round the activations to bf16 (see the benchmarks' RESULTS.md).
+// tier gives avx2's bits (two channels per register, nnx/kernels/avx512/gemm_w16.hpp);
+// AVX512_BF16's vdpbf16ps is not used, as it would round the activations to bf16.
 // Safe to call from several threads at once; allocates nothing; never throws.
 #pragma once
 
 #include <cstdint>
 
 #include "nnx/kernels/avx2/gemm_i8.hpp"
+#include "nnx/kernels/avx512/gemm_w16.hpp"
 #include "nnx/kernels/gemm_i8.hpp"
 #include "nnx/kernels/isa.hpp"
 #include "nnx/kernels/parallel.hpp"
@@ -28,8 +29,10 @@ namespace nnx::kernels {
 using GemmF32W16Fn = void (*)(std::int64_t M, std::int64_t N, std::int64_t K, const float* x, std::int64_t ldx,
                               const std::uint16_t* w, std::int64_t ldw, float* y, std::int64_t ldy) noexcept;
 
-inline constexpr TierTable<GemmF32W16Fn> kGemmF32Bf16{&ref::gemm_f32_bf16, NNX_X86_ENTRY(avx2::gemm_f32_bf16)};
-inline constexpr TierTable<GemmF32W16Fn> kGemmF32F16{&ref::gemm_f32_f16, NNX_X86_ENTRY(avx2::gemm_f32_f16)};
+inline constexpr TierTable<GemmF32W16Fn> kGemmF32Bf16{&ref::gemm_f32_bf16, NNX_X86_ENTRY(avx2::gemm_f32_bf16),
+                                                     NNX_X86_ENTRY(avx512::gemm_f32_bf16)};
+inline constexpr TierTable<GemmF32W16Fn> kGemmF32F16{&ref::gemm_f32_f16, NNX_X86_ENTRY(avx2::gemm_f32_f16),
+                                                    NNX_X86_ENTRY(avx512::gemm_f32_f16)};
 
 namespace detail {
 
