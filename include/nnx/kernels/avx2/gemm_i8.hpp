@@ -1,6 +1,7 @@
-// nnx/kernels/avx2/gemm_i8.hpp — AVX2+FMA int8-weight matrix products (weight-only int8 with
-// float activations, and W8A8). Contracts, layout and the portable orders are in
-// nnx/kernels/ref/gemm_i8.hpp.
+// nnx/kernels/avx2/gemm_i8.hpp — AVX2+FMA products with narrow weights: weight-only int8 and
+// bf16 / f16 weights served as stored (float activations; one tile code, templated over how
+// eight weights are widened), and W8A8. Contracts, layout and the portable orders are in
+// nnx/kernels/ref/gemm_i8.hpp and nnx/kernels/ref/gemm_w16.hpp.
 //
 // Compiled with per-function target attributes, so including this header needs no -mavx2;
 // call these only when nnx::kernels::isa_supported(nnx::kernels::Isa::avx2) is true (nnx/kernels/gemm_i8.hpp
@@ -11,6 +12,8 @@
 //   lane l over k = l, l+8, l+16, ... ascending (a partial last group adds 0 * 0 in the
 //   missing lanes), combined as ((l0+l4)+(l2+l6)) + ((l1+l5)+(l3+l7)). Every tile computes
 //   each element with this same chain, so a row alone equals the row in a batch, bit for bit.
+//   gemm_f32_bf16 / gemm_f32_f16: the same chain and tree over the exactly widened weights,
+//   without the scale.
 // - gemm_i8_i8: exact int32 sums (modulo 2^32 past K = 133143), bitwise equal to the portable
 //   path. Products use the sign trick: maddubs(|x|, sign(w, x)) multiplies unsigned |x| by w
 //   with x's sign moved onto it, and adds pairs into int16; with values in [-127, 127] a pair
