@@ -57,6 +57,22 @@ std::filesystem::path copy_fixture(const io_test::TempDir& tmp, const std::strin
   return dir;
 }
 
+// The engine's greedy tokens for `prompt`: the first from prefill, then n - 1 generated.
+template <class Model>
+std::string engine_greedy(const nnx::Engine<Model>& engine, const nnx::State& params,
+                          const std::vector<std::int32_t>& prompt, std::int64_t n) {
+  nnx::Prefix p = engine.prefill(params, fixture::tokens(prompt), static_cast<std::int64_t>(prompt.size()), {}, {},
+                                 {n, {}});
+  std::vector<std::int32_t> tokens{p.token};
+  nnx::DecodeState state = engine.insert(p, engine.init_decode_state(), 0);
+  while (state.num_active() > 0) {
+    auto [next, r] = engine.generate(params, std::move(state));
+    state = std::move(next);
+    tokens.push_back(r.at(0).token);
+  }
+  return join(tokens, " ") + "\n";
+}
+
 }  // namespace
 
 TEST_CASE("quantize writes serve checkpoints that generate runs in int8", "[quant][cli]") {
@@ -97,20 +113,30 @@ TEST_CASE("quantize writes serve checkpoints that generate runs in int8", "[quan
   CHECK(llama_quant.include_head);
   const nnx::Engine<nnx::Llama> llama(nnx::LlamaConfig::from_json(llama_config),
                                       {.max_prefill_length = 64, .max_target_length = 64, .slots = 1, .quant = llama_quant});
-  const nnx::State params = llama.load_params(llama_out);
   const auto l = fixture::expected("llama_tiny");
-  const auto T = static_cast<std::int64_t>(l.prompt.size());
-  nnx::Prefix p = llama.prefill(params, fixture::tokens(l.prompt), T, {}, {}, {6, {}});
-  std::vector<std::int32_t> tokens{p.token};
-  nnx::DecodeState state = llama.insert(p, llama.init_decode_state(), 0);
-  while (state.num_active() > 0) {
-    auto [next, r] = llama.generate(params, std::move(state));
-    state = std::move(next);
-    tokens.push_back(r.at(0).token);
-  }
   const auto lg = generate("--model " + llama_out + " --prompt-ids " + join(l.prompt, ",") + " --max-new-tokens 6");
   INFO("generate stderr: " << lg.err);
-  CHECK(lg.out == join(tokens, " ") + "\n");
+  CHECK(lg.out == engine_greedy(llama, llama.load_params(llama_out), l.prompt, 6));
+
+  // A bf16 input: the Linears are quantized from the stored bf16 values, the embedding tables
+  // are kept in bf16 as stored, and generate serves the checkpoint as the engine does.
+  const std::string bf16_out = (tmp / "gpt2_bf16_int8").string();
+  const auto qb = quantize("--in " + fixture::dir("gpt2_small_bf16").string() + " --out " + bf16_out +
+                           " --scheme weight-only");
+  INFO("stderr: " << qb.err);
+  REQUIRE(qb.code == 0);
+  CHECK(nnx::io::checkpoint_weight_dtype(bf16_out) == nnx::DType::bf16);
+  const nlohmann::json small_config = nnx::io::checkpoint_config(bf16_out);
+  const nnx::Engine<nnx::Gpt2> small(nnx::Gpt2Config::from_json(small_config),
+                                     {.max_prefill_length = 32, .max_target_length = 32, .slots = 1,
+                                      .quant = nnx::QuantConfig::of_model_config(small_config)});
+  const nnx::State small_params = small.load_params(bf16_out);
+  CHECK(small_params.at(nnx::Path::parse("wte/embedding")).dtype() == nnx::DType::bf16);
+  CHECK(small_params.at(nnx::Path::parse("h/0/attn/qkv/qkernel")).is_quantized());
+  const auto s = fixture::expected("gpt2_small_bf16");
+  const auto sg = generate("--model " + bf16_out + " --prompt-ids " + join(s.prompt, ",") + " --max-new-tokens 6");
+  INFO("generate stderr: " << sg.err);
+  CHECK(sg.out == engine_greedy(small, small_params, s.prompt, 6));
 }
 
 TEST_CASE("quantize reports bad arguments on one line with exit code 2", "[quant][cli]") {

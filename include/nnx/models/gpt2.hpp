@@ -11,7 +11,8 @@
 //
 // State paths: wte/embedding, wpe/embedding, h/<i>/{attn_norm,mlp_norm}/{scale,bias},
 // h/<i>/attn/qkv/{kernel,bias}, h/<i>/attn/out/{kernel,bias}, h/<i>/mlp/{up,down}/{kernel,bias},
-// ln_f/{scale,bias}, and in prefill/autoregressive modes h/<i>/attn/cache/{key,value}.
+// ln_f/{scale,bias}, and in prefill/autoregressive modes h/<i>/attn/cache/{key,value}. Served
+// as stored in bf16/f16 (nnx::cast_weights), each kernel is a `weight` [out, in] instead.
 #pragma once
 
 #include <cstdint>

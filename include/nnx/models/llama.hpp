@@ -9,7 +9,8 @@
 //
 // State paths: embed_tokens/embedding, layers/<i>/{attn_norm,mlp_norm}/scale,
 // layers/<i>/attn/{query,key,value,out}/kernel, layers/<i>/mlp/{gate,up,down}/kernel,
-// norm/scale, lm_head/kernel (absent when tied), layers/<i>/attn/cache/{key,value}.
+// norm/scale, lm_head/kernel (absent when tied), layers/<i>/attn/cache/{key,value}. Served as
+// stored in bf16/f16 (nnx::cast_weights), each kernel is a `weight` [out, in] instead.
 #pragma once
 
 #include <cstdint>
