@@ -32,6 +32,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <limits>
 
 namespace nnx::kernels::avx2 {
@@ -48,12 +49,13 @@ NNX_TARGET_AVX2_FMA inline __m256 hsum8(const __m256 (&v)[8]) noexcept {
   return _mm256_add_ps(_mm256_permute2f128_ps(s0123, s4567, 0x20), _mm256_permute2f128_ps(s0123, s4567, 0x31));
 }
 
-// The lines of row `j` (rows `stride` floats apart from `base`) into L1 ahead of use. The
+// The lines of row `j` (rows `stride` elements apart from `base`) into L1 ahead of use. The
 // address is formed as an integer (no pointer leaves its array); callers stay within the rows
 // that exist, though a prefetch would not fault anyway.
-NNX_TARGET_AVX2_FMA inline void prefetch_row(const float* base, std::int64_t j, std::int64_t stride,
+template <class E>
+NNX_TARGET_AVX2_FMA inline void prefetch_row(const E* base, std::int64_t j, std::int64_t stride,
                                              std::int64_t bytes) noexcept {
-  const auto row = reinterpret_cast<std::uintptr_t>(base) + static_cast<std::uintptr_t>(j * stride) * sizeof(float);
+  const auto row = reinterpret_cast<std::uintptr_t>(base) + static_cast<std::uintptr_t>(j * stride) * sizeof(E);
   for (std::int64_t b = 0; b < bytes; b += 64) _mm_prefetch(reinterpret_cast<const char*>(row + b), _MM_HINT_T0);
 }
 
@@ -69,8 +71,26 @@ inline float rescaled_sum(float l, float c, float s) noexcept {
 // latency at the rate a key row is consumed.
 inline constexpr std::int64_t kPrefetchKeys = 16;
 
-// Scores p[j] = scale * (q . k_j) of 8 keys k_j = rows[j] (rows may repeat: padding).
-NNX_TARGET_AVX2_FMA inline __m256 scores8(const float* q, const float* const (&rows)[8], std::int64_t D,
+// Eight cache elements from p as floats: f32 as stored, bf16 (given as its bits) widened
+// exactly in registers. The partial forms read only the first r (1..7) elements, zeros after.
+NNX_TARGET_AVX2_FMA inline __m256 load8(const float* p) noexcept { return _mm256_loadu_ps(p); }
+NNX_TARGET_AVX2_FMA inline __m256 load8(const std::uint16_t* p) noexcept {
+  const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+}
+NNX_TARGET_AVX2_FMA inline __m256 load8_partial(const float* p, std::int64_t r) noexcept {
+  return _mm256_maskload_ps(p, lane_mask(r));
+}
+NNX_TARGET_AVX2_FMA inline __m256 load8_partial(const std::uint16_t* p, std::int64_t r) noexcept {
+  __m128i h = _mm_setzero_si128();
+  std::memcpy(&h, p, static_cast<std::size_t>(std::min<std::int64_t>(r, 8)) * sizeof(std::uint16_t));
+  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+}
+
+// Scores p[j] = scale * (q . k_j) of 8 keys k_j = rows[j] (rows may repeat: padding), f32 or
+// bf16 rows.
+template <class E>
+NNX_TARGET_AVX2_FMA inline __m256 scores8(const float* q, const E* const (&rows)[8], std::int64_t D,
                                           __m256i d_tail, float scale) noexcept {
   __m256 a[8];
 #pragma GCC unroll 8
@@ -80,12 +100,12 @@ NNX_TARGET_AVX2_FMA inline __m256 scores8(const float* q, const float* const (&r
   for (; d < full; d += 8) {
     const __m256 qv = _mm256_loadu_ps(q + d);
 #pragma GCC unroll 8
-    for (int i = 0; i < 8; ++i) a[i] = _mm256_fmadd_ps(qv, _mm256_loadu_ps(rows[i] + d), a[i]);
+    for (int i = 0; i < 8; ++i) a[i] = _mm256_fmadd_ps(qv, load8(rows[i] + d), a[i]);
   }
   if (d < D) {
     const __m256 qv = _mm256_maskload_ps(q + d, d_tail);
 #pragma GCC unroll 8
-    for (int i = 0; i < 8; ++i) a[i] = _mm256_fmadd_ps(qv, _mm256_maskload_ps(rows[i] + d, d_tail), a[i]);
+    for (int i = 0; i < 8; ++i) a[i] = _mm256_fmadd_ps(qv, load8_partial(rows[i] + d, D - d), a[i]);
   }
   return _mm256_mul_ps(hsum8(a), _mm256_set1_ps(scale));
 }
@@ -93,7 +113,8 @@ NNX_TARGET_AVX2_FMA inline __m256 scores8(const float* q, const float* const (&r
 // o[0, 64) = o c + sum_j p_j v_j[0, 64) over j < jn: eight accumulators in registers, one
 // FMA chain per output float over j ascending. The rows kPrefetchKeys ahead are prefetched
 // (prefetch_bytes of each) while below prefetch_rows.
-NNX_TARGET_AVX2_FMA inline void weighted_values64(float* o, float c, const float* p, const float* values,
+template <class E>
+NNX_TARGET_AVX2_FMA inline void weighted_values64(float* o, float c, const float* p, const E* values,
                                                   std::int64_t kv_stride, std::int64_t jn, std::int64_t prefetch_rows,
                                                   std::int64_t prefetch_bytes) noexcept {
   __m256 acc[8];
@@ -101,11 +122,11 @@ NNX_TARGET_AVX2_FMA inline void weighted_values64(float* o, float c, const float
 #pragma GCC unroll 8
   for (int i = 0; i < 8; ++i) acc[i] = _mm256_mul_ps(_mm256_loadu_ps(o + 8 * i), vc);
   for (std::int64_t j = 0; j < jn; ++j) {
-    const float* v = values + j * kv_stride;
+    const E* v = values + j * kv_stride;
     if (j + kPrefetchKeys < prefetch_rows) prefetch_row(values, j + kPrefetchKeys, kv_stride, prefetch_bytes);
     const __m256 pj = _mm256_broadcast_ss(p + j);
 #pragma GCC unroll 8
-    for (int i = 0; i < 8; ++i) acc[i] = _mm256_fmadd_ps(pj, _mm256_loadu_ps(v + 8 * i), acc[i]);
+    for (int i = 0; i < 8; ++i) acc[i] = _mm256_fmadd_ps(pj, load8(v + 8 * i), acc[i]);
   }
 #pragma GCC unroll 8
   for (int i = 0; i < 8; ++i) _mm256_storeu_ps(o + 8 * i, acc[i]);
@@ -193,19 +214,20 @@ NNX_TARGET_AVX2_FMA inline float softmax_step(float* pg, std::int64_t jn, float&
   return c;
 }
 
-// One block of keys [0, jn) (rows kv_stride apart) for gn <= kAttnMaxGroup query heads of one
-// KV head: their running maxima m, sums l and unnormalized outputs out + g * out_stride
-// updated as ref's order states per block. Key and value rows below `prefetch_rows` (0: none)
-// are prefetched kPrefetchKeys ahead.
-NNX_TARGET_AVX2_FMA inline void attend_block(const float* q, std::int64_t q_stride, std::int64_t gn, const float* keys,
-                                             const float* values, std::int64_t kv_stride, std::int64_t jn,
+// One block of keys [0, jn) (rows kv_stride elements apart, f32 or bf16 bits) for gn <=
+// kAttnMaxGroup query heads of one KV head: their running maxima m, sums l and unnormalized
+// outputs out + g * out_stride updated as ref's order states per block. Key and value rows
+// below `prefetch_rows` (0: none) are prefetched kPrefetchKeys ahead.
+template <class E>
+NNX_TARGET_AVX2_FMA inline void attend_block(const float* q, std::int64_t q_stride, std::int64_t gn, const E* keys,
+                                             const E* values, std::int64_t kv_stride, std::int64_t jn,
                                              std::int64_t prefetch_rows, std::int64_t D, float scale, float* out,
                                              std::int64_t out_stride, float* m, float* l) noexcept {
   alignas(32) float p[ref::kAttnMaxGroup][kKeyBlock];
   const __m256i d_tail = lane_mask(D - D / 8 * 8);
-  const std::int64_t row_bytes = D * static_cast<std::int64_t>(sizeof(float));
+  const std::int64_t row_bytes = D * static_cast<std::int64_t>(sizeof(E));
   for (std::int64_t j = 0; j < jn; j += 8) {
-    const float* rows[8];
+    const E* rows[8];
 #pragma GCC unroll 8
     for (int i = 0; i < 8; ++i) rows[i] = keys + std::min<std::int64_t>(j + i, jn - 1) * kv_stride;
     for (std::int64_t i = j + kPrefetchKeys; i < j + kPrefetchKeys + 8 && i < prefetch_rows; ++i)
@@ -226,7 +248,7 @@ NNX_TARGET_AVX2_FMA inline void attend_block(const float* q, std::int64_t q_stri
       const __m256i mask = lane_mask(D - d);
       __m256 o0 = _mm256_mul_ps(_mm256_maskload_ps(og + d, mask), vc);
       for (std::int64_t j = 0; j < jn; ++j)
-        o0 = _mm256_fmadd_ps(_mm256_broadcast_ss(pg + j), _mm256_maskload_ps(values + j * kv_stride + d, mask), o0);
+        o0 = _mm256_fmadd_ps(_mm256_broadcast_ss(pg + j), load8_partial(values + j * kv_stride + d, D - d), o0);
       _mm256_maskstore_ps(og + d, mask, o0);
     }
   }
@@ -350,9 +372,10 @@ NNX_TARGET_AVX2_FMA inline void attend_block_i8(const float* q, std::int64_t q_s
 // partial group of keys is padded with the block's last key, so a key's score does not depend
 // on where group boundaries fall); the exponentials are exp_nonpositive (2 ulp), their sum 8
 // lanes then hsum; each output float one FMA chain over j. Key and value rows are prefetched
-// kPrefetchKeys ahead by a pass's first row. bf16 rows (D <= kMaxCompactHeadDim) are widened
-// a block of one head at a time (widen_bf16_rows) and read from that copy: the bits are those of
-// f32 rows holding the widened values. i8 rows are read as stored (attend_block_i8): scores by
+// kPrefetchKeys ahead by a pass's first row. bf16 rows are widened exactly in registers where
+// one row reads a block (decoding), and where several do (a prefill, D <= kMaxCompactHeadDim)
+// widened a block of one head at a time into one copy they all read (widen_bf16_rows): either
+// way the bits are those of f32 rows holding the widened values. i8 rows are read as stored (attend_block_i8): scores by
 // vpmaddwd against the query in int16, values converted in registers.
 NNX_TARGET_AVX2_FMA inline void attend(const float* q, std::int64_t q_row_stride, std::int64_t q_stride,
                                        std::int64_t R, const std::int64_t* n, std::int64_t G, std::int64_t Hk,
@@ -406,7 +429,17 @@ NNX_TARGET_AVX2_FMA inline void attend(const float* q, std::int64_t q_row_stride
           const float* block_keys = packed[0];
           const float* block_values = packed[1];
           std::int64_t stride = D, prefetch = 0;
-          if (keys.type == KvType::bf16) {
+          if (keys.type == KvType::bf16 && readers == 1) {  // a decode row: read in place, widened in registers
+            const std::int64_t r = std::find_if(n + r0, n + r1, [&](std::int64_t nr) { return j0 < nr; }) - n;
+            a::attend_block(q + r * q_row_stride + f * q_stride, q_stride, fe - f,
+                            static_cast<const std::uint16_t*>(keys.at(j0, h, D).data),
+                            static_cast<const std::uint16_t*>(values.at(j0, h, D).data), kv_stride,
+                            std::min(a::kKeyBlock, n[r] - j0), n_max - j0, D, scale,
+                            out + r * out_row_stride + f * out_stride, out_stride, m + state(r, f), l + state(r, f));
+            f = fe;
+            continue;
+          }
+          if (keys.type == KvType::bf16) {  // rows that share the block read one widened copy
             a::widen_bf16_rows(keys.at(j0, h, D), jmax, D, packed[0], n_max - j0);
             a::widen_bf16_rows(values.at(j0, h, D), jmax, D, packed[1], n_max - j0);
           } else {
