@@ -385,9 +385,10 @@ NNX_TARGET_AVX512 inline void attend_pairs(const PairState* pairs, int count, bo
 // R query rows, each with the G query heads of each of Hk KV heads, row r over keys [0, n[r]):
 // the contract of ref::attend in the order this header states. Blocks of 64 keys are taken
 // for every KV head of the call before the next block (a decode reads the cache's [Hkv, D] rows
-// whole); rows are taken kStatesPerPass / (G Hk) at a time. bf16 rows (D <= kMaxCompactHeadDim)
-// are widened a block of one head at a time (avx2's widen_bf16_rows) and tiled as a prefill's copies
-// are; i8 rows run avx2's kernel.
+// whole); rows are taken kStatesPerPass / (G Hk) at a time. bf16 rows of a decode (one query
+// row) run avx2's kernel, which reads them in place; a prefill's bf16 blocks (D <=
+// kMaxCompactHeadDim) are widened a block of one head at a time (avx2's widen_bf16_rows) and
+// tiled as its f32 copies are; i8 rows run avx2's kernel.
 NNX_TARGET_AVX512 inline void attend(const float* q, std::int64_t q_row_stride, std::int64_t q_stride,
                                      std::int64_t R, const std::int64_t* n, std::int64_t G, std::int64_t Hk,
                                      const KvRows& keys, const KvRows& values, std::int64_t D, float scale, float* out,
@@ -396,8 +397,10 @@ NNX_TARGET_AVX512 inline void attend(const float* q, std::int64_t q_row_stride, 
   // One query row of one head per KV head (an MHA decode) shares nothing a tile could use, and
   // avx2's kernel measured faster there (31-36 vs 36-47 us for a 288-position, 12-head slot);
   // head sizes past kMaxPackedD do not fit the copies; i8 rows are read as stored by avx2's
-  // integer scores. The bits are the same either way.
-  if ((R == 1 && G == 1) || D > a::kMaxPackedD || keys.type == KvType::i8)
+  // integer scores, and a decode's bf16 rows by avx2's widening in registers (a GQA step 4 %
+  // slower than tiles over a widened copy, 147 vs 141 us for 8 slots, but no copy). The bits
+  // are the same either way.
+  if ((R == 1 && (G == 1 || keys.type == KvType::bf16)) || D > a::kMaxPackedD || keys.type == KvType::i8)
     return avx2::attend(q, q_row_stride, q_stride, R, n, G, Hk, keys, values, D, scale, out, out_row_stride,
                         out_stride);
   const bool bf16 = keys.type == KvType::bf16;
