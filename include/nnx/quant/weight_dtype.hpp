@@ -15,7 +15,6 @@
 // values (nnx/quant/quantize.hpp).
 #pragma once
 
-#include <algorithm>
 #include <cstdint>
 #include <string>
 #include <string_view>
