@@ -1,7 +1,12 @@
 // Small model configs the engine tests share: fast to build, big enough to have real
-// attention (4 heads, GQA for Llama) and a vocabulary that sampling can spread over.
+// attention (4 heads, GQA for Llama) and a vocabulary that sampling can spread over; and the
+// engine's greedy tokens for a prompt.
 #pragma once
 
+#include <cstdint>
+#include <vector>
+
+#include <nnx/engine.hpp>
 #include <nnx/models.hpp>
 
 namespace engine_test {
@@ -28,6 +33,22 @@ inline nnx::LlamaConfig small_llama() {
   c.max_position_embeddings = 48;
   c.tie_word_embeddings = false;
   return c;
+}
+
+// The engine's greedy tokens for `prompt` in slot 0: the first from prefill, then n - 1 generated.
+template <class Model>
+std::vector<std::int32_t> greedy(const nnx::Engine<Model>& engine, const nnx::State& params,
+                                 const std::vector<std::int32_t>& prompt, std::int64_t n) {
+  const auto T = static_cast<std::int64_t>(prompt.size());
+  nnx::Prefix p = engine.prefill(params, nnx::Tensor::from_vector(prompt, {1, T}), T, {}, {}, {n, {}});
+  std::vector<std::int32_t> tokens{p.token};
+  nnx::DecodeState state = engine.insert(p, engine.init_decode_state(), 0);
+  while (state.num_active() > 0) {
+    auto [next, r] = engine.generate(params, std::move(state));
+    state = std::move(next);
+    tokens.push_back(r.at(0).token);
+  }
+  return tokens;
 }
 
 }  // namespace engine_test

@@ -16,6 +16,7 @@
 #include <nnx/models.hpp>
 #include <nnx/quant.hpp>
 
+#include "../engine/engine_test_util.hpp"
 #include "../io/io_test_util.hpp"
 #include "../models/reference_fixture.hpp"
 
@@ -255,17 +256,8 @@ TEST_CASE("int8 logits stay close to f32 on the PyTorch fixtures, and GPT-2's gr
     INFO(nnx::quant_scheme_name(s));
     const nnx::Engine<nnx::Gpt2> engine(cfg, {.max_prefill_length = 64, .max_target_length = 64, .slots = 1,
                                               .quant = scheme(s)});
-    const nnx::State params = engine.load_params(fixture::dir("gpt2_tiny"));
-    const auto T = static_cast<std::int64_t>(e.prompt.size());
-    nnx::Prefix p = engine.prefill(params, fixture::tokens(e.prompt), T, {}, {},
-                                   {static_cast<std::int64_t>(e.greedy.size()), {}});
-    std::vector<std::int32_t> tokens{p.token};
-    nnx::DecodeState state = engine.insert(p, engine.init_decode_state(), 0);
-    while (state.num_active() > 0) {
-      auto [next, r] = engine.generate(params, std::move(state));
-      state = std::move(next);
-      tokens.push_back(r.at(0).token);
-    }
+    const std::vector<std::int32_t> tokens = engine_test::greedy(
+        engine, engine.load_params(fixture::dir("gpt2_tiny")), e.prompt, static_cast<std::int64_t>(e.greedy.size()));
     if (s == nnx::QuantScheme::weight_only) {
       CHECK(tokens == e.greedy);
     } else {

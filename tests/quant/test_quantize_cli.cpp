@@ -13,6 +13,7 @@
 #include <nnx/io/checkpoint.hpp>
 #include <nnx/models.hpp>
 
+#include "../engine/engine_test_util.hpp"
 #include "../io/io_test_util.hpp"
 #include "../models/reference_fixture.hpp"
 #include "../support/run_command.hpp"
@@ -55,22 +56,6 @@ std::filesystem::path copy_fixture(const io_test::TempDir& tmp, const std::strin
   const std::filesystem::path dir = tmp / name;
   std::filesystem::copy(fixture::dir(name), dir);
   return dir;
-}
-
-// The engine's greedy tokens for `prompt`: the first from prefill, then n - 1 generated.
-template <class Model>
-std::string engine_greedy(const nnx::Engine<Model>& engine, const nnx::State& params,
-                          const std::vector<std::int32_t>& prompt, std::int64_t n) {
-  nnx::Prefix p = engine.prefill(params, fixture::tokens(prompt), static_cast<std::int64_t>(prompt.size()), {}, {},
-                                 {n, {}});
-  std::vector<std::int32_t> tokens{p.token};
-  nnx::DecodeState state = engine.insert(p, engine.init_decode_state(), 0);
-  while (state.num_active() > 0) {
-    auto [next, r] = engine.generate(params, std::move(state));
-    state = std::move(next);
-    tokens.push_back(r.at(0).token);
-  }
-  return join(tokens, " ") + "\n";
 }
 
 }  // namespace
@@ -116,7 +101,7 @@ TEST_CASE("quantize writes serve checkpoints that generate runs in int8", "[quan
   const auto l = fixture::expected("llama_tiny");
   const auto lg = generate("--model " + llama_out + " --prompt-ids " + join(l.prompt, ",") + " --max-new-tokens 6");
   INFO("generate stderr: " << lg.err);
-  CHECK(lg.out == engine_greedy(llama, llama.load_params(llama_out), l.prompt, 6));
+  CHECK(lg.out == join(engine_test::greedy(llama, llama.load_params(llama_out), l.prompt, 6), " ") + "\n");
 
   // A bf16 input: the Linears are quantized from the stored bf16 values, the embedding tables
   // are kept in bf16 as stored, and generate serves the checkpoint as the engine does.
@@ -136,7 +121,7 @@ TEST_CASE("quantize writes serve checkpoints that generate runs in int8", "[quan
   const auto s = fixture::expected("gpt2_small_bf16");
   const auto sg = generate("--model " + bf16_out + " --prompt-ids " + join(s.prompt, ",") + " --max-new-tokens 6");
   INFO("generate stderr: " << sg.err);
-  CHECK(sg.out == engine_greedy(small, small_params, s.prompt, 6));
+  CHECK(sg.out == join(engine_test::greedy(small, small_params, s.prompt, 6), " ") + "\n");
 }
 
 TEST_CASE("quantize reports bad arguments on one line with exit code 2", "[quant][cli]") {

@@ -936,13 +936,12 @@ inline GraphDef<> checkpoint_graphdef(const std::filesystem::path& dir) {
   return detail::stored_graphdef(detail::CheckpointReader(dir));
 }
 
-// The dtype a checkpoint stores its weights in: bf16 or f16 when a tensor is stored so (bf16
-// first; norm scales and int8 scales stay f32), else f32.
+// The dtype a checkpoint stores its weights in (stored_weight_dtype).
 inline DType checkpoint_weight_dtype(const std::filesystem::path& dir) {
   detail::CheckpointReader ckpt(dir);
   std::set<DType> dtypes;
   for (const std::string& name : ckpt.names()) dtypes.insert(ckpt.get(name).dtype());
-  return dtypes.count(DType::bf16) ? DType::bf16 : dtypes.count(DType::f16) ? DType::f16 : DType::f32;
+  return stored_weight_dtype(dtypes);
 }
 
 // The config stored in the checkpoint, or null when none was saved.

@@ -188,12 +188,11 @@ class HfCheckpoint {
     return out;
   }
 
-  // The dtype the files store their weights in: bf16 or f16 when a floating tensor is stored
-  // so (bf16 first), else f32.
+  // The dtype the files store their weights in (io::stored_weight_dtype).
   DType stored_weight_dtype() const {
     std::set<DType> dtypes;
     for (const auto& [name, file] : where_) dtypes.insert(files_[file].info(name).dtype);
-    return dtypes.count(DType::bf16) ? DType::bf16 : dtypes.count(DType::f16) ? DType::f16 : DType::f32;
+    return io::stored_weight_dtype(dtypes);
   }
 
   // A State with target's paths, kinds and metadata holding the checkpoint's values,

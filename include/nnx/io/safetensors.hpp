@@ -70,6 +70,13 @@ static_assert(std::endian::native == std::endian::little,
 // corrupt length must not make us parse gigabytes.
 inline constexpr std::uint64_t safetensors_default_max_header_bytes = 100'000'000;
 
+// The dtype a model's weights are stored in, given the dtypes of a checkpoint's tensors: bf16
+// or f16 when some tensor is stored so (bf16 first; a 16-bit checkpoint may keep norm scales
+// and int8 scales in f32), else f32.
+inline DType stored_weight_dtype(const std::set<DType>& tensor_dtypes) {
+  return tensor_dtypes.count(DType::bf16) ? DType::bf16 : tensor_dtypes.count(DType::f16) ? DType::f16 : DType::f32;
+}
+
 struct SafetensorsReadOptions {
   std::uint64_t max_header_bytes = safetensors_default_max_header_bytes;
 };

@@ -56,12 +56,13 @@ inline DType to_dtype(WeightDType w) {
   return w == WeightDType::f32 ? DType::f32 : w == WeightDType::bf16 ? DType::bf16 : DType::f16;
 }
 
-// The dtype of a parameter state's 16-bit weights: bf16 or f16 when a leaf holds one (a
-// bf16 model keeps its norm scales and biases in f32), else f32.
+// The dtype of a parameter state's weights: that of its first matrix not quantized (every
+// Linear weight and Embed table shares it once cast_weights has run; norm scales and biases,
+// f32 in every case, are vectors), f32 when every matrix is quantized. The engine asks at each
+// step, so it stops at the first matrix instead of reading the whole state.
 inline DType weight_dtype_of(const State& params) {
   for (const auto& [path, leaf] : params)
-    if (!leaf.is_quantized() && (leaf.tensor().dtype() == DType::bf16 || leaf.tensor().dtype() == DType::f16))
-      return leaf.tensor().dtype();
+    if (!leaf.is_quantized() && leaf.tensor().rank() == 2) return leaf.tensor().dtype();
   return DType::f32;
 }
 
