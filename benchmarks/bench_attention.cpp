@@ -4,11 +4,13 @@
 //
 //   build/benchmarks/bench_attention
 //
-//   BM_AttendDecode/<tier>/<slots>/<positions>/<group>/<kv>
+//   BM_AttendDecode/<tier>/<slots>/<positions>/<group>/<kv>/<layers>
 //       tier 0 = ref, 1 = avx2, 2 = avx512 (skipped on a CPU without it; a tier without its
 //       own kernel runs the one below); 12 query heads of 64 dimensions per slot, 12 / group
 //       KV heads, `positions` cached keys in a [slots, 1024, Hkv, 64] cache of kv 0 = f32,
-//       1 = bf16, 2 = int8 (a scale per position and head). Counters: kv_GBps, the KV bytes
+//       1 = bf16, 2 = int8 (a scale per position and head). layers = 1 reads one layer's
+//       cache again and again (it stays in L2/L3); layers = 16 reads 16 layers' [slots,
+//       positions, Hkv, 64] caches in turn, from DRAM as a model's decode step does. Counters: kv_GBps, the KV bytes
 //       read per second (2 * positions * Hkv * 64 * element bytes per slot, plus scales; caches
 //       that fit in L2/L3 give a cache rate, not DRAM's); read_GBps, the read bandwidth of
 //       one thread measured right after (the faster of read_bandwidth.hpp's probes over
@@ -77,8 +79,12 @@ void BM_AttendDecode(benchmark::State& state) {
   if (!pick(state, fn)) return;
   const std::int64_t slots = state.range(1), n = state.range(2), group = state.range(3);
   const auto type = static_cast<k::KvType>(state.range(4));
-  constexpr std::int64_t H = 12, D = 64, S = 1024;
-  const std::int64_t Hkv = H / group, elements = slots * S * Hkv * D, row = Hkv * D;
+  const std::int64_t layers = state.range(5);
+  constexpr std::int64_t H = 12, D = 64;
+  // One layer: a 1024-position cache per slot. Several: caches just long enough, so that
+  // `layers` of them outgrow the last-level cache as a model's do.
+  const std::int64_t S = layers == 1 ? 1024 : n;
+  const std::int64_t Hkv = H / group, elements = layers * slots * S * Hkv * D, row = Hkv * D;
   // The cache in its dtype: f32 values, their bf16 top halves, or int8 with a scale per row.
   const auto keys = random_floats(static_cast<std::size_t>(elements), 1);
   const auto values = random_floats(keys.size(), 2);
@@ -97,22 +103,28 @@ void BM_AttendDecode(benchmark::State& state) {
       vc[i] = static_cast<std::byte>(static_cast<std::int8_t>(vx * 127.0f));
     }
   }
-  const std::vector<float> scales(static_cast<std::size_t>(slots * S * Hkv), 1.0f / 127.0f);
+  const std::vector<float> key_scales(static_cast<std::size_t>(layers * slots * S * Hkv), 1.0f / 127.0f);
+  const std::vector<float> value_scales(key_scales);
   const auto q = random_floats(static_cast<std::size_t>(slots * H * D), 3);
   std::vector<float> out(q.size());
   const auto t0 = std::chrono::steady_clock::now();
   for (auto _ : state) {
-    for (std::int64_t b = 0; b < slots; ++b) {
-      const k::KvRows kr{kc.data(), type, row, scales.data(), Hkv}, vr{vc.data(), type, row, scales.data(), Hkv};
-      fn(q.data() + b * H * D, H * D, D, 1, &n, group, Hkv, kr.at(b * S, 0, D), vr.at(b * S, 0, D), D, 0.125f,
-         out.data() + b * H * D, H * D, D);
-    }
+    for (std::int64_t layer = 0; layer < layers; ++layer)
+      for (std::int64_t b = 0; b < slots; ++b) {
+        const k::KvRows kr{kc.data(), type, row, key_scales.data(), Hkv};
+        const k::KvRows vr{vc.data(), type, row, value_scales.data(), Hkv};
+        const std::int64_t first = (layer * slots + b) * S;
+        fn(q.data() + b * H * D, H * D, D, 1, &n, group, Hkv, kr.at(first, 0, D), vr.at(first, 0, D), D, 0.125f,
+           out.data() + b * H * D, H * D, D);
+      }
     benchmark::DoNotOptimize(out.data());
   }
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  const double scale_bytes = type == k::KvType::i8 ? 2.0 * static_cast<double>(slots * n * Hkv) * sizeof(float) : 0.0;
+  const double scale_bytes =
+      type == k::KvType::i8 ? 2.0 * static_cast<double>(layers * slots * n * Hkv) * sizeof(float) : 0.0;
   const double kv_bytes =
-      2.0 * static_cast<double>(slots * n * Hkv * D) * static_cast<double>(k::kv_type_bytes(type)) + scale_bytes;
+      2.0 * static_cast<double>(layers * slots * n * Hkv * D) * static_cast<double>(k::kv_type_bytes(type)) +
+      scale_bytes;
   const double kv_rate = kv_bytes * static_cast<double>(state.iterations()) / seconds;
   const double read = read_bandwidth();
   state.counters["kv_GBps"] = kv_rate * 1e-9;
@@ -148,7 +160,8 @@ void BM_AttendPrefill(benchmark::State& state) {
 }  // namespace
 
 BENCHMARK(BM_AttendDecode)
-    ->ArgNames({"tier", "slots", "positions", "group", "kv"})
-    ->ArgsProduct({{0, 1, 2}, {1, 8}, {288, 1024}, {1, 4}, {0, 1, 2}})
+    ->ArgNames({"tier", "slots", "positions", "group", "kv", "layers"})
+    ->ArgsProduct({{0, 1, 2}, {1, 8}, {288, 1024}, {1, 4}, {0, 1, 2}, {1}})
+    ->ArgsProduct({{1, 2}, {8}, {288}, {1, 4}, {0, 1, 2}, {16}})
     ->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_AttendPrefill)->ArgNames({"tier", "tokens"})->ArgsProduct({{0, 1, 2}, {128, 512}})->Unit(benchmark::kMicrosecond);

@@ -287,18 +287,59 @@ NNX_TARGET_AVX2_FMA inline __m256 scores8_i8(const std::int16_t* q16, const std:
   return _mm256_mul_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(dots), _mm256_loadu_ps(key_scale)), _mm256_set1_ps(qscale));
 }
 
+// The cache lines of an i8 row of D bytes into L1 ahead of use (its last byte's line too, for
+// rows that do not start on a line).
+NNX_TARGET_AVX2_FMA inline void prefetch_i8_row(const std::int8_t* p, std::int64_t D) noexcept {
+  const auto* c = reinterpret_cast<const char*>(p);
+  prefetch_l1(c);
+  for (std::int64_t b = 64; b < D; b += 64) prefetch_l1(c + b);
+  prefetch_l1(c + D - 1);
+}
+// The i8 rows [0, rows) of one KV head that the next call of attend_block_i8 reads, fetched
+// during this one, and with them their scales where they start a block (a block's scales are
+// read by its first head, then are in cache). Between two calls lie ~0.4 us of work: the
+// lines arrive in time, where a call's own look-ahead left each block's first rows, and the
+// first head's scales, to wait on DRAM.
+struct I8Prefetch {
+  const std::int8_t* keys = nullptr;
+  const std::int8_t* values = nullptr;
+  const float* key_scales = nullptr;  // null: the scales are in cache already
+  const float* value_scales = nullptr;
+  std::int64_t rows = 0;
+};
+
+// What attend_block_i8 prefetches as it reaches keys [j, j + 8) of its block: its own rows
+// kPrefetchKeys ahead while below prefetch_rows, and `next`'s rows [j, j + 8).
+NNX_TARGET_AVX2_FMA inline void prefetch_i8_rows(const KvRows& keys, const KvRows& values, std::int64_t j,
+                                                 std::int64_t prefetch_rows, const I8Prefetch& next,
+                                                 std::int64_t D) noexcept {
+  const auto* k8 = static_cast<const std::int8_t*>(keys.data);
+  const auto* v8 = static_cast<const std::int8_t*>(values.data);
+  for (std::int64_t i = j + kPrefetchKeys; i < j + kPrefetchKeys + 8 && i < prefetch_rows; ++i) {
+    prefetch_i8_row(k8 + i * keys.stride, D);
+    prefetch_i8_row(v8 + i * values.stride, D);
+  }
+  for (std::int64_t i = j; i < j + 8 && i < next.rows; ++i) {
+    prefetch_i8_row(next.keys + i * keys.stride, D);
+    prefetch_i8_row(next.values + i * values.stride, D);
+    if (next.key_scales) {
+      prefetch_l1(next.key_scales + i * keys.scale_stride);
+      prefetch_l1(next.value_scales + i * values.scale_stride);
+    }
+  }
+}
+
 // One block of i8 keys and values [0, jn) for gn <= kAttnMaxGroup query heads of one KV head,
 // read as stored (ref::attend_group_i8's order; the values' FMA chains as attend_block's, on
-// p_j * sv_j and the int8 values converted in registers). Rows below prefetch_rows are
-// prefetched kPrefetchKeys ahead.
-NNX_TARGET_AVX2_FMA inline void attend_block_i8(const float* q, std::int64_t q_stride, std::int64_t gn,
+// p_j * sv_j and the int8 values converted in registers). Query head g is q16 + g * D
+// (quantize_query_i16, done once per pass) with scale qscale[g] (its own times the softmax
+// scale). Rows below prefetch_rows are prefetched kPrefetchKeys ahead, and `next`'s rows
+// while this block's are read.
+NNX_TARGET_AVX2_FMA inline void attend_block_i8(const std::int16_t* q16, const float* qscale, std::int64_t gn,
                                                 const KvRows& keys, const KvRows& values, std::int64_t jn,
-                                                std::int64_t prefetch_rows, std::int64_t D, float scale, float* out,
-                                                std::int64_t out_stride, float* m, float* l) noexcept {
+                                                std::int64_t prefetch_rows, const I8Prefetch& next, std::int64_t D,
+                                                float* out, std::int64_t out_stride, float* m, float* l) noexcept {
   alignas(32) float p[ref::kAttnMaxGroup][kKeyBlock];
-  alignas(32) std::int16_t q16[ref::kAttnMaxGroup][kMaxCompactHeadDim];
-  float qscale[ref::kAttnMaxGroup];
-  for (std::int64_t g = 0; g < gn; ++g) qscale[g] = ref::quantize_query_i16(q + g * q_stride, D, q16[g]) * scale;
   const auto* k8 = static_cast<const std::int8_t*>(keys.data);
   const auto* v8 = static_cast<const std::int8_t*>(values.data);
   for (std::int64_t j = 0; j < jn; j += 8) {
@@ -310,15 +351,9 @@ NNX_TARGET_AVX2_FMA inline void attend_block_i8(const float* q, std::int64_t q_s
       rows[i] = k8 + r * keys.stride;
       key_scale[i] = keys.scales[r * keys.scale_stride];
     }
-    for (std::int64_t i = j + kPrefetchKeys; i < j + kPrefetchKeys + 8 && i < prefetch_rows; ++i) {
-      _mm_prefetch(reinterpret_cast<const char*>(k8 + i * keys.stride), _MM_HINT_T0);
-      _mm_prefetch(reinterpret_cast<const char*>(v8 + i * values.stride), _MM_HINT_T0);
-      if (D > 64) {
-        _mm_prefetch(reinterpret_cast<const char*>(k8 + i * keys.stride + 64), _MM_HINT_T0);
-        _mm_prefetch(reinterpret_cast<const char*>(v8 + i * values.stride + 64), _MM_HINT_T0);
-      }
-    }
-    for (std::int64_t g = 0; g < gn; ++g) _mm256_store_ps(p[g] + j, scores8_i8(q16[g], rows, key_scale, D, qscale[g]));
+    prefetch_i8_rows(keys, values, j, prefetch_rows, next, D);
+    for (std::int64_t g = 0; g < gn; ++g)
+      _mm256_store_ps(p[g] + j, scores8_i8(q16 + g * D, rows, key_scale, D, qscale[g]));
   }
   const std::int64_t full = D / 8 * 8;
   for (std::int64_t g = 0; g < gn; ++g) {
@@ -377,16 +412,35 @@ NNX_TARGET_AVX2_FMA inline void attend_block_i8(const float* q, std::int64_t q_s
 // widened a block of one head at a time into one copy they all read (widen_bf16_rows): either
 // way the bits are those of f32 rows holding the widened values. i8 rows are read as stored (attend_block_i8): scores by
 // vpmaddwd against the query in int16, values converted in registers.
-NNX_TARGET_AVX2_FMA inline void attend(const float* q, std::int64_t q_row_stride, std::int64_t q_stride,
-                                       std::int64_t R, const std::int64_t* n, std::int64_t G, std::int64_t Hk,
-                                       const KvRows& keys, const KvRows& values, std::int64_t D, float scale,
-                                       float* out, std::int64_t out_row_stride, std::int64_t out_stride) noexcept {
+//
+// The driver is shared with the avx512 tier, which passes its own i8 block kernel (the same
+// bits, 512 bits wide); attend below runs it with attend_block_i8.
+namespace detail::attn {
+
+using AttendBlockI8 = void (*)(const std::int16_t* q16, const float* qscale, std::int64_t gn, const KvRows& keys,
+                               const KvRows& values, std::int64_t jn, std::int64_t prefetch_rows,
+                               const I8Prefetch& next, std::int64_t D, float* out, std::int64_t out_stride, float* m,
+                               float* l) noexcept;
+
+template <AttendBlockI8 BlockI8>
+NNX_TARGET_AVX2_FMA inline void attend_with(const float* q, std::int64_t q_row_stride, std::int64_t q_stride,
+                                            std::int64_t R, const std::int64_t* n, std::int64_t G, std::int64_t Hk,
+                                            const KvRows& keys, const KvRows& values, std::int64_t D, float scale,
+                                            float* out, std::int64_t out_row_stride,
+                                            std::int64_t out_stride) noexcept {
   namespace a = detail::attn;
   const std::int64_t kv_stride = keys.stride;
   const std::int64_t H = G * Hk;
   const std::int64_t heads_per_pass = std::min(H, a::kStatesPerPass);
   const std::int64_t rows_per_pass = std::max<std::int64_t>(1, a::kStatesPerPass / H);
-  float m[a::kStatesPerPass], l[a::kStatesPerPass];
+  float m[a::kStatesPerPass], l[a::kStatesPerPass], qscale[a::kStatesPerPass];
+  // Per-thread scratch: f32 copies of a block of one head's keys and values, or (i8 caches)
+  // the pass's queries in int16.
+  alignas(64) static thread_local union {
+    float packed[2][a::kKeyBlock * kMaxCompactHeadDim];
+    std::int16_t q16[a::kStatesPerPass * kMaxCompactHeadDim];
+  } scratch;
+  std::int16_t* const q16 = scratch.q16;
   for (std::int64_t r0 = 0; r0 < R; r0 += rows_per_pass) {
     const std::int64_t r1 = std::min(R, r0 + rows_per_pass);
     std::int64_t n_max = 0;
@@ -399,6 +453,11 @@ NNX_TARGET_AVX2_FMA inline void attend(const float* q, std::int64_t q_row_stride
           m[state(r, f)] = -std::numeric_limits<float>::infinity();
           l[state(r, f)] = 0.0f;
           std::fill_n(out + r * out_row_stride + f * out_stride, D, 0.0f);
+          // i8 keys: each query in int16 once for all blocks (it was once per block: 9 % of a
+          // decode's attention).
+          if (keys.type == KvType::i8)
+            qscale[state(r, f)] =
+                ref::quantize_query_i16(q + r * q_row_stride + f * q_stride, D, q16 + state(r, f) * D) * scale;
         }
       for (std::int64_t j0 = 0; j0 < n_max; j0 += a::kKeyBlock) {
         // Runs of query heads that share a KV head, at most kAttnMaxGroup at a time.
@@ -413,19 +472,31 @@ NNX_TARGET_AVX2_FMA inline void attend(const float* q, std::int64_t q_row_stride
               jmax = std::max(jmax, std::min(a::kKeyBlock, n[r] - j0));
             }
           if (keys.type == KvType::i8) {  // read as stored, no copy
-            std::int64_t prefetch = n_max - j0;
+            // The next call's rows: the next KV head's part of this block, else the pass's
+            // first head's part of the next block.
+            a::I8Prefetch next;
+            if (fe < f1 && fe / G != h) {
+              next = {static_cast<const std::int8_t*>(keys.at(j0, fe / G, D).data),
+                      static_cast<const std::int8_t*>(values.at(j0, fe / G, D).data), nullptr, nullptr, jmax};
+            } else if (fe == f1 && j0 + a::kKeyBlock < n_max) {
+              const KvRows nk = keys.at(j0 + a::kKeyBlock, f0 / G, D), nv = values.at(j0 + a::kKeyBlock, f0 / G, D);
+              next = {static_cast<const std::int8_t*>(nk.data), static_cast<const std::int8_t*>(nv.data),
+                      nk.scales, nv.scales, std::min(a::kKeyBlock, n_max - j0 - a::kKeyBlock)};
+            }
+            // Only the pass's first call runs without its rows fetched ahead.
+            std::int64_t prefetch = j0 == 0 && f == f0 ? n_max : 0;
             for (std::int64_t r = r0; r < r1; ++r) {
               if (j0 >= n[r]) continue;
-              a::attend_block_i8(q + r * q_row_stride + f * q_stride, q_stride, fe - f, keys.at(j0, h, D),
-                                 values.at(j0, h, D), std::min(a::kKeyBlock, n[r] - j0), prefetch, D, scale,
-                                 out + r * out_row_stride + f * out_stride, out_stride, m + state(r, f),
-                                 l + state(r, f));
+              BlockI8(q16 + state(r, f) * D, qscale + state(r, f), fe - f, keys.at(j0, h, D), values.at(j0, h, D),
+                      std::min(a::kKeyBlock, n[r] - j0), prefetch, next, D, out + r * out_row_stride + f * out_stride,
+                      out_stride, m + state(r, f), l + state(r, f));
               prefetch = 0;
+              next.rows = 0;  // the first row's prefetches serve the others
             }
             f = fe;
             continue;
           }
-          alignas(64) static thread_local float packed[2][a::kKeyBlock * kMaxCompactHeadDim];
+          auto& packed = scratch.packed;
           const float* block_keys = packed[0];
           const float* block_values = packed[1];
           std::int64_t stride = D, prefetch = 0;
@@ -478,6 +549,16 @@ NNX_TARGET_AVX2_FMA inline void attend(const float* q, std::int64_t q_row_stride
         }
     }
   }
+}
+
+}  // namespace detail::attn
+
+NNX_TARGET_AVX2_FMA inline void attend(const float* q, std::int64_t q_row_stride, std::int64_t q_stride,
+                                       std::int64_t R, const std::int64_t* n, std::int64_t G, std::int64_t Hk,
+                                       const KvRows& keys, const KvRows& values, std::int64_t D, float scale,
+                                       float* out, std::int64_t out_row_stride, std::int64_t out_stride) noexcept {
+  detail::attn::attend_with<&detail::attn::attend_block_i8>(q, q_row_stride, q_stride, R, n, G, Hk, keys, values, D,
+                                                            scale, out, out_row_stride, out_stride);
 }
 
 }  // namespace nnx::kernels::avx2

@@ -380,6 +380,143 @@ NNX_TARGET_AVX512 inline void attend_pairs(const PairState* pairs, int count, bo
 
 #undef NNX_ATTN_INLINE
 
+// Integer scores of 8 i8 keys rows[i] against GH query heads q16 + g * D: each key widened to
+// int16 once for the GH heads, 32 products per vpdpwssd; lane i of dots[g] is head g's sum for
+// key i. Integer sums are exact in any order, so these are avx2's scores8_i8 sums.
+template <int GH>
+NNX_TARGET_AVX512 inline void dots8_i8(const std::int16_t* q16, std::int64_t D, const std::int8_t* const (&rows)[8],
+                                       __m256i (&dots)[GH]) noexcept {
+  __m512i a[GH][8];
+#pragma GCC unroll 8
+  for (int i = 0; i < 8; ++i)
+    for (int g = 0; g < GH; ++g) a[g][i] = _mm512_setzero_si512();
+  for (std::int64_t d = 0; d < D; d += 32) {
+    // Masked loads: a tail reads neither past a row nor into the next head's query.
+    const bool full = D - d >= 32;
+    const __mmask32 mask = full ? ~__mmask32{0} : (__mmask32{1} << (D - d)) - 1;
+    __m512i k[8];
+#pragma GCC unroll 8
+    for (int i = 0; i < 8; ++i)
+      k[i] = _mm512_maskz_cvtepi8_epi16(
+          mask, full ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(rows[i] + d))
+                     : _mm256_maskz_loadu_epi8(mask, rows[i] + d));
+    for (int g = 0; g < GH; ++g) {
+      const __m512i qv = _mm512_maskz_loadu_epi16(mask, q16 + g * D + d);
+#pragma GCC unroll 8
+      for (int i = 0; i < 8; ++i) a[g][i] = _mm512_dpwssd_epi32(a[g][i], qv, k[i]);
+    }
+  }
+  for (int g = 0; g < GH; ++g) {
+    __m256i h[8];
+#pragma GCC unroll 8
+    for (int i = 0; i < 8; ++i)
+      h[i] = _mm256_add_epi32(_mm512_maskz_extracti64x4_epi64(0xFF, a[g][i], 0),
+                              _mm512_maskz_extracti64x4_epi64(0xFF, a[g][i], 1));
+    const __m256i s01 = _mm256_hadd_epi32(h[0], h[1]), s23 = _mm256_hadd_epi32(h[2], h[3]);
+    const __m256i s45 = _mm256_hadd_epi32(h[4], h[5]), s67 = _mm256_hadd_epi32(h[6], h[7]);
+    const __m256i s0123 = _mm256_hadd_epi32(s01, s23), s4567 = _mm256_hadd_epi32(s45, s67);
+    dots[g] = _mm256_add_epi32(_mm256_permute2x128_si256(s0123, s4567, 0x20),
+                               _mm256_permute2x128_si256(s0123, s4567, 0x31));
+  }
+}
+
+// Eight keys' scores from their integer dot products, as avx2's scores8_i8 rounds them:
+// (float(dot) * key scale) * query scale.
+NNX_TARGET_AVX512 inline __m256 scores_i8(__m256i dots, __m256 key_scales, float qscale) noexcept {
+  return _mm256_mul_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(dots), key_scales), _mm256_set1_ps(qscale));
+}
+
+// o_g[0, D) = o_g c_g + sum_j p_g[j] float(v_j) for GV query heads: each output float one FMA
+// chain over j ascending, as avx2's loops, so the same bits; 64 floats of every head in
+// registers at a time, each value row converted once for the GV heads.
+template <int GV>
+NNX_TARGET_AVX512 inline void weighted_values_i8(float* const* o, const float* c, const float* const* p,
+                                                 const std::int8_t* v8, std::int64_t stride, std::int64_t jn,
+                                                 std::int64_t D) noexcept {
+  for (std::int64_t d = 0; d < D; d += 64) {
+    __mmask16 mask[4];
+    __m512 acc[GV][4];
+#pragma GCC unroll 4
+    for (int i = 0; i < 4; ++i) {
+      mask[i] = lanes16(D - d - 16 * i);
+      for (int g = 0; g < GV; ++g)
+        acc[g][i] = _mm512_mul_ps(_mm512_maskz_loadu_ps(mask[i], o[g] + d + 16 * i), _mm512_set1_ps(c[g]));
+    }
+    const bool full = D - d >= 64;
+    for (std::int64_t j = 0; j < jn; ++j) {
+      const std::int8_t* v = v8 + j * stride + d;
+      __m512 x[4];
+#pragma GCC unroll 4
+      for (int i = 0; i < 4; ++i)
+        x[i] = _mm512_maskz_cvtepi32_ps(
+            kAll16, _mm512_maskz_cvtepi8_epi32(kAll16, full ? _mm_loadu_si128(reinterpret_cast<const __m128i*>(v + 16 * i))
+                                                            : _mm_maskz_loadu_epi8(mask[i], v + 16 * i)));
+      for (int g = 0; g < GV; ++g) {
+        const __m512 pj = _mm512_set1_ps(p[g][j]);
+#pragma GCC unroll 4
+        for (int i = 0; i < 4; ++i) acc[g][i] = _mm512_fmadd_ps(pj, x[i], acc[g][i]);
+      }
+    }
+    for (int g = 0; g < GV; ++g)
+#pragma GCC unroll 4
+      for (int i = 0; i < 4; ++i) _mm512_mask_storeu_ps(o[g] + d + 16 * i, mask[i], acc[g][i]);
+  }
+}
+
+// avx2's attend_block_i8 (its contract and bits) 512 bits wide: scores by vpdpwssd with each
+// key widened once for two query heads, values converted once for up to four.
+NNX_TARGET_AVX512 inline void attend_block_i8(const std::int16_t* q16, const float* qscale, std::int64_t gn,
+                                              const KvRows& keys, const KvRows& values, std::int64_t jn,
+                                              std::int64_t prefetch_rows, const avx2::detail::attn::I8Prefetch& next,
+                                              std::int64_t D, float* out, std::int64_t out_stride, float* m,
+                                              float* l) noexcept {
+  namespace a2 = avx2::detail::attn;
+  alignas(32) float p[ref::kAttnMaxGroup][a2::kKeyBlock];
+  const auto* k8 = static_cast<const std::int8_t*>(keys.data);
+  for (std::int64_t j = 0; j < jn; j += 8) {
+    const std::int8_t* rows[8];
+    alignas(32) float key_scale[8];
+#pragma GCC unroll 8
+    for (int i = 0; i < 8; ++i) {
+      const std::int64_t r = std::min<std::int64_t>(j + i, jn - 1);
+      rows[i] = k8 + r * keys.stride;
+      key_scale[i] = keys.scales[r * keys.scale_stride];
+    }
+    a2::prefetch_i8_rows(keys, values, j, prefetch_rows, next, D);
+    const __m256 ks = _mm256_load_ps(key_scale);
+    std::int64_t g = 0;
+    for (; g + 2 <= gn; g += 2) {
+      __m256i dots[2];
+      dots8_i8<2>(q16 + g * D, D, rows, dots);
+      _mm256_store_ps(p[g] + j, scores_i8(dots[0], ks, qscale[g]));
+      _mm256_store_ps(p[g + 1] + j, scores_i8(dots[1], ks, qscale[g + 1]));
+    }
+    if (g < gn) {
+      __m256i dots[1];
+      dots8_i8<1>(q16 + g * D, D, rows, dots);
+      _mm256_store_ps(p[g] + j, scores_i8(dots[0], ks, qscale[g]));
+    }
+  }
+  float c[ref::kAttnMaxGroup];
+  float* o[ref::kAttnMaxGroup];
+  const float* pg[ref::kAttnMaxGroup];
+  for (std::int64_t g = 0; g < gn; ++g) {
+    c[g] = a2::softmax_step(p[g], jn, m[g], l[g]);
+    for (std::int64_t j = 0; j < jn; ++j) p[g][j] *= values.scales[j * values.scale_stride];
+    o[g] = out + g * out_stride;
+    pg[g] = p[g];
+  }
+  const auto* v8 = static_cast<const std::int8_t*>(values.data);
+  for (std::int64_t g = 0; g < gn; g += 4) {
+    switch (std::min<std::int64_t>(4, gn - g)) {
+      case 4: weighted_values_i8<4>(o + g, c + g, pg + g, v8, values.stride, jn, D); break;
+      case 3: weighted_values_i8<3>(o + g, c + g, pg + g, v8, values.stride, jn, D); break;
+      case 2: weighted_values_i8<2>(o + g, c + g, pg + g, v8, values.stride, jn, D); break;
+      default: weighted_values_i8<1>(o + g, c + g, pg + g, v8, values.stride, jn, D); break;
+    }
+  }
+}
+
 }  // namespace detail::attn
 
 // R query rows, each with the G query heads of each of Hk KV heads, row r over keys [0, n[r]):
@@ -388,7 +525,7 @@ NNX_TARGET_AVX512 inline void attend_pairs(const PairState* pairs, int count, bo
 // whole); rows are taken kStatesPerPass / (G Hk) at a time. bf16 rows of a decode (one query
 // row) run avx2's kernel, which reads them in place; a prefill's bf16 blocks (D <=
 // kMaxCompactHeadDim) are widened a block of one head at a time (avx2's widen_bf16_rows) and
-// tiled as its f32 copies are; i8 rows run avx2's kernel.
+// tiled as its f32 copies are; i8 rows run avx2's driver with attend_block_i8 above.
 NNX_TARGET_AVX512 inline void attend(const float* q, std::int64_t q_row_stride, std::int64_t q_stride,
                                      std::int64_t R, const std::int64_t* n, std::int64_t G, std::int64_t Hk,
                                      const KvRows& keys, const KvRows& values, std::int64_t D, float scale, float* out,
@@ -396,11 +533,14 @@ NNX_TARGET_AVX512 inline void attend(const float* q, std::int64_t q_row_stride, 
   namespace a = detail::attn;
   // One query row of one head per KV head (an MHA decode) shares nothing a tile could use, and
   // avx2's kernel measured faster there (31-36 vs 36-47 us for a 288-position, 12-head slot);
-  // head sizes past kMaxPackedD do not fit the copies; i8 rows are read as stored by avx2's
-  // integer scores, and a decode's bf16 rows by avx2's widening in registers (a GQA step 4 %
+  // head sizes past kMaxPackedD do not fit the copies; and a decode's bf16 rows are read by
+  // avx2's widening in registers (a GQA step 4 %
   // slower than tiles over a widened copy, 147 vs 141 us for 8 slots, but no copy). The bits
   // are the same either way.
-  if ((R == 1 && (G == 1 || keys.type == KvType::bf16)) || D > a::kMaxPackedD || keys.type == KvType::i8)
+  if (keys.type == KvType::i8)
+    return avx2::detail::attn::attend_with<&a::attend_block_i8>(q, q_row_stride, q_stride, R, n, G, Hk, keys, values,
+                                                                D, scale, out, out_row_stride, out_stride);
+  if ((R == 1 && (G == 1 || keys.type == KvType::bf16)) || D > a::kMaxPackedD)
     return avx2::attend(q, q_row_stride, q_stride, R, n, G, Hk, keys, values, D, scale, out, out_row_stride,
                         out_stride);
   const bool bf16 = keys.type == KvType::bf16;
