@@ -271,12 +271,7 @@ NNX_TARGET_AVX2_FMA inline __m256 scores8_i8(const std::int16_t* q16, const std:
       a[i] = _mm256_add_epi32(a[i], _mm256_madd_epi16(qv, k));
     }
   }
-  // Lane i of the result: the sum of a[i]'s lanes (integer: exact in any order).
-  const __m256i s01 = _mm256_hadd_epi32(a[0], a[1]), s23 = _mm256_hadd_epi32(a[2], a[3]);
-  const __m256i s45 = _mm256_hadd_epi32(a[4], a[5]), s67 = _mm256_hadd_epi32(a[6], a[7]);
-  const __m256i s0123 = _mm256_hadd_epi32(s01, s23), s4567 = _mm256_hadd_epi32(s45, s67);
-  __m256i dots = _mm256_add_epi32(_mm256_permute2x128_si256(s0123, s4567, 0x20),
-                                  _mm256_permute2x128_si256(s0123, s4567, 0x31));
+  __m256i dots = hsum8_epi32(a);
   if (full < D) {
     alignas(32) std::int32_t t[8];
     _mm256_store_si256(reinterpret_cast<__m256i*>(t), dots);

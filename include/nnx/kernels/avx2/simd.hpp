@@ -42,6 +42,16 @@ NNX_TARGET_AVX2_FMA inline std::uint32_t hsum_epi32(__m256i v) noexcept {
   return static_cast<std::uint32_t>(_mm_cvtsi128_si32(s));
 }
 
+// Lane i: the sum of v[i]'s eight lanes (mod 2^32, so in any order the same): eight horizontal
+// integer sums for about the price of two.
+NNX_TARGET_AVX2_FMA inline __m256i hsum8_epi32(const __m256i (&v)[8]) noexcept {
+  const __m256i s01 = _mm256_hadd_epi32(v[0], v[1]), s23 = _mm256_hadd_epi32(v[2], v[3]);
+  const __m256i s45 = _mm256_hadd_epi32(v[4], v[5]), s67 = _mm256_hadd_epi32(v[6], v[7]);
+  const __m256i s0123 = _mm256_hadd_epi32(s01, s23), s4567 = _mm256_hadd_epi32(s45, s67);
+  return _mm256_add_epi32(_mm256_permute2x128_si256(s0123, s4567, 0x20),
+                          _mm256_permute2x128_si256(s0123, s4567, 0x31));
+}
+
 // exp(x) for x <= 0 (a score minus the row maximum), within 2 ulp of std::exp: Cody-Waite
 // reduction by ln 2, then a degree-7 polynomial. Below -87.3 the result would be subnormal
 // and is 0; a NaN stays NaN (max_ps returns its second operand on NaN).

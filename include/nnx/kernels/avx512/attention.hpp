@@ -412,11 +412,7 @@ NNX_TARGET_AVX512 inline void dots8_i8(const std::int16_t* q16, std::int64_t D, 
     for (int i = 0; i < 8; ++i)
       h[i] = _mm256_add_epi32(_mm512_maskz_extracti64x4_epi64(0xFF, a[g][i], 0),
                               _mm512_maskz_extracti64x4_epi64(0xFF, a[g][i], 1));
-    const __m256i s01 = _mm256_hadd_epi32(h[0], h[1]), s23 = _mm256_hadd_epi32(h[2], h[3]);
-    const __m256i s45 = _mm256_hadd_epi32(h[4], h[5]), s67 = _mm256_hadd_epi32(h[6], h[7]);
-    const __m256i s0123 = _mm256_hadd_epi32(s01, s23), s4567 = _mm256_hadd_epi32(s45, s67);
-    dots[g] = _mm256_add_epi32(_mm256_permute2x128_si256(s0123, s4567, 0x20),
-                               _mm256_permute2x128_si256(s0123, s4567, 0x31));
+    dots[g] = avx2::hsum8_epi32(h);
   }
 }
 
