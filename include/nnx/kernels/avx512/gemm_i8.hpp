@@ -45,10 +45,11 @@ NNX_TARGET_AVX512 inline std::uint32_t hsum_epi32(__m512i v) noexcept {
   return static_cast<std::uint32_t>(_mm_cvtsi128_si32(s));
 }
 
-// Weight rows prefetched ahead of the row a tile reads (see avx2/gemm_i8.hpp, where the
-// distance was measured): a tile's rows are short streams the hardware prefetcher does not
-// lock on to.
-inline constexpr std::int64_t kPrefetchRows = 8;
+// How far ahead of the row a tile reads its weights are prefetched: about 6 KB, the 8 rows of
+// K = 768 that avx2/gemm_i8.hpp measured; a tile's rows are short streams the hardware
+// prefetcher does not lock on to. In bytes, not rows: 8 rows at K = 3072 (24 KB) beside the
+// 24 KB of activations overflowed L1 (K 3072 x N 768 at M = 8 from DRAM: 179-183 -> 152-161 us).
+inline constexpr std::int64_t kPrefetchBytes = 6 * 1024;
 
 // Rows of x per tile and output channels per tile for it: MR * NR accumulators, NR weight
 // vectors and an activation vector fit the 32 registers.
@@ -98,12 +99,11 @@ NNX_TARGET_AVX512 inline void tile(std::int64_t K, const std::int8_t* xq, std::i
     const __m256i offset = _mm256_slli_epi32(_mm256_maskz_loadu_epi32(rows, rowsum), 7);
 #pragma GCC unroll 8
     for (int j = 0; j < NR; ++j) {
-      __m256i h[8];
+      __m256i h[8] = {};
 #pragma GCC unroll 8
-      for (int i = 0; i < 8; ++i)
-        h[i] = i < MR ? _mm256_add_epi32(_mm512_maskz_extracti64x4_epi64(0xff, acc[i < MR ? i : 0][j], 0),
-                                         _mm512_maskz_extracti64x4_epi64(0xff, acc[i < MR ? i : 0][j], 1))
-                      : _mm256_setzero_si256();
+      for (int i = 0; i < MR; ++i)
+        h[i] = _mm256_add_epi32(_mm512_maskz_extracti64x4_epi64(0xff, acc[i][j], 0),
+                                _mm512_maskz_extracti64x4_epi64(0xff, acc[i][j], 1));
       const __m256i s = _mm256_sub_epi32(avx2::hsum8_epi32(h), offset);
       alignas(32) float out[8];
       _mm256_store_ps(out, _mm256_mul_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(s), vxs), _mm256_set1_ps(ws[j])));
@@ -119,7 +119,7 @@ NNX_TARGET_AVX512 inline void rows(std::int64_t nb, std::int64_t K, const std::i
                                    const float* xs, const std::uint32_t* rowsum, const std::int8_t* q,
                                    std::int64_t ldq, const float* ws, float* y, std::int64_t ldy) noexcept {
   constexpr int NR = channels_for(MR);
-  const std::int64_t ahead = std::max<std::int64_t>(NR, kPrefetchRows * 768 / std::max<std::int64_t>(K, 1));
+  const std::int64_t ahead = std::max<std::int64_t>(NR, kPrefetchBytes / std::max<std::int64_t>(K, 1));
   std::int64_t n = 0;
   for (; n + NR <= nb; n += NR) tile<MR, NR>(K, xq, ldx, xs, rowsum, q + n * ldq, ldq, ws + n, y + n, ldy, ahead);
   for (; n < nb; ++n) tile<MR, 1>(K, xq, ldx, xs, rowsum, q + n * ldq, ldq, ws + n, y + n, ldy, ahead);
