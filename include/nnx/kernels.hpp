@@ -15,6 +15,7 @@
 #include "nnx/kernels/gemm_i8.hpp"
 #include "nnx/kernels/isa.hpp"
 #include "nnx/kernels/norm.hpp"
+#include "nnx/kernels/optimizer.hpp"
 #include "nnx/kernels/parallel.hpp"
 #include "nnx/kernels/quantize.hpp"
 #include "nnx/kernels/rope.hpp"

@@ -12,3 +12,4 @@
 #include "nnx/models.hpp"
 #include "nnx/nn.hpp"
 #include "nnx/ops.hpp"
+#include "nnx/train.hpp"

@@ -55,4 +55,22 @@ inline void swiglu(const float* gate, const float* up, float* out, std::int64_t 
                   [&](std::int64_t i0, std::int64_t i1) noexcept { f(gate + i0, up + i0, out + i0, i1 - i0); });
 }
 
+// Backward of gelu_tanh: dx = dy * gelu_tanh'(x) elementwise; dx may be dy.
+inline void gelu_tanh_backward(const float* x, const float* dy, float* dx, std::int64_t n) noexcept {
+  parallel_blocks(n, detail::kActivationBlock, detail::kActivationWork * double(n),
+                  [&](std::int64_t i0, std::int64_t i1) noexcept {
+                    ref::gelu_tanh_backward(x + i0, dy + i0, dx + i0, i1 - i0);
+                  });
+}
+
+// Backward of swiglu: dgate = dy * up * silu'(gate), dup = dy * silu(gate); dgate may be gate
+// or dy, dup may be up.
+inline void swiglu_backward(const float* gate, const float* up, const float* dy, float* dgate, float* dup,
+                            std::int64_t n) noexcept {
+  parallel_blocks(n, detail::kActivationBlock, 2.0 * detail::kActivationWork * double(n),
+                  [&](std::int64_t i0, std::int64_t i1) noexcept {
+                    ref::swiglu_backward(gate + i0, up + i0, dy + i0, dgate + i0, dup + i0, i1 - i0);
+                  });
+}
+
 }  // namespace nnx::kernels

@@ -11,13 +11,19 @@
 // Runs the best tier the CPU has (nnx/kernels/isa.hpp); ref and avx2 agree within the bound
 // nnx/kernels/avx2/attention.hpp states, and avx512 gives avx2's bits. Never throws; allocates
 // nothing.
+//
+// Training: attend_backward gives dq, dk and dv of causal self-attention over whole sequences
+// (ref::attend_backward_group states the order), threads taking (sequence, KV head) items.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 
 #include "nnx/kernels/avx2/attention.hpp"
+#include "nnx/kernels/avx2/attention_backward.hpp"
 #include "nnx/kernels/avx512/attention.hpp"
 #include "nnx/kernels/isa.hpp"
+#include "nnx/kernels/parallel.hpp"
 #include "nnx/kernels/ref/attention.hpp"
 
 namespace nnx::kernels {
@@ -57,6 +63,38 @@ inline void attend_f32(const float* q, std::int64_t q_row_stride, std::int64_t q
                        std::int64_t out_stride) noexcept {
   attend(q, q_row_stride, q_stride, R, n, G, Hk, {keys, KvType::f32, kv_stride}, {values, KvType::f32, kv_stride}, D,
          scale, out, out_row_stride, out_stride);
+}
+
+using AttendBackwardFn = void (*)(const float* q, const float* k, const float* v, const float* dout, std::int64_t T,
+                                  std::int64_t G, std::int64_t D, std::int64_t q_row, std::int64_t kv_row,
+                                  float scale, float* dq, float* dk, float* dv, float* scratch) noexcept;
+
+inline constexpr TierTable<AttendBackwardFn> kAttendBackward{&ref::attend_backward_group,
+                                                             NNX_X86_ENTRY(avx2::attend_backward_group)};
+
+// Floats of scratch attend_backward needs for sequences of T positions.
+inline std::int64_t attend_backward_scratch(std::int64_t T) noexcept { return 2 * T * num_threads(); }
+
+// Backward of causal self-attention over B sequences of T positions: q, dout, dq [B, T, H, D];
+// k, v, dk, dv [B, T, Hkv, D] (H a multiple of Hkv; query head h reads KV head h / (H / Hkv));
+// position t attends to positions 0..t of its sequence with scores scale (q . k). dq, dk, dv
+// are overwritten. scratch: attend_backward_scratch(T) floats. Each (sequence, KV head) is
+// computed on its own, so any thread count gives the same bits. Never throws.
+inline void attend_backward(const float* q, const float* k, const float* v, const float* dout, std::int64_t B,
+                            std::int64_t T, std::int64_t H, std::int64_t Hkv, std::int64_t D, float scale, float* dq,
+                            float* dk, float* dv, float* scratch) noexcept {
+  const AttendBackwardFn f = select(kAttendBackward, active_isa());
+  const std::int64_t G = H / Hkv;
+  const double work = 3.0 * double(B) * double(H) * double(T) * double(T + 1) * double(D);
+  const int threads = static_cast<int>(std::min<std::int64_t>(threads_for_work(work), B * Hkv));
+  parallel_for(B * Hkv, threads, [&](std::int64_t i0, std::int64_t i1, int slot) noexcept {
+    for (std::int64_t i = i0; i < i1; ++i) {
+      const std::int64_t b = i / Hkv, h = i % Hkv;
+      const std::int64_t qo = b * T * H * D + h * G * D, ko = b * T * Hkv * D + h * D;
+      f(q + qo, k + ko, v + ko, dout + qo, T, G, D, H * D, Hkv * D, scale, dq + qo, dk + ko, dv + ko,
+        scratch + 2 * T * slot);
+    }
+  });
 }
 
 }  // namespace nnx::kernels

@@ -44,4 +44,28 @@ inline void add_f32(const float* a, const float* b, float* out, std::int64_t n) 
                   [&](std::int64_t i0, std::int64_t i1) noexcept { f(a + i0, b + i0, out + i0, i1 - i0); });
 }
 
+// acc[j] += sum_r x[r, j] (a bias's gradient), each column summed over rows in ascending
+// order whatever the threads. Never throws.
+inline void add_column_sums(const float* x, std::int64_t rows, std::int64_t cols, float* acc) noexcept {
+  parallel_blocks(cols, 64, double(rows) * double(cols), [&](std::int64_t j0, std::int64_t j1) noexcept {
+    ref::add_column_sums(x, rows, cols, j0, j1, acc);
+  });
+}
+
+// table[ids[r], :] += x[r, :] (an embedding's gradient), each element's additions in row
+// order whatever the threads; ids must lie in the table (callers check). Never throws.
+inline void scatter_add_rows(const float* x, const std::int32_t* ids, std::int64_t rows, std::int64_t cols,
+                             float* table) noexcept {
+  parallel_blocks(cols, 64, double(rows) * double(cols), [&](std::int64_t j0, std::int64_t j1) noexcept {
+    ref::scatter_add_rows(x, ids, rows, cols, j0, j1, table);
+  });
+}
+
+// out[cols, rows] = x[rows, cols]ᵀ. Never throws.
+inline void transpose_f32(const float* x, std::int64_t rows, std::int64_t cols, float* out) noexcept {
+  parallel_blocks(rows, 32, double(rows) * double(cols), [&](std::int64_t r0, std::int64_t r1) noexcept {
+    ref::transpose_f32(x, rows, cols, r0, r1, out);
+  });
+}
+
 }  // namespace nnx::kernels

@@ -7,6 +7,10 @@
 // ref (nnx/kernels/ref/norm.hpp) states the order of operations and the error bound every
 // tier keeps; avx2 (nnx/kernels/avx2/norm.hpp) sums in vector lanes; avx512 runs avx2's. Each
 // row is computed on its own, so rows may be split between threads without changing a bit.
+//
+// Backward (training): layer_norm_backward / rms_norm_backward give dx and add the scale (and
+// bias) gradients; rows split between threads for dx, columns for the parameter sums, so every
+// result is the same on any thread count.
 #pragma once
 
 #include <cstdint>
@@ -46,6 +50,37 @@ inline void rms_norm_rows(const float* x, const float* scale, float eps, float* 
   parallel_blocks(rows, 1, 3.0 * double(rows) * double(cols), [&](std::int64_t r0, std::int64_t r1) noexcept {
     f(x + r0 * cols, scale, eps, out + r0 * cols, r1 - r0, cols);
   });
+}
+
+namespace detail {
+using NormBackwardRowsFn = void (*)(const float* x, const float* scale, const float* dy, float eps, float* dx,
+                                    float* stats, std::int64_t rows, std::int64_t cols) noexcept;
+inline void norm_backward(NormBackwardRowsFn rows_fn, const float* x, const float* scale, const float* dy, float eps,
+                          float* dx, float* stats, float* dscale, float* dbias, std::int64_t rows,
+                          std::int64_t cols) noexcept {
+  parallel_blocks(rows, 1, 8.0 * double(rows) * double(cols), [&](std::int64_t r0, std::int64_t r1) noexcept {
+    rows_fn(x + r0 * cols, scale, dy + r0 * cols, eps, dx + r0 * cols, stats + 2 * r0, r1 - r0, cols);
+  });
+  if (!dscale) return;
+  parallel_blocks(cols, 64, 3.0 * double(rows) * double(cols), [&](std::int64_t j0, std::int64_t j1) noexcept {
+    ref::norm_param_grads(x, dy, stats, rows, cols, j0, j1, dscale, dbias);
+  });
+}
+}  // namespace detail
+
+// Backward of layer_norm_rows: dx[rows, cols] from dy (dx overlapping neither x nor dy), and
+// dscale[j] += sum_r dy x̂, dbias[j] += sum_r dy (each nullptr to skip). stats: scratch of
+// 2 * rows floats (each row's mean and 1 / std). Never throws.
+inline void layer_norm_backward(const float* x, const float* scale, const float* dy, float eps, float* dx,
+                                float* stats, float* dscale, float* dbias, std::int64_t rows,
+                                std::int64_t cols) noexcept {
+  detail::norm_backward(&ref::layer_norm_backward_rows, x, scale, dy, eps, dx, stats, dscale, dbias, rows, cols);
+}
+
+// Backward of rms_norm_rows, as layer_norm_backward without a bias.
+inline void rms_norm_backward(const float* x, const float* scale, const float* dy, float eps, float* dx, float* stats,
+                              float* dscale, std::int64_t rows, std::int64_t cols) noexcept {
+  detail::norm_backward(&ref::rms_norm_backward_rows, x, scale, dy, eps, dx, stats, dscale, nullptr, rows, cols);
 }
 
 }  // namespace nnx::kernels

@@ -29,4 +29,15 @@ inline void softmax_rows(float* x, std::int64_t rows, std::int64_t cols) noexcep
                   [&](std::int64_t r0, std::int64_t r1) noexcept { f(x + r0 * cols, r1 - r0, cols); });
 }
 
+// Softmax cross-entropy per row (ref::cross_entropy_rows): row_loss[r] = -log softmax(x_r)[t_r],
+// and the logits overwritten by (softmax - onehot) * w; rows with target `ignore` get loss 0
+// and a zero gradient. Other targets must be in [0, cols). Rows are independent, so threads
+// never change a bit. Never throws.
+inline void cross_entropy_rows(float* logits, const std::int32_t* targets, std::int64_t rows, std::int64_t cols,
+                               float w, std::int32_t ignore, float* row_loss) noexcept {
+  parallel_blocks(rows, 1, 24.0 * double(rows) * double(cols), [&](std::int64_t r0, std::int64_t r1) noexcept {
+    ref::cross_entropy_rows(logits + r0 * cols, targets + r0, r1 - r0, cols, w, ignore, row_loss + r0);
+  });
+}
+
 }  // namespace nnx::kernels

@@ -34,6 +34,7 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "nnx/core/error.hpp"
@@ -117,10 +118,20 @@ struct Attention {
     }
   }
 
+  // Queries, keys and values of a batch, RoPE applied: q [B, T, H, D], k and v [B, T, Hkv, D].
+  struct Projected {
+    Tensor q, k, v;
+  };
+
   // x: f32 [B, T, C]; positions: i32 [B, T] (the position of each token in its row).
   // cache_rows: the KV cache row of each batch row (B distinct rows of the cache; empty: row b
   // is cache row b, and B must be the cache's batch). Returns f32 [B, T, C].
   Tensor operator()(const Tensor& x, const Tensor& positions, std::span<const std::int64_t> cache_rows = {}) {
+    return out(attend(project(x, positions), positions, cache_rows));
+  }
+
+  // The projections of x [B, T, C] at positions i32 [B, T].
+  Projected project(const Tensor& x, const Tensor& positions) const {
     if (x.rank() != 3) throw ShapeError("Attention: expected x [B, T, C], found " + describe(x));
     const std::int64_t B = x.dim(0), T = x.dim(1);
     if (positions.dtype() != DType::i32 || positions.shape() != Shape{B, T})
@@ -150,6 +161,15 @@ struct Attention {
       ops::rope_(q, positions, static_cast<float>(rope_theta));
       ops::rope_(k, positions, static_cast<float>(rope_theta));
     }
+    return {std::move(q), std::move(k), std::move(v)};
+  }
+
+  // The attention of projected queries over the keys and values (this call's, or the KV cache's
+  // after writing this call's into it): f32 [B, T, H D], the input of the `out` projection.
+  Tensor attend(const Projected& p, const Tensor& positions, std::span<const std::int64_t> cache_rows = {}) {
+    const Tensor &q = p.q, &k = p.k, &v = p.v;
+    const std::int64_t B = q.dim(0), T = q.dim(1);
+    const std::int64_t H = num_heads, Hkv = num_kv_heads, D = head_dim;
 
     const std::int32_t* pos = positions.data<std::int32_t>();
     // Row b's keys and values: the cache's rows (any dtype), or this call's f32 k and v.
@@ -210,7 +230,7 @@ struct Attention {
         i += h1 - h0;
       }
     });
-    return out(o);
+    return o;
   }
 
  private:

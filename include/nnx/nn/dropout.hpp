@@ -35,8 +35,13 @@ struct Dropout {
   // x: any f32 shape. Each element is kept with probability 1 - rate and scaled by 1 / (1 - rate).
   Tensor operator()(const Tensor& x) {
     if (deterministic || rate == 0.0) return x;
+    return apply(x, rngs.dropout());
+  }
+
+  // x masked by the draws of `key` (the same key gives the same mask: a training backward pass
+  // applies the forward's key to the gradient, since the mask and scale are linear in x).
+  Tensor apply(const Tensor& x, const RngKey& key) const {
     if (x.dtype() != DType::f32) throw DTypeError("Dropout: expected f32 input, found " + describe(x));
-    const RngKey key = rngs.dropout();
     Tensor out = Tensor::empty(x.shape());
     const float* in = x.data<float>();
     float* o = out.data<float>();

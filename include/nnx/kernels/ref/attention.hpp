@@ -214,5 +214,60 @@ inline void attend(const float* q, std::int64_t q_row_stride, std::int64_t q_str
             scale, out + r * out_row_stride + h * G * out_stride, out_stride);
 }
 
+// Backward of causal self-attention (training) for the G query heads of one KV head over one
+// sequence of T positions, position i attending to keys 0..i. Query head g of position i is
+// q + i * q_row + g * D (dout and dq alike); key and value rows are k + j * kv_row and
+// v + j * kv_row (dk and dv alike). dq, dk and dv are overwritten. scratch: 2 T floats. The
+// probabilities are recomputed from q and k, so the forward pass keeps only its inputs. Per
+// (g, i), g then i ascending, each sum over j or d ascending:
+//   s_j = scale (q_i . k_j); p_j = exp(s_j - max) * (1 / sum); dp_j = dout_i . v_j;
+//   dv_j += p_j dout_i; ds_j = (p_j (dp_j - sum_j p_j dp_j)) scale; dq_i = sum_j ds_j k_j;
+//   dk_j += ds_j q_i
+// so a result depends only on its sequence and heads, never on threads. Never throws.
+inline void attend_backward_group(const float* q, const float* k, const float* v, const float* dout, std::int64_t T,
+                                  std::int64_t G, std::int64_t D, std::int64_t q_row, std::int64_t kv_row,
+                                  float scale, float* dq, float* dk, float* dv, float* scratch) noexcept {
+  float* p = scratch;
+  float* dp = scratch + T;
+  for (std::int64_t j = 0; j < T; ++j) {
+    std::fill_n(dk + j * kv_row, D, 0.0f);
+    std::fill_n(dv + j * kv_row, D, 0.0f);
+  }
+  for (std::int64_t g = 0; g < G; ++g)
+    for (std::int64_t i = 0; i < T; ++i) {
+      const float* qi = q + i * q_row + g * D;
+      const float* doi = dout + i * q_row + g * D;
+      float* dqi = dq + i * q_row + g * D;
+      float m = -std::numeric_limits<float>::infinity();
+      for (std::int64_t j = 0; j <= i; ++j) {
+        float s = 0.0f;
+        for (std::int64_t d = 0; d < D; ++d) s += qi[d] * k[j * kv_row + d];
+        p[j] = s * scale;
+        m = p[j] > m ? p[j] : m;
+      }
+      float l = 0.0f;
+      for (std::int64_t j = 0; j <= i; ++j) l += (p[j] = std::exp(p[j] - m));
+      const float inv = 1.0f / l;
+      float dsum = 0.0f;
+      for (std::int64_t j = 0; j <= i; ++j) {
+        p[j] *= inv;
+        float acc = 0.0f;
+        for (std::int64_t d = 0; d < D; ++d) acc += doi[d] * v[j * kv_row + d];
+        dp[j] = acc;
+        dsum += p[j] * acc;
+        float* dvj = dv + j * kv_row;
+        for (std::int64_t d = 0; d < D; ++d) dvj[d] += p[j] * doi[d];
+      }
+      std::fill_n(dqi, D, 0.0f);
+      for (std::int64_t j = 0; j <= i; ++j) {
+        const float ds = (p[j] * (dp[j] - dsum)) * scale;
+        const float* kj = k + j * kv_row;
+        float* dkj = dk + j * kv_row;
+        for (std::int64_t d = 0; d < D; ++d) dqi[d] += ds * kj[d];
+        for (std::int64_t d = 0; d < D; ++d) dkj[d] += ds * qi[d];
+      }
+    }
+}
+
 }  // namespace ref
 }  // namespace nnx::kernels

@@ -3,6 +3,9 @@
 //
 //   nnx::kernels::ref::add_bias_rows(y, b, T, N);   // y[T, N] += b[N]
 //   nnx::kernels::ref::add_f32(x, h, x, T * C);     // x += h
+//
+// and the gradient side of those and of lookups (training): column sums (a bias's gradient),
+// rows scattered into a table (an embedding's gradient) and a transpose (for x^T dy).
 #pragma once
 
 #include <cstdint>
@@ -20,6 +23,36 @@ inline void add_bias_rows(float* y, const float* bias, std::int64_t rows, std::i
 // out[i] = a[i] + b[i] for i < n; out may be a or b. Never throws.
 inline void add_f32(const float* a, const float* b, float* out, std::int64_t n) noexcept {
   for (std::int64_t i = 0; i < n; ++i) out[i] = a[i] + b[i];
+}
+
+// acc[j] += sum_r x[r, j] for columns [j0, j1), rows ascending. Never throws.
+inline void add_column_sums(const float* x, std::int64_t rows, std::int64_t cols, std::int64_t j0, std::int64_t j1,
+                            float* acc) noexcept {
+  for (std::int64_t r = 0; r < rows; ++r)
+    for (std::int64_t j = j0; j < j1; ++j) acc[j] += x[r * cols + j];
+}
+
+// table[ids[r], j] += x[r, j] for columns [j0, j1), rows ascending (ids in range: callers
+// check). Never throws.
+inline void scatter_add_rows(const float* x, const std::int32_t* ids, std::int64_t rows, std::int64_t cols,
+                             std::int64_t j0, std::int64_t j1, float* table) noexcept {
+  for (std::int64_t r = 0; r < rows; ++r) {
+    float* dst = table + static_cast<std::int64_t>(ids[r]) * cols;
+    for (std::int64_t j = j0; j < j1; ++j) dst[j] += x[r * cols + j];
+  }
+}
+
+// out[j, r] = x[r, j] for rows [r0, r1) of x[rows, cols] (out: [cols, rows]), in 32 x 32
+// tiles. Never throws.
+inline void transpose_f32(const float* x, std::int64_t rows, std::int64_t cols, std::int64_t r0, std::int64_t r1,
+                          float* out) noexcept {
+  constexpr std::int64_t kTile = 32;
+  for (std::int64_t i0 = r0; i0 < r1; i0 += kTile)
+    for (std::int64_t j0 = 0; j0 < cols; j0 += kTile) {
+      const std::int64_t i1 = i0 + kTile < r1 ? i0 + kTile : r1, j1 = j0 + kTile < cols ? j0 + kTile : cols;
+      for (std::int64_t i = i0; i < i1; ++i)
+        for (std::int64_t j = j0; j < j1; ++j) out[j * rows + i] = x[i * cols + j];
+    }
 }
 
 }  // namespace nnx::kernels::ref

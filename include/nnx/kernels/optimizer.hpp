@@ -1,0 +1,98 @@
+// nnx/kernels/optimizer.hpp — the elementwise parameter updates of the optimizers (AdamW, SGD
+// with momentum) and the sum of squares that global-norm clipping needs, on raw f32 buffers.
+//
+//   nnx::kernels::adamw_update(p, g, mu, nu, n, {.lr = 3e-4f, .weight_decay = 0.1f, ...});
+//
+// Every element is updated on its own in a fixed order of operations (stated at each
+// function), so any split between threads gives the same bits; sum_squares adds fixed blocks
+// in order. The loops are plain C++ (memory-bound: a parameter, its gradient and two moments
+// are read and written once per step), compiled for every tier alike.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+
+#include "nnx/kernels/parallel.hpp"
+
+namespace nnx::kernels {
+
+struct AdamWStep {
+  float lr = 1e-3f;
+  float beta1 = 0.9f, beta2 = 0.999f, eps = 1e-8f;
+  float weight_decay = 0.0f;  // decoupled: p <- p (1 - lr wd) before the Adam step
+  float bias_correction1 = 1.0f;  // 1 - beta1^t
+  float bias_correction2 = 1.0f;  // 1 - beta2^t
+  float grad_scale = 1.0f;        // clipping factor applied to g first
+};
+
+namespace ref {
+// For i < n, as torch.optim.AdamW (with g <- g grad_scale first):
+//   mu = beta1 mu + (1 - beta1) g;  nu = beta2 nu + (1 - beta2) g g
+//   p = p (1 - lr wd);  p = p - lr (mu / bc1) / (sqrt(nu / bc2) + eps)
+inline void adamw_update(float* p, const float* g, float* mu, float* nu, std::int64_t n, const AdamWStep& s) noexcept {
+  const float decay = 1.0f - s.lr * s.weight_decay;
+  for (std::int64_t i = 0; i < n; ++i) {
+    const float gi = g[i] * s.grad_scale;
+    mu[i] = s.beta1 * mu[i] + (1.0f - s.beta1) * gi;
+    nu[i] = s.beta2 * nu[i] + (1.0f - s.beta2) * (gi * gi);
+    const float mhat = mu[i] / s.bias_correction1;
+    const float denom = std::sqrt(nu[i] / s.bias_correction2) + s.eps;
+    p[i] = p[i] * decay - s.lr * (mhat / denom);
+  }
+}
+
+// For i < n, as torch.optim.SGD (dampening 0, not Nesterov; g <- g grad_scale first):
+//   g = g + wd p;  buf = momentum buf + g (buf = g at the first step);  p = p - lr buf
+inline void sgd_update(float* p, const float* g, float* buf, std::int64_t n, float lr, float momentum,
+                       float weight_decay, float grad_scale, bool first_step) noexcept {
+  for (std::int64_t i = 0; i < n; ++i) {
+    const float gi = g[i] * grad_scale + weight_decay * p[i];
+    buf[i] = first_step ? gi : momentum * buf[i] + gi;
+    p[i] = p[i] - lr * buf[i];
+  }
+}
+}  // namespace ref
+
+namespace detail {
+inline constexpr std::int64_t kUpdateBlock = 4096;
+}
+
+// The AdamW step over n elements (ref::adamw_update states it). Never throws.
+inline void adamw_update(float* p, const float* g, float* mu, float* nu, std::int64_t n, const AdamWStep& s) noexcept {
+  parallel_blocks(n, detail::kUpdateBlock, 4.0 * double(n), [&](std::int64_t i0, std::int64_t i1) noexcept {
+    ref::adamw_update(p + i0, g + i0, mu + i0, nu + i0, i1 - i0, s);
+  });
+}
+
+// The SGD-with-momentum step over n elements (ref::sgd_update states it). Never throws.
+inline void sgd_update(float* p, const float* g, float* buf, std::int64_t n, float lr, float momentum,
+                       float weight_decay, float grad_scale, bool first_step) noexcept {
+  parallel_blocks(n, detail::kUpdateBlock, 2.0 * double(n), [&](std::int64_t i0, std::int64_t i1) noexcept {
+    ref::sgd_update(p + i0, g + i0, buf + i0, i1 - i0, lr, momentum, weight_decay, grad_scale, first_step);
+  });
+}
+
+// sum_i x_i², in double: each block of kUpdateBlock elements summed on its own (i ascending),
+// then the blocks in order, so the result is the same on any thread count. Never throws.
+inline double sum_squares(const float* x, std::int64_t n) noexcept {
+  const std::int64_t blocks = (n + detail::kUpdateBlock - 1) / detail::kUpdateBlock;
+  constexpr std::int64_t kChunk = 256;  // blocks per pass, their partial sums on the stack
+  double total = 0.0;
+  for (std::int64_t b0 = 0; b0 < blocks; b0 += kChunk) {
+    const std::int64_t nb = blocks - b0 < kChunk ? blocks - b0 : kChunk;
+    double partial[kChunk];
+    parallel_blocks(nb, 1, double(nb) * double(detail::kUpdateBlock), [&](std::int64_t c0, std::int64_t c1) noexcept {
+      for (std::int64_t c = c0; c < c1; ++c) {
+        const std::int64_t i0 = (b0 + c) * detail::kUpdateBlock;
+        const std::int64_t i1 = i0 + detail::kUpdateBlock < n ? i0 + detail::kUpdateBlock : n;
+        double s = 0.0;
+        for (std::int64_t i = i0; i < i1; ++i) s += double(x[i]) * double(x[i]);
+        partial[c] = s;
+      }
+    });
+    for (std::int64_t c = 0; c < nb; ++c) total += partial[c];
+  }
+  return total;
+}
+
+}  // namespace nnx::kernels

@@ -1,0 +1,243 @@
+// nnx/train/backprop.hpp — explicit forward/backward pairs for every layer of the GPT-2 and
+// Llama families (llm.c's way: no tape, no graph capture). Each `forward(module, ..., saved)`
+// computes what the module's own call computes and keeps in `saved` what its backward needs;
+// `backward(module, saved, dy, grads)` returns the gradient of the input and adds the
+// gradients of the module's parameters into `grads`, a module of the same structure whose
+// Params are the accumulators (nnx/train/grad.hpp builds it). A parameter used twice (GPT-2's
+// tied embedding, a lookup and the output head) gets both contributions in its one buffer.
+//
+//   nnx::train::Gpt2Saved saved;
+//   nnx::Tensor logits = nnx::train::forward(model, tokens, positions, saved);
+//   nnx::train::backward(model, saved, dlogits, grads);      // grads: zero Params, same structure
+//
+// The pairs handle f32 parameters in train mode: quantized, 16-bit-served and KV-cached
+// modules are rejected before any work by check_trainable (nnx/train/grad.hpp), so the
+// functions here may assume f32 kernels. The forward passes run the modules' own kernels
+// (attention over whole sequences, causal by index), and every backward kernel sums in an
+// order fixed by the shapes, so gradients are bitwise the same on any thread count.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <optional>
+#include <utility>
+#include <vector>
+
+#include "nnx/core/error.hpp"
+#include "nnx/core/rngs.hpp"
+#include "nnx/core/tensor.hpp"
+#include "nnx/models/gpt2.hpp"
+#include "nnx/models/llama.hpp"
+#include "nnx/nn.hpp"
+#include "nnx/ops.hpp"
+#include "nnx/ops/grad.hpp"
+
+namespace nnx::train {
+
+// ---- Linear, Embed, norms -----------------------------------------------------------------
+
+struct LinearSaved {
+  Tensor x;
+};
+inline Tensor forward(const Linear& l, const Tensor& x, LinearSaved& saved) {
+  saved.x = x;
+  return l(x);
+}
+inline Tensor backward(const Linear& l, const LinearSaved& saved, const Tensor& dy, Linear& g) {
+  return ops::linear_backward(saved.x, l.kernel->value(), dy, g.kernel->value(), g.bias ? &g.bias->value() : nullptr);
+}
+
+struct NormSaved {
+  Tensor x;
+};
+inline Tensor forward(const LayerNorm& n, const Tensor& x, NormSaved& saved) {
+  saved.x = x;
+  return n(x);
+}
+inline Tensor backward(const LayerNorm& n, const NormSaved& saved, const Tensor& dy, LayerNorm& g) {
+  return ops::layer_norm_backward(saved.x, n.scale.value(), dy, static_cast<float>(n.epsilon), g.scale.value(),
+                                  g.bias.value());
+}
+inline Tensor forward(const RMSNorm& n, const Tensor& x, NormSaved& saved) {
+  saved.x = x;
+  return n(x);
+}
+inline Tensor backward(const RMSNorm& n, const NormSaved& saved, const Tensor& dy, RMSNorm& g) {
+  return ops::rms_norm_backward(saved.x, n.scale.value(), dy, static_cast<float>(n.epsilon), g.scale.value());
+}
+
+// ---- MLP --------------------------------------------------------------------------------
+
+struct MlpSaved {
+  LinearSaved gate, up, down;
+  Tensor gate_out, up_out;  // the activation's inputs
+};
+inline Tensor forward(const Mlp& m, const Tensor& x, MlpSaved& saved) {
+  saved.up_out = forward(m.up, x, saved.up);
+  if (m.activation == Activation::swiglu) {
+    saved.gate_out = forward(*m.gate, x, saved.gate);
+    return forward(m.down, ops::swiglu(saved.gate_out, saved.up_out), saved.down);
+  }
+  return forward(m.down, ops::gelu_tanh(saved.up_out), saved.down);
+}
+inline Tensor backward(const Mlp& m, const MlpSaved& saved, const Tensor& dy, Mlp& g) {
+  const Tensor dact = backward(m.down, saved.down, dy, g.down);
+  if (m.activation == Activation::swiglu) {
+    auto [dgate, dup] = ops::swiglu_backward(saved.gate_out, saved.up_out, dact);
+    Tensor dx = backward(*m.gate, saved.gate, dgate, *g.gate);
+    ops::add_(dx, backward(m.up, saved.up, dup, g.up));
+    return dx;
+  }
+  return backward(m.up, saved.up, ops::gelu_tanh_backward(saved.up_out, dact), g.up);
+}
+
+// ---- Attention --------------------------------------------------------------------------
+
+struct AttentionSaved {
+  LinearSaved qkv, query, key, value, out;
+  Attention::Projected projected;  // q, k, v after RoPE
+  Tensor positions;
+};
+inline Tensor forward(Attention& a, const Tensor& x, const Tensor& positions, AttentionSaved& saved) {
+  if (a.qkv) saved.qkv.x = x;
+  else saved.query.x = saved.key.x = saved.value.x = x;
+  saved.positions = positions;
+  saved.projected = a.project(x, positions);
+  return forward(a.out, a.attend(saved.projected, positions), saved.out);
+}
+inline Tensor backward(const Attention& a, const AttentionSaved& saved, const Tensor& dy, Attention& g) {
+  const Tensor& q = saved.projected.q;
+  const std::int64_t B = q.dim(0), T = q.dim(1), H = a.num_heads, Hkv = a.num_kv_heads, D = a.head_dim;
+  const Tensor dattn = backward(a.out, saved.out, dy, g.out).reshape({B, T, H, D});
+  auto grads = ops::attention_backward(q, saved.projected.k, saved.projected.v, dattn,
+                                       1.0f / std::sqrt(static_cast<float>(D)));
+  if (a.use_rope) {
+    ops::rope_backward_(grads.dq, saved.positions, static_cast<float>(a.rope_theta));
+    ops::rope_backward_(grads.dk, saved.positions, static_cast<float>(a.rope_theta));
+  }
+  if (a.qkv) {
+    const std::int64_t row = (H + 2 * Hkv) * D;
+    Tensor dfused = Tensor::empty({B, T, row});
+    float* f = dfused.data<float>();
+    for (std::int64_t r = 0; r < B * T; ++r) {
+      std::copy_n(grads.dq.data<float>() + r * H * D, H * D, f + r * row);
+      std::copy_n(grads.dk.data<float>() + r * Hkv * D, Hkv * D, f + r * row + H * D);
+      std::copy_n(grads.dv.data<float>() + r * Hkv * D, Hkv * D, f + r * row + (H + Hkv) * D);
+    }
+    return backward(*a.qkv, saved.qkv, dfused, *g.qkv);
+  }
+  Tensor dx = backward(*a.query, saved.query, grads.dq.reshape({B, T, H * D}), *g.query);
+  ops::add_(dx, backward(*a.key, saved.key, grads.dk.reshape({B, T, Hkv * D}), *g.key));
+  ops::add_(dx, backward(*a.value, saved.value, grads.dv.reshape({B, T, Hkv * D}), *g.value));
+  return dx;
+}
+
+// ---- Decoder layer ------------------------------------------------------------------------
+
+struct DecoderLayerSaved {
+  NormSaved attn_norm, mlp_norm;
+  AttentionSaved attn;
+  MlpSaved mlp;
+  std::optional<RngKey> attn_dropout, mlp_dropout;  // the masks' keys, when the layer drops out
+};
+
+template <class Norm>
+Tensor forward(DecoderLayer<Norm>& layer, const Tensor& x, const Tensor& positions, DecoderLayerSaved& saved) {
+  Tensor h = forward(layer.attn, forward(layer.attn_norm, x, saved.attn_norm), positions, saved.attn);
+  if (layer.dropout && !layer.dropout->deterministic && layer.dropout->rate > 0) {
+    saved.attn_dropout = layer.dropout->rngs.dropout();
+    h = layer.dropout->apply(h, *saved.attn_dropout);
+  }
+  ops::add_(h, x);
+  Tensor m = forward(layer.mlp, forward(layer.mlp_norm, h, saved.mlp_norm), saved.mlp);
+  if (layer.dropout && !layer.dropout->deterministic && layer.dropout->rate > 0) {
+    saved.mlp_dropout = layer.dropout->rngs.dropout();
+    m = layer.dropout->apply(m, *saved.mlp_dropout);
+  }
+  ops::add_(m, h);
+  return m;
+}
+
+template <class Norm>
+Tensor backward(const DecoderLayer<Norm>& layer, const DecoderLayerSaved& saved, const Tensor& dy,
+                DecoderLayer<Norm>& g) {
+  const Tensor dm = saved.mlp_dropout ? layer.dropout->apply(dy, *saved.mlp_dropout) : dy;
+  Tensor dh = backward(layer.mlp_norm, saved.mlp_norm, backward(layer.mlp, saved.mlp, dm, g.mlp), g.mlp_norm);
+  ops::add_(dh, dy);
+  const Tensor da = saved.attn_dropout ? layer.dropout->apply(dh, *saved.attn_dropout) : dh;
+  Tensor dx = backward(layer.attn_norm, saved.attn_norm, backward(layer.attn, saved.attn, da, g.attn), g.attn_norm);
+  ops::add_(dx, dh);
+  return dx;
+}
+
+// ---- Models -----------------------------------------------------------------------------
+
+struct Gpt2Saved {
+  Tensor tokens, positions;
+  std::vector<DecoderLayerSaved> layers;
+  NormSaved ln_f;
+  Tensor hidden;  // after ln_f: the head's input
+};
+
+// tokens, positions: i32 [B, T] -> logits f32 [B, T, V], as Gpt2::operator() in train mode.
+inline Tensor forward(Gpt2& model, const Tensor& tokens, const Tensor& positions, Gpt2Saved& saved) {
+  saved.tokens = tokens;
+  saved.positions = positions;
+  Tensor x = model.wte(tokens);
+  ops::add_(x, model.wpe(positions));
+  saved.layers.assign(model.h.size(), {});
+  for (std::size_t i = 0; i < model.h.size(); ++i) x = forward(model.h[i], x, positions, saved.layers[i]);
+  saved.hidden = forward(model.ln_f, x, saved.ln_f);
+  return model.logits_from_hidden_states(saved.hidden);
+}
+
+inline void backward(const Gpt2& model, const Gpt2Saved& saved, const Tensor& dlogits, Gpt2& g) {
+  Tensor& dwte = g.wte.embedding->value();
+  Tensor dx = ops::matmul_transposed_backward(saved.hidden, model.wte.embedding->value(), dlogits, dwte);
+  dx = backward(model.ln_f, saved.ln_f, dx, g.ln_f);
+  for (std::size_t i = model.h.size(); i-- > 0;) dx = backward(model.h[i], saved.layers[i], dx, g.h[i]);
+  ops::embedding_backward(saved.tokens, dx, dwte);
+  ops::embedding_backward(saved.positions, dx, g.wpe.embedding->value());
+}
+
+struct LlamaSaved {
+  Tensor tokens;
+  std::vector<DecoderLayerSaved> layers;
+  NormSaved norm;
+  LinearSaved lm_head;  // its input (the final hidden states), also the tied head's
+};
+
+inline Tensor forward(Llama& model, const Tensor& tokens, const Tensor& positions, LlamaSaved& saved) {
+  saved.tokens = tokens;
+  Tensor x = model.embed_tokens(tokens);
+  saved.layers.assign(model.layers.size(), {});
+  for (std::size_t i = 0; i < model.layers.size(); ++i) x = forward(model.layers[i], x, positions, saved.layers[i]);
+  saved.lm_head.x = forward(model.norm, x, saved.norm);
+  return model.logits_from_hidden_states(saved.lm_head.x);
+}
+
+inline void backward(const Llama& model, const LlamaSaved& saved, const Tensor& dlogits, Llama& g) {
+  Tensor& dembed = g.embed_tokens.embedding->value();
+  Tensor dx = model.lm_head ? backward(*model.lm_head, saved.lm_head, dlogits, *g.lm_head)
+                            : ops::matmul_transposed_backward(saved.lm_head.x, model.embed_tokens.embedding->value(),
+                                                              dlogits, dembed);
+  dx = backward(model.norm, saved.norm, dx, g.norm);
+  for (std::size_t i = model.layers.size(); i-- > 0;) dx = backward(model.layers[i], saved.layers[i], dx, g.layers[i]);
+  ops::embedding_backward(saved.tokens, dx, dembed);
+}
+
+// What forward keeps for each model type.
+template <class Model>
+struct SavedFor;
+template <>
+struct SavedFor<Gpt2> {
+  using type = Gpt2Saved;
+};
+template <>
+struct SavedFor<Llama> {
+  using type = LlamaSaved;
+};
+template <class Model>
+using saved_t = typename SavedFor<Model>::type;
+
+}  // namespace nnx::train
