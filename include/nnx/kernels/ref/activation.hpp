@@ -11,8 +11,8 @@
 // sigmoid (exp of a non-positive argument only), so no intermediate overflows.
 //
 // Backward (training), with s = sigmoid(2u) and sg = sigmoid(g):
-//   gelu:   dx = dy (s + x s (1 - s) 2 sqrt(2/pi) (1 + 3 * 0.044715 x²))
-//   swiglu: dgate = dy up sg (1 + g (1 - sg)), dup = dy silu(g)
+//   gelu:   dx = dy (s + x s (1 - s) 2 sqrt(2/pi) (1 + 3 * 0.044715 x²)), 1 - s = sigmoid(-2u)
+//   swiglu: dgate = dy up sg (1 + g sigmoid(-g)), dup = dy silu(g)
 #pragma once
 
 #include <cmath>
@@ -40,10 +40,12 @@ inline float silu(float x) noexcept { return times_sigmoid(x, x); }
 
 inline float sigmoid(float t) noexcept { return times_sigmoid(1.0f, t); }
 
+// 1 - s is taken as sigmoid(-t), not computed by subtraction, which would cancel for large t.
 inline float gelu_tanh_grad(float x) noexcept {
   constexpr float kSqrt2OverPi = 0.7978845608028654f;
-  const float s = sigmoid(2.0f * kSqrt2OverPi * (x + 0.044715f * x * x * x));
-  return s + x * s * (1.0f - s) * (2.0f * kSqrt2OverPi) * (1.0f + 3.0f * 0.044715f * x * x);
+  const float t = 2.0f * kSqrt2OverPi * (x + 0.044715f * x * x * x);
+  const float s = sigmoid(t);
+  return s + x * (s * sigmoid(-t)) * (2.0f * kSqrt2OverPi) * (1.0f + 3.0f * 0.044715f * x * x);
 }
 
 }  // namespace detail
@@ -75,7 +77,7 @@ inline void swiglu_backward(const float* gate, const float* up, const float* dy,
   for (std::int64_t i = 0; i < n; ++i) {
     const float g = gate[i], u = up[i], d = dy[i];
     const float sg = detail::sigmoid(g);
-    dgate[i] = d * u * (sg * (1.0f + g * (1.0f - sg)));
+    dgate[i] = d * u * (sg * (1.0f + g * detail::sigmoid(-g)));
     dup[i] = d * detail::silu(g);
   }
 }
