@@ -178,7 +178,8 @@ TEST_CASE("quantize --force replaces a Hugging Face directory whole, in place to
   CHECK(files.count("config.json") == 0);
   CHECK(files.count("model.safetensors") == 1);
   CHECK(files.count("expected.safetensors") == 1);
-  CHECK(files.size() == 2);
+  CHECK(files.count("grads.safetensors") == 1);
+  CHECK(files.size() == 3);
   CHECK(nnx::io::checkpoint_metadata(hf).at("nnx.format") == "nnx.checkpoint/1");
   // generate loads it as the int8 checkpoint it is, with PyTorch's greedy tokens (weight-only).
   const auto g = generate("--model " + hf.string() + " --prompt-ids " + join(e.prompt, ",") + " --max-new-tokens " +

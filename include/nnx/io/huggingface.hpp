@@ -255,20 +255,30 @@ class HfCheckpoint {
 // config, e.g. Gpt2Config::to_json(), with "torch_dtype" set to the stored dtype) and
 // model.safetensors with Hugging Face names and layouts, in `dtype` (f32, bf16 or f16), each
 // value rounded once from its f32 value (round to nearest even).
-inline void save_hf(const std::filesystem::path& dir, const nlohmann::json& config, const State& params,
-                    DType dtype = DType::f32) {
-  if (!is_floating(dtype)) throw InvalidArgument("save_hf: dtype must be f32, bf16 or f16");
-  const auto arch = config.value("model_type", std::string());
-  if (arch != "gpt2" && arch != "llama") throw InvalidArgument("save_hf: unknown model_type \"" + arch + "\"");
+// The tensors of `params` (a model's Param state, or anything with its paths and shapes, such
+// as its gradients) under their Hugging Face names and layouts for `arch` ("gpt2" or "llama"),
+// in `dtype`. Throws InvalidArgument naming a path with no Hugging Face name.
+inline std::vector<std::pair<std::string, Tensor>> hf_tensors(const std::string& arch, const State& params,
+                                                              DType dtype = DType::f32) {
+  if (arch != "gpt2" && arch != "llama") throw InvalidArgument("hf_tensors: unknown model_type \"" + arch + "\"");
   std::vector<std::pair<std::string, Tensor>> tensors;
   for (const auto& [path, leaf] : params) {
     auto hf = arch == "gpt2" ? detail::hf_name_gpt2(path) : detail::hf_name_llama(path);
-    if (!hf) throw InvalidArgument("save_hf: parameter '" + path.to_string() + "' has no " + arch + " name");
+    if (!hf) throw InvalidArgument("hf_tensors: parameter '" + path.to_string() + "' has no " + arch + " name");
     Tensor t = leaf.tensor();
     if (hf->transpose) t = transpose_2d(t, dtype);
     if (t.dtype() != dtype) t = t.astype(dtype);
     tensors.emplace_back(hf->name, std::move(t));
   }
+  return tensors;
+}
+
+inline void save_hf(const std::filesystem::path& dir, const nlohmann::json& config, const State& params,
+                    DType dtype = DType::f32) {
+  if (!is_floating(dtype)) throw InvalidArgument("save_hf: dtype must be f32, bf16 or f16");
+  const auto arch = config.value("model_type", std::string());
+  if (arch != "gpt2" && arch != "llama") throw InvalidArgument("save_hf: unknown model_type \"" + arch + "\"");
+  const std::vector<std::pair<std::string, Tensor>> tensors = hf_tensors(arch, params, dtype);
   // transformers loads with torch_dtype="auto" in the dtype the config names, so a config
   // passed through from an f32 checkpoint must not keep claiming float32 over 16-bit data.
   nlohmann::json cfg = config;

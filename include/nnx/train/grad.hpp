@@ -134,6 +134,21 @@ double accumulate_grads(Model& model, const Tensor& tokens, const Tensor& target
   return ce.loss_sum;
 }
 
+// The mean cross-entropy of `model` on a batch, forward only and with dropout off (an
+// evaluation: the model's RNG state does not advance).
+template <class Model>
+double evaluate_loss(const Model& model, const Tensor& tokens, const Tensor& targets, const GradOptions& options = {}) {
+  Model eval = model;  // shares the weights; its dropout settings are its own
+  for_each_module<Dropout>(eval, [](const Path&, Dropout& d) { d.deterministic = true; });
+  const std::int64_t n = count_valid_targets(targets, options.ignore_target);
+  if (n == 0) throw InvalidArgument("train: every target is the ignore id; there is no loss");
+  if (tokens.dtype() != DType::i32 || tokens.rank() != 2)
+    throw ShapeError("train: expected tokens i32 [B, T], found " + describe(tokens));
+  auto ce = ops::cross_entropy(eval(tokens, arange_positions(tokens.dim(0), tokens.dim(1))), targets, 0.0f,
+                               options.ignore_target);
+  return ce.loss_sum / static_cast<double>(n);
+}
+
 // Loss and gradients of `model` on one batch; grads holds the Params `filter` selects.
 template <class Model, Filter F = Everything>
 LossAndGrads value_and_grad(Model& model, const Tensor& tokens, const Tensor& targets, const GradOptions& options = {},

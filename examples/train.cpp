@@ -1,0 +1,387 @@
+// train — trains a GPT-2 or Llama model on text, or computes one sequence's gradients.
+//
+//   train --config CONFIG.json --data FILE --steps N [--batch B] [--seq T] [--lr X] [--warmup N]
+//         [--weight-decay X] [--grad-accum K] [--clip X] [--seed S] [--threads N] [--out DIR]
+//         [--resume DIR] [--log FILE.csv]
+//         [--log-every N] [--eval-batches N] [--save-every N] [--min-lr X] [--optimizer adamw|sgd]
+//   train --model PATH --data FILE --steps N ...          fine-tunes a checkpoint instead
+//   train --model PATH --tokens 1,2,3 --dump-grads FILE   one sequence's loss and gradients
+//
+// CONFIG is a Hugging Face style config.json (model_type gpt2 or llama); the model starts from
+// random weights drawn with --seed. --model PATH is a Hugging Face directory or a params-only
+// checkpoint this program wrote (DIR/model). --data (repeatable; a directory means its files)
+// is text read as bytes, one token per byte (the vocabulary must hold 256), or llm.c token
+// files (.bin). The last 10% of each file is held out.
+//
+// Each step draws --batch windows of --seq tokens (a function of --seed and the step number, so
+// a resumed run sees the batches an unbroken run would), accumulates their gradient over
+// --grad-accum micro-batches, clips its global norm to --clip (0: off) and applies AdamW
+// (decoupled --weight-decay on matrices and embeddings; --lr with --warmup linear warmup and
+// cosine decay to --min-lr at the last step). Every --log-every steps a line reports the step,
+// loss, held-out loss (over --eval-batches fixed held-out windows), learning rate and tokens/s;
+// --log writes one CSV row per step.
+//
+// --out DIR writes DIR/state (the whole TrainState: model, AdamW moments, step, and the run's
+// settings) and DIR/model (the parameters alone, with config.json-style config: generate and
+// serve_batch load it) at the end and every --save-every steps. --resume DIR continues from
+// DIR/state with its settings (the command line's --steps, --out, --log, --threads and
+// --log-every apply) and ends bitwise where an unbroken run of as many steps would.
+//
+// --dump-grads FILE writes a safetensors file: "loss" f32 [1], the mean next-token
+// cross-entropy of --tokens, and the gradient of every parameter, under its Hugging Face name
+// and layout for a Hugging Face directory, its nnx path for a checkpoint of this program.
+//
+// Errors: one line on stderr, exit code 2.
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include <nnx/core.hpp>
+#include <nnx/io/checkpoint.hpp>
+#include <nnx/io/huggingface.hpp>
+#include <nnx/io/json.hpp>
+#include <nnx/io/safetensors.hpp>
+#include <nnx/models.hpp>
+#include <nnx/ops/threads.hpp>
+#include <nnx/train.hpp>
+
+namespace {
+
+namespace fs = std::filesystem;
+namespace train = nnx::train;
+
+constexpr const char* kUsage =
+    "usage: train --config CONFIG.json --data FILE --steps N [--batch B] [--seq T] [--lr X] [--warmup N]\n"
+    "             [--weight-decay X] [--grad-accum K] [--clip X] [--seed S] [--threads N] [--out DIR]\n"
+    "             [--resume DIR] [--log FILE.csv] [--log-every N] [--eval-batches N] [--save-every N]\n"
+    "             [--min-lr X] [--optimizer adamw|sgd]\n"
+    "       train --model PATH --data FILE --steps N ...   (fine-tune a checkpoint)\n"
+    "       train --model PATH --tokens 1,2,3 --dump-grads FILE\n"
+    "Trains a gpt2 or llama model on text (one token per byte) or llm.c .bin token files.\n"
+    "Errors are one line on stderr, exit code 2.\n";
+
+struct UsageError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+// The run's settings; saved in DIR/state so that --resume continues with them.
+struct Settings {
+  std::vector<std::string> data;
+  std::int64_t batch = 8, seq = 128, warmup = 0, grad_accum = 1, eval_batches = 16;
+  double lr = 1e-3, min_lr = 1e-4, weight_decay = 0.1, clip = 1.0;
+  std::uint64_t seed = 0;
+  std::string optimizer = "adamw";
+
+  nlohmann::json to_json() const {
+    return {{"data", data},   {"batch", batch},         {"seq", seq},     {"warmup", warmup},
+            {"grad_accum", grad_accum}, {"eval_batches", eval_batches}, {"lr", lr},
+            {"min_lr", min_lr}, {"weight_decay", weight_decay}, {"clip", clip}, {"seed", seed},
+            {"optimizer", optimizer}};
+  }
+  static Settings from_json(const nlohmann::json& j, const std::string& source) {
+    try {
+      Settings s;
+      s.data = j.at("data").get<std::vector<std::string>>();
+      s.batch = j.at("batch").get<std::int64_t>();
+      s.seq = j.at("seq").get<std::int64_t>();
+      s.warmup = j.at("warmup").get<std::int64_t>();
+      s.grad_accum = j.at("grad_accum").get<std::int64_t>();
+      s.eval_batches = j.at("eval_batches").get<std::int64_t>();
+      s.lr = j.at("lr").get<double>();
+      s.min_lr = j.at("min_lr").get<double>();
+      s.weight_decay = j.at("weight_decay").get<double>();
+      s.clip = j.at("clip").get<double>();
+      s.seed = j.at("seed").get<std::uint64_t>();
+      s.optimizer = j.at("optimizer").get<std::string>();
+      return s;
+    } catch (const nlohmann::json::exception& e) {
+      throw nnx::CheckpointError(source + ": the saved run settings are incomplete (" + e.what() + ")");
+    }
+  }
+};
+
+struct Args {
+  Settings settings;
+  std::string config, model, resume, out, log, dump_grads;
+  std::vector<std::int64_t> tokens;
+  std::int64_t steps = -1, log_every = 10, save_every = 0;
+  int threads = 0;
+  bool help = false;
+  std::vector<std::string> given;  // the options on the command line
+};
+
+std::int64_t parse_int(const std::string& flag, const std::string& value, std::int64_t min) {
+  std::size_t used = 0;
+  long long v = 0;
+  try {
+    v = std::stoll(value, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  if (used == 0 || used != value.size() || v < min)
+    throw UsageError(flag + ": '" + value + "' is not an integer >= " + std::to_string(min));
+  return v;
+}
+
+double parse_double(const std::string& flag, const std::string& value, double min) {
+  std::size_t used = 0;
+  double v = 0;
+  try {
+    v = std::stod(value, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  if (used == 0 || used != value.size() || !(v >= min) || !std::isfinite(v))
+    throw UsageError(flag + ": '" + value + "' is not a number >= " + std::to_string(min));
+  return v;
+}
+
+std::vector<std::int64_t> parse_ids(const std::string& text) {
+  std::vector<std::int64_t> ids;
+  for (std::size_t begin = 0; begin <= text.size();) {
+    const std::size_t comma = std::min(text.find(',', begin), text.size());
+    ids.push_back(parse_int("--tokens", text.substr(begin, comma - begin), 0));
+    begin = comma + 1;
+  }
+  return ids;
+}
+
+Args parse_args(int argc, char** argv) {
+  Args a;
+  Settings& s = a.settings;
+  for (int i = 1; i < argc; ++i) {
+    const std::string flag = argv[i];
+    if (flag == "--help" || flag == "-h") {
+      a.help = true;
+      return a;
+    }
+    if (i + 1 >= argc) throw UsageError(flag + ": missing value");
+    const std::string value = argv[++i];
+    a.given.push_back(flag);
+    if (flag == "--config") a.config = value;
+    else if (flag == "--model") a.model = value;
+    else if (flag == "--data") s.data.push_back(value);
+    else if (flag == "--steps") a.steps = parse_int(flag, value, 0);
+    else if (flag == "--batch") s.batch = parse_int(flag, value, 1);
+    else if (flag == "--seq") s.seq = parse_int(flag, value, 1);
+    else if (flag == "--lr") s.lr = parse_double(flag, value, 0.0);
+    else if (flag == "--min-lr") s.min_lr = parse_double(flag, value, 0.0);
+    else if (flag == "--warmup") s.warmup = parse_int(flag, value, 0);
+    else if (flag == "--weight-decay") s.weight_decay = parse_double(flag, value, 0.0);
+    else if (flag == "--grad-accum") s.grad_accum = parse_int(flag, value, 1);
+    else if (flag == "--clip") s.clip = parse_double(flag, value, 0.0);
+    else if (flag == "--seed") s.seed = static_cast<std::uint64_t>(parse_int(flag, value, 0));
+    else if (flag == "--eval-batches") s.eval_batches = parse_int(flag, value, 1);
+    else if (flag == "--optimizer") {
+      if (value != "adamw" && value != "sgd") throw UsageError("--optimizer: expected adamw or sgd, got '" + value + "'");
+      s.optimizer = value;
+    } else if (flag == "--threads") a.threads = static_cast<int>(parse_int(flag, value, 1));
+    else if (flag == "--out") a.out = value;
+    else if (flag == "--resume") a.resume = value;
+    else if (flag == "--log") a.log = value;
+    else if (flag == "--log-every") a.log_every = parse_int(flag, value, 1);
+    else if (flag == "--save-every") a.save_every = parse_int(flag, value, 0);
+    else if (flag == "--tokens") a.tokens = parse_ids(value);
+    else if (flag == "--dump-grads") a.dump_grads = value;
+    else throw UsageError("unknown option " + flag);
+  }
+  if (!a.dump_grads.empty()) {
+    if (a.model.empty()) throw UsageError("--dump-grads needs --model");
+    if (a.tokens.size() < 2) throw UsageError("--dump-grads needs --tokens with at least 2 ids");
+    return a;
+  }
+  const int sources = !a.config.empty() + !a.model.empty() + !a.resume.empty();
+  if (sources != 1) throw UsageError("give exactly one of --config, --model and --resume");
+  if (a.steps < 0) throw UsageError("--steps is required");
+  if (a.resume.empty() && s.data.empty()) throw UsageError("--data is required");
+  if (s.batch % s.grad_accum != 0)
+    throw UsageError("--batch " + std::to_string(s.batch) + " is not a multiple of --grad-accum " +
+                     std::to_string(s.grad_accum));
+  return a;
+}
+
+// A model's parameters from a Hugging Face directory or a params-only checkpoint, into a model
+// built with random weights (which gives its other variables, e.g. dropout's RNG state).
+template <class Model>
+void load_params(Model& model, const fs::path& path) {
+  const nnx::State target = nnx::state(model, nnx::of<nnx::Param>);
+  nnx::State params = fs::exists(path / "config.json") ? nnx::io::HfCheckpoint::open(path).read_params(target)
+                                                       : nnx::io::restore_checkpoint(path, target);
+  nnx::update(model, params.map([](const nnx::Tensor& t) { return t.astype(nnx::DType::f32); }));
+}
+
+nlohmann::json model_config_of(const fs::path& path) {
+  if (!fs::exists(path)) throw nnx::InvalidArgument(path.string() + ": no such path");
+  return fs::exists(path / "config.json") ? nnx::io::HfCheckpoint::open(path).config()
+                                          : nnx::io::checkpoint_config(path);
+}
+
+// --dump-grads: the loss and gradients of one sequence, written as safetensors.
+template <class Model, class Config>
+void dump_grads(const Args& args, const nlohmann::json& config) {
+  const Config cfg = Config::from_json(config);
+  nnx::Rngs rngs{0};
+  Model model(cfg, nnx::Mode::train, rngs);
+  load_params(model, args.model);
+  const auto n = static_cast<std::int64_t>(args.tokens.size()) - 1;
+  nnx::Tensor tokens = nnx::Tensor::empty({1, n}, nnx::DType::i32), targets = nnx::Tensor::empty({1, n}, nnx::DType::i32);
+  for (std::int64_t i = 0; i <= n; ++i) {
+    if (args.tokens[i] >= cfg.vocab_size)
+      throw nnx::InvalidArgument("--tokens: id " + std::to_string(args.tokens[i]) + " is outside the vocabulary [0, " +
+                                 std::to_string(cfg.vocab_size) + ")");
+    if (i < n) tokens.data<std::int32_t>()[i] = static_cast<std::int32_t>(args.tokens[i]);
+    if (i > 0) targets.data<std::int32_t>()[i - 1] = static_cast<std::int32_t>(args.tokens[i]);
+  }
+  const auto result = train::value_and_grad(model, tokens, targets);
+  std::vector<std::pair<std::string, nnx::Tensor>> out;
+  out.emplace_back("loss", nnx::Tensor::full({1}, result.loss));
+  if (fs::exists(fs::path(args.model) / "config.json")) {
+    for (auto& named : nnx::io::hf_tensors(config.at("model_type").get<std::string>(), result.grads))
+      out.push_back(std::move(named));
+  } else {
+    for (const auto& [path, leaf] : result.grads) out.emplace_back(path.to_string(), leaf.tensor());
+  }
+  nnx::io::save_safetensors(args.dump_grads, out);
+}
+
+template <class Model>
+void save(const fs::path& dir, const train::TrainState<Model>& state, const nlohmann::json& model_config,
+          const Settings& settings) {
+  auto [graphdef, leaves] = nnx::split(state, nnx::everything);
+  nnx::io::save_checkpoint(dir / "state", leaves, {}, {{"model", model_config}, {"run", settings.to_json()}});
+  nnx::io::save_checkpoint(dir / "model", nnx::state(state.model, nnx::of<nnx::Param>), {}, model_config);
+}
+
+template <class Model, class Config>
+void run(const Args& args, const nlohmann::json& model_config, const Settings& s, const std::string& resume) {
+  const Config cfg = Config::from_json(model_config);
+  const train::TokenData data = train::load_token_data({s.data.begin(), s.data.end()});
+  if (data.max_token >= cfg.vocab_size)
+    throw nnx::InvalidArgument("the data holds token " + std::to_string(data.max_token) + " but the vocabulary has " +
+                               std::to_string(cfg.vocab_size) + " entries");
+  if (s.seq > cfg.context_length())
+    throw nnx::InvalidArgument("--seq " + std::to_string(s.seq) + " exceeds the model's context " +
+                               std::to_string(cfg.context_length()));
+  const train::OptimizerConfig opt{
+      .kind = s.optimizer == "sgd" ? train::OptimizerKind::sgd : train::OptimizerKind::adamw,
+      .lr = {.peak = s.lr,
+             .warmup_steps = s.warmup,
+             .decay_steps = std::max(args.steps, s.warmup + 1),
+             .final_fraction = s.lr > 0 ? s.min_lr / s.lr : 0.0},
+      .beta1 = 0.9,
+      .beta2 = 0.95,
+      .eps = 1e-8,
+      .weight_decay = s.weight_decay,
+      .clip_norm = s.clip};
+  nnx::Rngs rngs{s.seed};
+  Model model(cfg, nnx::Mode::train, rngs);
+  if (!args.model.empty()) load_params(model, args.model);
+  train::TrainState<Model> state(std::move(model), opt);
+  if (!resume.empty()) {
+    auto [graphdef, target] = nnx::split(state, nnx::everything);
+    state = nnx::merge(graphdef, nnx::io::restore_checkpoint(fs::path(resume) / "state", target));
+  }
+  std::int64_t params = 0;
+  for (const auto& [path, leaf] : nnx::state(state.model, nnx::of<nnx::Param>)) params += leaf.tensor().numel();
+  std::printf("train: %s, %.2f M parameters; data %zu files, %zu training and %zu held-out tokens; %s threads\n",
+              model_config.at("model_type").get<std::string>().c_str(), double(params) / 1e6, data.files.size(),
+              data.train.size(), data.held_out.size(), std::to_string(nnx::num_threads()).c_str());
+  const train::Batch eval = train::held_out_windows(data.held_out, s.seq, s.eval_batches);
+
+  std::ofstream log;
+  if (!args.log.empty()) {
+    const bool append = !resume.empty() && fs::exists(args.log);
+    log.open(args.log, append ? std::ios::app : std::ios::trunc);
+    if (!log) throw nnx::InvalidArgument(args.log + ": cannot write");
+    if (!append) log << "step,loss,held_out_loss,lr,grad_norm,tokens_per_s\n";
+  }
+  const auto t0 = std::chrono::steady_clock::now();
+  std::int64_t first = state.steps_done();
+  for (std::int64_t step = first; step < args.steps; ++step) {
+    const train::Batch batch = train::sample_batch(data.train, s.batch, s.seq, s.seed, step);
+    const auto start = std::chrono::steady_clock::now();
+    auto [next, m] = train::train_step(std::move(state), batch.tokens, batch.targets, {.grad_accum = s.grad_accum});
+    state = std::move(next);
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    const double tokens_per_s = double(s.batch * s.seq) / seconds;
+    if (!std::isfinite(m.loss))
+      throw nnx::NumericalError("the loss is " + std::to_string(m.loss) + " at step " + std::to_string(m.step) +
+                                " (try a lower --lr or a --clip)");
+    const bool report = m.step % args.log_every == 0 || m.step == args.steps;
+    std::optional<double> held_out;
+    if (report) {
+      held_out = train::evaluate_loss(state.model, eval.tokens, eval.targets);
+      const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      std::printf("step %6lld/%lld  loss %.4f  held-out %.4f  lr %.2e  %7.0f tok/s  %6.1f s\n", (long long)m.step,
+                  (long long)args.steps, m.loss, *held_out, m.lr, tokens_per_s, elapsed);
+      std::fflush(stdout);
+    }
+    if (log) {
+      log << m.step << ',' << m.loss << ',' << (held_out ? std::to_string(*held_out) : "") << ',' << m.lr << ','
+          << m.grad_norm << ',' << tokens_per_s << '\n';
+      log.flush();
+    }
+    if (!args.out.empty() && args.save_every > 0 && m.step % args.save_every == 0 && m.step != args.steps)
+      save(args.out, state, model_config, s);
+  }
+  if (!args.out.empty()) {
+    save(args.out, state, model_config, s);
+    std::printf("saved %s/state (train state) and %s/model (parameters)\n", args.out.c_str(), args.out.c_str());
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    Args args = parse_args(argc, argv);
+    if (args.help) {
+      std::cout << kUsage;
+      return 0;
+    }
+    if (args.threads > 0) nnx::set_num_threads(args.threads);
+    if (!args.dump_grads.empty()) {
+      const nlohmann::json config = model_config_of(args.model);
+      nnx::with_model_type(config, args.model, [&]<class Model, class Config>() { dump_grads<Model, Config>(args, config); });
+      return 0;
+    }
+    nlohmann::json model_config;
+    Settings settings = args.settings;
+    if (!args.resume.empty()) {
+      const fs::path state_dir = fs::path(args.resume) / "state";
+      if (!fs::exists(state_dir)) throw nnx::InvalidArgument(state_dir.string() + ": no such path");
+      const nlohmann::json saved = nnx::io::checkpoint_config(state_dir);
+      if (!saved.is_object() || !saved.contains("model") || !saved.contains("run"))
+        throw nnx::CheckpointError(state_dir.string() + ": not a train state written by this program");
+      model_config = saved.at("model");
+      settings = Settings::from_json(saved.at("run"), state_dir.string());
+      for (const std::string& flag : args.given)
+        if (flag != "--resume" && flag != "--steps" && flag != "--out" && flag != "--log" && flag != "--threads" &&
+            flag != "--log-every" && flag != "--save-every")
+          throw UsageError(flag + " cannot be changed when resuming (the run continues with its saved settings)");
+    } else if (!args.config.empty()) {
+      model_config = nnx::io::detail::read_json_file(args.config);
+    } else {
+      model_config = model_config_of(args.model);
+    }
+    const std::string source = !args.config.empty() ? args.config : !args.model.empty() ? args.model : args.resume;
+    nnx::with_model_type(model_config, source, [&]<class Model, class Config>() {
+      run<Model, Config>(args, Config::from_json(model_config).to_json(), settings, args.resume);
+    });
+    return 0;
+  } catch (const std::exception& e) {
+    std::string msg = e.what();
+    for (char& c : msg)
+      if (c == '\n') c = ' ';
+    std::cerr << "train: " << msg << "\n";
+    return 2;
+  }
+}

@@ -1,0 +1,174 @@
+// examples/train, run as a user runs it: --dump-grads against the library on a Hugging Face
+// fixture, a short training run whose saved model generate loads, a resumed run that ends
+// bitwise where an unbroken one does, the CSV log, and its errors (one line, exit code 2).
+#include <catch2/catch.hpp>
+
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <string>
+#include <vector>
+
+#include <nnx/core.hpp>
+#include <nnx/io/safetensors.hpp>
+#include <nnx/models.hpp>
+#include <nnx/train.hpp>
+
+#include "../models/reference_fixture.hpp"
+#include "../support/run_command.hpp"
+
+#ifdef NNX_TRAIN_BIN
+
+namespace {
+
+namespace fs = std::filesystem;
+using test_support::run_command;
+
+struct TempDir {
+  fs::path path = fs::temp_directory_path() / ("nnx_train_cli_" + std::to_string(::getpid()));
+  TempDir() { fs::create_directories(path); }
+  ~TempDir() { fs::remove_all(path); }
+};
+
+std::string train(const std::string& args) { return std::string(NNX_TRAIN_BIN) + " " + args; }
+
+void write(const fs::path& file, const std::string& text) {
+  std::ofstream out(file, std::ios::binary);
+  out << text;
+}
+
+// A tiny byte-level GPT-2 config and some text to learn.
+void write_run_inputs(const fs::path& dir) {
+  write(dir / "config.json",
+        R"({"model_type": "gpt2", "vocab_size": 256, "n_positions": 32, "n_embd": 16, "n_layer": 1, "n_head": 2,
+            "resid_pdrop": 0.1})");
+  std::string text;
+  for (int i = 0; i < 60; ++i) text += "the quick brown fox " + std::to_string(i) + " jumps over the lazy dog.\n";
+  write(dir / "text.txt", text);
+}
+
+bool same_tensors(const fs::path& a, const fs::path& b) {
+  auto fa = nnx::io::SafetensorsFile::open(a), fb = nnx::io::SafetensorsFile::open(b);
+  if (fa.size() != fb.size()) return false;
+  for (const auto& name : fa.names())
+    if (!nnx::equal(fa.get(name), fb.get(name))) return false;
+  return true;
+}
+
+}  // namespace
+
+TEST_CASE("train --dump-grads writes the library's loss and gradients under Hugging Face names", "[train][cli]") {
+  TempDir tmp;
+  const fs::path out = tmp.path / "grads.safetensors";
+  const auto r = run_command(train("--model " + fixture::dir("gpt2_tiny").string() +
+                                   " --tokens 5,17,99,3,64,8,127,0 --dump-grads " + out.string()));
+  INFO(r.err);
+  REQUIRE(r.code == 0);
+  CHECK(r.err.empty());
+
+  nnx::Gpt2 model = fixture::load<nnx::Gpt2, nnx::Gpt2Config>("gpt2_tiny", nnx::Mode::train);
+  const auto expected = nnx::train::value_and_grad(
+      model, nnx::Tensor::from_vector(std::vector<std::int32_t>{5, 17, 99, 3, 64, 8, 127}, {1, 7}),
+      nnx::Tensor::from_vector(std::vector<std::int32_t>{17, 99, 3, 64, 8, 127, 0}, {1, 7}));
+  auto file = nnx::io::SafetensorsFile::open(out);
+  CHECK(file.get("loss").data<float>()[0] == static_cast<float>(expected.loss));
+  auto weights = nnx::io::SafetensorsFile::open(fixture::dir("gpt2_tiny") / "model.safetensors");
+  CHECK(file.size() == expected.grads.size() + 1);
+  for (const auto& name : file.names()) {
+    if (name == "loss") continue;
+    CAPTURE(name);
+    CHECK(file.get(name).shape() == weights.get(name).shape());  // the Hugging Face layout
+  }
+  CHECK(nnx::equal(file.get("h.0.attn.c_attn.weight"),
+                   expected.grads.at(nnx::Path::parse("h/0/attn/qkv/kernel")).tensor()));
+}
+
+TEST_CASE("train learns, saves a model generate loads, logs every step, and resumes bitwise", "[train][cli]") {
+  TempDir tmp;
+  write_run_inputs(tmp.path);
+  const std::string common = "--config " + (tmp.path / "config.json").string() + " --data " +
+                             (tmp.path / "text.txt").string() + " --batch 4 --seq 16 --lr 3e-3 --warmup 2 --seed 7" +
+                             " --grad-accum 2 --log-every 3";
+  const auto whole = run_command(train(common + " --steps 6 --out " + (tmp.path / "whole").string() + " --log " +
+                                       (tmp.path / "whole.csv").string()));
+  INFO(whole.err);
+  REQUIRE(whole.code == 0);
+  CHECK(whole.out.find("step      3/6  loss") != std::string::npos);
+  CHECK(whole.out.find("held-out") != std::string::npos);
+
+  std::ifstream csv(tmp.path / "whole.csv");
+  std::vector<std::string> lines;
+  for (std::string line; std::getline(csv, line);) lines.push_back(line);
+  REQUIRE(lines.size() == 7);
+  CHECK(lines[0] == "step,loss,held_out_loss,lr,grad_norm,tokens_per_s");
+  CHECK(lines[6].rfind("6,", 0) == 0);
+
+  const auto gen = run_command(std::string(NNX_GENERATE_BIN) + " --model " + (tmp.path / "whole" / "model").string() +
+                               " --prompt-ids 116,104,101 --max-new-tokens 4");
+  INFO(gen.err);
+  CHECK(gen.code == 0);
+
+  const auto first = run_command(train(common + " --steps 3 --out " + (tmp.path / "split").string()));
+  REQUIRE(first.code == 0);
+  const auto rest = run_command(train("--resume " + (tmp.path / "split").string() + " --steps 6 --out " +
+                                      (tmp.path / "split").string()));
+  INFO(rest.err);
+  REQUIRE(rest.code == 0);
+  CHECK(rest.out.find("step      6/6") != std::string::npos);
+  CHECK(same_tensors(tmp.path / "whole" / "model" / "model.safetensors",
+                     tmp.path / "split" / "model" / "model.safetensors"));
+  CHECK(same_tensors(tmp.path / "whole" / "state" / "model.safetensors",
+                     tmp.path / "split" / "state" / "model.safetensors"));
+}
+
+TEST_CASE("train rejects bad input with one line and exit code 2", "[train][cli]") {
+  TempDir tmp;
+  write_run_inputs(tmp.path);
+  const std::string config = " --config " + (tmp.path / "config.json").string();
+  const std::string data = " --data " + (tmp.path / "text.txt").string();
+  // An llm.c token file whose tokens exceed a byte vocabulary, and one with a bad header.
+  {
+    std::vector<std::int32_t> header(256, 0);
+    header[0] = 20240520;
+    header[1] = 1;
+    header[2] = 40;
+    std::ofstream out(tmp.path / "big.bin", std::ios::binary);
+    out.write(reinterpret_cast<const char*>(header.data()), 1024);
+    for (std::uint16_t i = 0; i < 40; ++i) {
+      const std::uint16_t t = static_cast<std::uint16_t>(300 + i);
+      out.write(reinterpret_cast<const char*>(&t), 2);
+    }
+  }
+  write(tmp.path / "bad.bin", "not a token file");
+  const std::vector<std::pair<std::string, std::string>> cases{
+      {config + " --steps 2", "--data is required"},
+      {config + data, "--steps is required"},
+      {config + data + " --steps 2 --frobnicate 1", "unknown option --frobnicate"},
+      {config + data + " --steps 2 --batch 3 --grad-accum 2", "not a multiple"},
+      {config + " --data " + (tmp.path / "missing.txt").string() + " --steps 2", "missing.txt: no such file"},
+      {config + " --data " + (tmp.path / "big.bin").string() + " --steps 2", "token 339"},
+      {config + " --data " + (tmp.path / "bad.bin").string() + " --steps 2", "not an llm.c token file"},
+      {config + data + " --steps 2 --seq 64", "exceeds the model's context"},
+      {" --config " + (tmp.path / "text.txt").string() + data + " --steps 2", "malformed JSON"},
+      {" --resume " + (tmp.path / "nowhere").string() + " --steps 2", "no such path"},
+      {" --model " + fixture::dir("gpt2_tiny").string() + " --tokens 5,400 --dump-grads x.st", "id 400"},
+  };
+  for (const auto& [args, message] : cases) {
+    CAPTURE(args);
+    const auto r = run_command(train(args));
+    CHECK(r.code == 2);
+    CHECK(r.out.empty());
+    CHECK(r.err.find(message) != std::string::npos);
+    CHECK(std::count(r.err.begin(), r.err.end(), '\n') == 1);
+  }
+  // A resumed run keeps its settings.
+  REQUIRE(run_command(train(config + data + " --steps 1 --batch 2 --seq 8 --out " + (tmp.path / "run").string())).code ==
+          0);
+  const auto r = run_command(train("--resume " + (tmp.path / "run").string() + " --steps 2 --lr 1"));
+  CHECK(r.code == 2);
+  CHECK(r.err.find("--lr cannot be changed when resuming") != std::string::npos);
+}
+
+#endif  // NNX_TRAIN_BIN
