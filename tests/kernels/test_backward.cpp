@@ -282,6 +282,20 @@ TEST_CASE("AdamW and SGD updates follow torch.optim's formulas; sum of squares i
     const double b = 0.9 * mu0[i] + gi + 0.01 * p0[i];
     CHECK(std::fabs(q[i] - (p0[i] - 0.1 * b)) <= 1e-6);
   }
+  // Every tier within a few ulps of ref.
+  auto pr = p0, mr = mu0, nr = nu0;
+  k::ref::adamw_update(pr.data(), g.data(), mr.data(), nr.data(), n, s);
+  for (k::Isa isa : k::kAllIsas) {
+    if (!k::isa_supported(isa)) continue;
+    CAPTURE(k::isa_name(isa));
+    auto pt = p0, mt = mu0, nt = nu0;
+    k::select(k::kAdamWUpdate, isa)(pt.data(), g.data(), mt.data(), nt.data(), n, s);
+    for (i64 i = 0; i < n; ++i) {
+      REQUIRE(std::fabs(pt[i] - pr[i]) <= 4e-7f * std::max(1.0f, std::fabs(pr[i])));
+      REQUIRE(std::fabs(mt[i] - mr[i]) <= 2e-8f);  // terms of ~0.1 may cancel: absolute
+      REQUIRE(std::fabs(nt[i] - nr[i]) <= 4e-7f * std::fabs(nr[i]) + 1e-12f);
+    }
+  }
   std::vector<double> sums;
   on_one_and_two_threads([&](int) { sums.push_back(k::sum_squares(g.data(), n)); });
   CHECK(sums[0] == sums[1]);

@@ -5,14 +5,21 @@
 //
 // Every element is updated on its own in a fixed order of operations (stated at each
 // function), so any split between threads gives the same bits; sum_squares adds fixed blocks
-// in order. The loops are plain C++ (memory-bound: a parameter, its gradient and two moments
-// are read and written once per step), compiled for every tier alike.
+// in order. AdamW has an avx2 tier (avx512 runs it, so both give the same bits) doing ref's
+// operations 8 wide, within a few ulps of ref (the compiler may fuse a multiply and an add):
+// the portable loop's divisions and square roots are not vectorized by GCC at -O2, and were a
+// tenth of a GPT-2 124M training step.
 #pragma once
 
 #include <cmath>
 #include <cstdint>
 
+#include "nnx/kernels/isa.hpp"
 #include "nnx/kernels/parallel.hpp"
+
+#if NNX_KERNELS_X86_DISPATCH
+#include <immintrin.h>
+#endif
 
 namespace nnx::kernels {
 
@@ -53,14 +60,45 @@ inline void sgd_update(float* p, const float* g, float* buf, std::int64_t n, flo
 }
 }  // namespace ref
 
+#if NNX_KERNELS_X86_DISPATCH
+namespace avx2 {
+// ref::adamw_update 8 elements at a time, the same operations in the same order.
+NNX_TARGET_AVX2_FMA inline void adamw_update(float* p, const float* g, float* mu, float* nu, std::int64_t n,
+                                             const AdamWStep& s) noexcept {
+  const __m256 gs = _mm256_set1_ps(s.grad_scale), b1 = _mm256_set1_ps(s.beta1), b2 = _mm256_set1_ps(s.beta2);
+  const __m256 c1 = _mm256_set1_ps(1.0f - s.beta1), c2 = _mm256_set1_ps(1.0f - s.beta2);
+  const __m256 bc1 = _mm256_set1_ps(s.bias_correction1), bc2 = _mm256_set1_ps(s.bias_correction2);
+  const __m256 eps = _mm256_set1_ps(s.eps), lr = _mm256_set1_ps(s.lr);
+  const __m256 decay = _mm256_set1_ps(1.0f - s.lr * s.weight_decay);
+  std::int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256 gi = _mm256_mul_ps(_mm256_loadu_ps(g + i), gs);
+    const __m256 m = _mm256_add_ps(_mm256_mul_ps(b1, _mm256_loadu_ps(mu + i)), _mm256_mul_ps(c1, gi));
+    const __m256 v = _mm256_add_ps(_mm256_mul_ps(b2, _mm256_loadu_ps(nu + i)), _mm256_mul_ps(c2, _mm256_mul_ps(gi, gi)));
+    _mm256_storeu_ps(mu + i, m);
+    _mm256_storeu_ps(nu + i, v);
+    const __m256 denom = _mm256_add_ps(_mm256_sqrt_ps(_mm256_div_ps(v, bc2)), eps);
+    const __m256 step = _mm256_mul_ps(lr, _mm256_div_ps(_mm256_div_ps(m, bc1), denom));
+    _mm256_storeu_ps(p + i, _mm256_sub_ps(_mm256_mul_ps(_mm256_loadu_ps(p + i), decay), step));
+  }
+  ref::adamw_update(p + i, g + i, mu + i, nu + i, n - i, s);
+}
+}  // namespace avx2
+#endif
+
+using AdamWUpdateFn = void (*)(float* p, const float* g, float* mu, float* nu, std::int64_t n,
+                               const AdamWStep& s) noexcept;
+inline constexpr TierTable<AdamWUpdateFn> kAdamWUpdate{&ref::adamw_update, NNX_X86_ENTRY(avx2::adamw_update)};
+
 namespace detail {
 inline constexpr std::int64_t kUpdateBlock = 4096;
 }
 
 // The AdamW step over n elements (ref::adamw_update states it). Never throws.
 inline void adamw_update(float* p, const float* g, float* mu, float* nu, std::int64_t n, const AdamWStep& s) noexcept {
+  const AdamWUpdateFn f = select(kAdamWUpdate, active_isa());
   parallel_blocks(n, detail::kUpdateBlock, 4.0 * double(n), [&](std::int64_t i0, std::int64_t i1) noexcept {
-    ref::adamw_update(p + i0, g + i0, mu + i0, nu + i0, i1 - i0, s);
+    f(p + i0, g + i0, mu + i0, nu + i0, i1 - i0, s);
   });
 }
 

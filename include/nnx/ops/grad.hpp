@@ -73,8 +73,13 @@ inline Tensor linear_backward(const Tensor& x, const Tensor& kernel, const Tenso
   detail::require_grad(op, "dkernel", dkernel, kernel.shape());
   if (dbias) detail::require_grad(op, "dbias", *dbias, Shape{out});
   const std::int64_t M = detail::leading_rows(x.shape());
+  // dxᵀ [in, M] = kernel · dyᵀ through the row-major product (the widest tier's kernel), then
+  // transposed back: two O(M (in + out)) copies beside the O(M in out) product.
+  const Tensor dyt = detail::transposed(dy, M, out);
+  Tensor dxt = Tensor::empty({in, M});
+  kernels::gemm_f32(in, M, out, kernel.data<float>(), out, dyt.data<float>(), M, dxt.data<float>(), M);
   Tensor dx = Tensor::empty(x.shape());
-  kernels::gemm_f32_bt(M, in, out, dy.data<float>(), out, kernel.data<float>(), out, dx.data<float>(), in);
+  kernels::transpose_f32(dxt.data<float>(), in, M, dx.data<float>());
   const Tensor xt = detail::transposed(x, M, in);
   kernels::gemm_f32(in, out, M, xt.data<float>(), M, dy.data<float>(), out, dkernel.data<float>(), out, true);
   if (dbias) kernels::add_column_sums(dy.data<float>(), M, out, dbias->data<float>());

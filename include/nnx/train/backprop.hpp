@@ -17,6 +17,7 @@
 // order fixed by the shapes, so gradients are bitwise the same on any thread count.
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <optional>

@@ -18,8 +18,11 @@
 // buffers are updated in place. Every step is bitwise the same on any thread count.
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
+#include <memory>
 #include <optional>
 #include <string>
 #include <utility>
@@ -135,6 +138,11 @@ struct TrainState {
   OptState step;            // i64 [1]: updates applied so far
   NNX_FIELDS(optimizer, model, mu, nu, step)
 
+  // Not state: the gradient buffers of the last step, kept so the next one zeroes them in place
+  // instead of mapping fresh memory (for GPT-2 124M, 500 MB whose page faults cost more than a
+  // third of a step). train_step passes it on only from a state it was given to own.
+  std::shared_ptr<Model> gradient_buffers;
+
   TrainState() = default;
   TrainState(Model m, const OptimizerConfig& config) : optimizer(config), model(std::move(m)) {
     check_trainable(model);
@@ -167,8 +175,10 @@ std::pair<TrainState<Model>, StepMetrics> train_step(TrainState<Model> state, co
                                                      const Tensor& targets, const StepOptions& options = {}) {
   // Fresh variables over the same tensors: writing through them never reaches a caller's copy.
   TrainState<Model> s;
+  std::shared_ptr<Model> buffers;
   {
     auto [graphdef, leaves] = split(state, everything);
+    if (state.gradient_buffers.use_count() == 1) buffers = std::move(state.gradient_buffers);
     state = TrainState<Model>();
     s = merge(graphdef, std::move(leaves));
   }
@@ -182,7 +192,15 @@ std::pair<TrainState<Model>, StepMetrics> train_step(TrainState<Model> state, co
   if (m.valid_targets == 0) throw InvalidArgument("train_step: every target is the ignore id; there is no loss");
 
   check_trainable(s.model);
-  Model grads = zero_grads(s.model);
+  if (buffers) {
+    for (const auto& cell : detail::cells_of<Param>(*buffers)) {
+      Tensor& t = cell.second->tensor();
+      std::memset(t.raw_data(), 0, t.nbytes());  // f32 zeros
+    }
+  } else {
+    buffers = std::make_shared<Model>(zero_grads(s.model));
+  }
+  Model& grads = *buffers;
   const float weight = static_cast<float>(1.0 / static_cast<double>(m.valid_targets));
   const std::int64_t rows = tokens.dim(0) / K;
   double loss_sum = 0.0;
@@ -234,6 +252,7 @@ std::pair<TrainState<Model>, StepMetrics> train_step(TrainState<Model> state, co
   next.template data<std::int64_t>()[0] = t + 1;
   s.step.set_value(next);
   m.step = t + 1;
+  s.gradient_buffers = std::move(buffers);
   return {std::move(s), m};
 }
 
