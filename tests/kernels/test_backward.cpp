@@ -179,6 +179,23 @@ TEST_CASE("norm backward matches a double reference and sums parameter gradients
           dx_ref[r * C + j] = rstd * (g - (rms ? 0.0 : mg) - xh * mgx);
         }
       }
+      auto check = [&](const std::vector<float>& dx, const std::vector<float>& dscale, const std::vector<float>& dbias) {
+        CHECK(max_diff(dx, dx_ref) <= 1e-5 * std::max(1.0, max_abs(dx_ref)));
+        CHECK(max_diff(dscale, dscale_ref) <= 1e-5 * std::max(1.0, max_abs(dscale_ref)));
+        if (!rms) CHECK(max_diff(dbias, dbias_ref) <= 1e-5 * std::max(1.0, max_abs(dbias_ref)));
+      };
+      for (k::Isa isa : k::kAllIsas) {
+        if (!k::isa_supported(isa)) continue;
+        CAPTURE(k::isa_name(isa));
+        std::vector<float> dx(R * C, NAN), stats(2 * R), dscale(C, 0.25f), dbias(C, -0.5f);
+        k::select(rms ? k::kRmsNormBackwardRows : k::kLayerNormBackwardRows, isa)(x.data(), scale.data(), dy.data(),
+                                                                                  float(eps), dx.data(), stats.data(),
+                                                                                  R, C);
+        k::select(k::kNormParamGrads, isa)(x.data(), dy.data(), stats.data(), R, C, 0, C, dscale.data(),
+                                           rms ? nullptr : dbias.data());
+        check(dx, dscale, dbias);
+      }
+      std::vector<std::vector<float>> results;
       on_one_and_two_threads([&](int) {
         std::vector<float> dx(R * C), stats(2 * R), dscale(C, 0.25f), dbias(C, -0.5f);
         if (rms)
@@ -187,10 +204,12 @@ TEST_CASE("norm backward matches a double reference and sums parameter gradients
         else
           k::layer_norm_backward(x.data(), scale.data(), dy.data(), float(eps), dx.data(), stats.data(), dscale.data(),
                                  dbias.data(), R, C);
-        CHECK(max_diff(dx, dx_ref) <= 1e-5 * std::max(1.0, max_abs(dx_ref)));
-        CHECK(max_diff(dscale, dscale_ref) <= 1e-5 * std::max(1.0, max_abs(dscale_ref)));
-        if (!rms) CHECK(max_diff(dbias, dbias_ref) <= 1e-5 * std::max(1.0, max_abs(dbias_ref)));
+        check(dx, dscale, dbias);
+        dx.insert(dx.end(), dscale.begin(), dscale.end());
+        dx.insert(dx.end(), dbias.begin(), dbias.end());
+        results.push_back(dx);
       });
+      CHECK(results[0] == results[1]);
     }
 }
 
@@ -206,21 +225,38 @@ TEST_CASE("gelu and swiglu backward match their derivatives in double", "[kernel
     dgate_ref[i] = dy[i] * u[i] * (s + xi * s * (1 - s));
     dup_ref[i] = dy[i] * xi * s;
   }
-  std::vector<float> dx(n), dgate(n), dup(n);
-  k::gelu_tanh_backward(x.data(), dy.data(), dx.data(), n);
-  k::swiglu_backward(x.data(), u.data(), dy.data(), dgate.data(), dup.data(), n);
-  for (i64 i = 0; i < n; ++i) {
-    CAPTURE(x[i]);
-    CHECK(std::fabs(dx[i] - gelu_ref[i]) <= 1e-6 * std::max(1.0, std::fabs(gelu_ref[i])));
-    CHECK(std::fabs(dgate[i] - dgate_ref[i]) <= 1e-6 * std::max(1.0, std::fabs(dgate_ref[i])));
-    CHECK(std::fabs(dup[i] - dup_ref[i]) <= 1e-6 * std::max(1.0, std::fabs(dup_ref[i])));
+  for (k::Isa isa : k::kAllIsas) {
+    if (!k::isa_supported(isa)) continue;
+    CAPTURE(k::isa_name(isa));
+    // n and a few odd lengths: the vector tiers' masked tails.
+    for (i64 len : {n, i64(1), i64(7), i64(13)}) {
+      std::vector<float> dx(len, NAN), dgate(len, NAN), dup(len, NAN);
+      k::select(k::kGeluTanhBackward, isa)(x.data(), dy.data(), dx.data(), len);
+      k::select(k::kSwigluBackward, isa)(x.data(), u.data(), dy.data(), dgate.data(), dup.data(), len);
+      for (i64 i = 0; i < len; ++i) {
+        CAPTURE(len, x[i]);
+        REQUIRE(std::fabs(dx[i] - gelu_ref[i]) <= 1e-6 * std::max(1.0, std::fabs(gelu_ref[i])));
+        REQUIRE(std::fabs(dgate[i] - dgate_ref[i]) <= 1e-6 * std::max(1.0, std::fabs(dgate_ref[i])));
+        REQUIRE(std::fabs(dup[i] - dup_ref[i]) <= 1e-6 * std::max(1.0, std::fabs(dup_ref[i])));
+      }
+    }
   }
+  std::vector<std::vector<float>> results;
+  on_one_and_two_threads([&](int) {
+    std::vector<float> dx(n), dgate(n), dup(n);
+    k::gelu_tanh_backward(x.data(), dy.data(), dx.data(), n);
+    k::swiglu_backward(x.data(), u.data(), dy.data(), dgate.data(), dup.data(), n);
+    dx.insert(dx.end(), dgate.begin(), dgate.end());
+    dx.insert(dx.end(), dup.begin(), dup.end());
+    results.push_back(dx);
+  });
+  CHECK(results[0] == results[1]);
 }
 
 TEST_CASE("cross-entropy rows: loss and gradient against double, ignored rows contribute nothing",
           "[kernels][train]") {
   const i64 R = 6, V = 301;
-  auto logits = random_floats(R * V, 41, -20, 20);
+  const auto logits = random_floats(R * V, 41, -20, 20);
   const std::vector<std::int32_t> targets{5, -100, 300, 0, 17, -100};
   const float w = 0.25f;
   std::vector<double> loss_ref(R, 0.0), grad_ref(R * V, 0.0);
@@ -232,12 +268,24 @@ TEST_CASE("cross-entropy rows: loss and gradient against double, ignored rows co
     loss_ref[r] = m + std::log(s) - logits[r * V + targets[r]];
     for (i64 j = 0; j < V; ++j) grad_ref[r * V + j] = w * (std::exp(logits[r * V + j] - m) / s - (j == targets[r]));
   }
-  std::vector<float> loss(R);
-  k::cross_entropy_rows(logits.data(), targets.data(), R, V, w, -100, loss.data());
-  CHECK(max_diff(loss, loss_ref) <= 1e-5 * max_abs(loss_ref));
-  CHECK(max_diff(logits, grad_ref) <= 1e-7);
-  CHECK(loss[1] == 0.0f);
-  CHECK(std::all_of(logits.begin() + V, logits.begin() + 2 * V, [](float g) { return g == 0.0f; }));
+  for (k::Isa isa : k::kAllIsas) {
+    if (!k::isa_supported(isa)) continue;
+    CAPTURE(k::isa_name(isa));
+    std::vector<float> loss(R, NAN), grad = logits;
+    k::select(k::kCrossEntropyRows, isa)(grad.data(), targets.data(), R, V, w, -100, loss.data());
+    CHECK(max_diff(loss, loss_ref) <= 1e-5 * max_abs(loss_ref));
+    CHECK(max_diff(grad, grad_ref) <= 1e-7);
+    CHECK(loss[1] == 0.0f);
+    CHECK(std::all_of(grad.begin() + V, grad.begin() + 2 * V, [](float g) { return g == 0.0f; }));
+  }
+  std::vector<std::vector<float>> results;
+  on_one_and_two_threads([&](int) {
+    std::vector<float> loss(R), grad = logits;
+    k::cross_entropy_rows(grad.data(), targets.data(), R, V, w, -100, loss.data());
+    grad.insert(grad.end(), loss.begin(), loss.end());
+    results.push_back(grad);
+  });
+  CHECK(results[0] == results[1]);
 }
 
 TEST_CASE("gradient sums: column sums, scattered rows, transpose", "[kernels][train]") {

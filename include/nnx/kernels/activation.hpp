@@ -27,6 +27,14 @@ inline constexpr TierTable<UnaryActivationFn> kGeluTanh{&ref::gelu_tanh, NNX_X86
 inline constexpr TierTable<UnaryActivationFn> kSilu{&ref::silu, NNX_X86_ENTRY(avx2::silu)};
 inline constexpr TierTable<SwigluFn> kSwiglu{&ref::swiglu, NNX_X86_ENTRY(avx2::swiglu)};
 
+using GeluTanhBackwardFn = void (*)(const float* x, const float* dy, float* dx, std::int64_t n) noexcept;
+using SwigluBackwardFn = void (*)(const float* gate, const float* up, const float* dy, float* dgate, float* dup,
+                                  std::int64_t n) noexcept;
+inline constexpr TierTable<GeluTanhBackwardFn> kGeluTanhBackward{&ref::gelu_tanh_backward,
+                                                                 NNX_X86_ENTRY(avx2::gelu_tanh_backward)};
+inline constexpr TierTable<SwigluBackwardFn> kSwigluBackward{&ref::swiglu_backward,
+                                                             NNX_X86_ENTRY(avx2::swiglu_backward)};
+
 namespace detail {
 // Elements per block when threads split an activation (a whole number of any tier's vectors).
 inline constexpr std::int64_t kActivationBlock = 1024;
@@ -57,19 +65,19 @@ inline void swiglu(const float* gate, const float* up, float* out, std::int64_t 
 
 // Backward of gelu_tanh: dx = dy * gelu_tanh'(x) elementwise; dx may be dy.
 inline void gelu_tanh_backward(const float* x, const float* dy, float* dx, std::int64_t n) noexcept {
+  const GeluTanhBackwardFn f = select(kGeluTanhBackward, active_isa());
   parallel_blocks(n, detail::kActivationBlock, detail::kActivationWork * double(n),
-                  [&](std::int64_t i0, std::int64_t i1) noexcept {
-                    ref::gelu_tanh_backward(x + i0, dy + i0, dx + i0, i1 - i0);
-                  });
+                  [&](std::int64_t i0, std::int64_t i1) noexcept { f(x + i0, dy + i0, dx + i0, i1 - i0); });
 }
 
 // Backward of swiglu: dgate = dy * up * silu'(gate), dup = dy * silu(gate); dgate may be gate
 // or dy, dup may be up.
 inline void swiglu_backward(const float* gate, const float* up, const float* dy, float* dgate, float* dup,
                             std::int64_t n) noexcept {
+  const SwigluBackwardFn f = select(kSwigluBackward, active_isa());
   parallel_blocks(n, detail::kActivationBlock, 2.0 * detail::kActivationWork * double(n),
                   [&](std::int64_t i0, std::int64_t i1) noexcept {
-                    ref::swiglu_backward(gate + i0, up + i0, dy + i0, dgate + i0, dup + i0, i1 - i0);
+                    f(gate + i0, up + i0, dy + i0, dgate + i0, dup + i0, i1 - i0);
                   });
 }
 

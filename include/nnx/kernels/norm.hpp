@@ -52,18 +52,31 @@ inline void rms_norm_rows(const float* x, const float* scale, float eps, float* 
   });
 }
 
-namespace detail {
 using NormBackwardRowsFn = void (*)(const float* x, const float* scale, const float* dy, float eps, float* dx,
                                     float* stats, std::int64_t rows, std::int64_t cols) noexcept;
-inline void norm_backward(NormBackwardRowsFn rows_fn, const float* x, const float* scale, const float* dy, float eps,
-                          float* dx, float* stats, float* dscale, float* dbias, std::int64_t rows,
-                          std::int64_t cols) noexcept {
+using NormParamGradsFn = void (*)(const float* x, const float* dy, const float* stats, std::int64_t rows,
+                                  std::int64_t cols, std::int64_t j0, std::int64_t j1, float* dscale,
+                                  float* dbias) noexcept;
+
+inline constexpr TierTable<NormBackwardRowsFn> kLayerNormBackwardRows{&ref::layer_norm_backward_rows,
+                                                                      NNX_X86_ENTRY(avx2::layer_norm_backward_rows)};
+inline constexpr TierTable<NormBackwardRowsFn> kRmsNormBackwardRows{&ref::rms_norm_backward_rows,
+                                                                    NNX_X86_ENTRY(avx2::rms_norm_backward_rows)};
+inline constexpr TierTable<NormParamGradsFn> kNormParamGrads{&ref::norm_param_grads,
+                                                            NNX_X86_ENTRY(avx2::norm_param_grads)};
+
+namespace detail {
+inline void norm_backward(const TierTable<NormBackwardRowsFn>& rows_table, const float* x, const float* scale,
+                          const float* dy, float eps, float* dx, float* stats, float* dscale, float* dbias,
+                          std::int64_t rows, std::int64_t cols) noexcept {
+  const NormBackwardRowsFn rows_fn = select(rows_table, active_isa());
   parallel_blocks(rows, 1, 8.0 * double(rows) * double(cols), [&](std::int64_t r0, std::int64_t r1) noexcept {
     rows_fn(x + r0 * cols, scale, dy + r0 * cols, eps, dx + r0 * cols, stats + 2 * r0, r1 - r0, cols);
   });
   if (!dscale) return;
+  const NormParamGradsFn sums_fn = select(kNormParamGrads, active_isa());
   parallel_blocks(cols, 64, 3.0 * double(rows) * double(cols), [&](std::int64_t j0, std::int64_t j1) noexcept {
-    ref::norm_param_grads(x, dy, stats, rows, cols, j0, j1, dscale, dbias);
+    sums_fn(x, dy, stats, rows, cols, j0, j1, dscale, dbias);
   });
 }
 }  // namespace detail
@@ -74,13 +87,13 @@ inline void norm_backward(NormBackwardRowsFn rows_fn, const float* x, const floa
 inline void layer_norm_backward(const float* x, const float* scale, const float* dy, float eps, float* dx,
                                 float* stats, float* dscale, float* dbias, std::int64_t rows,
                                 std::int64_t cols) noexcept {
-  detail::norm_backward(&ref::layer_norm_backward_rows, x, scale, dy, eps, dx, stats, dscale, dbias, rows, cols);
+  detail::norm_backward(kLayerNormBackwardRows, x, scale, dy, eps, dx, stats, dscale, dbias, rows, cols);
 }
 
 // Backward of rms_norm_rows, as layer_norm_backward without a bias.
 inline void rms_norm_backward(const float* x, const float* scale, const float* dy, float eps, float* dx, float* stats,
                               float* dscale, std::int64_t rows, std::int64_t cols) noexcept {
-  detail::norm_backward(&ref::rms_norm_backward_rows, x, scale, dy, eps, dx, stats, dscale, nullptr, rows, cols);
+  detail::norm_backward(kRmsNormBackwardRows, x, scale, dy, eps, dx, stats, dscale, nullptr, rows, cols);
 }
 
 }  // namespace nnx::kernels

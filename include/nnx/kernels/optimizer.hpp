@@ -123,9 +123,14 @@ inline double sum_squares(const float* x, std::int64_t n) noexcept {
       for (std::int64_t c = c0; c < c1; ++c) {
         const std::int64_t i0 = (b0 + c) * detail::kUpdateBlock;
         const std::int64_t i1 = i0 + detail::kUpdateBlock < n ? i0 + detail::kUpdateBlock : n;
-        double s = 0.0;
-        for (std::int64_t i = i0; i < i1; ++i) s += double(x[i]) * double(x[i]);
-        partial[c] = s;
+        // Eight chains (element i in chain i % 8), added in a fixed tree: one chain would
+        // wait on the adder's latency for every element.
+        double lanes[8] = {};
+        std::int64_t i = i0;
+        for (; i + 8 <= i1; i += 8)
+          for (int l = 0; l < 8; ++l) lanes[l] += double(x[i + l]) * double(x[i + l]);
+        for (int l = 0; i < i1; ++i, ++l) lanes[l] += double(x[i]) * double(x[i]);
+        partial[c] = ((lanes[0] + lanes[4]) + (lanes[2] + lanes[6])) + ((lanes[1] + lanes[5]) + (lanes[3] + lanes[7]));
       }
     });
     for (std::int64_t c = 0; c < nb; ++c) total += partial[c];

@@ -21,6 +21,11 @@ using SoftmaxRowsFn = void (*)(float* x, std::int64_t rows, std::int64_t cols) n
 
 inline constexpr TierTable<SoftmaxRowsFn> kSoftmaxRows{&ref::softmax_rows, NNX_X86_ENTRY(avx2::softmax_rows)};
 
+using CrossEntropyRowsFn = void (*)(float* logits, const std::int32_t* targets, std::int64_t rows, std::int64_t cols,
+                                    float w, std::int32_t ignore, float* row_loss) noexcept;
+inline constexpr TierTable<CrossEntropyRowsFn> kCrossEntropyRows{&ref::cross_entropy_rows,
+                                                                 NNX_X86_ENTRY(avx2::cross_entropy_rows)};
+
 // Softmax of each row of x[rows, cols] in place (max-subtracted). A row of all -inf becomes
 // zeros; a NaN makes its row NaN. Never throws.
 inline void softmax_rows(float* x, std::int64_t rows, std::int64_t cols) noexcept {
@@ -35,8 +40,9 @@ inline void softmax_rows(float* x, std::int64_t rows, std::int64_t cols) noexcep
 // never change a bit. Never throws.
 inline void cross_entropy_rows(float* logits, const std::int32_t* targets, std::int64_t rows, std::int64_t cols,
                                float w, std::int32_t ignore, float* row_loss) noexcept {
+  const CrossEntropyRowsFn f = select(kCrossEntropyRows, active_isa());
   parallel_blocks(rows, 1, 24.0 * double(rows) * double(cols), [&](std::int64_t r0, std::int64_t r1) noexcept {
-    ref::cross_entropy_rows(logits + r0 * cols, targets + r0, r1 - r0, cols, w, ignore, row_loss + r0);
+    f(logits + r0 * cols, targets + r0, r1 - r0, cols, w, ignore, row_loss + r0);
   });
 }
 

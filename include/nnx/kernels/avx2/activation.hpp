@@ -81,6 +81,53 @@ NNX_TARGET_AVX2_FMA inline void swiglu(const float* gate, const float* up, float
   }
 }
 
+namespace detail::act {
+
+// sigmoid(t) and sigmoid(-t) from one exp: with e = exp(-|t|), the side whose argument is
+// non-negative is 1 / (1 + e), the other e / (1 + e) (ref's two-sided forms).
+NNX_TARGET_AVX2_FMA inline void sigmoid_pair(__m256 t, __m256& s, __m256& s_neg) noexcept {
+  const __m256 e = exp_nonpositive(_mm256_or_ps(t, _mm256_set1_ps(-0.0f)));
+  const __m256 den = _mm256_add_ps(_mm256_set1_ps(1.0f), e);
+  const __m256 large = _mm256_div_ps(_mm256_set1_ps(1.0f), den), small = _mm256_div_ps(e, den);
+  const __m256 nonneg = _mm256_cmp_ps(t, _mm256_setzero_ps(), _CMP_GE_OQ);
+  s = _mm256_blendv_ps(small, large, nonneg);
+  s_neg = _mm256_blendv_ps(large, small, nonneg);
+}
+
+}  // namespace detail::act
+
+// As ref::gelu_tanh_backward (ref's formula and order of float operations).
+NNX_TARGET_AVX2_FMA inline void gelu_tanh_backward(const float* x, const float* dy, float* dx, std::int64_t n) noexcept {
+  const __m256 c = _mm256_set1_ps(0.044715f), c3 = _mm256_set1_ps(3.0f * 0.044715f);
+  const __m256 two_k = _mm256_set1_ps(2.0f * 0.7978845608028654f), one = _mm256_set1_ps(1.0f);
+  for (std::int64_t i = 0; i < n; i += 8) {
+    const __m256i m = lane_mask(n - i);
+    const __m256 v = _mm256_maskload_ps(x + i, m);
+    const __m256 x3 = _mm256_mul_ps(_mm256_mul_ps(_mm256_mul_ps(c, v), v), v);
+    __m256 s, s_neg;
+    detail::act::sigmoid_pair(_mm256_mul_ps(two_k, _mm256_add_ps(v, x3)), s, s_neg);
+    const __m256 slope = _mm256_mul_ps(_mm256_mul_ps(_mm256_mul_ps(v, _mm256_mul_ps(s, s_neg)), two_k),
+                                       _mm256_add_ps(one, _mm256_mul_ps(_mm256_mul_ps(c3, v), v)));
+    _mm256_maskstore_ps(dx + i, m, _mm256_mul_ps(_mm256_maskload_ps(dy + i, m), _mm256_add_ps(s, slope)));
+  }
+}
+
+// As ref::swiglu_backward.
+NNX_TARGET_AVX2_FMA inline void swiglu_backward(const float* gate, const float* up, const float* dy, float* dgate,
+                                                float* dup, std::int64_t n) noexcept {
+  const __m256 one = _mm256_set1_ps(1.0f);
+  for (std::int64_t i = 0; i < n; i += 8) {
+    const __m256i m = lane_mask(n - i);
+    const __m256 g = _mm256_maskload_ps(gate + i, m), u = _mm256_maskload_ps(up + i, m);
+    const __m256 d = _mm256_maskload_ps(dy + i, m);
+    __m256 s, s_neg;
+    detail::act::sigmoid_pair(g, s, s_neg);
+    const __m256 dsilu = _mm256_mul_ps(s, _mm256_add_ps(one, _mm256_mul_ps(g, s_neg)));
+    _mm256_maskstore_ps(dgate + i, m, _mm256_mul_ps(_mm256_mul_ps(d, u), dsilu));
+    _mm256_maskstore_ps(dup + i, m, _mm256_mul_ps(d, _mm256_mul_ps(g, s)));
+  }
+}
+
 }  // namespace nnx::kernels::avx2
 
 #endif  // NNX_KERNELS_X86_DISPATCH

@@ -7,6 +7,8 @@
 // in the rounding of the mean and variance sums. Cross-tier class: WITHIN the bound the ref
 // header states for its sequential sums (a blocked sum's error bound is smaller); avx512 runs
 // these (no version of its own), so it is bit-identical to avx2.
+// Backward: the row statistics as the forward computes them, dx's two row sums in 8 lanes
+// (WITHIN ref's bound), the parameter gradients by ref's operations 8 columns at a time.
 // Compiled with per-function target attributes; call only where isa_supported(Isa::avx2).
 #pragma once
 
@@ -102,6 +104,91 @@ NNX_TARGET_AVX2_FMA inline void rms_norm_rows(const float* x, const float* scale
       if (scale) y = _mm256_mul_ps(y, _mm256_maskload_ps(scale + j, m));
       _mm256_maskstore_ps(yr + j, m, y);
     }
+  }
+}
+
+namespace detail::norm {
+
+// ref::detail::norm_backward_row with its two sums in 8 lanes (combined by hsum's tree). Tail
+// lanes load dy as 0, so they add nothing whatever x̂ is there.
+NNX_TARGET_AVX2_FMA inline void backward_row(const float* x, const float* scale, const float* dy, float mean, float r,
+                                             bool centered, float* dx, std::int64_t cols) noexcept {
+  const __m256 vmean = _mm256_set1_ps(mean), vr = _mm256_set1_ps(r), one = _mm256_set1_ps(1.0f);
+  __m256 sum_g = _mm256_setzero_ps(), sum_gx = sum_g;
+  for (std::int64_t j = 0; j < cols; j += 8) {
+    const __m256i m = lane_mask(cols - j);
+    const __m256 g = _mm256_mul_ps(_mm256_maskload_ps(dy + j, m), scale ? _mm256_maskload_ps(scale + j, m) : one);
+    const __m256 xhat = _mm256_mul_ps(_mm256_sub_ps(_mm256_maskload_ps(x + j, m), vmean), vr);
+    sum_g = _mm256_add_ps(sum_g, g);
+    sum_gx = _mm256_fmadd_ps(g, xhat, sum_gx);
+  }
+  const float n = static_cast<float>(cols);
+  const __m256 mean_g = _mm256_set1_ps(centered ? hsum(sum_g) / n : 0.0f);
+  const __m256 mean_gx = _mm256_set1_ps(hsum(sum_gx) / n);
+  for (std::int64_t j = 0; j < cols; j += 8) {
+    const __m256i m = lane_mask(cols - j);
+    const __m256 g = _mm256_mul_ps(_mm256_maskload_ps(dy + j, m), scale ? _mm256_maskload_ps(scale + j, m) : one);
+    const __m256 xhat = _mm256_mul_ps(_mm256_sub_ps(_mm256_maskload_ps(x + j, m), vmean), vr);
+    const __m256 d = _mm256_sub_ps(_mm256_sub_ps(g, mean_g), _mm256_mul_ps(xhat, mean_gx));
+    _mm256_maskstore_ps(dx + j, m, _mm256_mul_ps(vr, d));
+  }
+}
+
+}  // namespace detail::norm
+
+// As ref::layer_norm_backward_rows (the statistics as layer_norm_rows computes them).
+NNX_TARGET_AVX2_FMA inline void layer_norm_backward_rows(const float* x, const float* scale, const float* dy, float eps,
+                                                         float* dx, float* stats, std::int64_t rows,
+                                                         std::int64_t cols) noexcept {
+  namespace d = detail::norm;
+  if (cols <= 0) return;
+  const float n = static_cast<float>(cols);
+  for (std::int64_t r = 0; r < rows; ++r) {
+    const float* xr = x + r * cols;
+    const float mean = d::row_sum(xr, cols, d::AddLanes{}) / n;
+    const float sq = d::row_sum(xr, cols, d::AddSquaredDeviations{_mm256_set1_ps(mean)});
+    const float rstd = 1.0f / std::sqrt(sq / n + eps);
+    stats[2 * r] = mean;
+    stats[2 * r + 1] = rstd;
+    d::backward_row(xr, scale, dy + r * cols, mean, rstd, true, dx + r * cols, cols);
+  }
+}
+
+// As ref::rms_norm_backward_rows.
+NNX_TARGET_AVX2_FMA inline void rms_norm_backward_rows(const float* x, const float* scale, const float* dy, float eps,
+                                                       float* dx, float* stats, std::int64_t rows,
+                                                       std::int64_t cols) noexcept {
+  namespace d = detail::norm;
+  if (cols <= 0) return;
+  const float n = static_cast<float>(cols);
+  for (std::int64_t r = 0; r < rows; ++r) {
+    const float* xr = x + r * cols;
+    const float rs = 1.0f / std::sqrt(d::row_sum(xr, cols, d::AddSquares{}) / n + eps);
+    stats[2 * r] = 0.0f;
+    stats[2 * r + 1] = rs;
+    d::backward_row(xr, scale, dy + r * cols, 0.0f, rs, false, dx + r * cols, cols);
+  }
+}
+
+// As ref::norm_param_grads, 8 columns at a time with ref's operations in ref's order (multiply,
+// then add; no FMA).
+NNX_TARGET_AVX2_FMA inline void norm_param_grads(const float* x, const float* dy, const float* stats,
+                                                 std::int64_t rows, std::int64_t cols, std::int64_t j0, std::int64_t j1,
+                                                 float* dscale, float* dbias) noexcept {
+  for (std::int64_t j = j0; j < j1; j += 8) {
+    const __m256i m = lane_mask(j1 - j);
+    __m256 ds = _mm256_maskload_ps(dscale + j, m);
+    __m256 db = dbias ? _mm256_maskload_ps(dbias + j, m) : _mm256_setzero_ps();
+    for (std::int64_t r = 0; r < rows; ++r) {
+      const __m256 g = _mm256_maskload_ps(dy + r * cols + j, m);
+      const __m256 xhat = _mm256_mul_ps(_mm256_sub_ps(_mm256_maskload_ps(x + r * cols + j, m),
+                                                      _mm256_set1_ps(stats[2 * r])),
+                                        _mm256_set1_ps(stats[2 * r + 1]));
+      ds = _mm256_add_ps(ds, _mm256_mul_ps(g, xhat));
+      if (dbias) db = _mm256_add_ps(db, g);
+    }
+    _mm256_maskstore_ps(dscale + j, m, ds);
+    if (dbias) _mm256_maskstore_ps(dbias + j, m, db);
   }
 }
 

@@ -5,7 +5,7 @@
 // simd.hpp's exp_nonpositive (within 2 ulp; e_j below about 1e-38 flush to 0), their sum in
 // 8 lanes combined by hsum's fixed tree, y_j = e_j / s. Cross-tier class: WITHIN ref's
 // relative bound plus 4 u per element; avx512 runs this, bit-identical to avx2. A row's
-// result depends only on the row.
+// result depends only on the row. cross_entropy_rows is ref's with the same vector parts.
 // Compiled with per-function target attributes; call only where isa_supported(Isa::avx2).
 #pragma once
 
@@ -16,6 +16,7 @@
 
 #include <immintrin.h>
 
+#include <cmath>
 #include <cstdint>
 #include <limits>
 
@@ -58,6 +59,49 @@ NNX_TARGET_AVX2_FMA inline void softmax_rows(float* x, std::int64_t rows, std::i
       const __m256i mk = lane_mask(cols - j);
       _mm256_maskstore_ps(row + j, mk, _mm256_div_ps(_mm256_maskload_ps(row + j, mk), s));
     }
+  }
+}
+
+// As ref::cross_entropy_rows: the row maximum, e_j by exp_nonpositive with their sum in 8
+// lanes (hsum's tree), loss = (m - x_t) + log(s), then e_j * (w / s) and w taken off at t.
+NNX_TARGET_AVX2_FMA inline void cross_entropy_rows(float* logits, const std::int32_t* targets, std::int64_t rows,
+                                                   std::int64_t cols, float w, std::int32_t ignore,
+                                                   float* row_loss) noexcept {
+  constexpr float kInf = std::numeric_limits<float>::infinity();
+  for (std::int64_t r = 0; r < rows; ++r) {
+    float* row = logits + r * cols;
+    const std::int32_t t = targets[r];
+    if (t == ignore) {
+      for (std::int64_t j = 0; j < cols; j += 8) _mm256_maskstore_ps(row + j, lane_mask(cols - j), _mm256_setzero_ps());
+      row_loss[r] = 0.0f;
+      continue;
+    }
+    __m256 vmax = _mm256_set1_ps(-kInf);
+    for (std::int64_t j = 0; j < cols; j += 8) {
+      const __m256i m = lane_mask(cols - j);
+      vmax = _mm256_max_ps(vmax, _mm256_blendv_ps(vmax, _mm256_maskload_ps(row + j, m), _mm256_castsi256_ps(m)));
+    }
+    __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(vmax), _mm256_extractf128_ps(vmax, 1));
+    m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+    const float mx = _mm_cvtss_f32(_mm_max_ss(m4, _mm_movehdup_ps(m4)));
+    const float xt = row[t];
+    const __m256 vm = _mm256_set1_ps(mx);
+    __m256 sum = _mm256_setzero_ps();
+    for (std::int64_t j = 0; j < cols; j += 8) {
+      const __m256i m = lane_mask(cols - j);
+      const __m256 e = _mm256_and_ps(exp_nonpositive(_mm256_sub_ps(_mm256_maskload_ps(row + j, m), vm)),
+                                     _mm256_castsi256_ps(m));
+      _mm256_maskstore_ps(row + j, m, e);
+      sum = _mm256_add_ps(sum, e);
+    }
+    const float s = hsum(sum);
+    row_loss[r] = (mx - xt) + std::log(s);
+    const __m256 ws = _mm256_set1_ps(w / s);
+    for (std::int64_t j = 0; j < cols; j += 8) {
+      const __m256i m = lane_mask(cols - j);
+      _mm256_maskstore_ps(row + j, m, _mm256_mul_ps(_mm256_maskload_ps(row + j, m), ws));
+    }
+    row[t] -= w;
   }
 }
 
