@@ -288,22 +288,20 @@ TEST_CASE("cross-entropy rows: loss and gradient against double, ignored rows co
   CHECK(results[0] == results[1]);
 }
 
-TEST_CASE("gradient sums: column sums, scattered rows, transpose", "[kernels][train]") {
+TEST_CASE("gradient sums: column sums, scattered rows", "[kernels][train]") {
   const i64 R = 37, C = 131, V = 9;
   const auto x = random_floats(R * C, 51);
   std::vector<std::int32_t> ids(R);
   for (i64 r = 0; r < R; ++r) ids[r] = static_cast<std::int32_t>((r * 7) % V);
   on_one_and_two_threads([&](int) {
-    std::vector<float> sums(C, 1.0f), table(V * C, 0.5f), t(C * R);
+    std::vector<float> sums(C, 1.0f), table(V * C, 0.5f);
     k::add_column_sums(x.data(), R, C, sums.data());
     k::scatter_add_rows(x.data(), ids.data(), R, C, table.data());
-    k::transpose_f32(x.data(), R, C, t.data());
     std::vector<double> sums_ref(C, 1.0), table_ref(V * C, 0.5);
     for (i64 r = 0; r < R; ++r)
       for (i64 j = 0; j < C; ++j) {
         sums_ref[j] += x[r * C + j];
         table_ref[ids[r] * C + j] += x[r * C + j];
-        CHECK(t[j * R + r] == x[r * C + j]);
       }
     CHECK(max_diff(sums, sums_ref) <= 1e-5);
     CHECK(max_diff(table, table_ref) <= 1e-5);

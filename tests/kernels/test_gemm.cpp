@@ -379,3 +379,52 @@ TEST_CASE("the avx512 gemm_f32 gives avx2's bits at every shape", "[kernels][gem
   }
 #endif
 }
+
+TEST_CASE("gemm_f32_t with either operand transposed gives gemm_f32's bits on the transposed copies",
+          "[kernels][gemm][train]") {
+  // Transposes of A [M, K] and B [K, N] into buffers with padded rows.
+  auto transpose = [](const std::vector<float>& x, i64 rows, i64 cols, i64 ld_out) {
+    std::vector<float> t(static_cast<std::size_t>(cols * ld_out), NAN);
+    for (i64 r = 0; r < rows; ++r)
+      for (i64 c = 0; c < cols; ++c) t[static_cast<std::size_t>(c * ld_out + r)] = x[static_cast<std::size_t>(r * cols + c)];
+    return t;
+  };
+  for (k::Isa isa : k::kAllIsas) {
+    if (!k::isa_supported(isa)) continue;
+    const k::GemmF32Fn gemm = k::select(k::kGemmF32, isa);
+    const k::GemmF32TFn gemm_t = k::select(k::kGemmF32T, isa);
+    for (i64 M : {1, 5, 13, 40})
+      for (i64 N : {1, 17, 33, 70})
+        for (i64 K : {1, 7, 300})
+          for (const bool accumulate : {false, true}) {
+            CAPTURE(k::isa_name(isa), M, N, K, accumulate);
+            const auto A = random_floats(static_cast<std::size_t>(M * K), 91u + static_cast<std::uint32_t>(M + K));
+            const auto B = random_floats(static_cast<std::size_t>(K * N), 92u + static_cast<std::uint32_t>(N + K));
+            const auto C0 = random_floats(static_cast<std::size_t>(M * N), 93);
+            const auto At = transpose(A, M, K, M + 3), Bt = transpose(B, K, N, K + 2);
+            auto expected = C0;
+            gemm(M, N, K, A.data(), K, B.data(), N, expected.data(), N, accumulate);
+            for (const bool ta : {false, true})
+              for (const bool tb : {false, true}) {
+                CAPTURE(ta, tb);
+                auto c = C0;
+                gemm_t(ta, tb, M, N, K, ta ? At.data() : A.data(), ta ? M + 3 : K, tb ? Bt.data() : B.data(),
+                       tb ? K + 2 : N, c.data(), N, accumulate);
+                REQUIRE(std::memcmp(c.data(), expected.data(), c.size() * sizeof(float)) == 0);
+              }
+          }
+  }
+  // The dispatching entry splits columns between threads without changing a bit.
+  const i64 M = 37, N = 1000, K = 300;
+  const auto A = random_floats(static_cast<std::size_t>(K * M), 94), B = random_floats(static_cast<std::size_t>(N * K), 95);
+  const int threads = nnx::num_threads();
+  std::vector<std::vector<float>> results;
+  for (int t : {1, 2}) {
+    k::set_thread_count(t);
+    std::vector<float> c(static_cast<std::size_t>(M * N));
+    k::gemm_f32_t(true, true, M, N, K, A.data(), M, B.data(), K, c.data(), N);
+    results.push_back(c);
+  }
+  k::set_thread_count(threads);
+  CHECK(results[0] == results[1]);
+}

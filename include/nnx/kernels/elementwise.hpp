@@ -61,11 +61,4 @@ inline void scatter_add_rows(const float* x, const std::int32_t* ids, std::int64
   });
 }
 
-// out[cols, rows] = x[rows, cols]ᵀ. Never throws.
-inline void transpose_f32(const float* x, std::int64_t rows, std::int64_t cols, float* out) noexcept {
-  parallel_blocks(rows, 32, double(rows) * double(cols), [&](std::int64_t r0, std::int64_t r1) noexcept {
-    ref::transpose_f32(x, rows, cols, r0, r1, out);
-  });
-}
-
 }  // namespace nnx::kernels

@@ -38,6 +38,11 @@ using GemmF32BtFn = void (*)(std::int64_t M, std::int64_t N, std::int64_t K, con
 
 inline constexpr TierTable<GemmF32Fn> kGemmF32{&ref::gemm_f32, NNX_X86_ENTRY(avx2::gemm_f32),
                                                 NNX_X86_ENTRY(avx512::gemm_f32)};
+using GemmF32TFn = void (*)(bool trans_a, bool trans_b, std::int64_t M, std::int64_t N, std::int64_t K,
+                            const float* A, std::int64_t lda, const float* B, std::int64_t ldb, float* C,
+                            std::int64_t ldc, bool accumulate) noexcept;
+inline constexpr TierTable<GemmF32TFn> kGemmF32T{&ref::gemm_f32_t, NNX_X86_ENTRY(avx2::gemm_f32_t),
+                                                  NNX_X86_ENTRY(avx512::gemm_f32_t)};
 inline constexpr TierTable<GemmF32BtFn> kGemmF32Bt{&ref::gemm_f32_bt, NNX_X86_ENTRY(avx2::gemm_f32_bt)};
 
 // Columns per block when threads split a product: a whole number of every tier's register
@@ -54,6 +59,20 @@ inline void gemm_f32(std::int64_t M, std::int64_t N, std::int64_t K, const float
   const GemmF32Fn f = select(kGemmF32, active_isa());
   parallel_blocks(N, kGemmColumnBlock, double(M) * double(N) * double(K), [&](std::int64_t j0, std::int64_t j1) noexcept {
     f(M, j1 - j0, K, A, lda, B + j0, ldb, C + j0, ldc, accumulate);
+  });
+}
+
+// C[M, N] (+)= op(A) · op(B), either operand given transposed: op(A) = A [M, K], or Aᵀ of A
+// stored [K, M] (trans_a, lda >= M); op(B) = B [K, N], or Bᵀ of B stored [N, K] (trans_b,
+// ldb >= K). Each element is gemm_f32's chain, so the result is bit-identical to gemm_f32 on
+// transposed copies; the packing does the transposing (training's xᵀ · dy and dy · Wᵀ).
+inline void gemm_f32_t(bool trans_a, bool trans_b, std::int64_t M, std::int64_t N, std::int64_t K, const float* A,
+                       std::int64_t lda, const float* B, std::int64_t ldb, float* C, std::int64_t ldc,
+                       bool accumulate = false) noexcept {
+  if (M <= 0 || N <= 0) return;
+  const GemmF32TFn f = select(kGemmF32T, active_isa());
+  parallel_blocks(N, kGemmColumnBlock, double(M) * double(N) * double(K), [&](std::int64_t j0, std::int64_t j1) noexcept {
+    f(trans_a, trans_b, M, j1 - j0, K, A, lda, trans_b ? B + j0 * ldb : B + j0, ldb, C + j0, ldc, accumulate);
   });
 }
 

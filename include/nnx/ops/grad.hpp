@@ -49,13 +49,6 @@ inline void require_grad(const char* op, const char* name, const Tensor& grad, c
   require_shape(op, name, grad, shape);
 }
 
-// x^T of x viewed as [rows, cols].
-inline Tensor transposed(const Tensor& x, std::int64_t rows, std::int64_t cols) {
-  Tensor t = Tensor::empty({cols, rows});
-  kernels::transpose_f32(x.data<float>(), rows, cols, t.data<float>());
-  return t;
-}
-
 }  // namespace detail
 
 // Backward of y = x · kernel + bias (kernel [in, out]): returns dx [..., in] = dy · kernelᵀ and
@@ -73,15 +66,10 @@ inline Tensor linear_backward(const Tensor& x, const Tensor& kernel, const Tenso
   detail::require_grad(op, "dkernel", dkernel, kernel.shape());
   if (dbias) detail::require_grad(op, "dbias", *dbias, Shape{out});
   const std::int64_t M = detail::leading_rows(x.shape());
-  // dxᵀ [in, M] = kernel · dyᵀ through the row-major product (the widest tier's kernel), then
-  // transposed back: two O(M (in + out)) copies beside the O(M in out) product.
-  const Tensor dyt = detail::transposed(dy, M, out);
-  Tensor dxt = Tensor::empty({in, M});
-  kernels::gemm_f32(in, M, out, kernel.data<float>(), out, dyt.data<float>(), M, dxt.data<float>(), M);
   Tensor dx = Tensor::empty(x.shape());
-  kernels::transpose_f32(dxt.data<float>(), in, M, dx.data<float>());
-  const Tensor xt = detail::transposed(x, M, in);
-  kernels::gemm_f32(in, out, M, xt.data<float>(), M, dy.data<float>(), out, dkernel.data<float>(), out, true);
+  kernels::gemm_f32_t(false, true, M, in, out, dy.data<float>(), out, kernel.data<float>(), out, dx.data<float>(), in);
+  kernels::gemm_f32_t(true, false, in, out, M, x.data<float>(), in, dy.data<float>(), out, dkernel.data<float>(), out,
+                      true);
   if (dbias) kernels::add_column_sums(dy.data<float>(), M, out, dbias->data<float>());
   return dx;
 }
@@ -101,8 +89,8 @@ inline Tensor matmul_transposed_backward(const Tensor& x, const Tensor& table, c
   const std::int64_t M = detail::leading_rows(x.shape());
   Tensor dx = Tensor::empty(x.shape());
   kernels::gemm_f32(M, C, V, dlogits.data<float>(), V, table.data<float>(), C, dx.data<float>(), C);
-  const Tensor dlt = detail::transposed(dlogits, M, V);
-  kernels::gemm_f32(V, C, M, dlt.data<float>(), M, x.data<float>(), C, dtable.data<float>(), C, true);
+  kernels::gemm_f32_t(true, false, V, C, M, dlogits.data<float>(), V, x.data<float>(), C, dtable.data<float>(), C,
+                      true);
   return dx;
 }
 

@@ -26,6 +26,7 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <new>
@@ -208,9 +209,24 @@ inline float* pack_buffer(std::size_t floats) noexcept {
 }
 
 // Copies B[0:kc, 0:nc] into panels of 16 columns, each [kc][16] contiguous, the last one
-// zero-padded: the tile then reads B with unit stride and the padding is never stored.
+// zero-padded: the tile then reads B with unit stride and the padding is never stored. With
+// kTransB, b holds Bᵀ (row j is column j of B, stride ldb), read row by row.
+template <bool kTransB = false>
 NNX_TARGET_AVX2_FMA inline void pack_b(std::int64_t kc, std::int64_t nc, const float* b, std::int64_t ldb,
                                        float* out) noexcept {
+  if constexpr (kTransB) {
+    for (std::int64_t j = 0; j < nc; j += 16) {
+      float* dst = out + (j / 16) * kc * 16;
+      for (std::int64_t l = 0; l < 16; ++l) {
+        const float* src = b + (j + l) * ldb;
+        if (j + l < nc)
+          for (std::int64_t k = 0; k < kc; ++k) dst[k * 16 + l] = src[k];
+        else
+          for (std::int64_t k = 0; k < kc; ++k) dst[k * 16 + l] = 0.0f;
+      }
+    }
+    return;
+  }
   for (std::int64_t k = 0; k < kc; ++k) {
     const float* src = b + k * ldb;
     std::int64_t j = 0;
@@ -229,14 +245,22 @@ NNX_TARGET_AVX2_FMA inline void pack_b(std::int64_t kc, std::int64_t nc, const f
 }
 
 // Copies A[0:mc, 0:kc] into panels of 6 rows, each [kc][6] contiguous, the last one
-// zero-padded: the tile then broadcasts A with unit stride.
+// zero-padded: the tile then broadcasts A with unit stride. With kTransA, a holds Aᵀ (row k is
+// column k of A), so each k's six values are one contiguous load.
+template <bool kTransA = false>
 NNX_TARGET_AVX2_FMA inline void pack_a(std::int64_t mc, std::int64_t kc, const float* a, std::int64_t lda,
                                        float* out) noexcept {
   for (std::int64_t i0 = 0; i0 < mc; i0 += 6) {
     const std::int64_t mr = std::min<std::int64_t>(6, mc - i0);
     float* dst = out + (i0 / 6) * kc * 6;
-    for (std::int64_t k = 0; k < kc; ++k)
-      for (std::int64_t i = 0; i < 6; ++i) dst[k * 6 + i] = i < mr ? a[(i0 + i) * lda + k] : 0.0f;
+    if constexpr (kTransA) {
+      const __m256i load = lane_mask(mr), store = lane_mask(6);
+      for (std::int64_t k = 0; k < kc; ++k)
+        _mm256_maskstore_ps(dst + k * 6, store, _mm256_maskload_ps(a + k * lda + i0, load));
+    } else {
+      for (std::int64_t k = 0; k < kc; ++k)
+        for (std::int64_t i = 0; i < 6; ++i) dst[k * 6 + i] = i < mr ? a[(i0 + i) * lda + k] : 0.0f;
+    }
   }
 }
 
@@ -247,6 +271,8 @@ inline constexpr std::int64_t kKc = 256;
 inline constexpr std::int64_t kMc = 96;
 inline constexpr std::int64_t kNc = 1024;
 
+// kTransA / kTransB: A / B given transposed (see pack_a, pack_b); the products are the same.
+template <bool kTransA = false, bool kTransB = false>
 NNX_TARGET_AVX2_FMA inline void gemm_packed(std::int64_t M, std::int64_t N, std::int64_t K, const float* A,
                                             std::int64_t lda, const float* B, std::int64_t ldb, float* C,
                                             std::int64_t ldc, bool accumulate, float* buf) noexcept {
@@ -255,12 +281,12 @@ NNX_TARGET_AVX2_FMA inline void gemm_packed(std::int64_t M, std::int64_t N, std:
     const std::int64_t nc = std::min(kNc, N - jc);
     for (std::int64_t pc = 0; pc < K; pc += kKc) {
       const std::int64_t kc = std::min(kKc, K - pc);
-      pack_b(kc, nc, B + pc * ldb + jc, ldb, buf);
+      pack_b<kTransB>(kc, nc, kTransB ? B + jc * ldb + pc : B + pc * ldb + jc, ldb, buf);
       // Later K blocks resume each element's chain from C.
       const bool load_c = accumulate || pc > 0;
       for (std::int64_t ic = 0; ic < M; ic += kMc) {
         const std::int64_t mc = std::min(kMc, M - ic);
-        pack_a(mc, kc, A + ic * lda + pc, lda, abuf);
+        pack_a<kTransA>(mc, kc, kTransA ? A + pc * lda + ic : A + ic * lda + pc, lda, abuf);
         for (std::int64_t jr = 0; jr < nc; jr += 16) {
           const int n = static_cast<int>(std::min<std::int64_t>(16, nc - jr));
           const float* panel = buf + (jr / 16) * kc * 16;
@@ -355,6 +381,43 @@ NNX_TARGET_AVX2_FMA inline void gemm_f32(std::int64_t M, std::int64_t N, std::in
   if (M >= detail::kCopyMinRows && ldb % 512 == 0)
     panel = detail::pack_buffer(static_cast<std::size_t>(detail::unpacked_panel_floats(M, N)));
   detail::gemm_unpacked(M, N, K, A, lda, B, ldb, C, ldc, accumulate, panel);
+}
+
+namespace detail {
+// The FMA chain of gemm_f32 element by element, with either operand transposed: the product
+// when no pack buffer can be had (it gives the packed path's bits, slowly).
+inline void gemm_fma_chains(bool trans_a, bool trans_b, std::int64_t M, std::int64_t N, std::int64_t K, const float* A,
+                            std::int64_t lda, const float* B, std::int64_t ldb, float* C, std::int64_t ldc,
+                            bool accumulate) noexcept {
+  for (std::int64_t i = 0; i < M; ++i)
+    for (std::int64_t j = 0; j < N; ++j) {
+      float c = accumulate ? C[i * ldc + j] : 0.0f;
+      for (std::int64_t k = 0; k < K; ++k)
+        c = std::fma(trans_a ? A[k * lda + i] : A[i * lda + k], trans_b ? B[j * ldb + k] : B[k * ldb + j], c);
+      C[i * ldc + j] = c;
+    }
+}
+}  // namespace detail
+
+// C[M, N] (+)= op(A) · op(B) with op(A) = A [M, K] or, trans_a, Aᵀ of A stored [K, M] (lda >=
+// M), and op(B) = B [K, N] or, trans_b, Bᵀ of B stored [N, K] (ldb >= K): gemm_f32's chains,
+// so bit-identical to gemm_f32 on transposed copies. Always the packed path (the packing does
+// the transposing). Requires AVX2 and FMA. Never throws.
+NNX_TARGET_AVX2_FMA inline void gemm_f32_t(bool trans_a, bool trans_b, std::int64_t M, std::int64_t N, std::int64_t K,
+                                           const float* A, std::int64_t lda, const float* B, std::int64_t ldb,
+                                           float* C, std::int64_t ldc, bool accumulate) noexcept {
+  if (M <= 0 || N <= 0) return;
+  const auto floats = static_cast<std::size_t>(detail::kKc * (detail::kNc + 16 + detail::kMc + 6));
+  float* buf = K > 0 ? detail::pack_buffer(floats) : nullptr;
+  if (!buf) return detail::gemm_fma_chains(trans_a, trans_b, M, N, K, A, lda, B, ldb, C, ldc, accumulate);
+  if (trans_a && trans_b)
+    detail::gemm_packed<true, true>(M, N, K, A, lda, B, ldb, C, ldc, accumulate, buf);
+  else if (trans_a)
+    detail::gemm_packed<true, false>(M, N, K, A, lda, B, ldb, C, ldc, accumulate, buf);
+  else if (trans_b)
+    detail::gemm_packed<false, true>(M, N, K, A, lda, B, ldb, C, ldc, accumulate, buf);
+  else
+    detail::gemm_packed<false, false>(M, N, K, A, lda, B, ldb, C, ldc, accumulate, buf);
 }
 
 // C[M, N] = A[M, K] · B[N, K]ᵀ; same contract as nnx::kernels::ref::gemm_f32_bt, order as

@@ -16,6 +16,7 @@
 // avx2's 6 x 16; and AVX-512 masks make the last partial vector as cheap as a full one.
 #pragma once
 
+#include "nnx/kernels/avx2/gemm.hpp"
 #include "nnx/kernels/avx512/simd.hpp"
 #include "nnx/kernels/isa.hpp"
 
@@ -133,32 +134,55 @@ inline float* pack_buffer(std::size_t floats) noexcept {
 }
 
 // B[0:kc, 0:nc] into panels of 32 columns, each [kc][32] contiguous, the last zero-padded.
+// With kTransB, b holds Bᵀ (row j is column j of B, stride ldb), read row by row.
+template <bool kTransB = false>
 NNX_TARGET_AVX512 inline void pack_b(std::int64_t kc, std::int64_t nc, const float* b, std::int64_t ldb,
                                      float* out) noexcept {
   for (std::int64_t j = 0; j < nc; j += kPanelCols) {
     const std::int64_t w = std::min(kPanelCols, nc - j);
-    const __mmask16 m0 = lanes16(w), m1 = lanes16(w - 16);
     float* dst = out + (j / kPanelCols) * kc * kPanelCols;
-    for (std::int64_t k = 0; k < kc; ++k) {
-      const float* src = b + k * ldb + j;
-      _mm512_storeu_ps(dst + k * kPanelCols, _mm512_maskz_loadu_ps(m0, src));
-      _mm512_storeu_ps(dst + k * kPanelCols + 16, _mm512_maskz_loadu_ps(m1, src + 16));
+    if constexpr (kTransB) {
+      for (std::int64_t l = 0; l < kPanelCols; ++l) {
+        const float* src = b + (j + l) * ldb;
+        if (l < w)
+          for (std::int64_t k = 0; k < kc; ++k) dst[k * kPanelCols + l] = src[k];
+        else
+          for (std::int64_t k = 0; k < kc; ++k) dst[k * kPanelCols + l] = 0.0f;
+      }
+    } else {
+      const __mmask16 m0 = lanes16(w), m1 = lanes16(w - 16);
+      for (std::int64_t k = 0; k < kc; ++k) {
+        const float* src = b + k * ldb + j;
+        _mm512_storeu_ps(dst + k * kPanelCols, _mm512_maskz_loadu_ps(m0, src));
+        _mm512_storeu_ps(dst + k * kPanelCols + 16, _mm512_maskz_loadu_ps(m1, src + 16));
+      }
     }
   }
 }
 
-// A[0:mc, 0:kc] into panels of kMr rows, each [kc][kMr] contiguous, the last zero-padded.
-inline void pack_a(std::int64_t mc, std::int64_t kc, const float* a, std::int64_t lda, float* out) noexcept {
+// A[0:mc, 0:kc] into panels of kMr rows, each [kc][kMr] contiguous, the last zero-padded. With
+// kTransA, a holds Aᵀ (row k is column k of A), so each k's kMr values are one masked load.
+template <bool kTransA = false>
+NNX_TARGET_AVX512 inline void pack_a(std::int64_t mc, std::int64_t kc, const float* a, std::int64_t lda,
+                                     float* out) noexcept {
   for (std::int64_t i0 = 0; i0 < mc; i0 += kMr) {
     const std::int64_t mr = std::min<std::int64_t>(kMr, mc - i0);
     float* dst = out + (i0 / kMr) * kc * kMr;
-    for (std::int64_t k = 0; k < kc; ++k)
-      for (std::int64_t i = 0; i < kMr; ++i) dst[k * kMr + i] = i < mr ? a[(i0 + i) * lda + k] : 0.0f;
+    if constexpr (kTransA) {
+      const __mmask16 load = lanes16(mr), store = lanes16(kMr);
+      for (std::int64_t k = 0; k < kc; ++k)
+        _mm512_mask_storeu_ps(dst + k * kMr, store, _mm512_maskz_loadu_ps(load, a + k * lda + i0));
+    } else {
+      for (std::int64_t k = 0; k < kc; ++k)
+        for (std::int64_t i = 0; i < kMr; ++i) dst[k * kMr + i] = i < mr ? a[(i0 + i) * lda + k] : 0.0f;
+    }
   }
 }
 
 inline constexpr std::size_t packed_floats() noexcept { return std::size_t(kKc * (kNc + kPanelCols + kMc + kMr)); }
 
+// kTransA / kTransB: A / B given transposed (see pack_a, pack_b); the products are the same.
+template <bool kTransA = false, bool kTransB = false>
 NNX_TARGET_AVX512 inline void gemm_packed(std::int64_t M, std::int64_t N, std::int64_t K, const float* A,
                                           std::int64_t lda, const float* B, std::int64_t ldb, float* C,
                                           std::int64_t ldc, bool accumulate, float* buf) noexcept {
@@ -167,11 +191,11 @@ NNX_TARGET_AVX512 inline void gemm_packed(std::int64_t M, std::int64_t N, std::i
     const std::int64_t nc = std::min(kNc, N - jc);
     for (std::int64_t pc = 0; pc < K; pc += kKc) {
       const std::int64_t kc = std::min(kKc, K - pc);
-      pack_b(kc, nc, B + pc * ldb + jc, ldb, buf);
+      pack_b<kTransB>(kc, nc, kTransB ? B + jc * ldb + pc : B + pc * ldb + jc, ldb, buf);
       const bool load_c = accumulate || pc > 0;  // later K blocks resume each chain from C
       for (std::int64_t ic = 0; ic < M; ic += kMc) {
         const std::int64_t mc = std::min(kMc, M - ic);
-        pack_a(mc, kc, A + ic * lda + pc, lda, abuf);
+        pack_a<kTransA>(mc, kc, kTransA ? A + pc * lda + ic : A + ic * lda + pc, lda, abuf);
         for (std::int64_t jr = 0; jr < nc; jr += kPanelCols) {
           const std::int64_t w = std::min(kPanelCols, nc - jr);
           const float* panel = buf + (jr / kPanelCols) * kc * kPanelCols;
@@ -258,6 +282,23 @@ NNX_TARGET_AVX512 inline void gemm_f32(std::int64_t M, std::int64_t N, std::int6
     if (float* buf = detail::pack_buffer(detail::packed_floats()))
       return detail::gemm_packed(M, N, K, A, lda, B, ldb, C, ldc, accumulate, buf);
   detail::gemm_unpacked(M, N, K, A, lda, B, ldb, C, ldc, accumulate);
+}
+
+// As avx2::gemm_f32_t (either operand transposed), bits as gemm_f32 on transposed copies.
+NNX_TARGET_AVX512 inline void gemm_f32_t(bool trans_a, bool trans_b, std::int64_t M, std::int64_t N, std::int64_t K,
+                                         const float* A, std::int64_t lda, const float* B, std::int64_t ldb, float* C,
+                                         std::int64_t ldc, bool accumulate) noexcept {
+  if (M <= 0 || N <= 0) return;
+  float* buf = K > 0 ? detail::pack_buffer(detail::packed_floats()) : nullptr;
+  if (!buf) return avx2::detail::gemm_fma_chains(trans_a, trans_b, M, N, K, A, lda, B, ldb, C, ldc, accumulate);
+  if (trans_a && trans_b)
+    detail::gemm_packed<true, true>(M, N, K, A, lda, B, ldb, C, ldc, accumulate, buf);
+  else if (trans_a)
+    detail::gemm_packed<true, false>(M, N, K, A, lda, B, ldb, C, ldc, accumulate, buf);
+  else if (trans_b)
+    detail::gemm_packed<false, true>(M, N, K, A, lda, B, ldb, C, ldc, accumulate, buf);
+  else
+    detail::gemm_packed<false, false>(M, N, K, A, lda, B, ldb, C, ldc, accumulate, buf);
 }
 
 }  // namespace nnx::kernels::avx512

@@ -42,17 +42,4 @@ inline void scatter_add_rows(const float* x, const std::int32_t* ids, std::int64
   }
 }
 
-// out[j, r] = x[r, j] for rows [r0, r1) of x[rows, cols] (out: [cols, rows]), in 32 x 32
-// tiles. Never throws.
-inline void transpose_f32(const float* x, std::int64_t rows, std::int64_t cols, std::int64_t r0, std::int64_t r1,
-                          float* out) noexcept {
-  constexpr std::int64_t kTile = 32;
-  for (std::int64_t i0 = r0; i0 < r1; i0 += kTile)
-    for (std::int64_t j0 = 0; j0 < cols; j0 += kTile) {
-      const std::int64_t i1 = i0 + kTile < r1 ? i0 + kTile : r1, j1 = j0 + kTile < cols ? j0 + kTile : cols;
-      for (std::int64_t i = i0; i < i1; ++i)
-        for (std::int64_t j = j0; j < j1; ++j) out[j * rows + i] = x[i * cols + j];
-    }
-}
-
 }  // namespace nnx::kernels::ref

@@ -60,6 +60,23 @@ inline void gemm_f32(std::int64_t M, std::int64_t N, std::int64_t K, const float
   }
 }
 
+// C[M, N] (+)= op(A) · op(B): op(A) = A [M, K], or Aᵀ of A stored [K, M] when trans_a (lda >=
+// M); op(B) = B [K, N], or Bᵀ of B stored [N, K] when trans_b (ldb >= K). gemm_f32's order, so
+// bit-identical to gemm_f32 on transposed copies. Never throws.
+inline void gemm_f32_t(bool trans_a, bool trans_b, std::int64_t M, std::int64_t N, std::int64_t K, const float* A,
+                       std::int64_t lda, const float* B, std::int64_t ldb, float* C, std::int64_t ldc,
+                       bool accumulate) noexcept {
+  for (std::int64_t i = 0; i < M; ++i)
+    for (std::int64_t j = 0; j < N; ++j) {
+      float c = accumulate ? C[i * ldc + j] : 0.0f;
+      for (std::int64_t k = 0; k < K; ++k) {
+        const float p = (trans_a ? A[k * lda + i] : A[i * lda + k]) * (trans_b ? B[j * ldb + k] : B[k * ldb + j]);
+        c = c + p;
+      }
+      C[i * ldc + j] = c;
+    }
+}
+
 // C[M, N] = A[M, K] · B[N, K]ᵀ: B is stored with one row per output column (a tied
 // embedding table [V, D] gives logits). Row-major; lda >= K, ldb >= K, ldc >= N; C must not
 // overlap A or B. Order: C[i][j] = one running float sum over k ascending of
