@@ -208,25 +208,61 @@ inline float* pack_buffer(std::size_t floats) noexcept {
   return buffer.data;
 }
 
+// Eight floats [k, k + 8) of each of 8 rows (row r at src + r * ld; rows from rows_valid on
+// are not read and count as zeros), transposed: lane r of out[kk] is row r's float k + kk.
+// The packing of a transposed operand (and of A's row panels) runs through it.
+NNX_TARGET_AVX2_FMA inline void load_transposed_8x8(const float* src, std::int64_t ld, std::int64_t rows_valid,
+                                                    __m256 (&out)[8]) noexcept {
+  __m256 r[8];
+  for (int i = 0; i < 8; ++i) r[i] = i < rows_valid ? _mm256_loadu_ps(src + i * ld) : _mm256_setzero_ps();
+  const __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
+  const __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
+  const __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
+  const __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
+  const __m256 s0 = _mm256_shuffle_ps(t0, t2, 0x44), s1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+  const __m256 s2 = _mm256_shuffle_ps(t1, t3, 0x44), s3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+  const __m256 s4 = _mm256_shuffle_ps(t4, t6, 0x44), s5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+  const __m256 s6 = _mm256_shuffle_ps(t5, t7, 0x44), s7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+  out[0] = _mm256_permute2f128_ps(s0, s4, 0x20);
+  out[1] = _mm256_permute2f128_ps(s1, s5, 0x20);
+  out[2] = _mm256_permute2f128_ps(s2, s6, 0x20);
+  out[3] = _mm256_permute2f128_ps(s3, s7, 0x20);
+  out[4] = _mm256_permute2f128_ps(s0, s4, 0x31);
+  out[5] = _mm256_permute2f128_ps(s1, s5, 0x31);
+  out[6] = _mm256_permute2f128_ps(s2, s6, 0x31);
+  out[7] = _mm256_permute2f128_ps(s3, s7, 0x31);
+}
+
+// Panels of P columns [kc][P] from Bᵀ (row j of b is column j of B, stride ldb) for nc
+// columns, zero past nc: 8 x 8 blocks transposed in registers, the last k < 8 one by one.
+template <std::int64_t P>
+NNX_TARGET_AVX2_FMA inline void pack_transposed_panels(std::int64_t kc, std::int64_t nc, const float* b,
+                                                       std::int64_t ldb, float* out) noexcept {
+  static_assert(P % 8 == 0);
+  const std::int64_t k8 = kc - kc % 8;
+  for (std::int64_t j = 0; j < nc; j += P) {
+    float* dst = out + (j / P) * kc * P;
+    for (std::int64_t l0 = 0; l0 < P; l0 += 8) {
+      const std::int64_t valid = std::clamp<std::int64_t>(nc - j - l0, 0, 8);
+      const float* src = b + (j + l0) * ldb;
+      __m256 v[8];
+      for (std::int64_t k = 0; k < k8; k += 8) {
+        load_transposed_8x8(src + k, ldb, valid, v);
+        for (int kk = 0; kk < 8; ++kk) _mm256_storeu_ps(dst + (k + kk) * P + l0, v[kk]);
+      }
+      for (std::int64_t k = k8; k < kc; ++k)
+        for (std::int64_t l = 0; l < 8; ++l) dst[k * P + l0 + l] = l < valid ? src[l * ldb + k] : 0.0f;
+    }
+  }
+}
+
 // Copies B[0:kc, 0:nc] into panels of 16 columns, each [kc][16] contiguous, the last one
 // zero-padded: the tile then reads B with unit stride and the padding is never stored. With
 // kTransB, b holds Bᵀ (row j is column j of B, stride ldb), read row by row.
 template <bool kTransB = false>
 NNX_TARGET_AVX2_FMA inline void pack_b(std::int64_t kc, std::int64_t nc, const float* b, std::int64_t ldb,
                                        float* out) noexcept {
-  if constexpr (kTransB) {
-    for (std::int64_t j = 0; j < nc; j += 16) {
-      float* dst = out + (j / 16) * kc * 16;
-      for (std::int64_t l = 0; l < 16; ++l) {
-        const float* src = b + (j + l) * ldb;
-        if (j + l < nc)
-          for (std::int64_t k = 0; k < kc; ++k) dst[k * 16 + l] = src[k];
-        else
-          for (std::int64_t k = 0; k < kc; ++k) dst[k * 16 + l] = 0.0f;
-      }
-    }
-    return;
-  }
+  if constexpr (kTransB) return pack_transposed_panels<16>(kc, nc, b, ldb, out);
   for (std::int64_t k = 0; k < kc; ++k) {
     const float* src = b + k * ldb;
     std::int64_t j = 0;
@@ -258,8 +294,16 @@ NNX_TARGET_AVX2_FMA inline void pack_a(std::int64_t mc, std::int64_t kc, const f
       for (std::int64_t k = 0; k < kc; ++k)
         _mm256_maskstore_ps(dst + k * 6, store, _mm256_maskload_ps(a + k * lda + i0, load));
     } else {
-      for (std::int64_t k = 0; k < kc; ++k)
-        for (std::int64_t i = 0; i < 6; ++i) dst[k * 6 + i] = i < mr ? a[(i0 + i) * lda + k] : 0.0f;
+      const float* src = a + i0 * lda;
+      const std::int64_t k8 = kc - kc % 8;
+      const __m256i six = lane_mask(6);
+      __m256 v[8];
+      for (std::int64_t k = 0; k < k8; k += 8) {
+        load_transposed_8x8(src + k, lda, mr, v);
+        for (int kk = 0; kk < 8; ++kk) _mm256_maskstore_ps(dst + (k + kk) * 6, six, v[kk]);
+      }
+      for (std::int64_t k = k8; k < kc; ++k)
+        for (std::int64_t i = 0; i < 6; ++i) dst[k * 6 + i] = i < mr ? src[i * lda + k] : 0.0f;
     }
   }
 }

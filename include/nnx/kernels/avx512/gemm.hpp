@@ -142,13 +142,7 @@ NNX_TARGET_AVX512 inline void pack_b(std::int64_t kc, std::int64_t nc, const flo
     const std::int64_t w = std::min(kPanelCols, nc - j);
     float* dst = out + (j / kPanelCols) * kc * kPanelCols;
     if constexpr (kTransB) {
-      for (std::int64_t l = 0; l < kPanelCols; ++l) {
-        const float* src = b + (j + l) * ldb;
-        if (l < w)
-          for (std::int64_t k = 0; k < kc; ++k) dst[k * kPanelCols + l] = src[k];
-        else
-          for (std::int64_t k = 0; k < kc; ++k) dst[k * kPanelCols + l] = 0.0f;
-      }
+      avx2::detail::pack_transposed_panels<kPanelCols>(kc, w, b + j * ldb, ldb, dst);
     } else {
       const __mmask16 m0 = lanes16(w), m1 = lanes16(w - 16);
       for (std::int64_t k = 0; k < kc; ++k) {
@@ -173,8 +167,20 @@ NNX_TARGET_AVX512 inline void pack_a(std::int64_t mc, std::int64_t kc, const flo
       for (std::int64_t k = 0; k < kc; ++k)
         _mm512_mask_storeu_ps(dst + k * kMr, store, _mm512_maskz_loadu_ps(load, a + k * lda + i0));
     } else {
-      for (std::int64_t k = 0; k < kc; ++k)
-        for (std::int64_t i = 0; i < kMr; ++i) dst[k * kMr + i] = i < mr ? a[(i0 + i) * lda + k] : 0.0f;
+      // Rows 0-7 and 8-11 of the panel, 8 k at a time, transposed in registers.
+      const float* src = a + i0 * lda;
+      const std::int64_t k8 = kc - kc % 8;
+      __m256 lo[8], hi[8];
+      for (std::int64_t k = 0; k < k8; k += 8) {
+        avx2::detail::load_transposed_8x8(src + k, lda, std::min<std::int64_t>(mr, 8), lo);
+        avx2::detail::load_transposed_8x8(src + 8 * lda + k, lda, std::max<std::int64_t>(mr - 8, 0), hi);
+        for (int kk = 0; kk < 8; ++kk) {
+          _mm256_storeu_ps(dst + (k + kk) * kMr, lo[kk]);
+          _mm_storeu_ps(dst + (k + kk) * kMr + 8, _mm256_castps256_ps128(hi[kk]));
+        }
+      }
+      for (std::int64_t k = k8; k < kc; ++k)
+        for (std::int64_t i = 0; i < kMr; ++i) dst[k * kMr + i] = i < mr ? src[i * lda + k] : 0.0f;
     }
   }
 }
