@@ -101,14 +101,13 @@ NNX_TARGET_AVX2_FMA inline void gelu_tanh_backward(const float* x, const float* 
   const __m256 c = _mm256_set1_ps(0.044715f), c3 = _mm256_set1_ps(3.0f * 0.044715f);
   const __m256 two_k = _mm256_set1_ps(2.0f * 0.7978845608028654f), one = _mm256_set1_ps(1.0f);
   for (std::int64_t i = 0; i < n; i += 8) {
-    const __m256i m = lane_mask(n - i);
-    const __m256 v = _mm256_maskload_ps(x + i, m);
+    const __m256 v = load_lanes(x + i, n - i);
     const __m256 x3 = _mm256_mul_ps(_mm256_mul_ps(_mm256_mul_ps(c, v), v), v);
     __m256 s, s_neg;
     detail::act::sigmoid_pair(_mm256_mul_ps(two_k, _mm256_add_ps(v, x3)), s, s_neg);
     const __m256 slope = _mm256_mul_ps(_mm256_mul_ps(_mm256_mul_ps(v, _mm256_mul_ps(s, s_neg)), two_k),
                                        _mm256_add_ps(one, _mm256_mul_ps(_mm256_mul_ps(c3, v), v)));
-    _mm256_maskstore_ps(dx + i, m, _mm256_mul_ps(_mm256_maskload_ps(dy + i, m), _mm256_add_ps(s, slope)));
+    store_lanes(dx + i, _mm256_mul_ps(load_lanes(dy + i, n - i), _mm256_add_ps(s, slope)), n - i);
   }
 }
 
@@ -117,14 +116,12 @@ NNX_TARGET_AVX2_FMA inline void swiglu_backward(const float* gate, const float* 
                                                 float* dup, std::int64_t n) noexcept {
   const __m256 one = _mm256_set1_ps(1.0f);
   for (std::int64_t i = 0; i < n; i += 8) {
-    const __m256i m = lane_mask(n - i);
-    const __m256 g = _mm256_maskload_ps(gate + i, m), u = _mm256_maskload_ps(up + i, m);
-    const __m256 d = _mm256_maskload_ps(dy + i, m);
+    const __m256 g = load_lanes(gate + i, n - i), u = load_lanes(up + i, n - i), d = load_lanes(dy + i, n - i);
     __m256 s, s_neg;
     detail::act::sigmoid_pair(g, s, s_neg);
     const __m256 dsilu = _mm256_mul_ps(s, _mm256_add_ps(one, _mm256_mul_ps(g, s_neg)));
-    _mm256_maskstore_ps(dgate + i, m, _mm256_mul_ps(_mm256_mul_ps(d, u), dsilu));
-    _mm256_maskstore_ps(dup + i, m, _mm256_mul_ps(d, _mm256_mul_ps(g, s)));
+    store_lanes(dgate + i, _mm256_mul_ps(_mm256_mul_ps(d, u), dsilu), n - i);
+    store_lanes(dup + i, _mm256_mul_ps(d, _mm256_mul_ps(g, s)), n - i);
   }
 }
 

@@ -206,7 +206,7 @@ NNX_TARGET_AVX2_FMA inline float softmax_step(float* pg, std::int64_t jn, float&
     __m256 e = _mm256_and_ps(exp_nonpositive(_mm256_sub_ps(_mm256_maskload_ps(pg + j, mask), vm)),
                              _mm256_castsi256_ps(mask));
     if (nan) e = _mm256_set1_ps(std::numeric_limits<float>::quiet_NaN());
-    _mm256_maskstore_ps(pg + j, mask, e);
+    store_lanes(pg + j, e, jn - j);
     sum = _mm256_add_ps(sum, e);
   }
   l = rescaled_sum(l, c, hsum(sum));
@@ -245,11 +245,10 @@ NNX_TARGET_AVX2_FMA inline void attend_block(const float* q, std::int64_t q_stri
       weighted_values64(og + d, c, pg, values + d, kv_stride, jn, g == 0 && d == 0 ? prefetch_rows : 0, row_bytes);
     const __m256 vc = _mm256_set1_ps(c);
     for (; d < D; d += 8) {
-      const __m256i mask = lane_mask(D - d);
-      __m256 o0 = _mm256_mul_ps(_mm256_maskload_ps(og + d, mask), vc);
+      __m256 o0 = _mm256_mul_ps(load_lanes(og + d, D - d), vc);
       for (std::int64_t j = 0; j < jn; ++j)
         o0 = _mm256_fmadd_ps(_mm256_broadcast_ss(pg + j), load8_partial(values + j * kv_stride + d, D - d), o0);
-      _mm256_maskstore_ps(og + d, mask, o0);
+      store_lanes(og + d, o0, D - d);
     }
   }
 }
@@ -537,10 +536,7 @@ NNX_TARGET_AVX2_FMA inline void attend_with(const float* q, std::int64_t q_row_s
         for (std::int64_t f = f0; f < f1; ++f) {
           const __m256 inv = _mm256_set1_ps(1.0f / l[state(r, f)]);
           float* o = out + r * out_row_stride + f * out_stride;
-          for (std::int64_t d = 0; d < D; d += 8) {
-            const __m256i mask = lane_mask(D - d);
-            _mm256_maskstore_ps(o + d, mask, _mm256_mul_ps(_mm256_maskload_ps(o + d, mask), inv));
-          }
+          for (std::int64_t d = 0; d < D; d += 8) store_lanes(o + d, _mm256_mul_ps(load_lanes(o + d, D - d), inv), D - d);
         }
     }
   }

@@ -29,7 +29,15 @@ namespace detail::attn_bwd {
 NNX_TARGET_AVX2_FMA inline void dot4(const float* a, const float* b, std::int64_t stride, std::int64_t D,
                                      float* out) noexcept {
   __m256 acc0 = _mm256_setzero_ps(), acc1 = acc0, acc2 = acc0, acc3 = acc0;
-  for (std::int64_t d = 0; d < D; d += 8) {
+  std::int64_t d = 0;
+  for (; d + 8 <= D; d += 8) {
+    const __m256 x = _mm256_loadu_ps(a + d);
+    acc0 = _mm256_fmadd_ps(x, _mm256_loadu_ps(b + d), acc0);
+    acc1 = _mm256_fmadd_ps(x, _mm256_loadu_ps(b + stride + d), acc1);
+    acc2 = _mm256_fmadd_ps(x, _mm256_loadu_ps(b + 2 * stride + d), acc2);
+    acc3 = _mm256_fmadd_ps(x, _mm256_loadu_ps(b + 3 * stride + d), acc3);
+  }
+  if (d < D) {
     const __m256i mask = lane_mask(D - d);
     const __m256 x = _mm256_maskload_ps(a + d, mask);
     acc0 = _mm256_fmadd_ps(x, _mm256_maskload_ps(b + d, mask), acc0);
@@ -63,10 +71,8 @@ NNX_TARGET_AVX2_FMA inline void dots(const float* a, const float* rows, std::int
 // y += a x over D floats.
 NNX_TARGET_AVX2_FMA inline void axpy(float a, const float* x, float* y, std::int64_t D) noexcept {
   const __m256 av = _mm256_set1_ps(a);
-  for (std::int64_t d = 0; d < D; d += 8) {
-    const __m256i mask = lane_mask(D - d);
-    _mm256_maskstore_ps(y + d, mask, _mm256_fmadd_ps(av, _mm256_maskload_ps(x + d, mask), _mm256_maskload_ps(y + d, mask)));
-  }
+  for (std::int64_t d = 0; d < D; d += 8)
+    store_lanes(y + d, _mm256_fmadd_ps(av, load_lanes(x + d, D - d), load_lanes(y + d, D - d)), D - d);
 }
 
 }  // namespace detail::attn_bwd
@@ -95,7 +101,7 @@ NNX_TARGET_AVX2_FMA inline void attend_backward_group(const float* q, const floa
       for (std::int64_t j = 0; j < n; j += 8) {
         const __m256i mask = lane_mask(n - j);
         const __m256 s = _mm256_mul_ps(_mm256_maskload_ps(p + j, mask), sv);
-        _mm256_maskstore_ps(p + j, mask, s);
+        store_lanes(p + j, s, n - j);
         mv = _mm256_max_ps(mv, _mm256_blendv_ps(mv, s, _mm256_castsi256_ps(mask)));
       }
       float m = -std::numeric_limits<float>::infinity();
@@ -108,7 +114,7 @@ NNX_TARGET_AVX2_FMA inline void attend_backward_group(const float* q, const floa
         const __m256i mask = lane_mask(n - j);
         const __m256 e = _mm256_and_ps(exp_nonpositive(_mm256_sub_ps(_mm256_maskload_ps(p + j, mask), mb)),
                                        _mm256_castsi256_ps(mask));
-        _mm256_maskstore_ps(p + j, mask, e);
+        store_lanes(p + j, e, n - j);
         lv = _mm256_add_ps(lv, e);
       }
       const float inv = 1.0f / hsum(lv);

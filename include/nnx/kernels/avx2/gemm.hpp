@@ -289,18 +289,19 @@ NNX_TARGET_AVX2_FMA inline void pack_a(std::int64_t mc, std::int64_t kc, const f
   for (std::int64_t i0 = 0; i0 < mc; i0 += 6) {
     const std::int64_t mr = std::min<std::int64_t>(6, mc - i0);
     float* dst = out + (i0 / 6) * kc * 6;
+    // Each k's six floats are stored as a plain vector of eight (see store_lanes on masked
+    // stores): the two extra land in the next k's place, written after, or in the buffer's
+    // slack of 6 kKc floats past the last panel.
     if constexpr (kTransA) {
-      const __m256i load = lane_mask(mr), store = lane_mask(6);
-      for (std::int64_t k = 0; k < kc; ++k)
-        _mm256_maskstore_ps(dst + k * 6, store, _mm256_maskload_ps(a + k * lda + i0, load));
+      const __m256i load = lane_mask(mr);
+      for (std::int64_t k = 0; k < kc; ++k) _mm256_storeu_ps(dst + k * 6, _mm256_maskload_ps(a + k * lda + i0, load));
     } else {
       const float* src = a + i0 * lda;
       const std::int64_t k8 = kc - kc % 8;
-      const __m256i six = lane_mask(6);
       __m256 v[8];
       for (std::int64_t k = 0; k < k8; k += 8) {
         load_transposed_8x8(src + k, lda, mr, v);
-        for (int kk = 0; kk < 8; ++kk) _mm256_maskstore_ps(dst + (k + kk) * 6, six, v[kk]);
+        for (int kk = 0; kk < 8; ++kk) _mm256_storeu_ps(dst + (k + kk) * 6, v[kk]);
       }
       for (std::int64_t k = k8; k < kc; ++k)
         for (std::int64_t i = 0; i < 6; ++i) dst[k * 6 + i] = i < mr ? src[i * lda + k] : 0.0f;

@@ -78,11 +78,10 @@ NNX_TARGET_AVX2_FMA inline void layer_norm_rows(const float* x, const float* sca
     const float sq = d::row_sum(xr, cols, d::AddSquaredDeviations{vmean});
     const __m256 rstd = _mm256_set1_ps(1.0f / std::sqrt(sq / n + eps));
     for (std::int64_t j = 0; j < cols; j += 8) {
-      const __m256i m = lane_mask(cols - j);
-      __m256 y = _mm256_mul_ps(_mm256_sub_ps(_mm256_maskload_ps(xr + j, m), vmean), rstd);
-      if (scale) y = _mm256_mul_ps(y, _mm256_maskload_ps(scale + j, m));
-      if (bias) y = _mm256_add_ps(y, _mm256_maskload_ps(bias + j, m));
-      _mm256_maskstore_ps(yr + j, m, y);
+      __m256 y = _mm256_mul_ps(_mm256_sub_ps(load_lanes(xr + j, cols - j), vmean), rstd);
+      if (scale) y = _mm256_mul_ps(y, load_lanes(scale + j, cols - j));
+      if (bias) y = _mm256_add_ps(y, load_lanes(bias + j, cols - j));
+      store_lanes(yr + j, y, cols - j);
     }
   }
 }
@@ -99,10 +98,9 @@ NNX_TARGET_AVX2_FMA inline void rms_norm_rows(const float* x, const float* scale
     const float sq = d::row_sum(xr, cols, d::AddSquares{});
     const __m256 rs = _mm256_set1_ps(1.0f / std::sqrt(sq / n + eps));
     for (std::int64_t j = 0; j < cols; j += 8) {
-      const __m256i m = lane_mask(cols - j);
-      __m256 y = _mm256_mul_ps(_mm256_maskload_ps(xr + j, m), rs);
-      if (scale) y = _mm256_mul_ps(y, _mm256_maskload_ps(scale + j, m));
-      _mm256_maskstore_ps(yr + j, m, y);
+      __m256 y = _mm256_mul_ps(load_lanes(xr + j, cols - j), rs);
+      if (scale) y = _mm256_mul_ps(y, load_lanes(scale + j, cols - j));
+      store_lanes(yr + j, y, cols - j);
     }
   }
 }
@@ -116,9 +114,8 @@ NNX_TARGET_AVX2_FMA inline void backward_row(const float* x, const float* scale,
   const __m256 vmean = _mm256_set1_ps(mean), vr = _mm256_set1_ps(r), one = _mm256_set1_ps(1.0f);
   __m256 sum_g = _mm256_setzero_ps(), sum_gx = sum_g;
   for (std::int64_t j = 0; j < cols; j += 8) {
-    const __m256i m = lane_mask(cols - j);
-    const __m256 g = _mm256_mul_ps(_mm256_maskload_ps(dy + j, m), scale ? _mm256_maskload_ps(scale + j, m) : one);
-    const __m256 xhat = _mm256_mul_ps(_mm256_sub_ps(_mm256_maskload_ps(x + j, m), vmean), vr);
+    const __m256 g = _mm256_mul_ps(load_lanes(dy + j, cols - j), scale ? load_lanes(scale + j, cols - j) : one);
+    const __m256 xhat = _mm256_mul_ps(_mm256_sub_ps(load_lanes(x + j, cols - j), vmean), vr);
     sum_g = _mm256_add_ps(sum_g, g);
     sum_gx = _mm256_fmadd_ps(g, xhat, sum_gx);
   }
@@ -126,11 +123,10 @@ NNX_TARGET_AVX2_FMA inline void backward_row(const float* x, const float* scale,
   const __m256 mean_g = _mm256_set1_ps(centered ? hsum(sum_g) / n : 0.0f);
   const __m256 mean_gx = _mm256_set1_ps(hsum(sum_gx) / n);
   for (std::int64_t j = 0; j < cols; j += 8) {
-    const __m256i m = lane_mask(cols - j);
-    const __m256 g = _mm256_mul_ps(_mm256_maskload_ps(dy + j, m), scale ? _mm256_maskload_ps(scale + j, m) : one);
-    const __m256 xhat = _mm256_mul_ps(_mm256_sub_ps(_mm256_maskload_ps(x + j, m), vmean), vr);
+    const __m256 g = _mm256_mul_ps(load_lanes(dy + j, cols - j), scale ? load_lanes(scale + j, cols - j) : one);
+    const __m256 xhat = _mm256_mul_ps(_mm256_sub_ps(load_lanes(x + j, cols - j), vmean), vr);
     const __m256 d = _mm256_sub_ps(_mm256_sub_ps(g, mean_g), _mm256_mul_ps(xhat, mean_gx));
-    _mm256_maskstore_ps(dx + j, m, _mm256_mul_ps(vr, d));
+    store_lanes(dx + j, _mm256_mul_ps(vr, d), cols - j);
   }
 }
 
@@ -176,19 +172,19 @@ NNX_TARGET_AVX2_FMA inline void norm_param_grads(const float* x, const float* dy
                                                  std::int64_t rows, std::int64_t cols, std::int64_t j0, std::int64_t j1,
                                                  float* dscale, float* dbias) noexcept {
   for (std::int64_t j = j0; j < j1; j += 8) {
-    const __m256i m = lane_mask(j1 - j);
-    __m256 ds = _mm256_maskload_ps(dscale + j, m);
-    __m256 db = dbias ? _mm256_maskload_ps(dbias + j, m) : _mm256_setzero_ps();
+    const std::int64_t n = j1 - j;
+    __m256 ds = load_lanes(dscale + j, n);
+    __m256 db = dbias ? load_lanes(dbias + j, n) : _mm256_setzero_ps();
     for (std::int64_t r = 0; r < rows; ++r) {
-      const __m256 g = _mm256_maskload_ps(dy + r * cols + j, m);
-      const __m256 xhat = _mm256_mul_ps(_mm256_sub_ps(_mm256_maskload_ps(x + r * cols + j, m),
+      const __m256 g = load_lanes(dy + r * cols + j, n);
+      const __m256 xhat = _mm256_mul_ps(_mm256_sub_ps(load_lanes(x + r * cols + j, n),
                                                       _mm256_set1_ps(stats[2 * r])),
                                         _mm256_set1_ps(stats[2 * r + 1]));
       ds = _mm256_add_ps(ds, _mm256_mul_ps(g, xhat));
       if (dbias) db = _mm256_add_ps(db, g);
     }
-    _mm256_maskstore_ps(dscale + j, m, ds);
-    if (dbias) _mm256_maskstore_ps(dbias + j, m, db);
+    store_lanes(dscale + j, ds, n);
+    if (dbias) store_lanes(dbias + j, db, n);
   }
 }
 

@@ -47,11 +47,10 @@ NNX_TARGET_AVX2_FMA inline void rope_rotate_slice(float* x, const std::int32_t* 
         float* lo = x + (t * H + h) * D + i0 + k0;
         float* hi = lo + half;
         for (std::int64_t k = 0; k < kb; k += 8) {
-          const __m256i m = lane_mask(kb - k);
-          const __m256 x1 = _mm256_maskload_ps(lo + k, m), x2 = _mm256_maskload_ps(hi + k, m);
+          const __m256 x1 = load_lanes(lo + k, kb - k), x2 = load_lanes(hi + k, kb - k);
           const __m256 ck = _mm256_load_ps(c + k), sk = _mm256_load_ps(s + k);
-          _mm256_maskstore_ps(lo + k, m, _mm256_sub_ps(d::product(x1, ck), d::product(x2, sk)));
-          _mm256_maskstore_ps(hi + k, m, _mm256_add_ps(d::product(x2, ck), d::product(x1, sk)));
+          store_lanes(lo + k, _mm256_sub_ps(d::product(x1, ck), d::product(x2, sk)), kb - k);
+          store_lanes(hi + k, _mm256_add_ps(d::product(x2, ck), d::product(x1, sk)), kb - k);
         }
       }
     }

@@ -27,6 +27,21 @@ NNX_TARGET_AVX2_FMA inline __m256i lane_mask(std::int64_t n) noexcept {
   return _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(n)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
 }
 
+// The first min(n, 8) floats at p, zeros after: a plain load for a whole vector.
+NNX_TARGET_AVX2_FMA inline __m256 load_lanes(const float* p, std::int64_t n) noexcept {
+  return n >= 8 ? _mm256_loadu_ps(p) : _mm256_maskload_ps(p, lane_mask(n));
+}
+
+// The first min(n, 8) lanes of v stored at p: a plain store for a whole vector. A masked store
+// costs about ten plain ones on AMD Zen cores (3.6 ns against 0.39 ns per vector, measured on
+// Zen 5), so loops store whole vectors plainly and mask only a partial last one.
+NNX_TARGET_AVX2_FMA inline void store_lanes(float* p, __m256 v, std::int64_t n) noexcept {
+  if (n >= 8)
+    _mm256_storeu_ps(p, v);
+  else
+    _mm256_maskstore_ps(p, lane_mask(n), v);
+}
+
 // The eight lanes summed in the fixed tree ((l0+l4)+(l2+l6)) + ((l1+l5)+(l3+l7)).
 NNX_TARGET_AVX2_FMA inline float hsum(__m256 v) noexcept {
   const __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));

@@ -51,14 +51,11 @@ NNX_TARGET_AVX2_FMA inline void softmax_rows(float* x, std::int64_t rows, std::i
       const __m256i mk = lane_mask(cols - j);
       const __m256 e = _mm256_and_ps(exp_nonpositive(_mm256_sub_ps(_mm256_maskload_ps(row + j, mk), vm)),
                                      _mm256_castsi256_ps(mk));
-      _mm256_maskstore_ps(row + j, mk, e);
+      store_lanes(row + j, e, cols - j);
       sum = _mm256_add_ps(sum, e);
     }
     const __m256 s = _mm256_set1_ps(hsum(sum));
-    for (std::int64_t j = 0; j < cols; j += 8) {
-      const __m256i mk = lane_mask(cols - j);
-      _mm256_maskstore_ps(row + j, mk, _mm256_div_ps(_mm256_maskload_ps(row + j, mk), s));
-    }
+    for (std::int64_t j = 0; j < cols; j += 8) store_lanes(row + j, _mm256_div_ps(load_lanes(row + j, cols - j), s), cols - j);
   }
 }
 
@@ -72,7 +69,7 @@ NNX_TARGET_AVX2_FMA inline void cross_entropy_rows(float* logits, const std::int
     float* row = logits + r * cols;
     const std::int32_t t = targets[r];
     if (t == ignore) {
-      for (std::int64_t j = 0; j < cols; j += 8) _mm256_maskstore_ps(row + j, lane_mask(cols - j), _mm256_setzero_ps());
+      for (std::int64_t j = 0; j < cols; j += 8) store_lanes(row + j, _mm256_setzero_ps(), cols - j);
       row_loss[r] = 0.0f;
       continue;
     }
@@ -91,16 +88,13 @@ NNX_TARGET_AVX2_FMA inline void cross_entropy_rows(float* logits, const std::int
       const __m256i m = lane_mask(cols - j);
       const __m256 e = _mm256_and_ps(exp_nonpositive(_mm256_sub_ps(_mm256_maskload_ps(row + j, m), vm)),
                                      _mm256_castsi256_ps(m));
-      _mm256_maskstore_ps(row + j, m, e);
+      store_lanes(row + j, e, cols - j);
       sum = _mm256_add_ps(sum, e);
     }
     const float s = hsum(sum);
     row_loss[r] = (mx - xt) + std::log(s);
     const __m256 ws = _mm256_set1_ps(w / s);
-    for (std::int64_t j = 0; j < cols; j += 8) {
-      const __m256i m = lane_mask(cols - j);
-      _mm256_maskstore_ps(row + j, m, _mm256_mul_ps(_mm256_maskload_ps(row + j, m), ws));
-    }
+    for (std::int64_t j = 0; j < cols; j += 8) store_lanes(row + j, _mm256_mul_ps(load_lanes(row + j, cols - j), ws), cols - j);
     row[t] -= w;
   }
 }
