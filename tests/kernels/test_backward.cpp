@@ -342,6 +342,12 @@ TEST_CASE("AdamW and SGD updates follow torch.optim's formulas; sum of squares i
       REQUIRE(std::fabs(nt[i] - nr[i]) <= 4e-7f * std::fabs(nr[i]) + 1e-12f);
     }
   }
+  for (k::Isa isa : k::kAllIsas) {
+    if (!k::isa_supported(isa)) continue;
+    CAPTURE(k::isa_name(isa));
+    for (i64 len : {i64(0), i64(1), i64(31), i64(33), i64(4096), n})
+      CHECK(k::select(k::kSumSquaresBlock, isa)(g.data(), len) == k::ref::sum_squares_block(g.data(), len));
+  }
   std::vector<double> sums;
   on_one_and_two_threads([&](int) { sums.push_back(k::sum_squares(g.data(), n)); });
   CHECK(sums[0] == sums[1]);

@@ -5,10 +5,10 @@
 //
 // Every element is updated on its own in a fixed order of operations (stated at each
 // function), so any split between threads gives the same bits; sum_squares adds fixed blocks
-// in order. AdamW has an avx2 tier (avx512 runs it, so both give the same bits) doing ref's
-// operations 8 wide, within a few ulps of ref (the compiler may fuse a multiply and an add):
-// the portable loop's divisions and square roots are not vectorized by GCC at -O2, and were a
-// tenth of a GPT-2 124M training step.
+// in order (bit-identical on every tier). AdamW has an avx2 tier (avx512 runs it, so both give
+// the same bits) doing ref's operations 8 wide, within a few ulps of ref (the compiler may fuse
+// a multiply and an add): the portable loop's divisions and square roots are not vectorized by
+// GCC at -O2, and were a tenth of a GPT-2 124M training step.
 #pragma once
 
 #include <cmath>
@@ -58,6 +58,24 @@ inline void sgd_update(float* p, const float* g, float* buf, std::int64_t n, flo
     p[i] = p[i] - lr * buf[i];
   }
 }
+
+namespace detail {
+// Chains of a block's sum of squares: element i goes to chain i % 32 (one chain would wait on
+// the adder's latency for every element), the chains are then added in a fixed tree.
+inline constexpr int kSquareChains = 32;
+inline double combine_square_chains(const double (&c)[kSquareChains]) noexcept {
+  double l[8];
+  for (int i = 0; i < 8; ++i) l[i] = (c[i] + c[i + 8]) + (c[i + 16] + c[i + 24]);
+  return ((l[0] + l[4]) + (l[2] + l[6])) + ((l[1] + l[5]) + (l[3] + l[7]));
+}
+}  // namespace detail
+
+// sum_i x_i² in double over one block, in the chains of detail::kSquareChains.
+inline double sum_squares_block(const float* x, std::int64_t n) noexcept {
+  double chains[detail::kSquareChains] = {};
+  for (std::int64_t i = 0; i < n; ++i) chains[i % detail::kSquareChains] += double(x[i]) * double(x[i]);
+  return detail::combine_square_chains(chains);
+}
 }  // namespace ref
 
 #if NNX_KERNELS_X86_DISPATCH
@@ -83,12 +101,34 @@ NNX_TARGET_AVX2_FMA inline void adamw_update(float* p, const float* g, float* mu
   }
   ref::adamw_update(p + i, g + i, mu + i, nu + i, n - i, s);
 }
+
+// ref::sum_squares_block with its 32 chains in eight 4-lane double registers (multiply, then
+// add, as ref): the same bits.
+NNX_TARGET_AVX2_FMA inline double sum_squares_block(const float* x, std::int64_t n) noexcept {
+  __m256d acc[8];
+  for (auto& a : acc) a = _mm256_setzero_pd();
+  std::int64_t i = 0;
+  for (; i + 32 <= n; i += 32)
+    for (int q = 0; q < 4; ++q) {
+      const __m256 v = _mm256_loadu_ps(x + i + 8 * q);
+      const __m256d lo = _mm256_cvtps_pd(_mm256_castps256_ps128(v)), hi = _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1));
+      acc[2 * q] = _mm256_add_pd(acc[2 * q], _mm256_mul_pd(lo, lo));
+      acc[2 * q + 1] = _mm256_add_pd(acc[2 * q + 1], _mm256_mul_pd(hi, hi));
+    }
+  alignas(32) double chains[ref::detail::kSquareChains];
+  for (int q = 0; q < 8; ++q) _mm256_store_pd(chains + 4 * q, acc[q]);
+  for (std::int64_t j = 0; i < n; ++i, ++j) chains[j] += double(x[i]) * double(x[i]);
+  return ref::detail::combine_square_chains(chains);
+}
 }  // namespace avx2
 #endif
 
 using AdamWUpdateFn = void (*)(float* p, const float* g, float* mu, float* nu, std::int64_t n,
                                const AdamWStep& s) noexcept;
 inline constexpr TierTable<AdamWUpdateFn> kAdamWUpdate{&ref::adamw_update, NNX_X86_ENTRY(avx2::adamw_update)};
+using SumSquaresBlockFn = double (*)(const float* x, std::int64_t n) noexcept;
+inline constexpr TierTable<SumSquaresBlockFn> kSumSquaresBlock{&ref::sum_squares_block,
+                                                               NNX_X86_ENTRY(avx2::sum_squares_block)};
 
 namespace detail {
 inline constexpr std::int64_t kUpdateBlock = 4096;
@@ -110,9 +150,11 @@ inline void sgd_update(float* p, const float* g, float* buf, std::int64_t n, flo
   });
 }
 
-// sum_i x_i², in double: each block of kUpdateBlock elements summed on its own (i ascending),
-// then the blocks in order, so the result is the same on any thread count. Never throws.
+// sum_i x_i², in double: each block of kUpdateBlock elements summed on its own
+// (ref::sum_squares_block's chains, the same bits on every tier), then the blocks in order, so
+// the result is the same on any thread count. Never throws.
 inline double sum_squares(const float* x, std::int64_t n) noexcept {
+  const SumSquaresBlockFn f = select(kSumSquaresBlock, active_isa());
   const std::int64_t blocks = (n + detail::kUpdateBlock - 1) / detail::kUpdateBlock;
   constexpr std::int64_t kChunk = 256;  // blocks per pass, their partial sums on the stack
   double total = 0.0;
@@ -123,14 +165,7 @@ inline double sum_squares(const float* x, std::int64_t n) noexcept {
       for (std::int64_t c = c0; c < c1; ++c) {
         const std::int64_t i0 = (b0 + c) * detail::kUpdateBlock;
         const std::int64_t i1 = i0 + detail::kUpdateBlock < n ? i0 + detail::kUpdateBlock : n;
-        // Eight chains (element i in chain i % 8), added in a fixed tree: one chain would
-        // wait on the adder's latency for every element.
-        double lanes[8] = {};
-        std::int64_t i = i0;
-        for (; i + 8 <= i1; i += 8)
-          for (int l = 0; l < 8; ++l) lanes[l] += double(x[i + l]) * double(x[i + l]);
-        for (int l = 0; i < i1; ++i, ++l) lanes[l] += double(x[i]) * double(x[i]);
-        partial[c] = ((lanes[0] + lanes[4]) + (lanes[2] + lanes[6])) + ((lanes[1] + lanes[5]) + (lanes[3] + lanes[7]));
+        partial[c] = f(x + i0, i1 - i0);
       }
     });
     for (std::int64_t c = 0; c < nb; ++c) total += partial[c];
