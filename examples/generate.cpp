@@ -39,17 +39,17 @@
 #include <nnx/models.hpp>
 #include <nnx/quant.hpp>
 
+#include "cli.hpp"
+
 namespace {
+
+using cli::UsageError;
 
 constexpr const char* kUsage =
     "usage: generate --model PATH --prompt-ids 1,2,3 --max-new-tokens N [--dump-logits FILE] [--verify]\n"
     "                [--weight-dtype auto|f32|bf16|f16]\n"
     "Greedy decoding from a Hugging Face directory or a native nnxcpp checkpoint (gpt2, llama).\n"
     "Prints the generated token ids on one line; errors are one line on stderr, exit code 2.\n";
-
-struct UsageError : std::runtime_error {
-  using std::runtime_error::runtime_error;
-};
 
 struct Args {
   std::filesystem::path model;
@@ -227,10 +227,6 @@ int main(int argc, char** argv) {
     std::cout << line << "\n";
     return 0;
   } catch (const std::exception& e) {
-    std::string msg = e.what();
-    for (char& c : msg)
-      if (c == '\n') c = ' ';
-    std::cerr << "generate: " << msg << "\n";
-    return 2;
+    return cli::report_error("generate", e);
   }
 }

@@ -30,6 +30,8 @@
 #include <nnx/models.hpp>
 #include <nnx/quant.hpp>
 
+#include "cli.hpp"
+
 namespace {
 
 struct Args {
@@ -120,10 +122,6 @@ int main(int argc, char** argv) {
       throw nnx::InvalidArgument(args.in.string() + ": unknown architecture \"" + type + "\" (gpt2, llama)");
     return 0;
   } catch (const std::exception& e) {
-    std::string msg = e.what();
-    for (char& c : msg)
-      if (c == '\n') c = ' ';
-    std::cerr << "quantize: " << msg << "\n";
-    return 2;
+    return cli::report_error("quantize", e);
   }
 }

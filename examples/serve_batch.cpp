@@ -128,7 +128,12 @@
 #include <nnx/models.hpp>
 #include <nnx/quant/config.hpp>
 
+#include "cli.hpp"
+
 namespace {
+
+using cli::parse_int;
+using cli::UsageError;
 
 using Clock = std::chrono::steady_clock;
 using nlohmann::json;
@@ -144,10 +149,6 @@ constexpr const char* kUsage =
     "(only prompt_ids is required). Exit codes: 0 all requests finished, 1 some lines\n"
     "were skipped, 2 usage, file or model error.\n";
 
-struct UsageError : std::runtime_error {
-  using std::runtime_error::runtime_error;
-};
-
 struct Args {
   std::filesystem::path model;
   std::string requests;
@@ -160,19 +161,6 @@ struct Args {
   bool help = false;
   bool verify = false;
 };
-
-std::int64_t parse_int(const std::string& flag, const std::string& value, std::int64_t min) {
-  std::size_t used = 0;
-  long long v = 0;
-  try {
-    v = std::stoll(value, &used);
-  } catch (const std::exception&) {
-    used = 0;
-  }
-  if (used == 0 || used != value.size() || v < min)
-    throw UsageError(flag + ": '" + value + "' is not an integer >= " + std::to_string(min));
-  return v;
-}
 
 Args parse_args(int argc, char** argv) {
   Args a;
@@ -547,10 +535,6 @@ int main(int argc, char** argv) {
       return run<Model, Config>(args, config, lines);
     });
   } catch (const std::exception& e) {
-    std::string msg = e.what();
-    for (char& c : msg)
-      if (c == '\n') c = ' ';
-    std::cerr << "serve_batch: " << msg << "\n";
-    return 2;
+    return cli::report_error("serve_batch", e);
   }
 }

@@ -53,7 +53,13 @@
 #include <nnx/ops/threads.hpp>
 #include <nnx/train.hpp>
 
+#include "cli.hpp"
+
 namespace {
+
+using cli::parse_double;
+using cli::parse_int;
+using cli::UsageError;
 
 namespace fs = std::filesystem;
 namespace train = nnx::train;
@@ -67,10 +73,6 @@ constexpr const char* kUsage =
     "       train --model PATH --tokens 1,2,3 --dump-grads FILE\n"
     "Trains a gpt2 or llama model on text (one token per byte) or llm.c .bin token files.\n"
     "Errors are one line on stderr, exit code 2.\n";
-
-struct UsageError : std::runtime_error {
-  using std::runtime_error::runtime_error;
-};
 
 // The run's settings; saved in DIR/state so that --resume continues with them.
 struct Settings {
@@ -117,32 +119,6 @@ struct Args {
   bool help = false;
   std::vector<std::string> given;  // the options on the command line
 };
-
-std::int64_t parse_int(const std::string& flag, const std::string& value, std::int64_t min) {
-  std::size_t used = 0;
-  long long v = 0;
-  try {
-    v = std::stoll(value, &used);
-  } catch (const std::exception&) {
-    used = 0;
-  }
-  if (used == 0 || used != value.size() || v < min)
-    throw UsageError(flag + ": '" + value + "' is not an integer >= " + std::to_string(min));
-  return v;
-}
-
-double parse_double(const std::string& flag, const std::string& value, double min) {
-  std::size_t used = 0;
-  double v = 0;
-  try {
-    v = std::stod(value, &used);
-  } catch (const std::exception&) {
-    used = 0;
-  }
-  if (used == 0 || used != value.size() || !(v >= min) || !std::isfinite(v))
-    throw UsageError(flag + ": '" + value + "' is not a number >= " + std::to_string(min));
-  return v;
-}
 
 std::vector<std::int64_t> parse_ids(const std::string& text) {
   std::vector<std::int64_t> ids;
@@ -378,10 +354,6 @@ int main(int argc, char** argv) {
     });
     return 0;
   } catch (const std::exception& e) {
-    std::string msg = e.what();
-    for (char& c : msg)
-      if (c == '\n') c = ' ';
-    std::cerr << "train: " << msg << "\n";
-    return 2;
+    return cli::report_error("train", e);
   }
 }
