@@ -97,7 +97,8 @@ NNX_TARGET_AVX2_FMA inline void sigmoid_pair(__m256 t, __m256& s, __m256& s_neg)
 }  // namespace detail::act
 
 // As ref::gelu_tanh_backward (ref's formula and order of float operations).
-NNX_TARGET_AVX2_FMA inline void gelu_tanh_backward(const float* x, const float* dy, float* dx, std::int64_t n) noexcept {
+NNX_TARGET_AVX2_FMA inline void gelu_tanh_backward(const float* x, const float* dy, float* dx,
+                                                    std::int64_t n) noexcept {
   const __m256 c = _mm256_set1_ps(0.044715f), c3 = _mm256_set1_ps(3.0f * 0.044715f);
   const __m256 two_k = _mm256_set1_ps(2.0f * 0.7978845608028654f), one = _mm256_set1_ps(1.0f);
   for (std::int64_t i = 0; i < n; i += 8) {

@@ -536,7 +536,8 @@ NNX_TARGET_AVX2_FMA inline void attend_with(const float* q, std::int64_t q_row_s
         for (std::int64_t f = f0; f < f1; ++f) {
           const __m256 inv = _mm256_set1_ps(1.0f / l[state(r, f)]);
           float* o = out + r * out_row_stride + f * out_stride;
-          for (std::int64_t d = 0; d < D; d += 8) store_lanes(o + d, _mm256_mul_ps(load_lanes(o + d, D - d), inv), D - d);
+          for (std::int64_t d = 0; d < D; d += 8)
+            store_lanes(o + d, _mm256_mul_ps(load_lanes(o + d, D - d), inv), D - d);
         }
     }
   }

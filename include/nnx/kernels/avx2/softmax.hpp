@@ -22,6 +22,32 @@
 
 namespace nnx::kernels::avx2 {
 
+namespace detail::softmax {
+
+// The largest of the eight lanes.
+NNX_TARGET_AVX2_FMA inline float hmax(__m256 v) noexcept {
+  __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+  return _mm_cvtss_f32(_mm_max_ss(m4, _mm_movehdup_ps(m4)));
+}
+
+// row[j] <- exp(row[j] - m) for j < cols (exp_nonpositive), returning their sum in 8 lanes
+// combined by hsum's tree.
+NNX_TARGET_AVX2_FMA inline float exp_in_place_sum(float* row, std::int64_t cols, float m) noexcept {
+  const __m256 vm = _mm256_set1_ps(m);
+  __m256 sum = _mm256_setzero_ps();
+  for (std::int64_t j = 0; j < cols; j += 8) {
+    const __m256i mk = lane_mask(cols - j);
+    const __m256 e = _mm256_and_ps(exp_nonpositive(_mm256_sub_ps(_mm256_maskload_ps(row + j, mk), vm)),
+                                   _mm256_castsi256_ps(mk));
+    store_lanes(row + j, e, cols - j);
+    sum = _mm256_add_ps(sum, e);
+  }
+  return hsum(sum);
+}
+
+}  // namespace detail::softmax
+
 // As ref::softmax_rows.
 NNX_TARGET_AVX2_FMA inline void softmax_rows(float* x, std::int64_t rows, std::int64_t cols) noexcept {
   constexpr float kInf = std::numeric_limits<float>::infinity();
@@ -38,24 +64,14 @@ NNX_TARGET_AVX2_FMA inline void softmax_rows(float* x, std::int64_t rows, std::i
       for (std::int64_t j = 0; j < cols; ++j) row[j] = std::numeric_limits<float>::quiet_NaN();
       continue;
     }
-    __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(vmax), _mm256_extractf128_ps(vmax, 1));
-    m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
-    const float m = _mm_cvtss_f32(_mm_max_ss(m4, _mm_movehdup_ps(m4)));
+    const float m = detail::softmax::hmax(vmax);
     if (m == -kInf) {
       for (std::int64_t j = 0; j < cols; ++j) row[j] = 0.0f;
       continue;
     }
-    const __m256 vm = _mm256_set1_ps(m);
-    __m256 sum = _mm256_setzero_ps();
-    for (std::int64_t j = 0; j < cols; j += 8) {
-      const __m256i mk = lane_mask(cols - j);
-      const __m256 e = _mm256_and_ps(exp_nonpositive(_mm256_sub_ps(_mm256_maskload_ps(row + j, mk), vm)),
-                                     _mm256_castsi256_ps(mk));
-      store_lanes(row + j, e, cols - j);
-      sum = _mm256_add_ps(sum, e);
-    }
-    const __m256 s = _mm256_set1_ps(hsum(sum));
-    for (std::int64_t j = 0; j < cols; j += 8) store_lanes(row + j, _mm256_div_ps(load_lanes(row + j, cols - j), s), cols - j);
+    const __m256 s = _mm256_set1_ps(detail::softmax::exp_in_place_sum(row, cols, m));
+    for (std::int64_t j = 0; j < cols; j += 8)
+      store_lanes(row + j, _mm256_div_ps(load_lanes(row + j, cols - j), s), cols - j);
   }
 }
 
@@ -78,23 +94,13 @@ NNX_TARGET_AVX2_FMA inline void cross_entropy_rows(float* logits, const std::int
       const __m256i m = lane_mask(cols - j);
       vmax = _mm256_max_ps(vmax, _mm256_blendv_ps(vmax, _mm256_maskload_ps(row + j, m), _mm256_castsi256_ps(m)));
     }
-    __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(vmax), _mm256_extractf128_ps(vmax, 1));
-    m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
-    const float mx = _mm_cvtss_f32(_mm_max_ss(m4, _mm_movehdup_ps(m4)));
+    const float mx = detail::softmax::hmax(vmax);
     const float xt = row[t];
-    const __m256 vm = _mm256_set1_ps(mx);
-    __m256 sum = _mm256_setzero_ps();
-    for (std::int64_t j = 0; j < cols; j += 8) {
-      const __m256i m = lane_mask(cols - j);
-      const __m256 e = _mm256_and_ps(exp_nonpositive(_mm256_sub_ps(_mm256_maskload_ps(row + j, m), vm)),
-                                     _mm256_castsi256_ps(m));
-      store_lanes(row + j, e, cols - j);
-      sum = _mm256_add_ps(sum, e);
-    }
-    const float s = hsum(sum);
+    const float s = detail::softmax::exp_in_place_sum(row, cols, mx);
     row_loss[r] = (mx - xt) + std::log(s);
     const __m256 ws = _mm256_set1_ps(w / s);
-    for (std::int64_t j = 0; j < cols; j += 8) store_lanes(row + j, _mm256_mul_ps(load_lanes(row + j, cols - j), ws), cols - j);
+    for (std::int64_t j = 0; j < cols; j += 8)
+      store_lanes(row + j, _mm256_mul_ps(load_lanes(row + j, cols - j), ws), cols - j);
     row[t] -= w;
   }
 }
