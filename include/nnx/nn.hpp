@@ -10,3 +10,4 @@
 #include "nnx/nn/mlp.hpp"
 #include "nnx/nn/mode.hpp"
 #include "nnx/nn/norm.hpp"
+#include "nnx/nn/rope_scaling.hpp"

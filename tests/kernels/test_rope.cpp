@@ -2,7 +2,8 @@
 // evaluated in double, with an error bound that covers HF's own float32 angle; inv_freq
 // against HF's float32 computation; position 0 is the identity; wide heads (several
 // frequency slices) and precomputed inv_freq agree bit for bit with the theta overload; every
-// tier and thread count gives ref's bits.
+// tier and thread count gives ref's bits; a rope_scaling (linear, llama3) gives the same bits
+// through every path.
 #include <catch2/catch.hpp>
 #include <cmath>
 #include <cstdint>
@@ -170,4 +171,51 @@ TEST_CASE("rope: the bits do not depend on the thread count", "[kernels][rope]")
   k::set_parallel_min_work(work_before);
   CHECK(one == two);
   CHECK(rope_error_ratio(x, one, pos, T, H, D, 10000.0) <= 1.0);
+}
+
+TEST_CASE("rope: a rope_scaling gives the same bits through theta, precomputed inv_freq and every tier",
+          "[kernels][rope]") {
+  // Llama 3.1's llama3 scaling (frequencies in all three bands at these head sizes) and a linear one.
+  const k::RopeFreqScaling llama3{.type = k::RopeScalingType::llama3,
+                                  .factor = 8.0,
+                                  .low_freq_factor = 1.0,
+                                  .high_freq_factor = 4.0,
+                                  .original_max_position_embeddings = 8192};
+  const k::RopeFreqScaling linear{.type = k::RopeScalingType::linear, .factor = 4.0};
+  const std::vector<std::int32_t> pos{0, 5, 4097, 70000};
+  const i64 T = 4;
+  for (const auto& s : {llama3, linear})
+    for (i64 H : {1, 3})
+      for (i64 D : {2, 18, 64, 128, 600}) {  // 600: three slices of the theta overload
+        INFO("type " << static_cast<int>(s.type) << " H=" << H << " D=" << D);
+        std::vector<float> plain(static_cast<std::size_t>(D / 2)), inv(plain.size());
+        k::rope_inv_freq(500000.0f, D, plain.data());
+        k::rope_inv_freq(500000.0f, D, inv.data(), s);
+        for (std::size_t i = 0; i < inv.size(); ++i) REQUIRE(inv[i] == k::ref::rope_scaled_inv_freq(plain[i], s));
+        const auto x = random_floats(static_cast<std::size_t>(T * H * D), static_cast<std::uint32_t>(D * H));
+        std::vector<float> want = x;
+        k::ref::rope_rotate_slice(want.data(), pos.data(), T, H, D, 0, D / 2, inv.data());
+        std::vector<float> by_theta = x, by_ref_theta = x, by_inv = x;
+        k::rope_rotate_half(by_theta.data(), pos.data(), T, H, D, 500000.0f, s);
+        k::ref::rope_rotate_half(by_ref_theta.data(), pos.data(), T, H, D, 500000.0f, s);
+        k::rope_rotate_half(by_inv.data(), pos.data(), T, H, D, inv.data());
+        CHECK(by_theta == want);
+        CHECK(by_ref_theta == want);
+        CHECK(by_inv == want);
+        for (k::Isa isa : k::kAllIsas) {
+          if (!k::isa_supported(isa)) continue;
+          std::vector<float> got = x;
+          k::select(k::kRopeRotateSlice, isa)(got.data(), pos.data(), T, H, D, 0, D / 2, inv.data());
+          INFO(k::isa_name(isa));
+          CHECK(got == want);
+        }
+      }
+  // Each band as transformers puts it: wavelength 2 pi / inv against 8192 / 4 and 8192 / 1.
+  const float high = 2.0f * 3.14159265f / 1000.0f, low = 2.0f * 3.14159265f / 10000.0f;
+  CHECK(k::ref::rope_scaled_inv_freq(high, llama3) == high);
+  CHECK(k::ref::rope_scaled_inv_freq(low, llama3) == low / 8.0f);
+  const float mid = 2.0f * 3.14159265f / 4096.0f;  // old_ctx / wavelen = 2: smooth = 1/3
+  CHECK(k::ref::rope_scaled_inv_freq(mid, llama3) == Approx(mid * (2.0 / 3.0 / 8.0 + 1.0 / 3.0)).epsilon(1e-6));
+  CHECK(k::ref::rope_scaled_inv_freq(mid, {}) == mid);
+  CHECK(k::ref::rope_scaled_inv_freq(mid, linear) == mid / 4.0f);
 }

@@ -130,10 +130,13 @@ inline Vec mlp(const Vec& x, i64 T, const nnx::Mlp& m) {
   return linear(h, T, m.down);
 }
 
-// Rotate-half RoPE of one head vector at position p: pairs (i, i + D/2) turn by p / theta^(2i/D).
-inline void rope(double* v, i64 D, i64 p, double theta) {
+// Rotate-half RoPE of one head vector at position p: pairs (i, i + D/2) turn by p / theta^(2i/D),
+// or by p inv_freq[i] when inv_freq (D / 2 values, e.g. scaled ones) is given.
+inline void rope(double* v, i64 D, i64 p, double theta, const Vec& inv_freq = {}) {
   for (i64 i = 0; i < D / 2; ++i) {
-    const double angle = static_cast<double>(p) * std::pow(theta, -2.0 * static_cast<double>(i) / static_cast<double>(D));
+    const double inv = inv_freq.empty() ? std::pow(theta, -2.0 * static_cast<double>(i) / static_cast<double>(D))
+                                        : inv_freq[static_cast<std::size_t>(i)];
+    const double angle = static_cast<double>(p) * inv;
     const double a = v[i], b = v[i + D / 2];
     v[i] = a * std::cos(angle) - b * std::sin(angle);
     v[i + D / 2] = b * std::cos(angle) + a * std::sin(angle);
@@ -141,8 +144,9 @@ inline void rope(double* v, i64 D, i64 p, double theta) {
 }
 
 // Causal attention of one sequence x [T, C]: query head h reads kv head h / (H / Hkv);
-// o_t = Σ_{j<=t} softmax_j(q_t · k_j / sqrt(D)) v_j, then the output projection.
-inline Vec attention(const Vec& x, i64 T, const nnx::Attention& a) {
+// o_t = Σ_{j<=t} softmax_j(q_t · k_j / sqrt(D)) v_j, then the output projection. RoPE (when
+// the module uses it) with a.rope_theta, or with inv_freq when given (a.rope_scaling is not read).
+inline Vec attention(const Vec& x, i64 T, const nnx::Attention& a, const Vec& inv_freq = {}) {
   const i64 H = a.num_heads, Hkv = a.num_kv_heads, D = a.head_dim;
   Vec q, k, v;
   if (a.qkv) {  // fused columns: q | k | v
@@ -161,8 +165,8 @@ inline Vec attention(const Vec& x, i64 T, const nnx::Attention& a) {
   }
   if (a.use_rope)
     for (i64 t = 0; t < T; ++t) {
-      for (i64 h = 0; h < H; ++h) rope(q.data() + (t * H + h) * D, D, t, a.rope_theta);
-      for (i64 h = 0; h < Hkv; ++h) rope(k.data() + (t * Hkv + h) * D, D, t, a.rope_theta);
+      for (i64 h = 0; h < H; ++h) rope(q.data() + (t * H + h) * D, D, t, a.rope_theta, inv_freq);
+      for (i64 h = 0; h < Hkv; ++h) rope(k.data() + (t * Hkv + h) * D, D, t, a.rope_theta, inv_freq);
     }
   Vec o(static_cast<std::size_t>(T * H * D), 0.0);
   const double scale = 1.0 / std::sqrt(static_cast<double>(D));
@@ -188,10 +192,11 @@ inline Vec attention(const Vec& x, i64 T, const nnx::Attention& a) {
 }
 
 // y = x + attn(attn_norm(x)) * m1;  out = y + mlp(mlp_norm(y)) * m2, where m1 and m2 are the
-// dropout multipliers (empty: no dropout).
+// dropout multipliers (empty: no dropout). inv_freq: as attention's.
 template <class Norm>
-Vec decoder_layer(const Vec& x, i64 T, const nnx::DecoderLayer<Norm>& l, const Vec& m1 = {}, const Vec& m2 = {}) {
-  Vec y = attention(norm(x, T, l.attn_norm), T, l.attn);
+Vec decoder_layer(const Vec& x, i64 T, const nnx::DecoderLayer<Norm>& l, const Vec& m1 = {}, const Vec& m2 = {},
+                  const Vec& inv_freq = {}) {
+  Vec y = attention(norm(x, T, l.attn_norm), T, l.attn, inv_freq);
   for (std::size_t i = 0; i < y.size(); ++i) y[i] = x[i] + y[i] * (m1.empty() ? 1.0 : m1[i]);
   Vec out = mlp(norm(y, T, l.mlp_norm), T, l.mlp);
   for (std::size_t i = 0; i < out.size(); ++i) out[i] = y[i] + out[i] * (m2.empty() ? 1.0 : m2[i]);

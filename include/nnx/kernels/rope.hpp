@@ -9,6 +9,12 @@
 //   nnx::kernels::rope_inv_freq(500000.0f, head_dim, inv.data());   // e.g. to rescale them
 //   nnx::kernels::rope_rotate_half(q, pos, T, n_heads, head_dim, inv.data());
 //
+//   // Llama 3.1's rope_scaling, applied to the frequencies theta gives:
+//   nnx::kernels::RopeFreqScaling llama3{.type = nnx::kernels::RopeScalingType::llama3, .factor = 8.0,
+//                                        .low_freq_factor = 1.0, .high_freq_factor = 4.0,
+//                                        .original_max_position_embeddings = 8192};
+//   nnx::kernels::rope_rotate_half(q, pos, T, n_heads, head_dim, 500000.0f, llama3);
+//
 // nnx/kernels/ref/rope.hpp states the numerics (HF's float32 computation); the avx2 tier
 // (avx512 runs it) gives the same bits. Rows are split between threads, and a row's result
 // depends only on the row, so thread counts never change the bits either.
@@ -45,9 +51,10 @@ inline void rope_rows(float* x, const std::int32_t* positions, std::int64_t T, s
 
 }  // namespace detail
 
-// inv_freq[i] = 1 / theta^(2i / D), i < D / 2 (float32, as HF computes it).
-inline void rope_inv_freq(float theta, std::int64_t D, float* inv_freq) noexcept {
-  ref::rope_inv_freq(theta, D, inv_freq);
+// inv_freq[i] = 1 / theta^(2i / D), i < D / 2 (float32, as HF computes it), then rewritten by
+// `scaling` as HF's rope_scaling does (ref::rope_scaled_inv_freq; default: none).
+inline void rope_inv_freq(float theta, std::int64_t D, float* inv_freq, const RopeFreqScaling& scaling = {}) noexcept {
+  ref::rope_inv_freq(theta, D, inv_freq, scaling);
 }
 
 // x[T, H, D] in place; row t at positions[t]: for i < D/2 with angle = positions[t] *
@@ -58,15 +65,15 @@ inline void rope_rotate_half(float* x, const std::int32_t* positions, std::int64
   detail::rope_rows(x, positions, T, H, D, 0, D / 2, inv_freq);
 }
 
-// The same with inv_freq = rope_inv_freq(theta, D), computed without allocating (in slices
-// of 256 frequencies: head_dim 512 in one).
+// The same with inv_freq = rope_inv_freq(theta, D, scaling), computed without allocating (in
+// slices of 256 frequencies: head_dim 512 in one).
 inline void rope_rotate_half(float* x, const std::int32_t* positions, std::int64_t T, std::int64_t H, std::int64_t D,
-                             float theta) noexcept {
+                             float theta, const RopeFreqScaling& scaling = {}) noexcept {
   constexpr std::int64_t kSlice = 256;
   float inv[kSlice];
   for (std::int64_t i0 = 0; i0 < D / 2; i0 += kSlice) {
     const std::int64_t nb = std::min(kSlice, D / 2 - i0);
-    for (std::int64_t k = 0; k < nb; ++k) inv[k] = ref::detail::rope_inv_freq_at(theta, D, i0 + k);
+    for (std::int64_t k = 0; k < nb; ++k) inv[k] = ref::detail::rope_inv_freq_at(theta, D, i0 + k, scaling);
     detail::rope_rows(x, positions, T, H, D, i0, nb, inv);
   }
 }

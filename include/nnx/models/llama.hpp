@@ -1,7 +1,8 @@
 // nnx/models/llama.hpp — the Llama family: RMSNorm, RoPE (rotate-half), SwiGLU MLP,
 // grouped-query attention, an untied output head (or a tied one when the config says so).
 //
-// LlamaConfig reads and writes Hugging Face's Llama config.json keys.
+// LlamaConfig reads and writes Hugging Face's Llama config.json keys, "rope_scaling" of type
+// llama3 (Llama 3.1 / 3.2) and linear included (nnx/nn/rope_scaling.hpp).
 //
 //   auto cfg = nnx::LlamaConfig::from_json(json);
 //   nnx::Llama model(cfg, nnx::Mode::autoregressive, rngs, {.cache_batch = 8, .cache_length = 512});
@@ -26,6 +27,7 @@
 #include "nnx/core/module.hpp"
 #include "nnx/core/rngs.hpp"
 #include "nnx/models/detail/config_json.hpp"
+#include "nnx/models/detail/rope_scaling_json.hpp"
 #include "nnx/models/transformer.hpp"
 #include "nnx/nn.hpp"
 
@@ -42,9 +44,10 @@ struct LlamaConfig {
   std::int64_t max_position_embeddings = 2048;
   double rms_norm_eps = 1e-6;
   double rope_theta = 10000.0;
+  RopeScaling rope_scaling;  // config.json "rope_scaling"; none by default
   bool tie_word_embeddings = false;
   NNX_FIELDS(vocab_size, hidden_size, intermediate_size, num_hidden_layers, num_attention_heads, num_key_value_heads,
-             head_dim, max_position_embeddings, rms_norm_eps, rope_theta, tie_word_embeddings)
+             head_dim, max_position_embeddings, rms_norm_eps, rope_theta, rope_scaling, tie_word_embeddings)
 
   std::int64_t dim_per_head() const { return head_dim ? head_dim : hidden_size / num_attention_heads; }
   std::int64_t context_length() const { return max_position_embeddings; }
@@ -63,6 +66,7 @@ struct LlamaConfig {
     if (max_position_embeddings > INT32_MAX) throw InvalidArgument("llama config: max_position_embeddings too large");
     if (vocab_size > INT32_MAX) throw InvalidArgument("llama config: vocab_size above 2^31 - 1");
     if (!(rope_theta > 0)) throw InvalidArgument("llama config: \"rope_theta\" must be positive, found 0");
+    rope_scaling.validate("llama config");
     const std::int64_t C = hidden_size, D = dim_per_head();
     // Per layer: query and out [C, H D], key and value [C, Hkv D], gate/up/down [C, I], norms.
     const auto per_layer =
@@ -73,13 +77,12 @@ struct LlamaConfig {
     detail::check_config_size("llama", "num_hidden_layers", num_hidden_layers, total);
   }
 
-  // Hugging Face Llama config.json (rope_scaling and non-silu activations are rejected).
+  // Hugging Face Llama config.json (non-silu activations and rope_scaling types other than
+  // linear and llama3 are rejected).
   static LlamaConfig from_json(const nlohmann::json& j) {
     if (!j.is_object()) throw InvalidArgument("llama config: expected a JSON object");
     if (auto it = j.find("hidden_act"); it != j.end() && it->is_string() && *it != "silu")
       throw InvalidArgument("llama config: hidden_act " + it->dump() + " is not supported (silu is)");
-    if (auto it = j.find("rope_scaling"); it != j.end() && !it->is_null())
-      throw InvalidArgument("llama config: rope_scaling " + it->dump() + " is not supported");
     LlamaConfig c;
     c.vocab_size = detail::config_int(j, "vocab_size", c.vocab_size, true, "llama");
     c.hidden_size = detail::config_int(j, "hidden_size", c.hidden_size, true, "llama");
@@ -92,6 +95,7 @@ struct LlamaConfig {
         detail::config_int(j, "max_position_embeddings", c.max_position_embeddings, false, "llama");
     c.rms_norm_eps = detail::config_double(j, "rms_norm_eps", c.rms_norm_eps, "llama");
     c.rope_theta = detail::config_double(j, "rope_theta", c.rope_theta, "llama");
+    c.rope_scaling = detail::rope_scaling_from_json(j, "llama");
     c.tie_word_embeddings = detail::config_bool(j, "tie_word_embeddings", false, "llama");
     c.validate();
     return c;
@@ -108,6 +112,7 @@ struct LlamaConfig {
                      {"max_position_embeddings", max_position_embeddings},
                      {"rms_norm_eps", rms_norm_eps},
                      {"rope_theta", rope_theta},
+                     {"rope_scaling", detail::rope_scaling_to_json(rope_scaling)},  // null when none
                      {"hidden_act", "silu"},
                      {"tie_word_embeddings", tie_word_embeddings}};
     if (head_dim) j["head_dim"] = head_dim;
@@ -136,6 +141,7 @@ struct Llama {
                           .use_bias = false,
                           .use_rope = true,
                           .rope_theta = cfg.rope_theta,
+                          .rope_scaling = cfg.rope_scaling,
                           .mode = m,
                           .cache_batch = options.cache_batch,
                           .cache_length = options.cache_length ? options.cache_length : cfg.max_position_embeddings,

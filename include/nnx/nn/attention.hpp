@@ -3,7 +3,8 @@
 // Heads: num_heads query heads share num_kv_heads key/value heads (GQA; equal for MHA).
 // Projections are fused (one [C, (H + 2 Hkv) D] kernel, q|k|v, as GPT-2's c_attn) or
 // separate (query, key, value). RoPE, when on, rotates q and k in the rotate-half
-// convention (pairs i and i + D/2) with the given theta.
+// convention (pairs i and i + D/2) with the given theta, its frequencies rewritten by
+// rope_scaling (Hugging Face's linear or llama3; nnx/nn/rope_scaling.hpp) when that is set.
 //
 // The KV cache (nnx/nn/kv_cache.hpp: key and value [B, S, Hkv, D] in f32, bf16 or int8 with
 // scales) exists only in prefill and autoregressive modes. Every row b writes its keys and
@@ -47,6 +48,7 @@
 #include "nnx/nn/kv_cache.hpp"
 #include "nnx/nn/linear.hpp"
 #include "nnx/nn/mode.hpp"
+#include "nnx/nn/rope_scaling.hpp"
 #include "nnx/ops.hpp"
 
 namespace nnx {
@@ -59,6 +61,7 @@ struct AttentionOptions {
   bool use_bias = true;
   bool use_rope = false;
   double rope_theta = 10000.0;
+  RopeScaling rope_scaling = {};  // none: theta's frequencies as they are
   Mode mode = Mode::train;
   std::int64_t cache_batch = 1;   // prefill / autoregressive: rows of the KV cache
   std::int64_t cache_length = 0;  // prefill / autoregressive: positions of the KV cache
@@ -71,13 +74,15 @@ struct Attention {
   std::int64_t head_dim = 0;
   bool use_rope = false;
   double rope_theta = 10000.0;
+  RopeScaling rope_scaling;
   std::optional<Linear> qkv;    // fused: [C, (H + 2 Hkv) D]
   std::optional<Linear> query;  // separate: [C, H D]
   std::optional<Linear> key;    // separate: [C, Hkv D]
   std::optional<Linear> value;  // separate: [C, Hkv D]
   Linear out;                   // [H D, C]
   std::optional<KVCache> cache;
-  NNX_FIELDS(num_heads, num_kv_heads, head_dim, use_rope, rope_theta, qkv, query, key, value, out, cache)
+  NNX_FIELDS(num_heads, num_kv_heads, head_dim, use_rope, rope_theta, rope_scaling, qkv, query, key, value, out,
+             cache)
 
   Attention() = default;
   Attention(std::int64_t d_model, const AttentionOptions& o, Rngs& rngs)
@@ -85,7 +90,8 @@ struct Attention {
         num_kv_heads(o.num_kv_heads ? o.num_kv_heads : o.num_heads),
         head_dim(o.head_dim ? o.head_dim : (o.num_heads ? d_model / o.num_heads : 0)),
         use_rope(o.use_rope),
-        rope_theta(o.rope_theta) {
+        rope_theta(o.rope_theta),
+        rope_scaling(o.rope_scaling) {
     if (num_heads <= 0 || num_kv_heads <= 0 || num_heads % num_kv_heads != 0 || head_dim <= 0)
       throw InvalidArgument("Attention: " + std::to_string(num_heads) + " query heads, " +
                             std::to_string(num_kv_heads) + " kv heads and head_dim " + std::to_string(head_dim) +
@@ -100,6 +106,7 @@ struct Attention {
                             " and d_model " + std::to_string(d_model) + " overflow a 64-bit size");
     if (use_rope && head_dim % 2 != 0)
       throw InvalidArgument("Attention: RoPE needs an even head_dim, got " + std::to_string(head_dim));
+    rope_scaling.validate("Attention");
     const LinearOptions in{.use_bias = o.use_bias, .init_stddev = 0.0f, .in_axis = "embed", .out_axis = "heads"};
     if (o.fused_qkv) {
       qkv = Linear(d_model, (num_heads + 2 * num_kv_heads) * head_dim, rngs, in);
@@ -158,8 +165,8 @@ struct Attention {
       v = (*value)(x).reshape({B, T, Hkv, D});
     }
     if (use_rope) {
-      ops::rope_(q, positions, static_cast<float>(rope_theta));
-      ops::rope_(k, positions, static_cast<float>(rope_theta));
+      ops::rope_(q, positions, static_cast<float>(rope_theta), rope_scaling.frequencies());
+      ops::rope_(k, positions, static_cast<float>(rope_theta), rope_scaling.frequencies());
     }
     return {std::move(q), std::move(k), std::move(v)};
   }

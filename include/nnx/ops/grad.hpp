@@ -172,9 +172,11 @@ inline std::pair<Tensor, Tensor> swiglu_backward(const Tensor& gate, const Tenso
   return {std::move(dgate), std::move(dup)};
 }
 
-// Backward of rope_(x, positions, theta), in place on dy [..., H, D]: a rotation's transpose is
-// the rotation by the opposite angle, so dy is rotated at the negated positions.
-inline void rope_backward_(Tensor dy, const Tensor& positions, float theta) {
+// Backward of rope_(x, positions, theta, scaling), in place on dy [..., H, D]: a rotation's
+// transpose is the rotation by the opposite angle, so dy is rotated at the negated positions
+// (the same frequencies: float(-p) * inv is exactly -(float(p) * inv)).
+inline void rope_backward_(Tensor dy, const Tensor& positions, float theta,
+                           const kernels::RopeFreqScaling& scaling = {}) {
   constexpr const char* op = "ops::rope_backward_";
   detail::require_f32(op, "dy", dy);
   detail::require_min_rank(op, "dy", dy, 3);
@@ -189,7 +191,7 @@ inline void rope_backward_(Tensor dy, const Tensor& positions, float theta) {
     if (p[i] < 0) throw InvalidArgument(std::string(op) + ": negative position " + std::to_string(p[i]));
     n[i] = -p[i];
   }
-  kernels::rope_rotate_half(dy.data<float>(), n, positions.numel(), H, D, theta);
+  kernels::rope_rotate_half(dy.data<float>(), n, positions.numel(), H, D, theta, scaling);
 }
 
 // Backward of causal self-attention over whole sequences (position t attends to 0..t):

@@ -5,6 +5,7 @@
 //   nnx::ops::rope_(q, positions, 10000.0f);
 //   nnx::ops::rope_(k, positions, 10000.0f);
 //   nnx::ops::rope_(q, positions, inv_freq);   // inv_freq: [D / 2] f32, e.g. Llama 3 scaled
+//   nnx::ops::rope_(q, positions, 500000.0f, scaling);   // or theta's, rewritten by a rope_scaling
 //
 // x is f32 [..., H, D] with D even and positions i32 of shape x.shape[:-2] (so [B, T, H, D]
 // with [B, T], or [T, H, D] with [T]). Numerics: nnx/kernels/ref/rope.hpp (HF's float32
@@ -44,11 +45,12 @@ inline bool rope_check(const char* op, const Tensor& x, const Tensor& positions)
 }  // namespace detail
 
 // Rotates x[..., H, D] in place, each row of H heads at its position, with inv_freq =
-// 1 / theta^(2i / D).
-inline void rope_(Tensor x, const Tensor& positions, float theta) {
+// 1 / theta^(2i / D) rewritten by `scaling` (kernels::rope_inv_freq; default: none). The
+// caller validates scaling (nnx::RopeScaling::validate).
+inline void rope_(Tensor x, const Tensor& positions, float theta, const kernels::RopeFreqScaling& scaling = {}) {
   if (!detail::rope_check("ops::rope_", x, positions)) return;
   const std::int64_t H = x.shape()[x.rank() - 2], D = x.shape()[x.rank() - 1];
-  kernels::rope_rotate_half(x.data<float>(), positions.data<std::int32_t>(), positions.numel(), H, D, theta);
+  kernels::rope_rotate_half(x.data<float>(), positions.data<std::int32_t>(), positions.numel(), H, D, theta, scaling);
 }
 
 // The same with given inverse frequencies inv_freq[D / 2] (f32).

@@ -113,8 +113,8 @@ inline Tensor backward(const Attention& a, const AttentionSaved& saved, const Te
   auto grads = ops::attention_backward(q, saved.projected.k, saved.projected.v, dattn,
                                        1.0f / std::sqrt(static_cast<float>(D)));
   if (a.use_rope) {
-    ops::rope_backward_(grads.dq, saved.positions, static_cast<float>(a.rope_theta));
-    ops::rope_backward_(grads.dk, saved.positions, static_cast<float>(a.rope_theta));
+    ops::rope_backward_(grads.dq, saved.positions, static_cast<float>(a.rope_theta), a.rope_scaling.frequencies());
+    ops::rope_backward_(grads.dk, saved.positions, static_cast<float>(a.rope_theta), a.rope_scaling.frequencies());
   }
   if (a.qkv) {
     const std::int64_t row = (H + 2 * Hkv) * D;
