@@ -1,8 +1,25 @@
-// generate — greedy decoding from a Hugging Face directory or a native nnxcpp checkpoint.
+// generate — decoding from a Hugging Face directory or a native nnxcpp checkpoint.
 //
 //   generate --model PATH --prompt-ids 1,2,3 --max-new-tokens 16 [--dump-logits FILE] [--verify]
 //            [--weight-dtype auto|f32|bf16|f16]
+//   generate --model PATH --prompt TEXT [--max-new-tokens N] [--temperature T] [--top-k K]
+//            [--top-p P] [--seed S] [--stop STRING]... [--tokenizer PATH] [--threads N]
+//            [--verify] [--weight-dtype auto|f32|bf16|f16]
 //   generate --help
+//
+// With --prompt-ids: greedy decoding; prints the generated token ids, space-separated, on one
+// line of stdout (and nothing else there). --dump-logits writes the prompt's full-sequence
+// logits as a safetensors file with one tensor "logits" f32 [prompt length, vocab].
+//
+// With --prompt: the text is encoded with the model's tokenizer (tokenizer.json, or vocab.json
+// + merges.txt, in the model directory or at --tokenizer) and the continuation's text is
+// streamed to stdout as it is produced (never half a UTF-8 character), then a newline. It
+// runs through the library's Scheduler, so it gives the tokens examples/serve_batch and
+// examples/server give for the same request. Sampling: --temperature (default 0: greedy),
+// --top-k (0: no cut), --top-p (1: no cut), --seed (default 0; token i is drawn with
+// fold_in(key_from_seed(seed), i)). Generation ends at the tokenizer's end-of-text token, at
+// --max-new-tokens (default: the context's end), or at a --stop string (repeatable), which is
+// not printed.
 //
 // --weight-dtype: the dtype of the weights not quantized. auto (the default) serves them as
 // the checkpoint stores them (a bf16 model is read in place and computed in bf16 weights, f32
@@ -11,12 +28,9 @@
 // --verify recomputes a native checkpoint's per-file checksums before loading (exit 2 on a
 // mismatch, naming the file, or when there is nothing to verify).
 //
-// Prints the generated token ids, space-separated, on one line of stdout (and nothing else
-// there). --dump-logits writes the prompt's full-sequence logits as a safetensors file with
-// one tensor "logits" f32 [prompt length, vocab]. Any error (missing path, bad config,
-// unknown architecture, a token id out of range, a prompt that does not fit the context, logits
-// that turn NaN because the weights or the config make the model diverge) is one line on
-// stderr and exit code 2.
+// Any error (missing path, bad config, unknown architecture, a token id out of range, a prompt
+// that does not fit the context, logits that turn NaN because the weights or the config make
+// the model diverge) is one line on stderr and exit code 2.
 //
 // PATH is a directory holding config.json + model.safetensors (or sharded files with
 // model.safetensors.index.json) for gpt2 or llama, or a checkpoint written by
@@ -28,16 +42,21 @@
 #include <cstdlib>
 #include <filesystem>
 #include <iostream>
+#include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include <nnx/core.hpp>
 #include <nnx/engine/engine.hpp>
+#include <nnx/engine/scheduler.hpp>
 #include <nnx/io/checkpoint.hpp>
 #include <nnx/io/huggingface.hpp>
 #include <nnx/io/safetensors.hpp>
 #include <nnx/models.hpp>
+#include <nnx/ops/threads.hpp>
 #include <nnx/quant.hpp>
+#include <nnx/text.hpp>
 
 #include "cli.hpp"
 
@@ -48,8 +67,11 @@ using cli::UsageError;
 constexpr const char* kUsage =
     "usage: generate --model PATH --prompt-ids 1,2,3 --max-new-tokens N [--dump-logits FILE] [--verify]\n"
     "                [--weight-dtype auto|f32|bf16|f16]\n"
-    "Greedy decoding from a Hugging Face directory or a native nnxcpp checkpoint (gpt2, llama).\n"
-    "Prints the generated token ids on one line; errors are one line on stderr, exit code 2.\n";
+    "       generate --model PATH --prompt TEXT [--max-new-tokens N] [--temperature T] [--top-k K]\n"
+    "                [--top-p P] [--seed S] [--stop STRING]... [--tokenizer PATH] [--threads N]\n"
+    "Decoding from a Hugging Face directory or a native nnxcpp checkpoint (gpt2, llama).\n"
+    "--prompt-ids: greedy; prints the generated token ids on one line. --prompt: streams the\n"
+    "continuation's text. Errors are one line on stderr, exit code 2.\n";
 
 struct Args {
   std::filesystem::path model;
@@ -57,6 +79,13 @@ struct Args {
   std::int64_t max_new_tokens = -1;
   std::string dump_logits;
   nnx::WeightDType weight_dtype = nnx::WeightDType::as_stored;
+  // --prompt (text) mode
+  std::optional<std::string> text;
+  std::filesystem::path tokenizer;
+  nnx::SamplingParams sampling;
+  std::uint64_t seed = 0;
+  std::vector<std::string> stop;
+  int threads = 0;
   bool help = false;
   bool verify = false;
 };
@@ -111,6 +140,28 @@ Args parse_args(int argc, char** argv) {
         throw UsageError("--max-new-tokens: '" + value + "' is not a non-negative integer");
     } else if (flag == "--dump-logits") {
       a.dump_logits = value;
+    } else if (flag == "--prompt") {
+      a.text = value;
+    } else if (flag == "--tokenizer") {
+      a.tokenizer = value;
+    } else if (flag == "--temperature") {
+      a.sampling.temperature = cli::parse_double(flag, value, 0.0);
+    } else if (flag == "--top-k") {
+      a.sampling.top_k = cli::parse_int(flag, value, 0);
+    } else if (flag == "--top-p") {
+      a.sampling.top_p = cli::parse_double(flag, value, 0.0);
+      if (!(a.sampling.top_p > 0.0 && a.sampling.top_p <= 1.0))
+        throw UsageError("--top-p: '" + value + "' is not in (0, 1]");
+    } else if (flag == "--seed") {
+      a.seed = static_cast<std::uint64_t>(cli::parse_int(flag, value, 0));
+    } else if (flag == "--stop") {
+      if (value.empty()) throw UsageError("--stop: empty string");
+      a.stop.push_back(value);
+    } else if (flag == "--threads") {
+      const std::int64_t n = cli::parse_int(flag, value, 1);
+      if (n > nnx::kMaxThreads)
+        throw UsageError(flag + ": " + value + " threads; at most " + std::to_string(nnx::kMaxThreads));
+      a.threads = static_cast<int>(n);
     } else if (flag == "--weight-dtype") {
       try {
         a.weight_dtype = nnx::parse_weight_dtype(value);
@@ -122,8 +173,16 @@ Args parse_args(int argc, char** argv) {
     }
   }
   if (a.model.empty()) throw UsageError("--model is required");
-  if (a.prompt.empty()) throw UsageError("--prompt-ids is required");
+  if (a.text) {
+    if (!a.prompt.empty()) throw UsageError("--prompt and --prompt-ids exclude each other");
+    if (!a.dump_logits.empty()) throw UsageError("--dump-logits goes with --prompt-ids");
+    if (a.max_new_tokens == 0) throw UsageError("--max-new-tokens: 0 tokens with --prompt");
+    if (a.tokenizer.empty()) a.tokenizer = a.model;
+    return a;
+  }
+  if (a.prompt.empty()) throw UsageError("--prompt-ids (or --prompt) is required");
   if (a.max_new_tokens < 0) throw UsageError("--max-new-tokens is required");
+  if (!a.tokenizer.empty() || !a.stop.empty()) throw UsageError("--tokenizer and --stop go with --prompt");
   return a;
 }
 
@@ -199,6 +258,32 @@ std::vector<std::int64_t> run(const Args& args, const Config& cfg, const nnx::Qu
   return generated;
 }
 
+// --prompt: one request through the Scheduler, its text streamed as it comes.
+template <class Model, class Config>
+void run_text(const Args& args, const nlohmann::json& config) {
+  auto tokenizer = std::make_shared<const nnx::text::Tokenizer>(nnx::text::Tokenizer::load(args.tokenizer));
+  nnx::EngineOptions options;
+  options.slots = 1;
+  options.quant = nnx::QuantConfig::of_model_config(config);
+  options.weight_dtype = args.weight_dtype;
+  const nnx::Engine<Model> engine(Config::from_json(config), options);
+  nnx::Request request;
+  request.prompt_text = *args.text;
+  request.sampling = args.sampling;
+  request.seed = args.seed;
+  request.stop_strings = args.stop;
+  if (args.max_new_tokens > 0) request.stop.max_new_tokens = args.max_new_tokens;
+  if (auto eos = tokenizer->eos_id()) request.stop.stop_ids.push_back(*eos);
+  nnx::Scheduler<Model> scheduler(engine, engine.load_params(args.model), tokenizer);
+  scheduler.submit("generate", std::move(request), {.on_token = [](const nnx::TokenEvent& e) {
+                     std::cout << e.text << std::flush;
+                   }});
+  while (!scheduler.idle())
+    for (const nnx::Completion& c : scheduler.step())
+      if (c.finish == nnx::FinishReason::nan) throw nnx::NumericalError(c.error);
+  std::cout << "\n";
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -214,6 +299,12 @@ int main(int argc, char** argv) {
     const nlohmann::json config = hugging_face ? nnx::io::HfCheckpoint::open(args.model).config()
                                                : nnx::io::checkpoint_config(args.model);
     const nnx::QuantConfig quant = nnx::QuantConfig::of_model_config(config);
+    if (args.threads > 0) nnx::set_num_threads(args.threads);
+    if (args.text) {
+      nnx::with_model_type(config, args.model.string(),
+                           [&]<class Model, class Config>() { run_text<Model, Config>(args, config); });
+      return 0;
+    }
     const std::vector<std::int64_t> generated =
         nnx::with_model_type(config, args.model.string(), [&]<class Model, class Config>() {
           const Config cfg = Config::from_json(config);

@@ -26,11 +26,15 @@
 //                             the dtype of the weights not quantized (default auto: as the
 //                             checkpoint stores them, so a bf16 model is served in bf16,
 //                             read in place from the file); others convert once at load
+//   --tokenizer PATH          tokenizer.json, or a directory with it or vocab.json + merges.txt
+//                             (default: the model's directory, when it has one): request lines
+//                             may then give a text "prompt" and "stop" strings, and each result
+//                             line carries the generated "text"
 //   --verify                  recompute a native checkpoint's per-file checksums before
 //                             loading (exit 2 on a mismatch, or when there is nothing to verify)
 //   --help                    this text
 //
-// A request line (only "prompt_ids" is required; unknown keys are ignored, with one warning
+// A request line (only "prompt_ids", or "prompt", is required; unknown keys are ignored, with one warning
 // per key name; null means "absent"; the format is nnx/engine/request.hpp's):
 //
 //   {"id": "a", "prompt_ids": [1,2,3], "max_new_tokens": 16, "temperature": 0, "top_k": 0,
@@ -47,6 +51,11 @@
 //   seed            non-negative integer (default 0): token i is drawn with
 //                   fold_in(key_from_seed(seed), i)
 //   stop_ids        token ids that end the request (the stop token is its last token)
+//   prompt          text instead of prompt_ids (needs a tokenizer)
+//   stop            a string or an array of strings that end the request; its text stops
+//                   before the stop string (needs a tokenizer)
+//   logprobs        0-20: each result line gets "logprobs", per token {"token", "log_prob",
+//                   "top": [[token, log_prob], ...]} with that many alternatives
 //
 // Blank lines are skipped silently. A line that is not a JSON object (or not strict JSON: a NUL
 // byte, a key given twice, a number too large for a double), has a field of the wrong type,
@@ -72,7 +81,8 @@
 //
 // stdout carries only results, one JSON line per finished request, in completion order:
 //   {"id": "a", "tokens": [...], "ttft_ms": 12.3, "tpot_ms": 4.5, "finish_reason": "stop_token"}
-// finish_reason: stop_token, max_new_tokens, or nan (see above).
+// (and "text" with a tokenizer). finish_reason: stop_token, stop_string, max_new_tokens, or nan
+// (see above).
 // Times are measured with a steady clock from the start of serving (just before the first
 // prefill, after the model is loaded): ttft_ms = when the first token was sampled (the end of
 // the request's prefill, so it includes the time spent waiting for a slot); tpot_ms = (finish
@@ -101,6 +111,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <memory>
 #include <optional>
 #include <set>
 #include <sstream>
@@ -127,6 +138,7 @@
 #include <nnx/ops/threads.hpp>
 #include <nnx/models.hpp>
 #include <nnx/quant/config.hpp>
+#include <nnx/text.hpp>
 
 #include "cli.hpp"
 
@@ -141,7 +153,7 @@ using nlohmann::json;
 constexpr const char* kUsage =
     "usage: serve_batch --model PATH --requests FILE --slots B [--max-target-length N]\n"
     "                   [--max-prefill-length N] [--threads N] [--kv-dtype f32|bf16|int8]\n"
-    "                   [--weight-dtype auto|f32|bf16|f16] [--verify]\n"
+    "                   [--weight-dtype auto|f32|bf16|f16] [--tokenizer PATH] [--verify]\n"
     "Runs the JSON-lines requests of FILE (\"-\": stdin) over B decode slots with continuous\n"
     "batching; one JSON line per finished request on stdout, progress and a summary on stderr.\n"
     "A request line: {\"id\": \"a\", \"prompt_ids\": [1,2,3], \"max_new_tokens\": 16,\n"
@@ -150,7 +162,7 @@ constexpr const char* kUsage =
     "were skipped, 2 usage, file or model error.\n";
 
 struct Args {
-  std::filesystem::path model;
+  std::filesystem::path model, tokenizer;
   std::string requests;
   std::int64_t slots = 0;
   std::int64_t max_target_length = 0;  // 0: the model's context length
@@ -176,7 +188,7 @@ Args parse_args(int argc, char** argv) {
     }
     if (flag != "--model" && flag != "--requests" && flag != "--slots" && flag != "--max-target-length" &&
         flag != "--max-prefill-length" && flag != "--threads" && flag != "--kv-dtype" &&
-        flag != "--weight-dtype")
+        flag != "--weight-dtype" && flag != "--tokenizer")
       throw UsageError("unknown option " + flag + " (see --help)");
     if (i + 1 >= argc) throw UsageError(flag + ": missing value");
     const std::string value = argv[++i];
@@ -184,6 +196,8 @@ Args parse_args(int argc, char** argv) {
       a.model = value;
     } else if (flag == "--requests") {
       a.requests = value;
+    } else if (flag == "--tokenizer") {
+      a.tokenizer = value;
     } else if (flag == "--slots") {
       a.slots = parse_int(flag, value, 1);
     } else if (flag == "--max-target-length") {
@@ -430,7 +444,17 @@ std::size_t serve(nnx::Scheduler<Model>& scheduler, const std::unordered_map<std
       line["ttft_ms"] = rounded_us(ttft);
       line["tpot_ms"] = rounded_us(tpot);
       line["finish_reason"] = nnx::finish_reason_name(c.finish);
-      std::cout << line.dump() << "\n" << std::flush;
+      if (scheduler.tokenizer()) line["text"] = c.text;
+      if (!c.logprobs.empty()) {
+        nlohmann::ordered_json lps = nlohmann::ordered_json::array();
+        for (const nnx::TokenLogprobs& t : c.logprobs) {
+          nlohmann::ordered_json top = nlohmann::ordered_json::array();
+          for (const nnx::TokenLogprob& a : t.top) top.push_back({a.token, a.log_prob});
+          lps.push_back({{"token", t.token}, {"log_prob", t.log_prob}, {"top", top}});
+        }
+        line["logprobs"] = std::move(lps);
+      }
+      std::cout << line.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace) << "\n" << std::flush;
       if (c.finish == nnx::FinishReason::nan) {
         progress.clear();
         report(line_of.at(c.id), "request " + json(c.id).dump() + ": " + c.error);
@@ -496,7 +520,13 @@ int run(const Args& args, const nlohmann::json& config, const std::vector<std::s
   const nnx::Engine<Model> engine(Config::from_json(config), options);
   nnx::State params = engine.load_params(args.model);
   report_memory(engine, params);
-  nnx::Scheduler<Model> scheduler(engine, std::move(params));
+  // The tokenizer named, else the model directory's if it has one, else none (token ids only).
+  std::shared_ptr<const nnx::text::Tokenizer> tokenizer;
+  const std::filesystem::path tok = args.tokenizer.empty() ? args.model : args.tokenizer;
+  if (!args.tokenizer.empty() || std::filesystem::exists(tok / "tokenizer.json") ||
+      std::filesystem::exists(tok / "vocab.json"))
+    tokenizer = std::make_shared<const nnx::text::Tokenizer>(nnx::text::Tokenizer::load(tok));
+  nnx::Scheduler<Model> scheduler(engine, std::move(params), tokenizer);
 
   // Every bad line is reported before serving starts, in line order.
   std::unordered_map<std::string, std::size_t> line_of;  // id -> line number

@@ -5,4 +5,5 @@
 #include "nnx/engine/engine.hpp"
 #include "nnx/engine/request.hpp"
 #include "nnx/engine/scheduler.hpp"
+#include "nnx/engine/serving_loop.hpp"
 #include "nnx/engine/sampling.hpp"

@@ -28,8 +28,9 @@ struct StopCondition {
 };
 
 // nan: the request's logits became NaN (or all -inf), so no token could be drawn; the slot
-// stops there and every other slot goes on.
-enum class FinishReason : std::uint8_t { none, stop_token, max_new_tokens, nan };
+// stops there and every other slot goes on. The engine reports the first four; the Scheduler
+// also ends a request when its text contains a stop string, or when it is cancelled.
+enum class FinishReason : std::uint8_t { none, stop_token, max_new_tokens, nan, stop_string, cancelled };
 
 inline std::string_view finish_reason_name(FinishReason r) {
   switch (r) {
@@ -37,6 +38,8 @@ inline std::string_view finish_reason_name(FinishReason r) {
     case FinishReason::stop_token: return "stop_token";
     case FinishReason::max_new_tokens: return "max_new_tokens";
     case FinishReason::nan: return "nan";
+    case FinishReason::stop_string: return "stop_string";
+    case FinishReason::cancelled: return "cancelled";
   }
   return "?";
 }

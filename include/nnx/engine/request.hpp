@@ -3,15 +3,20 @@
 //
 //   nnx::Request r = nnx::parse_request_line(R"({"prompt_ids": [1, 2], "max_new_tokens": 8})");
 //
-// The JSON keys (only "prompt_ids" is required; null means absent):
+// The JSON keys ("prompt_ids" or "prompt" is required; null means absent):
 //   id              string (absent: the caller names the request)
 //   prompt_ids      non-empty array of non-negative integer token ids
+//   prompt          text, encoded by the Scheduler's tokenizer (instead of prompt_ids)
 //   max_new_tokens  tokens to generate at most, the first one included (>= 1)
 //   temperature     number >= 0 (0: greedy; so small that 1/temperature overflows: greedy too)
 //   top_k           integer >= 0 (0: no cut)
 //   top_p           number in (0, 1] (1: no cut)
 //   seed            non-negative integer: token i is drawn with fold_in(key_from_seed(seed), i)
 //   stop_ids        array of token ids that end the request
+//   stop            a string or an array of strings: the request ends when its text contains
+//                   one, and its text stops before it (needs the Scheduler's tokenizer)
+//   logprobs        integer in [0, 20]: report each token's log-probability and this many
+//                   most likely alternatives
 // The line is parsed strictly (nnx/io/json.hpp: no NUL byte, no key twice, numbers that fit).
 // What needs the model (ids below the vocabulary, lengths within the cache) is checked by
 // Engine::check_request.
@@ -33,12 +38,17 @@
 
 namespace nnx {
 
+inline constexpr std::int32_t kMaxTopLogprobs = 20;
+
 struct Request {
   std::optional<std::string> id;
   std::vector<std::int32_t> prompt;
+  std::optional<std::string> prompt_text;  // encoded by the Scheduler when `prompt` is empty
   SamplingParams sampling;
   std::uint64_t seed = 0;
   StopCondition stop;
+  std::vector<std::string> stop_strings;   // matched on the request's decoded text
+  std::optional<std::int32_t> logprobs{};  // alternatives per token, in [0, kMaxTopLogprobs]
 };
 
 namespace detail::request {
@@ -77,6 +87,23 @@ inline std::vector<std::int32_t> token_ids(const nlohmann::json& v, std::string_
                                                     std::numeric_limits<std::int32_t>::max(),
                                                     "a non-negative integer token id")));
   return ids;
+}
+
+// OpenAI's "stop": one string or an array of them (at most 16, none empty).
+inline std::vector<std::string> stop_strings(const nlohmann::json& v) {
+  std::vector<std::string> out;
+  const auto add = [&](const nlohmann::json& s) {
+    if (!s.is_string() || s.get_ref<const std::string&>().empty())
+      throw InvalidArgument("\"stop\" must be a non-empty string or an array of them, got " + s.dump());
+    out.push_back(s.get<std::string>());
+  };
+  if (v.is_array()) {
+    if (v.size() > 16) throw InvalidArgument("\"stop\" holds " + std::to_string(v.size()) + " strings, at most 16");
+    for (const auto& s : v) add(s);
+  } else {
+    add(v);
+  }
+  return out;
 }
 
 }  // namespace detail::request
@@ -119,11 +146,20 @@ inline Request parse_request_line(std::string_view text, std::vector<std::string
       r.seed = value.get<std::uint64_t>();
     } else if (key == "stop_ids") {
       r.stop.stop_ids = d::token_ids(value, key, false);
+    } else if (key == "prompt") {
+      if (!value.is_string()) throw InvalidArgument("\"prompt\" must be a string, got " + value.dump());
+      r.prompt_text = value.get<std::string>();
+      has_prompt = true;
+    } else if (key == "stop") {
+      r.stop_strings = d::stop_strings(value);
+    } else if (key == "logprobs") {
+      r.logprobs = static_cast<std::int32_t>(d::integer(value, d::quoted(key), 0, kMaxTopLogprobs, "an integer in [0, 20]"));
     } else if (unknown_keys) {
       unknown_keys->push_back(key);
     }
   }
-  if (!has_prompt) throw InvalidArgument("missing \"prompt_ids\"");
+  if (!has_prompt) throw InvalidArgument("missing \"prompt_ids\" (or \"prompt\")");
+  if (!r.prompt.empty() && r.prompt_text) throw InvalidArgument("give \"prompt_ids\" or \"prompt\", not both");
   r.sampling.validate();
   return r;
 }
