@@ -15,6 +15,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <memory>
 #include <optional>
 #include <sstream>
 #include <string>
@@ -27,9 +28,11 @@
 #include <nnx/io/checkpoint.hpp>
 #include <nnx/models.hpp>
 #include <nnx/quant.hpp>
+#include <nnx/text.hpp>
 
 #include "../io/io_test_util.hpp"
 #include "../models/reference_fixture.hpp"
+#include "../support/byte_tokenizer.hpp"
 
 namespace {
 
@@ -702,6 +705,69 @@ TEST_CASE("serve_batch: slots beyond the requests are not allocated; endless lin
   io_test::write_bytes(twice / "config.json", R"({"model_type": "gpt2", "n_embd": 32, "n_embd": 64})");
   check_usage_error(serve_batch(tmp, "--model " + quote(twice.string()) + " --requests " + file + " --slots 2"),
                     "\"n_embd\" twice");
+}
+
+TEST_CASE("serve_batch: text prompts and stop strings with the model directory's tokenizer",
+          "[cli][serve_batch][text]") {
+  io_test::TempDir tmp;
+  nnx::Gpt2Config config;
+  config.vocab_size = test_support::kByteTokenizerVocab;
+  config.n_positions = 64;
+  config.n_embd = 32;
+  config.n_layer = 2;
+  config.n_head = 4;
+  const nnx::Engine<nnx::Gpt2> engine(config, options(8, 64, 1));
+  const nnx::State params = engine.init_params(17);
+  const fs::path model = tmp / "model";
+  nnx::io::save_checkpoint(model, params, {}, config.to_json());
+  io_test::write_bytes(model / "tokenizer.json", test_support::byte_tokenizer_json());
+  auto tokenizer = std::make_shared<const nnx::text::Tokenizer>(nnx::text::Tokenizer::load(model));
+
+  // The library's answer: each request alone through a one-slot Scheduler.
+  const auto library = [&](const std::string& line) {
+    nnx::Scheduler<nnx::Gpt2> s(engine, params, tokenizer);
+    s.submit("x", nnx::parse_request_line(line));
+    std::vector<nnx::Completion> done;
+    while (!s.idle())
+      for (nnx::Completion& c : s.step()) done.push_back(std::move(c));
+    REQUIRE(done.size() == 1);
+    return done[0];
+  };
+  const std::string plain = R"({"id": "plain", "prompt": "Once upon a time", "max_new_tokens": 20, "temperature": 0.9, "seed": 3})";
+  const nnx::Completion free = library(plain);
+  REQUIRE(free.text.size() > 6);
+  const std::string stop = free.text.substr(3, 2);
+  json cut_request = json::parse(plain);
+  cut_request["id"] = "cut";
+  cut_request["stop"] = json::array({stop});
+  const nnx::Completion cut = library(cut_request.dump());
+  CHECK(cut.finish == nnx::FinishReason::stop_string);
+
+  const fs::path file = write_file(tmp, "requests.jsonl", {plain, cut_request.dump()});
+  const Run run = serve_batch(tmp, "--model " + quote(model.string()) + " --requests " + quote(file.string()) +
+                                       " --slots 2 --max-prefill-length 4");
+  INFO("stderr: " << run.err);
+  REQUIRE(run.code == 0);
+  std::map<std::string, json> got;
+  for (const std::string& line : lines_of(run.out)) {
+    const json j = json::parse(line);
+    got[j["id"].get<std::string>()] = j;
+  }
+  REQUIRE(got.size() == 2);
+  CHECK(got["plain"]["tokens"].get<Ids>() == free.tokens);
+  CHECK(got["plain"]["text"] == free.text);
+  CHECK(got["cut"]["tokens"].get<Ids>() == cut.tokens);
+  CHECK(got["cut"]["text"] == cut.text);
+  CHECK(got["cut"]["finish_reason"] == "stop_string");
+  CHECK(cut.text == free.text.substr(0, free.text.find(stop)));
+
+  // Without a tokenizer, a text prompt is a bad line.
+  const fs::path bare = tmp / "bare";
+  nnx::io::save_checkpoint(bare, params, {}, config.to_json());
+  const Run no_tok = serve_batch(tmp, "--model " + quote(bare.string()) + " --requests " + quote(file.string()) +
+                                          " --slots 1");
+  CHECK(no_tok.code == 1);
+  CHECK(no_tok.err.find("line 1: a text prompt needs a tokenizer") != std::string::npos);
 }
 
 #endif  // NNX_SERVE_BATCH_BIN

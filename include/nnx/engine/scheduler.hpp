@@ -302,21 +302,22 @@ class Scheduler {
   // completes at once with FinishReason::nan and the slot is free again.
   void prefill_chunk(std::size_t slot, std::int64_t len, std::vector<Completion>& done) {
     Running& r = *slots_[slot];
-    Tensor tokens = Tensor::from_vector(
-        std::vector<std::int32_t>(r.request.prompt.begin() + r.prefilled, r.request.prompt.begin() + r.prefilled + len),
-        {len});
-    const RngKey key = key_from_seed(r.request.seed);
-    try {
-      r.prefix = r.prefix ? engine_.prefill(params_, std::move(*r.prefix), tokens, len, r.request.sampling, key,
-                                            r.request.stop)
-                          : engine_.prefill(params_, tokens, len, r.request.sampling, key, r.request.stop);
-    } catch (const NumericalError& e) {
-      r.c.error = e.what();
-      finish(slot, FinishReason::nan, Clock::now(), done);
-      return;
+    if (len > 0) {  // 0: prefilled, the insert threw (memory) and is retried
+      const auto from = r.request.prompt.begin() + r.prefilled;
+      Tensor tokens = Tensor::from_vector(std::vector<std::int32_t>(from, from + len), {len});
+      const RngKey key = key_from_seed(r.request.seed);
+      try {
+        r.prefix = r.prefix ? engine_.prefill(params_, std::move(*r.prefix), tokens, len, r.request.sampling, key,
+                                              r.request.stop)
+                            : engine_.prefill(params_, tokens, len, r.request.sampling, key, r.request.stop);
+      } catch (const NumericalError& e) {
+        r.c.error = e.what();
+        finish(slot, FinishReason::nan, Clock::now(), done);
+        return;
+      }
+      r.prefilled += len;
+      if (r.prefilled < r.c.prompt_tokens) return;
     }
-    r.prefilled += len;
-    if (r.prefilled < r.c.prompt_tokens) return;
     state_ = engine_.insert(*r.prefix, std::move(state_), static_cast<std::int64_t>(slot));
     const Prefix prefix = std::move(*r.prefix);
     r.prefix.reset();
