@@ -12,4 +12,5 @@
 #include "nnx/models.hpp"
 #include "nnx/nn.hpp"
 #include "nnx/ops.hpp"
+#include "nnx/text.hpp"
 #include "nnx/train.hpp"
