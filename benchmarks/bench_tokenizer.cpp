@@ -27,7 +27,8 @@
 
 namespace {
 
-const std::filesystem::path kData = std::filesystem::path(__FILE__).parent_path().parent_path() / "tests" / "text" / "data";
+const std::filesystem::path kData =
+    std::filesystem::path(__FILE__).parent_path().parent_path() / "tests" / "text" / "data";
 
 const nnx::text::Tokenizer& gpt2() {
   static const nnx::text::Tokenizer t = nnx::text::Tokenizer::load(kData / "gpt2");
@@ -53,7 +54,8 @@ const std::string& word_salad_1mb() {
       const std::string b = tok.token_bytes(id);
       if (b.size() < 3 || b[0] != ' ') continue;
       bool alpha = true;
-      for (std::size_t i = 1; i < b.size() && alpha; ++i) alpha = (b[i] >= 'a' && b[i] <= 'z') || (b[i] >= 'A' && b[i] <= 'Z');
+      for (std::size_t i = 1; i < b.size() && alpha; ++i)
+        alpha = (b[i] >= 'a' && b[i] <= 'z') || (b[i] >= 'A' && b[i] <= 'Z');
       if (alpha) words.push_back(b);
     }
     std::mt19937_64 rng(7);

@@ -57,10 +57,15 @@ Args parse_args(int argc, char** argv) {
       throw UsageError("unknown option '" + flag + "' (see --help)");
     if (i + 1 >= argc) throw UsageError(flag + ": missing value");
     const std::string value = argv[++i];
-    if (flag == "--model") a.model = value;
-    else if (flag == "--text") a.text = value;
-    else if (flag == "--text-file") a.text_file = value;
-    else a.ids = value;
+    if (flag == "--model") {
+      a.model = value;
+    } else if (flag == "--text") {
+      a.text = value;
+    } else if (flag == "--text-file") {
+      a.text_file = value;
+    } else {
+      a.ids = value;
+    }
   }
   if (a.model.empty()) throw UsageError("--model is required (see --help)");
   const int modes = (a.text ? 1 : 0) + (a.text_file ? 1 : 0) + (a.ids ? 1 : 0) + (a.info ? 1 : 0);

@@ -44,12 +44,24 @@ std::string random_utf8(std::mt19937& rng, int n) {
   for (int i = 0; i < n; ++i) {
     std::uint32_t cp = 0;
     switch (rng() % 6) {
-      case 0: cp = 0x20 + rng() % 95; break;
-      case 1: cp = " \n\t\r"[rng() % 4]; break;
-      case 2: cp = 0x80 + rng() % 0x780; break;
-      case 3: cp = 0x800 + rng() % 0xF800; break;
-      case 4: cp = 0x10000 + rng() % 0x100000; break;
-      default: cp = rng() % 0x80; break;
+      case 0:
+        cp = 0x20 + rng() % 95;
+        break;
+      case 1:
+        cp = " \n\t\r"[rng() % 4];
+        break;
+      case 2:
+        cp = 0x80 + rng() % 0x780;
+        break;
+      case 3:
+        cp = 0x800 + rng() % 0xF800;
+        break;
+      case 4:
+        cp = 0x10000 + rng() % 0x100000;
+        break;
+      default:
+        cp = rng() % 0x80;
+        break;
     }
     if (cp >= 0xD800 && cp <= 0xDFFF) cp = 'x';
     nnx::text::utf8_append(s, cp);
@@ -130,12 +142,14 @@ TEST_CASE("decode(encode(s)) is s byte for byte, for tricky and random UTF-8", "
 
 TEST_CASE("invalid UTF-8 is rejected with the byte offset", "[text]") {
   const std::vector<std::pair<std::string, std::string>> bad = {
-      {"abc\xFF" "def", "byte offset 3 (byte 0xFF)"},
-      {"ab\xE2\x82", "byte offset 2 (byte 0xE2)"},           // truncated at the end
-      {"\xC0\xAF", "byte offset 0 (byte 0xC0)"},             // overlong
-      {"xy\xED\xA0\x80", "byte offset 2 (byte 0xED)"},       // a surrogate
-      {"\xF4\x90\x80\x80", "byte offset 0 (byte 0xF4)"},     // past U+10FFFF
-      {"0123456789\x80", "byte offset 10 (byte 0x80)"},      // a lone continuation, after the 8-byte fast path
+      {"abc\xFF"
+       "def",
+       "byte offset 3 (byte 0xFF)"},
+      {"ab\xE2\x82", "byte offset 2 (byte 0xE2)"},        // truncated at the end
+      {"\xC0\xAF", "byte offset 0 (byte 0xC0)"},          // overlong
+      {"xy\xED\xA0\x80", "byte offset 2 (byte 0xED)"},    // a surrogate
+      {"\xF4\x90\x80\x80", "byte offset 0 (byte 0xF4)"},  // past U+10FFFF
+      {"0123456789\x80", "byte offset 10 (byte 0x80)"},   // a lone continuation, after the 8-byte fast path
   };
   for (const auto& [text, where] : bad) {
     expect_invalid([&] { (void)gpt2_legacy().encode(text); }, {"invalid UTF-8", where});
@@ -164,7 +178,10 @@ TEST_CASE("SentencePiece decode: byte runs, the stripped leading space, skip_spe
   CHECK(t.decode(Ids{b(0xE2), b(0x82), b(0xAC)}) == "\xE2\x82\xAC");
   // Hugging Face's ByteFallback: an invalid run is one U+FFFD per byte, valid prefix or not.
   CHECK(t.decode(Ids{b(0xE2), b(0x82), b(0xAC), b(0xFF)}) == fffd + fffd + fffd + fffd);
-  const std::int32_t hello = t.token_id("\xE2\x96\x81" "T").value();  // "▁T"
+  const std::int32_t hello = t.token_id(
+                                  "\xE2\x96\x81"
+                                  "T")
+                                 .value();  // "▁T"
   CHECK(t.decode(Ids{hello}) == "T");
   CHECK(t.decode(Ids{hello, hello}) == "T T");
   CHECK(t.decode(Ids{1, hello}) == "<s> T");

@@ -12,8 +12,8 @@
 
 namespace {
 
-using nnx::text::Tokenizer;
 using nlohmann::json;
+using nnx::text::Tokenizer;
 using namespace text_test;
 
 json mini() { return json::parse(read_file(data_dir() / "llama3_mini" / "tokenizer.json")); }
@@ -87,7 +87,8 @@ TEST_CASE("legacy vocab.json + merges.txt errors name the file and line", "[text
   expect_invalid([&] { (void)Tokenizer::from_vocab_merges(vocab, "#version: 0.2\na c\n", "tiny"); },
                  {"tiny", "merges.txt line 2", "\"c\" is not in the vocabulary"});
   expect_invalid([&] { (void)Tokenizer::from_vocab_merges(vocab, "a b c\n", "tiny"); }, {"merges.txt line 1"});
-  expect_invalid([&] { (void)Tokenizer::from_vocab_merges("{", "", "tiny"); }, {"tiny", "vocab.json", "not valid JSON"});
+  expect_invalid([&] { (void)Tokenizer::from_vocab_merges("{", "", "tiny"); },
+                 {"tiny", "vocab.json", "not valid JSON"});
   expect_invalid([] { (void)Tokenizer::load(data_dir() / "no_such_model"); }, {"no_such_model", "no such file"});
   expect_invalid([] { (void)Tokenizer::load(data_dir()); }, {"no tokenizer.json"});
 }

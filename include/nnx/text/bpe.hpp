@@ -94,8 +94,8 @@ class MergeTable {
 // Working memory of MergeTable::apply, kept between words.
 struct BpeScratch {
   struct Candidate {
-    std::int32_t rank, pos;      // ordered by rank, then position (leftmost first)
-    std::int32_t left, right;    // the ids the pair had when queued (stale entries are skipped)
+    std::int32_t rank, pos;    // ordered by rank, then position (leftmost first)
+    std::int32_t left, right;  // the ids the pair had when queued (stale entries are skipped)
     std::int32_t merged;
   };
   std::vector<std::int32_t> prev, next;
@@ -155,7 +155,8 @@ inline void bpe_merge(const MergeTable& table, std::vector<std::int32_t>& symbol
     push(c.pos);
   }
   std::size_t out = 0;
-  for (std::int32_t i = 0; i >= 0; i = next[static_cast<std::size_t>(i)]) symbols[out++] = symbols[static_cast<std::size_t>(i)];
+  for (std::int32_t i = 0; i >= 0; i = next[static_cast<std::size_t>(i)])
+    symbols[out++] = symbols[static_cast<std::size_t>(i)];
   symbols.resize(out);
 }
 

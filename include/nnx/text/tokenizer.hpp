@@ -206,7 +206,8 @@ class Tokenizer {
   // GPT-2's legacy files: vocab.json (token -> id) and merges.txt (one "a b" merge a line, by
   // rank; a first line "#version ..." is skipped). Byte-level with GPT-2's regex; <|endoftext|>,
   // when in the vocabulary, is a special token and both BOS and EOS.
-  static Tokenizer from_vocab_merges(std::string_view vocab_json, std::string_view merges_txt, std::string source_name) {
+  static Tokenizer from_vocab_merges(std::string_view vocab_json, std::string_view merges_txt,
+                                     std::string source_name) {
     Tokenizer t;
     t.source_ = std::move(source_name);
     nlohmann::json vocab;
@@ -352,7 +353,9 @@ class Tokenizer {
 
   Tokenizer() : cache_(std::make_shared<Cache>()) {}
 
-  static bool is_ascii_space(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f'; }
+  static bool is_ascii_space(char c) {
+    return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f';
+  }
 
   [[noreturn]] void fail(const std::string& field, const std::string& what) const {
     throw InvalidArgument(source_ + ": " + field + ": " + what);
@@ -360,8 +363,8 @@ class Tokenizer {
 
   void check_id(std::int32_t id, const char* what) const {
     if (id < 0 || static_cast<std::size_t>(id) >= tokens_.size() || !present_[static_cast<std::size_t>(id)])
-      throw InvalidArgument(source_ + ": " + what + ": id " + std::to_string(id) +
-                            " is not in the vocabulary (size " + std::to_string(tokens_.size()) + ")");
+      throw InvalidArgument(source_ + ": " + what + ": id " + std::to_string(id) + " is not in the vocabulary (size " +
+                            std::to_string(tokens_.size()) + ")");
   }
 
   std::optional<std::int32_t> vocab_lookup(std::string_view token) const {
@@ -459,9 +462,9 @@ class Tokenizer {
   std::array<bool, 256> added_first_byte_{};
   // Pipeline.
   std::vector<NormalizerStep> normalizer_;
-  bool byte_level_ = false;                // the model works on raw bytes (a ByteLevel pre-tokenizer)
-  bool byte_level_prefix_space_ = false;   // ByteLevel add_prefix_space
-  std::optional<Pattern> pattern_;         // the split regex
+  bool byte_level_ = false;               // the model works on raw bytes (a ByteLevel pre-tokenizer)
+  bool byte_level_prefix_space_ = false;  // ByteLevel add_prefix_space
+  std::optional<Pattern> pattern_;        // the split regex
   bool metaspace_ = false, metaspace_split_ = false;
   Prepend metaspace_prepend_ = Prepend::never;
   std::string metaspace_char_ = std::string(detail::kMetaspace);
@@ -568,6 +571,12 @@ class IncrementalDecoder {
 
 inline std::string Tokenizer::decode(std::span<const std::int32_t> ids, bool skip_special_tokens) const {
   for (std::int32_t id : ids) check_id(id, "decode");
+  if (decoder_ == DecoderKind::byte_level) {  // the common case, without the stream's bookkeeping
+    std::string raw;
+    for (std::int32_t id : ids)
+      if (!(skip_special_tokens && is_special(id))) raw += bytes_[static_cast<std::size_t>(id)];
+    return utf8_lossy(raw);
+  }
   IncrementalDecoder d(*this, skip_special_tokens);
   std::string out;
   for (std::int32_t id : ids) out += d.push(id);
@@ -577,11 +586,13 @@ inline std::string Tokenizer::decode(std::span<const std::int32_t> ids, bool ski
 
 inline void Tokenizer::parse_tokenizer_json(const nlohmann::json& j) {
   if (!j.is_object()) fail("(top level)", "expected a JSON object");
-  if (!j.contains("model") || !j["model"].is_object()) fail("model", "missing (expected an object with a BPE vocabulary)");
+  if (!j.contains("model") || !j["model"].is_object())
+    fail("model", "missing (expected an object with a BPE vocabulary)");
   const nlohmann::json& m = j["model"];
   if (m.contains("type") && m["type"] != "BPE")
     fail("model.type", "\"" + m["type"].dump() + "\" is not supported (only BPE)");
-  if (!m.contains("vocab") || !m["vocab"].is_object()) fail("model.vocab", "missing (expected an object of token -> id)");
+  if (!m.contains("vocab") || !m["vocab"].is_object())
+    fail("model.vocab", "missing (expected an object of token -> id)");
   if (!m.contains("merges") || !m["merges"].is_array()) fail("model.merges", "missing (expected an array)");
   if (m.contains("dropout") && !m["dropout"].is_null() && m["dropout"].get<double>() != 0.0)
     fail("model.dropout", "BPE dropout is not supported");
@@ -625,12 +636,12 @@ inline void Tokenizer::parse_tokenizer_json(const nlohmann::json& j) {
       const std::int64_t id = a["id"].get<std::int64_t>();
       if (id < 0 || id > 0x7fffffff) fail(field, "id " + std::to_string(id) + " is out of range");
       AddedToken t{a["content"].get<std::string>(), static_cast<std::int32_t>(id), a.value("special", false),
-                   a.value("lstrip", false), a.value("rstrip", false), a.value("normalized", false)};
+                   a.value("lstrip", false),        a.value("rstrip", false),      a.value("normalized", false)};
       if (t.content.empty()) fail(field, "empty content");
       const auto i32 = static_cast<std::size_t>(id);
       if (i32 < present_.size() && present_[i32] && tokens_[i32] != t.content)
-        fail(field, "id " + std::to_string(id) + " is \"" + tokens_[i32] + "\" in the vocabulary, not \"" +
-                        t.content + "\"");
+        fail(field,
+             "id " + std::to_string(id) + " is \"" + tokens_[i32] + "\" in the vocabulary, not \"" + t.content + "\"");
       add_added_token(std::move(t));
     }
   }
@@ -655,7 +666,8 @@ inline void Tokenizer::parse_normalizer(const nlohmann::json& n, const std::stri
   const std::string type = n.value("type", "");
   if (type == "Sequence") {
     const nlohmann::json& list = n.at("normalizers");
-    for (std::size_t i = 0; i < list.size(); ++i) parse_normalizer(list[i], field + ".normalizers[" + std::to_string(i) + "]");
+    for (std::size_t i = 0; i < list.size(); ++i)
+      parse_normalizer(list[i], field + ".normalizers[" + std::to_string(i) + "]");
   } else if (type == "Prepend") {
     normalizer_.push_back({"", n.at("prepend").get<std::string>()});
   } else if (type == "Replace") {
@@ -683,8 +695,8 @@ inline void Tokenizer::parse_pre_tokenizer(const nlohmann::json& p, const std::s
     byte_level(p, field, true);
   } else if (type == "Sequence") {
     const nlohmann::json& list = p.at("pretokenizers");
-    const bool split_then_byte_level = list.size() == 2 && list[0].value("type", "") == "Split" &&
-                                       list[1].value("type", "") == "ByteLevel";
+    const bool split_then_byte_level =
+        list.size() == 2 && list[0].value("type", "") == "Split" && list[1].value("type", "") == "ByteLevel";
     if (list.size() == 1) {
       parse_pre_tokenizer(list[0], field + ".pretokenizers[0]");
     } else if (split_then_byte_level) {
@@ -703,7 +715,8 @@ inline void Tokenizer::parse_pre_tokenizer(const nlohmann::json& p, const std::s
       if (s.value("behavior", "Isolated") != "Isolated") fail(f + ".behavior", "only Isolated is supported");
       if (s.value("invert", false)) fail(f + ".invert", "only false is supported");
       byte_level(list[1], field + ".pretokenizers[1]", false);
-      if (byte_level_prefix_space_) fail(field + ".pretokenizers[1].add_prefix_space", "only false is supported after Split");
+      if (byte_level_prefix_space_)
+        fail(field + ".pretokenizers[1].add_prefix_space", "only false is supported after Split");
     } else {
       fail(field + ".pretokenizers", "not supported (supported: [Split, ByteLevel] or one pre-tokenizer)");
     }
@@ -711,15 +724,19 @@ inline void Tokenizer::parse_pre_tokenizer(const nlohmann::json& p, const std::s
     metaspace_ = true;
     metaspace_char_ = p.value("replacement", std::string(detail::kMetaspace));
     metaspace_split_ = p.value("split", true);
-    const std::string scheme = p.contains("prepend_scheme")
-                                   ? p["prepend_scheme"].get<std::string>()
-                                   : (p.value("add_prefix_space", true) ? "always" : "never");
-    if (scheme == "always") metaspace_prepend_ = Prepend::always;
-    else if (scheme == "first") metaspace_prepend_ = Prepend::first;
-    else if (scheme == "never") metaspace_prepend_ = Prepend::never;
-    else fail(field + ".prepend_scheme", "\"" + scheme + "\" is not one of always, first, never");
+    const std::string scheme = p.contains("prepend_scheme") ? p["prepend_scheme"].get<std::string>()
+                                                            : (p.value("add_prefix_space", true) ? "always" : "never");
+    if (scheme == "always")
+      metaspace_prepend_ = Prepend::always;
+    else if (scheme == "first")
+      metaspace_prepend_ = Prepend::first;
+    else if (scheme == "never")
+      metaspace_prepend_ = Prepend::never;
+    else
+      fail(field + ".prepend_scheme", "\"" + scheme + "\" is not one of always, first, never");
   } else {
-    fail(field + ".type", "\"" + type + "\" is not supported (supported: ByteLevel, Sequence[Split, ByteLevel], Metaspace)");
+    fail(field + ".type",
+         "\"" + type + "\" is not supported (supported: ByteLevel, Sequence[Split, ByteLevel], Metaspace)");
   }
 }
 
@@ -872,9 +889,12 @@ inline void Tokenizer::read_special_token_names(const std::filesystem::path& fil
     if (!j.contains(key) || j[key].is_null()) return;
     const nlohmann::json& v = j[key];
     std::string name;
-    if (v.is_string()) name = v.get<std::string>();
-    else if (v.is_object() && v.contains("content") && v["content"].is_string()) name = v["content"].get<std::string>();
-    else throw InvalidArgument(file.string() + ": " + key + ": expected a string or an object with \"content\"");
+    if (v.is_string())
+      name = v.get<std::string>();
+    else if (v.is_object() && v.contains("content") && v["content"].is_string())
+      name = v["content"].get<std::string>();
+    else
+      throw InvalidArgument(file.string() + ": " + key + ": expected a string or an object with \"content\"");
     auto id = token_id(name);
     if (!id) throw InvalidArgument(file.string() + ": " + key + ": \"" + name + "\" is not a token of " + source_);
     dst = id;
@@ -890,8 +910,10 @@ inline void Tokenizer::encode_segment(std::string_view segment, std::size_t offs
   if (!normalizer_.empty()) {
     s.normalized.assign(segment);
     for (const NormalizerStep& step : normalizer_) {
-      if (step.pattern.empty()) s.normalized.insert(0, step.content);
-      else detail::replace_all(s.normalized, step.pattern, step.content);
+      if (step.pattern.empty())
+        s.normalized.insert(0, step.content);
+      else
+        detail::replace_all(s.normalized, step.pattern, step.content);
     }
     text = s.normalized;
   }
@@ -947,7 +969,8 @@ inline void Tokenizer::encode_word(std::string_view word, std::vector<std::int32
   if (cacheable) {
     std::lock_guard lock(cache_->mutex);
     if (cache_->map.size() >= Cache::kCapacity) cache_->map.clear();
-    cache_->map.emplace(std::string(word), std::vector<std::int32_t>(ids.begin() + static_cast<std::ptrdiff_t>(before), ids.end()));
+    cache_->map.emplace(std::string(word),
+                        std::vector<std::int32_t>(ids.begin() + static_cast<std::ptrdiff_t>(before), ids.end()));
   }
 }
 
@@ -964,8 +987,10 @@ inline void Tokenizer::bpe_word(std::string_view word, std::vector<std::int32_t>
   if (byte_level_) {
     for (char c : word) {
       const std::int32_t id = byte_ids_[static_cast<unsigned char>(c)];
-      if (id >= 0) sym.push_back(id);
-      else if (unk_ && !(fuse_unk_ && !sym.empty() && sym.back() == *unk_)) sym.push_back(*unk_);
+      if (id >= 0)
+        sym.push_back(id);
+      else if (unk_ && !(fuse_unk_ && !sym.empty() && sym.back() == *unk_))
+        sym.push_back(*unk_);
     }
   } else {
     bool last_unk = false;
@@ -988,11 +1013,15 @@ inline void Tokenizer::bpe_word(std::string_view word, std::vector<std::int32_t>
             name[3] = hex[b >> 4];
             name[4] = hex[b & 15];
             const auto bt = vocab_.find(std::string_view(name, 6));
-            if (bt == vocab_.end()) done = false;
-            else sym.push_back(bt->second);
+            if (bt == vocab_.end())
+              done = false;
+            else
+              sym.push_back(bt->second);
           }
-          if (!done) sym.resize(mark);
-          else last_unk = false;
+          if (!done)
+            sym.resize(mark);
+          else
+            last_unk = false;
         }
         if (!done && unk_) {  // no unk_token: the character is dropped, as Hugging Face does
           if (!(fuse_unk_ && last_unk)) sym.push_back(*unk_);

@@ -26,9 +26,8 @@ inline CharClass char_class(std::uint32_t cp) {
   if (cp < 128) return static_cast<CharClass>(detail::kAsciiClass[cp]);
   const auto* begin = std::begin(detail::kCodePointRanges);
   const auto* end = std::end(detail::kCodePointRanges);
-  const auto* it = std::upper_bound(begin, end, cp, [](std::uint32_t c, const detail::CodePointRange& r) {
-    return c < r.first;
-  });
+  const auto* it =
+      std::upper_bound(begin, end, cp, [](std::uint32_t c, const detail::CodePointRange& r) { return c < r.first; });
   if (it == begin) return CharClass::other;
   --it;
   return cp <= it->last ? static_cast<CharClass>(it->cls) : CharClass::other;
@@ -73,9 +72,12 @@ inline std::size_t utf8_sequence_length(std::string_view s, std::size_t i, std::
 inline std::uint32_t utf8_decode(std::string_view s, std::size_t i, std::size_t len) {
   const auto* p = reinterpret_cast<const unsigned char*>(s.data() + i);
   switch (len) {
-    case 1: return p[0];
-    case 2: return (std::uint32_t{p[0] & 0x1Fu} << 6) | (p[1] & 0x3Fu);
-    case 3: return (std::uint32_t{p[0] & 0x0Fu} << 12) | (std::uint32_t{p[1] & 0x3Fu} << 6) | (p[2] & 0x3Fu);
+    case 1:
+      return p[0];
+    case 2:
+      return (std::uint32_t{p[0] & 0x1Fu} << 6) | (p[1] & 0x3Fu);
+    case 3:
+      return (std::uint32_t{p[0] & 0x0Fu} << 12) | (std::uint32_t{p[1] & 0x3Fu} << 6) | (p[2] & 0x3Fu);
     default:
       return (std::uint32_t{p[0] & 0x07u} << 18) | (std::uint32_t{p[1] & 0x3Fu} << 12) |
              (std::uint32_t{p[2] & 0x3Fu} << 6) | (p[3] & 0x3Fu);
@@ -121,8 +123,8 @@ inline void validate_utf8(std::string_view s, const std::string& what) {
     if (len == 0) {
       static constexpr char hex[] = "0123456789ABCDEF";
       const auto b = static_cast<unsigned char>(s[i]);
-      throw InvalidArgument(what + ": invalid UTF-8 at byte offset " + std::to_string(i) + " (byte 0x" +
-                            hex[b >> 4] + hex[b & 15] + ")");
+      throw InvalidArgument(what + ": invalid UTF-8 at byte offset " + std::to_string(i) + " (byte 0x" + hex[b >> 4] +
+                            hex[b & 15] + ")");
     }
     i += len;
   }
