@@ -4,9 +4,9 @@
 //     (@huggingface/tokenizers) over the equivalent tokenizer.json, cross-checked token for token
 //     against js-tiktoken's gpt2 encoding.
 //   - Llama 3 style and Llama 2 (SentencePiece, byte fallback) style: small tokenizer.json files
-//     (data/llama3_mini, data/llama2_mini) with the real models' normalizer / pre_tokenizer /
-//     decoder / post_processor sections and a vocabulary learned here by a tiny BPE trainer;
-//     expected ids from tokenizers.js.
+//     (data/llama3_mini, data/llama2_mini, data/llama2_metaspace) with the real models'
+//     normalizer / pre_tokenizer / decoder / post_processor sections and a vocabulary learned
+//     here by a tiny BPE trainer; expected ids from tokenizers.js.
 // Writes data/fixtures.json: per tokenizer, [{text, ids}] and [{ids, text}] (decode cases).
 //
 // Run (needs network once, for npm; CI only reads the committed outputs):
@@ -55,6 +55,32 @@ def main():
 Once upon a time, in a land far, far away, there lived a programmer who wrote tokenizers by hand. Every
 morning she would test contractions (I'm, you're, he's, we've, they'd, it'll, don't) and every evening
 she would test numbers: 1, 22, 333, 4444, 55555, 666666, 1234567890, 3.14159, -42, +7, 1e10.
+The history of writing systems is, in large part, a history of compromise. Early scribes pressed
+wedges into wet clay; later ones painted strokes on silk, carved letters into stone, or set metal
+type in wooden frames. Each medium shaped the symbols it carried. When the telegraph arrived, text
+had to be squeezed into pulses of current, and operators learned to think in dots and dashes. When
+computers arrived, text became numbers -- first seven bits, then eight, and finally the sprawling
+code space of Unicode, which today assigns meanings to well over a hundred thousand characters.
+
+A tokenizer sits at the edge of that history. It takes the bytes a person typed and cuts them into
+pieces a model can count. Good pieces are frequent enough to be learned and long enough to be
+useful: "the" deserves its own token, "antidisestablishmentarianism" probably does not. Byte-pair
+encoding finds such pieces greedily. It starts from single bytes, counts which adjacent pair occurs
+most often in a large corpus, fuses that pair into a new symbol, and repeats, tens of thousands of
+times. The list of fusions, in the order they were learned, is the whole model.
+
+Encoding a new sentence replays those fusions. Split the text into words (more precisely, into the
+chunks a regular expression picks out: letters with their leading space, runs of digits, runs of
+punctuation, runs of whitespace), turn each word into bytes, and apply the earliest-learned fusion
+that still applies, again and again, until none does. The result is deterministic, reversible and,
+done carefully, fast: most words in English text repeat, so a small cache answers most of them.
+
+Why does any of this matter? Because a model never sees letters. It sees numbers, and if the same
+word is cut two different ways in training and in serving, the model is reading a language it was
+never taught. That is why tokenizers are tested token for token against their references, why
+"they'll" and "they'LL" are different cases, and why a stray byte of invalid UTF-8 deserves a clear
+error rather than a silent guess. It is careful, unglamorous work; it is also where many subtle
+bugs in language-model systems have hidden, sometimes for years, before anyone noticed them.
 `;
 
 const tricky = [
@@ -253,6 +279,13 @@ const spTexts = [...texts.filter((t) => !t.includes("<|endoftext|>")), "<s>Hello
 const llama2 = new Tokenizer(llama2Json, {});
 const spCases = encodeCases(llama2, spTexts);
 
+// The newer conversion of the same model (transformers' legacy=False): no normalizer, a Metaspace
+// pre-tokenizer that prepends "▁" to the first section only.
+const metaspaceJson = { ...llama2Json, normalizer: null,
+  pre_tokenizer: { type: "Metaspace", replacement: SP, prepend_scheme: "first", split: false } };
+const metaspace = new Tokenizer(metaspaceJson, {});
+const msCases = encodeCases(metaspace, [...spTexts, "<s>Hello", "Hello<s> world</s>again", " <s> x"]);
+
 // Decoding is compared without transformers' clean_up_tokenization_spaces (a Python-side step
 // that rewrites " 's" as "'s" and so on), as Hugging Face's tokenizers library decodes.
 // ---- decode cases: the ids of each text, and random id sequences (valid UTF-8 only for the
@@ -273,14 +306,17 @@ const fixtures = {
   gpt2: { encode: gpt2Cases, decode: decodeCases(gpt2, gpt2Cases.slice(0, 40), 50257, 80, false) },
   llama3_mini: { encode: l3Cases, decode: decodeCases(llama3, l3Cases.slice(0, 40), nextId + 5, 60, true) },
   llama2_mini: { encode: spCases, decode: decodeCases(llama2, spCases, 0, 0, false) },
+  llama2_metaspace: { encode: msCases, decode: decodeCases(metaspace, msCases, 0, 0, false) },
 };
 for (const [name, j, config] of [["llama3_mini", llama3Json, { bos_token: "<|begin_of_text|>", eos_token: "<|eot_id|>" }],
-  ["llama2_mini", llama2Json, { bos_token: { content: "<s>" }, eos_token: "</s>" }]]) {
+  ["llama2_mini", llama2Json, { bos_token: { content: "<s>" }, eos_token: "</s>" }],
+  ["llama2_metaspace", metaspaceJson, { bos_token: "<s>", eos_token: "</s>" }]]) {
   fs.mkdirSync(path.join(data, name), { recursive: true });
   fs.writeFileSync(path.join(data, name, "tokenizer.json"), JSON.stringify(j, null, 1) + "\n");
   fs.writeFileSync(path.join(data, name, "tokenizer_config.json"), JSON.stringify(config, null, 1) + "\n");
 }
 fs.writeFileSync(path.join(data, "fixtures.json"), JSON.stringify(fixtures) + "\n");
 fs.writeFileSync(path.join(data, "prose.txt"), prose);
-console.log(`gpt2 ${gpt2Cases.length} cases (${disagreements} tiktoken disagreements), llama3_mini ${l3Cases.length}, llama2_mini ${spCases.length}`);
+console.log(`gpt2 ${gpt2Cases.length} cases (${disagreements} tiktoken disagreements), llama3_mini ${l3Cases.length}, ` +
+  `llama2_mini ${spCases.length}, llama2_metaspace ${msCases.length}`);
 if (disagreements) process.exit(1);

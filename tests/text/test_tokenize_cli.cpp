@@ -52,7 +52,7 @@ TEST_CASE("tokenize --text prints the ids comma-separated; --ids prints the text
   r = run_command(tokenize("--model " + q(llama2) + " --text " + q("the end") + " --no-special"));
   CHECK(r.out == joined(llama2_mini().encode("the end", false)) + "\n");
   r = run_command(tokenize("--model " + q(llama2 + "/tokenizer.json") + " --info"));
-  CHECK(r.out == "vocab_size 539\nbos 1\neos 2\n");
+  CHECK(r.out == "vocab_size " + std::to_string(llama2_mini().vocab_size()) + "\nbos 1\neos 2\n");
   r = run_command("printf 'from stdin' | " + tokenize("--model " + q(gpt2) + " --text-file -"));
   CHECK(r.out == joined(gpt2_legacy().encode("from stdin")) + "\n");
 }

@@ -87,6 +87,12 @@ inline const nnx::text::Tokenizer& llama2_mini() {
   return t;
 }
 
+// The same vocabulary as the newer conversion writes it: a Metaspace pre-tokenizer, no normalizer.
+inline const nnx::text::Tokenizer& llama2_metaspace() {
+  static const nnx::text::Tokenizer t = nnx::text::Tokenizer::load(data_dir() / "llama2_metaspace");
+  return t;
+}
+
 inline const nlohmann::json& fixtures() {
   static const nlohmann::json j = nlohmann::json::parse(read_file(data_dir() / "fixtures.json"));
   return j;
