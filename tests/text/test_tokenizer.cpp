@@ -300,6 +300,37 @@ TEST_CASE("added tokens split the text first, longest match, and are never merge
   CHECK(l3.encode("<|eot_id|", false) != Ids{eot});
 }
 
+TEST_CASE("added tokens with lstrip, rstrip and single_word (Hugging Face's own test cases)", "[text]") {
+  // tokenizers/tests/added_tokens.rs: "I saw a <mask> 😺" on GPT-2's byte-level vocabulary.
+  auto with_mask = [](bool add_prefix_space, const char* flag) {
+    nlohmann::json j = nlohmann::json::parse(gpt2_tokenizer_json());
+    j["pre_tokenizer"]["add_prefix_space"] = add_prefix_space;
+    j["added_tokens"].push_back({{"id", 50257}, {"content", "<mask>"}, {"single_word", false}, {"lstrip", false},
+                                 {"rstrip", false}, {"normalized", false}, {"special", true}});
+    j["added_tokens"][1][flag] = true;
+    return Tokenizer::from_tokenizer_json(j.dump(), std::string("gpt2+<mask> ") + flag);
+  };
+  const Tokenizer& g = gpt2_legacy();
+  auto cat = [](Ids a, const Ids& b) {
+    a.insert(a.end(), b.begin(), b.end());
+    return a;
+  };
+  const std::string cat_emoji = "\xF0\x9F\x98\xBA";
+  // lstrip: ["ĠI", "Ġsaw", "Ġa", "<mask>", "ĠðŁĺ", "º"]
+  const Tokenizer lstrip = with_mask(true, "lstrip");
+  CHECK(lstrip.encode("I saw a <mask> " + cat_emoji) ==
+        cat(cat(g.encode(" I saw a"), Ids{50257}), g.encode(" " + cat_emoji)));
+  // rstrip: ["I", "Ġsaw", "Ġa", "Ġ", "<mask>", "ðŁĺ", "º"]
+  const Tokenizer rstrip = with_mask(false, "rstrip");
+  CHECK(rstrip.encode("I saw a <mask> " + cat_emoji) ==
+        cat(cat(g.encode("I saw a "), Ids{50257}), g.encode(cat_emoji)));
+  const Tokenizer single = with_mask(false, "single_word");
+  CHECK(single.encode("a <mask> b") == cat(cat(g.encode("a "), Ids{50257}), g.encode(" b")));
+  CHECK(single.encode("a<mask> b") == g.encode("a<mask> b"));
+  CHECK(single.encode("a <mask>b") == g.encode("a <mask>b"));
+  CHECK(single.encode("<mask>") == Ids{50257});
+}
+
 TEST_CASE("the pre-tokenizer patterns split as the regexes do", "[text]") {
   auto split = [](nnx::text::Pattern p, std::string_view s) {
     std::vector<std::string> out;

@@ -17,7 +17,10 @@
 //   model          BPE only: vocab, merges ("a b" strings or ["a", "b"] pairs), unk_token,
 //                  byte_fallback, fuse_unk, ignore_merges (no dropout, no subword prefix/suffix)
 //   added_tokens   matched in the raw text first (leftmost, then longest), never merged across;
-//                  lstrip / rstrip take the whitespace beside them
+//                  lstrip / rstrip take the whitespace beside them; single_word ones only
+//                  between non-word characters. (Hugging Face matches "normalized" added
+//                  tokens in the normalized text; here all are matched in the raw text, which is
+//                  the same for every normalizer but Prepend / Replace rewriting their content.)
 //   normalizer     null, Prepend, Replace (string pattern), Sequence of those
 //   pre_tokenizer  null; ByteLevel (with or without GPT-2's regex); Sequence[Split(GPT-2 or Llama 3
 //                  regex, Isolated), ByteLevel(use_regex false)]; Metaspace
@@ -272,10 +275,15 @@ class Tokenizer {
           continue;
         }
         std::size_t seg_end = i, next = i + hit->content.size();
-        if (hit->lstrip)
-          while (seg_end > at && is_ascii_space(text[seg_end - 1])) --seg_end;
+        if (hit->single_word && (is_word_char_before(text, i) || is_word_char_at(text, next))) {
+          i = next;  // inside a word: not this token (and, as Hugging Face's matcher, none overlapping it)
+          continue;
+        }
+        if (hit->lstrip)  // the whitespace before the token is part of it
+          for (std::size_t b; seg_end > at && char_class_before(text, seg_end, &b) == CharClass::space;) seg_end = b;
         if (hit->rstrip)
-          while (next < text.size() && is_ascii_space(text[next])) ++next;
+          while (next < text.size() && detail::code_point_at(text, next).cls == CharClass::space)
+            next += detail::code_point_at(text, next).len;
         text_segment(at, seg_end);
         ids.push_back(hit->id);
         at = i = next;
@@ -333,7 +341,7 @@ class Tokenizer {
   struct AddedToken {
     std::string content;
     std::int32_t id = 0;
-    bool special = false, lstrip = false, rstrip = false, normalized = false;
+    bool special = false, lstrip = false, rstrip = false, normalized = false, single_word = false;
   };
   struct NormalizerStep {  // Prepend(to_add) when `pattern` is empty, else Replace(pattern, content)
     std::string pattern, content;
@@ -353,8 +361,23 @@ class Tokenizer {
 
   Tokenizer() : cache_(std::make_shared<Cache>()) {}
 
-  static bool is_ascii_space(char c) {
-    return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f';
+  // The class of the code point that ends at `end` (> 0) in valid UTF-8 `text`; its start via `begin`.
+  static CharClass char_class_before(std::string_view text, std::size_t end, std::size_t* begin) {
+    std::size_t b = end - 1;
+    while (b > 0 && (static_cast<unsigned char>(text[b]) & 0xC0) == 0x80) --b;
+    *begin = b;
+    return detail::code_point_at(text, b).cls;
+  }
+  // \w as the single_word check of Hugging Face uses it, approximated as letter, number or '_'.
+  static bool is_word_char_before(std::string_view text, std::size_t end) {
+    std::size_t b;
+    return end > 0 && (text[end - 1] == '_' || char_class_before(text, end, &b) == CharClass::letter ||
+                       char_class_before(text, end, &b) == CharClass::number);
+  }
+  static bool is_word_char_at(std::string_view text, std::size_t i) {
+    if (i >= text.size()) return false;
+    const CharClass c = detail::code_point_at(text, i).cls;
+    return text[i] == '_' || c == CharClass::letter || c == CharClass::number;
   }
 
   [[noreturn]] void fail(const std::string& field, const std::string& what) const {
@@ -636,7 +659,8 @@ inline void Tokenizer::parse_tokenizer_json(const nlohmann::json& j) {
       const std::int64_t id = a["id"].get<std::int64_t>();
       if (id < 0 || id > 0x7fffffff) fail(field, "id " + std::to_string(id) + " is out of range");
       AddedToken t{a["content"].get<std::string>(), static_cast<std::int32_t>(id), a.value("special", false),
-                   a.value("lstrip", false),        a.value("rstrip", false),      a.value("normalized", false)};
+                   a.value("lstrip", false), a.value("rstrip", false), a.value("normalized", false),
+                   a.value("single_word", false)};
       if (t.content.empty()) fail(field, "empty content");
       const auto i32 = static_cast<std::size_t>(id);
       if (i32 < present_.size() && present_[i32] && tokens_[i32] != t.content)
