@@ -6,6 +6,8 @@
 #include <catch2/catch.hpp>
 
 #include <chrono>
+#include <cstdlib>
+#include <filesystem>
 #include <cstdint>
 #include <random>
 #include <string>
@@ -374,4 +376,24 @@ TEST_CASE("one tokenizer encodes from several threads at once (the shared cache)
     });
   for (auto& th : threads) th.join();
   for (const Ids& g : got) CHECK(g == want);
+}
+
+// The real Llama 3 and Llama 2 vocabularies (see gen_real_checks.mjs): hidden, run when
+// NNX_REAL_TOKENIZERS names the directory the script wrote.
+TEST_CASE("real Llama 3 and Llama 2 vocabularies encode as tokenizers.js", "[.][real]") {
+  const char* dir = std::getenv("NNX_REAL_TOKENIZERS");
+  if (!dir) {
+    WARN("NNX_REAL_TOKENIZERS is not set: nothing checked");
+    return;
+  }
+  for (const char* name : {"llama3", "llama2"}) {
+    const Tokenizer tok = Tokenizer::load(std::filesystem::path(dir) / name);
+    const nlohmann::json cases = nlohmann::json::parse(read_file(std::filesystem::path(dir) / name / "cases.json"));
+    REQUIRE(cases.size() > 100);
+    for (const auto& c : cases) {
+      const std::string text = c["text"].get<std::string>();
+      INFO(name << ": " << nlohmann::json(text).dump());
+      CHECK(tok.encode(text) == ids_of(c["ids"]));
+    }
+  }
 }
