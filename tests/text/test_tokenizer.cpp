@@ -123,6 +123,20 @@ TEST_CASE("Llama 2 converted with a Metaspace pre-tokenizer (prepend_scheme firs
   }
 }
 
+TEST_CASE("SentencePiece text cut at its spaces encodes as the uncut text", "[text]") {
+  // A vocabulary token with "▁" inside makes the cut unsafe: the tokenizer then merges the
+  // whole text as one word, with the same ids here (no merge makes that token).
+  nlohmann::json j = nlohmann::json::parse(read_file(data_dir() / "llama2_mini" / "tokenizer.json"));
+  j["model"]["vocab"]["x\xE2\x96\x81y"] = j["model"]["vocab"].size();
+  const Tokenizer uncut = Tokenizer::from_tokenizer_json(j.dump(), "llama2_mini+x▁y");
+  for (const auto& c : fixtures()["llama2_mini"]["encode"]) {
+    const std::string text = c["text"].get<std::string>();
+    INFO(nlohmann::json(text).dump());
+    CHECK(uncut.encode(text) == ids_of(c["ids"]));
+  }
+  CHECK(llama2_mini().encode("a b  c   d") == uncut.encode("a b  c   d"));
+}
+
 TEST_CASE("decode matches the references", "[text]") {
   for (const char* name : {"gpt2", "llama3_mini", "llama2_mini", "llama2_metaspace"}) {
     const Tokenizer& tok = by_name(name);

@@ -467,6 +467,7 @@ class Tokenizer {
   void encode_segment(std::string_view segment, std::size_t offset, std::vector<std::int32_t>& ids,
                       EncodeScratch& s) const;
   void encode_word(std::string_view word, std::vector<std::int32_t>& ids, EncodeScratch& s) const;
+  void encode_words_split_at_metaspace(std::string_view text, std::vector<std::int32_t>& ids, EncodeScratch& s) const;
   void bpe_word(std::string_view word, std::vector<std::int32_t>& out, EncodeScratch& s) const;
 
   std::string source_;
@@ -489,6 +490,10 @@ class Tokenizer {
   bool byte_level_prefix_space_ = false;  // ByteLevel add_prefix_space
   std::optional<Pattern> pattern_;        // the split regex
   bool metaspace_ = false, metaspace_split_ = false;
+  // No vocabulary token has "▁" after another character: BPE can never merge across the start of
+  // a "▁" run, so a SentencePiece text (one word to BPE, with no pre-tokenizer) is cut there into
+  // words with the same result, which the cache then answers and the merge loop keeps short.
+  bool metaspace_cut_safe_ = false;
   Prepend metaspace_prepend_ = Prepend::never;
   std::string metaspace_char_ = std::string(detail::kMetaspace);
   std::array<std::int32_t, 256> byte_ids_{};  // byte-level: byte -> id of its stand-in (-1 none)
@@ -879,6 +884,12 @@ inline void Tokenizer::finish() {
     }
     bytes_[i] = std::move(b);
   }
+  metaspace_cut_safe_ = !byte_level_;
+  for (std::size_t i = 0; i < n && metaspace_cut_safe_; ++i) {
+    std::string_view t = tokens_[i];
+    while (t.starts_with(detail::kMetaspace)) t.remove_prefix(detail::kMetaspace.size());
+    if (t.find(detail::kMetaspace) != std::string_view::npos) metaspace_cut_safe_ = false;
+  }
   byte_ids_.fill(-1);
   if (byte_level_) {
     for (int b = 0; b < 256; ++b) {
@@ -947,7 +958,7 @@ inline void Tokenizer::encode_segment(std::string_view segment, std::size_t offs
     const bool prepend = metaspace_prepend_ == Prepend::always || (metaspace_prepend_ == Prepend::first && offset == 0);
     if (prepend && !std::string_view(m).starts_with(metaspace_char_)) m.insert(0, metaspace_char_);
     if (!metaspace_split_) {
-      encode_word(m, ids, s);
+      encode_words_split_at_metaspace(m, ids, s);
       return;
     }
     std::string_view v = m;
@@ -965,8 +976,23 @@ inline void Tokenizer::encode_segment(std::string_view segment, std::size_t offs
     s.piece.append(text);
     text = s.piece;
   }
-  if (!pattern_) return encode_word(text, ids, s);
+  if (!pattern_) return encode_words_split_at_metaspace(text, ids, s);
   split_pretokens(*pattern_, text, [&](std::size_t b, std::size_t e) { encode_word(text.substr(b, e - b), ids, s); });
+}
+
+// A word without a pre-tokenizer's split: cut before each run of "▁" when that cannot change the
+// result (see metaspace_cut_safe_).
+inline void Tokenizer::encode_words_split_at_metaspace(std::string_view text, std::vector<std::int32_t>& ids,
+                                                        EncodeScratch& s) const {
+  if (!metaspace_cut_safe_) return encode_word(text, ids, s);
+  const std::string_view m = detail::kMetaspace;
+  std::size_t start = 0;
+  for (std::size_t hit = text.find(m, 1); hit != std::string_view::npos; hit = text.find(m, hit + m.size())) {
+    if (hit >= m.size() && text.substr(hit - m.size(), m.size()) == m) continue;  // inside a run
+    encode_word(text.substr(start, hit - start), ids, s);
+    start = hit;
+  }
+  encode_word(text.substr(start), ids, s);
 }
 
 // One pre-token: the cache, else BPE.
