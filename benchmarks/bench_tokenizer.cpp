@@ -15,6 +15,7 @@
 #include <benchmark/benchmark.h>
 
 #include <cmath>
+#include <cstdlib>
 #include <cstdint>
 #include <filesystem>
 #include <fstream>
@@ -73,8 +74,7 @@ const std::string& word_salad_1mb() {
   return text;
 }
 
-void encode(benchmark::State& state, const std::string& text) {
-  const auto& tok = gpt2();
+void encode_with(benchmark::State& state, const nnx::text::Tokenizer& tok, const std::string& text) {
   std::size_t tokens = 0;
   for (auto _ : state) {
     auto ids = tok.encode(text);
@@ -85,8 +85,8 @@ void encode(benchmark::State& state, const std::string& text) {
   state.counters["bytes_per_token"] = static_cast<double>(text.size()) / static_cast<double>(tokens);
 }
 
-void BM_EncodeProse(benchmark::State& state) { encode(state, prose_1mb()); }
-void BM_EncodeWordSalad(benchmark::State& state) { encode(state, word_salad_1mb()); }
+void BM_EncodeProse(benchmark::State& state) { encode_with(state, gpt2(), prose_1mb()); }
+void BM_EncodeWordSalad(benchmark::State& state) { encode_with(state, gpt2(), word_salad_1mb()); }
 
 // A cold cache: the word salad with every word capitalised, which no other benchmark encodes,
 // once per process (one iteration).
@@ -119,9 +119,26 @@ void BM_DecodeIncremental(benchmark::State& state) {
   state.SetBytesProcessed(static_cast<std::int64_t>(state.iterations() * prose_1mb().size()));
 }
 
+// The real Llama 3 and Llama 2 tokenizers, when NNX_REAL_TOKENIZERS names the directory
+// tests/text/gen_real_checks.mjs wrote (too large to commit; skipped otherwise): the prose through
+// the Llama 3 pre-tokenizer pattern, and through SentencePiece's path without a pre-tokenizer.
+void encode_real(benchmark::State& state, const char* name) {
+  const char* dir = std::getenv("NNX_REAL_TOKENIZERS");
+  if (!dir) {
+    state.SkipWithError("NNX_REAL_TOKENIZERS is not set (see tests/text/gen_real_checks.mjs)");
+    return;
+  }
+  const nnx::text::Tokenizer tok = nnx::text::Tokenizer::load(std::filesystem::path(dir) / name);
+  encode_with(state, tok, prose_1mb());
+}
+void BM_EncodeProseRealLlama3(benchmark::State& state) { encode_real(state, "llama3"); }
+void BM_EncodeProseRealLlama2(benchmark::State& state) { encode_real(state, "llama2"); }
+
 BENCHMARK(BM_EncodeProse)->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_EncodeWordSalad)->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_EncodeWordSaladColdCache)->Unit(benchmark::kMillisecond)->Iterations(1);
+BENCHMARK(BM_EncodeProseRealLlama3)->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_EncodeProseRealLlama2)->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_Decode)->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_DecodeIncremental)->Unit(benchmark::kMillisecond);
 
