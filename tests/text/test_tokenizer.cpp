@@ -7,6 +7,7 @@
 
 #include <chrono>
 #include <cstdlib>
+#include <optional>
 #include <filesystem>
 #include <cstdint>
 #include <random>
@@ -376,6 +377,16 @@ TEST_CASE("a long word without spaces (SentencePiece has no pre-tokenizer) encod
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   CHECK(llama2_mini().decode(ids) == text);
   CHECK(seconds < 2.0);
+}
+
+TEST_CASE("a copy of a tokenizer outlives the original", "[text]") {
+  std::optional<Tokenizer> copy;
+  {
+    const Tokenizer original = Tokenizer::load(data_dir() / "llama3_mini");
+    copy = original;
+  }
+  CHECK(copy->encode("a<|eot_id|>b") == llama3_mini().encode("a<|eot_id|>b"));
+  CHECK(copy->decode(copy->encode("héllo")) == "<|begin_of_text|>héllo");
 }
 
 TEST_CASE("one tokenizer encodes from several threads at once (the shared cache)", "[text]") {

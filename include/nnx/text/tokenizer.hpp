@@ -451,8 +451,10 @@ class Tokenizer {
   }
 
   const AddedToken* match_added(std::string_view text, std::size_t i) const {
-    for (const AddedToken* a : added_by_first_byte_[static_cast<unsigned char>(text[i])])  // longest first
-      if (text.substr(i, a->content.size()) == a->content) return a;
+    for (std::uint32_t k : added_by_first_byte_[static_cast<unsigned char>(text[i])]) {  // longest first
+      const AddedToken& a = added_[k];
+      if (text.substr(i, a.content.size()) == a.content) return &a;
+    }
     return nullptr;
   }
 
@@ -482,7 +484,7 @@ class Tokenizer {
   bool byte_fallback_ = false, fuse_unk_ = false, ignore_merges_ = false;
   // Added tokens, and by first byte, longest first.
   std::vector<AddedToken> added_;
-  std::array<std::vector<const AddedToken*>, 256> added_by_first_byte_;
+  std::array<std::vector<std::uint32_t>, 256> added_by_first_byte_;  // indices into added_ (copies stay valid)
   std::array<bool, 256> added_first_byte_{};
   // Pipeline.
   std::vector<NormalizerStep> normalizer_;
@@ -902,14 +904,15 @@ inline void Tokenizer::finish() {
   }
   for (auto& v : added_by_first_byte_) v.clear();
   added_first_byte_.fill(false);
-  for (const AddedToken& a : added_) {
-    const auto b = static_cast<unsigned char>(a.content[0]);
-    added_by_first_byte_[b].push_back(&a);
+  for (std::size_t k = 0; k < added_.size(); ++k) {
+    const auto b = static_cast<unsigned char>(added_[k].content[0]);
+    added_by_first_byte_[b].push_back(static_cast<std::uint32_t>(k));
     added_first_byte_[b] = true;
   }
   for (auto& v : added_by_first_byte_)
-    std::stable_sort(v.begin(), v.end(),
-                     [](const AddedToken* x, const AddedToken* y) { return x->content.size() > y->content.size(); });
+    std::stable_sort(v.begin(), v.end(), [&](std::uint32_t x, std::uint32_t y) {
+      return added_[x].content.size() > added_[y].content.size();
+    });
 }
 
 inline void Tokenizer::read_special_token_names(const std::filesystem::path& file) {
