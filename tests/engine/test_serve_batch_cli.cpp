@@ -736,7 +736,7 @@ TEST_CASE("serve_batch: text prompts and stop strings with the model directory's
   const std::string plain = R"({"id": "plain", "prompt": "Once upon a time", "max_new_tokens": 20, "temperature": 0.9, "seed": 3})";
   const nnx::Completion free = library(plain);
   REQUIRE(free.text.size() > 6);
-  const std::string stop = free.text.substr(3, 2);
+  const std::string stop = test_support::utf8_chars(free.text, 3, 2);
   json cut_request = json::parse(plain);
   cut_request["id"] = "cut";
   cut_request["stop"] = json::array({stop});

@@ -179,7 +179,7 @@ TEST_CASE("server: chat completions with a template, logprobs, stop strings", "[
   // A stop string cut from that reply's text ends a second identical request before it.
   const std::string reply = r["choices"][0]["message"]["content"];
   if (reply.size() >= 4) {
-    const std::string stop = reply.substr(2, 2);
+    const std::string stop = test_support::utf8_chars(reply, 2, 2);
     const json cut = post(s, "/v1/chat/completions",
                           {{"messages", messages}, {"max_tokens", 10}, {"temperature", 0}, {"stop", stop}});
     CHECK(cut["choices"][0]["message"]["content"] == reply.substr(0, reply.find(stop)));

@@ -54,4 +54,16 @@ inline std::string byte_tokenizer_json() {
   return j.dump();
 }
 
+// `n` whole UTF-8 characters of `text` from the first character boundary at or after byte
+// `pos` (fewer at the end): a stop string a JSON body can carry.
+inline std::string utf8_chars(const std::string& text, std::size_t pos, std::size_t n) {
+  const auto continuation = [&](std::size_t i) { return (static_cast<unsigned char>(text[i]) & 0xC0) == 0x80; };
+  while (pos < text.size() && continuation(pos)) ++pos;
+  std::size_t end = pos;
+  for (std::size_t k = 0; k < n && end < text.size(); ++k)
+    do ++end;
+    while (end < text.size() && continuation(end));
+  return text.substr(pos, end - pos);
+}
+
 }  // namespace test_support
