@@ -25,21 +25,24 @@ function write(name, json, texts) {
   const hf = new Tokenizer(json, {});
   const cases = texts.map((text) => ({ text, ids: hf.encode(text).ids }));
   fs.writeFileSync(path.join(out, name, "cases.json"), JSON.stringify(cases));
-  console.log(name, Object.keys(json.model.vocab).length, "tokens,", json.model.merges.length, "merges,", cases.length, "cases");
+  console.log(name, Object.keys(json.model.vocab).length, "tokens,", json.model.merges.length, "merges,",
+    cases.length, "cases");
 }
 
 const mergesOf = (map) => [...map.entries()].sort((a, b) => a[1] - b[1]).map(([k]) => k);
 
 // Llama 3
-const l3 = require(path.join(refDir, "node_modules/llama3-tokenizer-js/bundle/commonjs-llama3-tokenizer-with-baked-data.cjs"))
-  .llama3Tokenizer;
+const l3Bundle = "node_modules/llama3-tokenizer-js/bundle/commonjs-llama3-tokenizer-with-baked-data.cjs";
+const l3 = require(path.join(refDir, l3Bundle)).llama3Tokenizer;
 const l3Mini = JSON.parse(fs.readFileSync(path.join(data, "llama3_mini", "tokenizer.json"), "utf8"));
 const l3Vocab = {};
 l3.vocabById.forEach((t, i) => { if (i < 128000) l3Vocab[t] = i; });
 const l3Added = [];
 for (let i = 128000; i < l3.vocabById.length; ++i)
-  l3Added.push({ id: i, content: l3.vocabById[i], single_word: false, lstrip: false, rstrip: false, normalized: false, special: true });
-const l3Json = { ...l3Mini, added_tokens: l3Added, model: { ...l3Mini.model, vocab: l3Vocab, merges: mergesOf(l3.merges) } };
+  l3Added.push({ id: i, content: l3.vocabById[i], single_word: false, lstrip: false, rstrip: false, normalized: false,
+    special: true });
+const l3Json = { ...l3Mini, added_tokens: l3Added,
+  model: { ...l3Mini.model, vocab: l3Vocab, merges: mergesOf(l3.merges) } };
 l3Json.post_processor = JSON.parse(JSON.stringify(l3Mini.post_processor));
 l3Json.post_processor.processors[1].special_tokens["<|begin_of_text|>"].ids = [128000];
 write("llama3", l3Json, fixtures.llama3_mini.encode.map((c) => c.text));

@@ -116,7 +116,8 @@ TEST_CASE("Llama 2 style (SentencePiece BPE, byte fallback, fuse_unk) encodes as
   CHECK(saw_byte_fallback);
 }
 
-TEST_CASE("Llama 2 converted with a Metaspace pre-tokenizer (prepend_scheme first) encodes as tokenizers.js", "[text]") {
+TEST_CASE("Llama 2 converted with a Metaspace pre-tokenizer (prepend_scheme first) encodes as tokenizers.js",
+          "[text]") {
   for (const auto& c : fixtures()["llama2_metaspace"]["encode"]) {
     const std::string text = c["text"].get<std::string>();
     INFO(nlohmann::json(text).dump());
