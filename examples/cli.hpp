@@ -1,5 +1,5 @@
 // examples/cli.hpp — what the command-line programs here share: a usage error, checked parsing
-// of numeric option values, and the one-line error report (exit code 2) every program ends
+// of numeric option values and thread counts, and the one-line error report (exit code 2) every program ends
 // with on bad input.
 //
 //   catch (const std::exception& e) { return cli::report_error("generate", e); }
@@ -11,6 +11,8 @@
 #include <iostream>
 #include <stdexcept>
 #include <string>
+
+#include <nnx/ops/threads.hpp>
 
 namespace cli {
 
@@ -45,6 +47,14 @@ inline double parse_double(const std::string& flag, const std::string& value, do
   if (used == 0 || used != value.size() || !(v >= min) || !std::isfinite(v))
     throw UsageError(flag + ": '" + value + "' is not a number >= " + std::to_string(min));
   return v;
+}
+
+// --threads N: an integer in [1, nnx::kMaxThreads], else a UsageError naming the flag.
+inline int parse_threads(const std::string& flag, const std::string& value) {
+  const std::int64_t n = parse_int(flag, value, 1);
+  if (n > nnx::kMaxThreads)
+    throw UsageError(flag + ": " + value + " threads; at most " + std::to_string(nnx::kMaxThreads));
+  return static_cast<int>(n);
 }
 
 // "program: message" on one line of stderr (newlines in the message become spaces); returns

@@ -17,7 +17,6 @@
 #include <cstdint>
 #include <cstdio>
 #include <filesystem>
-#include <iostream>
 #include <string>
 #include <vector>
 
@@ -27,6 +26,8 @@
 #include <nnx/kernels.hpp>
 #include <nnx/ops/threads.hpp>
 #include <nnx/models.hpp>
+
+#include "cli.hpp"
 
 namespace {
 
@@ -91,11 +92,11 @@ int main(int argc, char** argv) {
     std::int64_t slots = 4;
     for (int i = 1; i + 1 < argc; i += 2) {
       const std::string flag = argv[i];
-      if (flag == "--slots") slots = std::stoll(argv[i + 1]);
-      else if (flag == "--threads") nnx::set_num_threads(std::stoi(argv[i + 1]));
-      else throw nnx::InvalidArgument("unknown option " + flag + " (--slots N, --threads N)");
+      if (flag == "--slots") slots = cli::parse_int(flag, argv[i + 1], 1);
+      else if (flag == "--threads") nnx::set_num_threads(cli::parse_threads(flag, argv[i + 1]));
+      else throw cli::UsageError("unknown option " + flag + " (--slots N, --threads N)");
     }
-    if (argc % 2 == 0) throw nnx::InvalidArgument(std::string(argv[argc - 1]) + ": missing value");
+    if (argc % 2 == 0) throw cli::UsageError(std::string(argv[argc - 1]) + ": missing value");
     std::printf("nnxcpp engine demo  (kernels: %s, %d thread%s)\n\n",
                 std::string(nnx::kernels::isa_name()).c_str(), nnx::num_threads(),
                 nnx::num_threads() == 1 ? "" : "s");
@@ -174,7 +175,6 @@ int main(int argc, char** argv) {
     std::filesystem::remove_all(dir);
     return same ? 0 : 1;
   } catch (const std::exception& e) {
-    std::cerr << "engine_demo: " << e.what() << "\n";
-    return 2;
+    return cli::report_error("engine_demo", e);
   }
 }

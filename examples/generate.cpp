@@ -158,10 +158,7 @@ Args parse_args(int argc, char** argv) {
       if (value.empty()) throw UsageError("--stop: empty string");
       a.stop.push_back(value);
     } else if (flag == "--threads") {
-      const std::int64_t n = cli::parse_int(flag, value, 1);
-      if (n > nnx::kMaxThreads)
-        throw UsageError(flag + ": " + value + " threads; at most " + std::to_string(nnx::kMaxThreads));
-      a.threads = static_cast<int>(n);
+      a.threads = cli::parse_threads(flag, value);
     } else if (flag == "--weight-dtype") {
       try {
         a.weight_dtype = nnx::parse_weight_dtype(value);

@@ -214,10 +214,7 @@ Args parse_args(int argc, char** argv) {
         throw UsageError(flag + ": " + e.what());
       }
     } else {
-      const std::int64_t n = parse_int(flag, value, 1);
-      if (n > nnx::kMaxThreads)
-        throw UsageError(flag + ": " + value + " threads; at most " + std::to_string(nnx::kMaxThreads));
-      a.threads = static_cast<int>(n);
+      a.threads = cli::parse_threads(flag, value);
     }
   }
   if (a.model.empty()) throw UsageError("--model is required");

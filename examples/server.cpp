@@ -93,14 +93,8 @@ Args parse_args(int argc, char** argv) {
       else if (flag == "--api-key") a.server.api_key = value;
       else if (flag == "--model-name") a.server.model_name = value;
       else if (flag == "--chat-template") a.chat_template = nnx::chat_template_from_name(value);
-      else if (flag == "--threads") {
-        const std::int64_t n = parse_int(flag, value, 1);
-        if (n > nnx::kMaxThreads)
-          throw UsageError(flag + ": " + value + " threads; at most " + std::to_string(nnx::kMaxThreads));
-        a.threads = static_cast<int>(n);
-      } else {
-        throw UsageError("unknown option " + flag + " (see --help)");
-      }
+      else if (flag == "--threads") a.threads = cli::parse_threads(flag, value);
+      else throw UsageError("unknown option " + flag + " (see --help)");
     } catch (const nnx::InvalidArgument& e) {
       throw UsageError(flag + ": " + e.what());
     }

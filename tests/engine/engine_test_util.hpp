@@ -9,6 +9,8 @@
 #include <nnx/engine.hpp>
 #include <nnx/models.hpp>
 
+#include "../support/byte_tokenizer.hpp"
+
 namespace engine_test {
 
 inline nnx::Gpt2Config small_gpt2() {
@@ -18,6 +20,14 @@ inline nnx::Gpt2Config small_gpt2() {
   c.n_embd = 32;
   c.n_layer = 2;
   c.n_head = 4;
+  return c;
+}
+
+// small_gpt2 over the byte-level test tokenizer's vocabulary, for text in and out.
+inline nnx::Gpt2Config text_gpt2(std::int64_t n_positions) {
+  nnx::Gpt2Config c = small_gpt2();
+  c.vocab_size = test_support::kByteTokenizerVocab;
+  c.n_positions = n_positions;
   return c;
 }
 

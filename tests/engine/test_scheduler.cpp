@@ -25,12 +25,7 @@
 
 namespace {
 
-nnx::Gpt2Config text_gpt2() {
-  nnx::Gpt2Config c = engine_test::small_gpt2();
-  c.vocab_size = test_support::kByteTokenizerVocab;
-  c.n_positions = 96;
-  return c;
-}
+const nnx::Gpt2Config kTextGpt2 = engine_test::text_gpt2(96);
 
 std::shared_ptr<const nnx::text::Tokenizer> byte_tokenizer() {
   return std::make_shared<const nnx::text::Tokenizer>(
@@ -61,7 +56,7 @@ std::map<std::string, nnx::Completion> run_all(nnx::Scheduler<nnx::Gpt2>& s) {
 
 TEST_CASE("Scheduler: chunked prefill keeps decoding going and gives the tokens of the request alone",
           "[engine][scheduler]") {
-  const nnx::Engine<nnx::Gpt2> engine(text_gpt2(), {.max_prefill_length = 8, .max_target_length = 96, .slots = 3});
+  const nnx::Engine<nnx::Gpt2> engine(kTextGpt2, {.max_prefill_length = 8, .max_target_length = 96, .slots = 3});
   const nnx::State params = engine.init_params(3);
   nnx::Scheduler<nnx::Gpt2> s(engine, params);
   const auto short_prompt = ids(5, 1), long_prompt = ids(61, 2);  // 61 tokens: 8 chunks
@@ -95,7 +90,7 @@ TEST_CASE("Scheduler: chunked prefill keeps decoding going and gives the tokens 
 
 TEST_CASE("Scheduler: streamed text equals the completion's, stop strings end it before them",
           "[engine][scheduler][text]") {
-  const nnx::Engine<nnx::Gpt2> engine(text_gpt2(), {.max_prefill_length = 16, .max_target_length = 96, .slots = 2});
+  const nnx::Engine<nnx::Gpt2> engine(kTextGpt2, {.max_prefill_length = 16, .max_target_length = 96, .slots = 2});
   const nnx::State params = engine.init_params(11);
   const auto tok = byte_tokenizer();
 
@@ -165,7 +160,7 @@ TEST_CASE("Scheduler: streamed text equals the completion's, stop strings end it
 }
 
 TEST_CASE("Scheduler: cancel frees the slot for the next request, waiting or running", "[engine][scheduler]") {
-  const nnx::Engine<nnx::Gpt2> engine(text_gpt2(), {.max_prefill_length = 16, .max_target_length = 96, .slots = 1});
+  const nnx::Engine<nnx::Gpt2> engine(kTextGpt2, {.max_prefill_length = 16, .max_target_length = 96, .slots = 1});
   const nnx::State params = engine.init_params(4);
   nnx::Scheduler<nnx::Gpt2> s(engine, params);
   std::vector<std::string> finished;
@@ -192,7 +187,7 @@ TEST_CASE("Scheduler: cancel frees the slot for the next request, waiting or run
 
 TEST_CASE("Scheduler: logprobs match a double-precision log-softmax of the engine's logits",
           "[engine][scheduler]") {
-  const nnx::Engine<nnx::Gpt2> engine(text_gpt2(), {.max_prefill_length = 16, .max_target_length = 96, .slots = 2});
+  const nnx::Engine<nnx::Gpt2> engine(kTextGpt2, {.max_prefill_length = 16, .max_target_length = 96, .slots = 2});
   const nnx::State params = engine.init_params(8);
   nnx::Scheduler<nnx::Gpt2> s(engine, params);
   nnx::Request r = greedy_request(ids(9, 4), 6);
@@ -240,7 +235,7 @@ TEST_CASE("Scheduler: logprobs match a double-precision log-softmax of the engin
 
 TEST_CASE("ServingLoop: requests from many threads, each gets its tokens alone; a full queue says so",
           "[engine][scheduler]") {
-  const nnx::Engine<nnx::Gpt2> engine(text_gpt2(), {.max_prefill_length = 8, .max_target_length = 96, .slots = 2});
+  const nnx::Engine<nnx::Gpt2> engine(kTextGpt2, {.max_prefill_length = 8, .max_target_length = 96, .slots = 2});
   const nnx::State params = engine.init_params(6);
   std::mutex m;
   std::condition_variable cv;

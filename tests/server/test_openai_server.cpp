@@ -3,14 +3,20 @@
 // 400/401/404/413/429 paths. Tokens are checked against the engine's for the request alone.
 #include <catch2/catch.hpp>
 
+#include <cerrno>
 #include <chrono>
 #include <memory>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include <arpa/inet.h>
 #include <httplib.h>
+#include <netinet/in.h>
 #include <nlohmann/json.hpp>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <nnx/engine.hpp>
 #include <nnx/models.hpp>
@@ -24,13 +30,6 @@ using json = nlohmann::json;
 
 namespace {
 
-nnx::Gpt2Config text_gpt2() {
-  nnx::Gpt2Config c = engine_test::small_gpt2();
-  c.vocab_size = test_support::kByteTokenizerVocab;
-  c.n_positions = 128;
-  return c;
-}
-
 // A server on its own thread for one test; stopped and joined by the destructor.
 struct RunningServer {
   nnx::Engine<nnx::Gpt2> engine;
@@ -40,8 +39,9 @@ struct RunningServer {
   std::thread thread;
   int port = 0;
 
+  // serve: false binds the port but accepts no connection until start().
   RunningServer(std::int64_t slots, std::size_t max_waiting, nnx::OpenAIServerOptions options = {},
-                nnx::Gpt2Config config = text_gpt2())
+                nnx::Gpt2Config config = engine_test::text_gpt2(128), bool serve = true)
       : engine(config, {.max_prefill_length = 16, .max_target_length = config.n_positions, .slots = slots}),
         params(engine.init_params(21)),
         tokenizer(std::make_shared<const nnx::text::Tokenizer>(
@@ -52,9 +52,14 @@ struct RunningServer {
     server = std::make_unique<nnx::OpenAIServer<nnx::Gpt2>>(nnx::Scheduler<nnx::Gpt2>(engine, params, tokenizer),
                                                             nnx::ServingLoopOptions{.max_waiting = max_waiting}, options);
     port = server->bind();
+    if (serve) start();
+  }
+  void start() {
     thread = std::thread([this] { server->serve(); });
   }
   ~RunningServer() {
+    if (!thread.joinable()) return;
+    while (!server->running()) std::this_thread::yield();  // stop() before listening would be missed
     server->stop();
     thread.join();
   }
@@ -268,7 +273,7 @@ TEST_CASE("server: errors are OpenAI error objects and never disturb other reque
 
 TEST_CASE("server: a client that disconnects cancels its request and frees its slot", "[server]") {
   // Wide and long enough that the 2000 tokens take far longer than noticing the disconnect.
-  nnx::Gpt2Config big = text_gpt2();
+  nnx::Gpt2Config big = engine_test::text_gpt2(128);
   big.n_embd = 256;
   big.n_layer = 4;
   big.n_positions = 2048;
@@ -294,4 +299,114 @@ TEST_CASE("server: a client that disconnects cancels its request and frees its s
   const std::string metrics = s.client().Get("/metrics")->body;
   CHECK(metrics.find("nnx_requests_total{finish_reason=\"cancelled\"} 1") != std::string::npos);
   CHECK(metrics.find("nnx_slots_busy 0") != std::string::npos);
+}
+
+TEST_CASE("server: a non-streamed client that hangs up cancels its request", "[server]") {
+  nnx::Gpt2Config big = engine_test::text_gpt2(128);
+  big.n_embd = 256;
+  big.n_layer = 4;
+  big.n_positions = 2048;
+  RunningServer s(1, 4, {}, big);
+  {
+    // Hangs up at the first byte: the whitespace the server writes while the response is not
+    // ready, long before 2000 tokens are done.
+    httplib::Client c("127.0.0.1", s.port);
+    httplib::Request req;
+    req.method = "POST";
+    req.path = "/v1/completions";
+    req.body = json({{"prompt", "go on"}, {"max_tokens", 2000}, {"ignore_eos", true}}).dump();
+    req.set_header("Content-Type", "application/json");
+    std::string received;
+    req.content_receiver = [&](const char* data, std::size_t n, std::uint64_t, std::uint64_t) {
+      received.append(data, n);
+      return false;
+    };
+    (void)c.send(req);
+    CHECK(received == " ");
+  }
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (s.server->load().running > 0 && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  CHECK(s.server->load().running == 0);
+  CHECK(s.client().Get("/metrics")->body.find("nnx_requests_total{finish_reason=\"cancelled\"} 1") != std::string::npos);
+}
+
+TEST_CASE("server: completions logprobs, streamed and not, with text offsets from the prompt's start", "[server]") {
+  RunningServer s(2, 8);
+  const std::string prompt = "Once upon a";
+  const json body = {{"prompt", prompt}, {"max_tokens", 6}, {"temperature", 0}, {"logprobs", 2},
+                     {"return_token_ids", true}, {"ignore_eos", true}};
+  const json r = post(s, "/v1/completions", body);
+  const auto ids = r["choices"][0]["token_ids"].get<std::vector<std::int32_t>>();
+  const json& lp = r["choices"][0]["logprobs"];
+  REQUIRE(ids.size() == 6);
+  REQUIRE(lp["text_offset"].size() == 6);
+  std::int64_t offset = static_cast<std::int64_t>(prompt.size());
+  for (std::size_t i = 0; i < ids.size(); ++i) {
+    CHECK(lp["text_offset"][i] == offset);
+    offset += static_cast<std::int64_t>(s.tokenizer->token_bytes(ids[i]).size());
+    // Greedy: the chosen token is the most likely, so its logprob is the largest alternative's.
+    double best = -1e300;
+    for (const auto& [token, logprob] : lp["top_logprobs"][i].items()) best = std::max(best, logprob.get<double>());
+    CHECK(lp["token_logprobs"][i].get<double>() == Approx(best).margin(1e-6));
+  }
+
+  json stream_body = body;
+  stream_body["stream"] = true;
+  auto res = s.client().Post("/v1/completions", stream_body.dump(), "application/json");
+  REQUIRE(res);
+  json offsets = json::array(), logprobs = json::array();
+  for (const std::string& e : sse_data(res->body)) {
+    if (e == "[DONE]") continue;
+    const json event = json::parse(e);
+    const json& c = event["choices"][0];
+    if (c["logprobs"].is_null()) continue;
+    for (const json& o : c["logprobs"]["text_offset"]) offsets.push_back(o);
+    for (const json& l : c["logprobs"]["token_logprobs"]) logprobs.push_back(l);
+  }
+  CHECK(offsets == lp["text_offset"]);
+  CHECK(logprobs == lp["token_logprobs"]);
+}
+
+TEST_CASE("server: a burst of connections is queued at once, and a taken port is refused", "[server]") {
+  RunningServer s(1, 4, {}, engine_test::text_gpt2(128), /*serve=*/false);
+  // Nothing accepts yet: every connection must wait in the listen backlog (httplib's own is 5,
+  // and a connection over it has its SYN dropped and retried a second later).
+  constexpr int kConnections = 32;
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<std::uint16_t>(s.port));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  std::vector<pollfd> fds;
+  for (int i = 0; i < kConnections; ++i) {
+    const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+    REQUIRE(fd >= 0);
+    const int rc = ::connect(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof(addr));
+    CHECK((rc == 0 || errno == EINPROGRESS));
+    fds.push_back({fd, POLLOUT, 0});
+  }
+  // Loopback handshakes complete in microseconds; 500 ms is far below the 1 s SYN retry.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(500);
+  int connected = 0;
+  for (pollfd& p : fds) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    if (::poll(&p, 1, static_cast<int>(std::max<std::int64_t>(left.count(), 0))) == 1) {
+      int err = -1;
+      socklen_t len = sizeof(err);
+      ::getsockopt(p.fd, SOL_SOCKET, SO_ERROR, &err, &len);
+      connected += err == 0;
+    }
+  }
+  CHECK(connected == kConnections);
+  for (const pollfd& p : fds) ::close(p.fd);
+
+  nnx::OpenAIServerOptions same_port;
+  same_port.port = s.port;
+  nnx::OpenAIServer<nnx::Gpt2> second(nnx::Scheduler<nnx::Gpt2>(s.engine, s.params, s.tokenizer), {}, same_port);
+  CHECK_THROWS_WITH(second.bind(), Catch::Contains("cannot listen on 127.0.0.1:" + std::to_string(s.port)));
+
+  s.start();
+  auto health = s.client().Get("/health");
+  REQUIRE(health);
+  CHECK(health->status == 200);
 }

@@ -31,8 +31,10 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <cerrno>
 #include <csignal>
 #include <cstdint>
+#include <cstring>
 #include <deque>
 #include <memory>
 #include <mutex>
@@ -44,6 +46,7 @@
 
 #include <httplib.h>
 #include <nlohmann/json.hpp>
+#include <sys/socket.h>
 
 #include "nnx/core/error.hpp"
 #include "nnx/engine/request.hpp"
@@ -137,6 +140,16 @@ class OpenAIServer {
                                     ? options_.http_threads
                                     : static_cast<std::size_t>(loop_.engine().num_slots()) + loop_options.max_waiting + 8;
     http_.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
+    // httplib's default options set SO_REUSEPORT, which lets a second server bind the same port
+    // and silently share its connections; SO_REUSEADDR alone allows a quick restart. The socket
+    // is kept so bind() can raise its listen backlog.
+    http_.set_socket_options([this](::socket_t sock) {
+      int yes = 1;
+      ::setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
+      listen_socket_ = sock;
+    });
+    // A client library's connection pool may reuse a connection for many requests.
+    http_.set_keep_alive_max_count(std::size_t{1} << 20);
     routes();
   }
   // Stops listening; a thread running serve() must be joined before the server is destroyed.
@@ -152,6 +165,12 @@ class OpenAIServer {
     if (port < 0)
       throw InvalidArgument("cannot listen on " + options_.host + ":" + std::to_string(options_.port) +
                             " (address in use, or not an address of this machine)");
+    // Debian's httplib listens with a backlog of 5: a burst of more connections than that had
+    // its SYNs dropped and waited a second for the retransmission. listen() again on the bound
+    // socket only raises the backlog.
+    if (::listen(listen_socket_, SOMAXCONN) != 0)
+      throw InvalidArgument("cannot listen on " + options_.host + ":" + std::to_string(port) + ": " +
+                            std::strerror(errno));
     port_ = port;
     return port;
   }
@@ -174,12 +193,14 @@ class OpenAIServer {
     std::deque<std::string> chunks;  // server-sent events to write (streaming)
     std::vector<std::optional<Completion>> results;
     std::size_t pending = 0;  // choices not finished
+    std::vector<std::int64_t> text_offsets;  // streaming: each choice's next text_offset (loop thread only)
   };
 
   // A parsed generation request.
   struct Generation {
     bool chat = false, stream = false, include_usage = false, return_token_ids = false;
     std::int64_t n = 1;
+    std::int64_t prompt_bytes = 0;  // the prompt's text length: where completions' text_offset starts
     Request request;  // prompt ids, sampling, seed of choice 0, stops, logprobs
   };
 
@@ -233,7 +254,7 @@ class OpenAIServer {
 
   void generate(const httplib::Request& req, httplib::Response& res, bool chat) {
     namespace d = detail::server;
-    Generation g;
+    std::shared_ptr<const Generation> gen;
     try {
       json body;
       try {
@@ -246,14 +267,16 @@ class OpenAIServer {
           (!body["model"].is_string() || body["model"].get_ref<const std::string&>() != options_.model_name))
         return d::send_error(res, 404, "the model " + body["model"].dump() + " does not exist; this server serves \"" +
                                            options_.model_name + "\"");
-      g = parse(body, chat);
+      gen = std::make_shared<const Generation>(parse(body, chat));
     } catch (const InvalidArgument& e) {
       return d::send_error(res, 400, e.what());
     }
 
+    const Generation& g = *gen;
     auto call = std::make_shared<Call>();
     call->results.resize(static_cast<std::size_t>(g.n));
     call->pending = static_cast<std::size_t>(g.n);
+    call->text_offsets.assign(static_cast<std::size_t>(g.n), g.prompt_bytes);
     const std::string id = (chat ? "chatcmpl-" : "cmpl-") + std::to_string(next_id_++);
     std::vector<std::string> submitted;
     try {
@@ -261,7 +284,7 @@ class OpenAIServer {
         Request r = g.request;
         r.seed += static_cast<std::uint64_t>(j);
         std::string rid = id + "-" + std::to_string(j);
-        loop_.submit(rid, std::move(r), callbacks(call, g, id, j));
+        loop_.submit(rid, std::move(r), callbacks(call, gen, id, j));
         submitted.push_back(std::move(rid));
       }
     } catch (const Error& e) {
@@ -299,9 +322,11 @@ class OpenAIServer {
     } else {
       res.set_chunked_content_provider(
           "application/json",
-          [this, call, g, id, cancel_all](std::size_t, httplib::DataSink& sink) {
+          [this, call, gen, id, cancel_all](std::size_t, httplib::DataSink& sink) {
             std::unique_lock lock(call->mutex);
-            if (!call->ready.wait_for(lock, std::chrono::seconds(1), [&] { return call->pending == 0; })) {
+            // A write to a closed connection fails only at the second probe (the first draws the
+            // peer's reset), so probing every half second notices a disconnect within a second.
+            if (!call->ready.wait_for(lock, std::chrono::milliseconds(500), [&] { return call->pending == 0; })) {
               lock.unlock();
               if (!sink.write(" ", 1)) {  // JSON may begin with whitespace: this only probes the client
                 cancel_all();
@@ -309,7 +334,7 @@ class OpenAIServer {
               }
               return true;
             }
-            const std::string body = detail::server::dump(response(*call, g, id));
+            const std::string body = detail::server::dump(response(*call, *gen, id));
             lock.unlock();
             if (!sink.write(body.data(), body.size())) return false;
             sink.done();
@@ -346,7 +371,11 @@ class OpenAIServer {
         r.stop_strings.emplace_back(turn_end);
     } else {
       if (!d::has(body, "prompt")) throw InvalidArgument("missing \"prompt\"");
-      r.prompt = prompt(body["prompt"], tok);
+      const json& p = body["prompt"];
+      r.prompt = prompt(p, tok);
+      const json& text = p.is_array() && p.size() == 1 ? p[0] : p;
+      g.prompt_bytes = static_cast<std::int64_t>(text.is_string() ? text.get_ref<const std::string&>().size()
+                                                                  : tok.decode(r.prompt).size());
     }
     if (r.prompt.empty()) throw InvalidArgument("the prompt encodes to no tokens");
 
@@ -426,19 +455,26 @@ class OpenAIServer {
 
   // ---- responses ----
 
-  RequestCallbacks callbacks(const std::shared_ptr<Call>& call, const Generation& g, const std::string& id,
-                             std::int64_t choice) {
+  RequestCallbacks callbacks(const std::shared_ptr<Call>& call, const std::shared_ptr<const Generation>& gen,
+                             const std::string& id, std::int64_t choice) {
     RequestCallbacks cb;
-    if (g.stream)
-      cb.on_token = [this, call, g, id, choice](const TokenEvent& e) {
+    if (gen->stream)
+      cb.on_token = [this, call, gen, id, choice](const TokenEvent& e) {
+        const Generation& g = *gen;
         if (e.text.empty() && !g.request.logprobs && !(g.chat && e.index == 0)) return;
         json delta = g.chat ? json{{"content", std::string(e.text)}} : json();
         if (g.chat && e.index == 0) delta["role"] = "assistant";
         json c = choice_json(g, choice, std::string(e.text), delta);
-        if (g.request.logprobs) c["logprobs"] = logprobs_json(g, {TokenLogprobs{e.token, e.log_prob, {e.top_logprobs.begin(), e.top_logprobs.end()}}});
+        if (g.request.logprobs) {
+          std::int64_t& offset = call->text_offsets[static_cast<std::size_t>(choice)];
+          const TokenLogprobs token{e.token, e.log_prob, {e.top_logprobs.begin(), e.top_logprobs.end()}};
+          c["logprobs"] = logprobs_json(g, {token}, offset);
+          offset += static_cast<std::int64_t>(loop_.tokenizer()->token_bytes(e.token).size());
+        }
         push(*call, chunk(g, id, json::array({c})));
       };
-    cb.on_finish = [this, call, g, id, choice](const Completion& c) {
+    cb.on_finish = [this, call, gen, id, choice](const Completion& c) {
+      const Generation& g = *gen;
       metrics_.completion(c);
       std::lock_guard lock(call->mutex);
       call->results[static_cast<std::size_t>(choice)] = c;
@@ -517,7 +553,7 @@ class OpenAIServer {
         ch["message"] = {{"role", "assistant"}, {"content", c.text}};
       else
         ch["text"] = c.text;
-      if (g.request.logprobs) ch["logprobs"] = logprobs_json(g, c.logprobs);
+      if (g.request.logprobs) ch["logprobs"] = logprobs_json(g, c.logprobs, g.prompt_bytes);
       if (g.return_token_ids) ch["token_ids"] = c.tokens;
       if (!c.error.empty()) ch["error"] = c.error;
       choices.push_back(std::move(ch));
@@ -529,7 +565,9 @@ class OpenAIServer {
 
   // OpenAI's two logprobs shapes: chat {"content": [{token, logprob, bytes, top_logprobs}]},
   // completions {"tokens", "token_logprobs", "top_logprobs": [{token: logprob}], "text_offset"}.
-  json logprobs_json(const Generation& g, const std::vector<TokenLogprobs>& tokens) const {
+  // text_offset counts from the start of the prompt, as OpenAI's does, in bytes (a token may be
+  // part of a character); `offset` is the first token's.
+  json logprobs_json(const Generation& g, const std::vector<TokenLogprobs>& tokens, std::int64_t offset) const {
     const text::Tokenizer& tok = *loop_.tokenizer();
     const auto bytes = [](const std::string& s) {
       json b = json::array();
@@ -550,7 +588,6 @@ class OpenAIServer {
       return json{{"content", content}};
     }
     json toks = json::array(), lps = json::array(), tops = json::array(), offsets = json::array();
-    std::int64_t offset = 0;
     for (const TokenLogprobs& t : tokens) {
       const std::string s = tok.token_bytes(t.token);
       toks.push_back(s);
@@ -573,6 +610,7 @@ class OpenAIServer {
   ServingLoop<Model> loop_;
   httplib::Server http_;
   int port_ = -1;
+  ::socket_t listen_socket_ = -1;
   std::atomic<std::uint64_t> next_id_{1};
   std::int64_t created_ = now_seconds();
   mutable std::mutex seed_mutex_;
