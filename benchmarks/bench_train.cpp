@@ -8,6 +8,13 @@
 // Counters: tokens_per_s; for the step, peak_rss_mb (the process's resident high-water mark,
 // weights, AdamW moments and gradients included) and activations_mb (the bytes the forward
 // keeps for the backward, each buffer counted once).
+//
+// HeadLoss: the tied output head and its cross-entropy, forward and backward, at GPT-2's
+// vocabulary (50257 x 768) over B * T = 2048 positions, whole (tiles:1, as value_and_grad
+// runs it by default: logits, cross_entropy in place, matmul_transposed_backward) and over
+// vocabulary tiles (ops::head_cross_entropy). peak_tensor_mb is the high-water mark of live
+// tensor bytes during one pass beyond its inputs (nnx::tensor_memory_stats; the logits are
+// 411 MB whole).
 #include <benchmark/benchmark.h>
 
 #include <sys/resource.h>
@@ -21,6 +28,7 @@
 #include <nnx/core.hpp>
 #include <nnx/kernels/gemm.hpp>
 #include <nnx/models.hpp>
+#include <nnx/ops/grad.hpp>
 #include <nnx/ops/threads.hpp>
 #include <nnx/train.hpp>
 
@@ -101,8 +109,45 @@ void BM_StepGemm_256x768x3072(benchmark::State& state) {
       benchmark::Counter(2.0 * double(M * N * K), benchmark::Counter::kIsIterationInvariantRate, benchmark::Counter::kIs1000);
 }
 
+void BM_HeadLoss_2048x768x50257(benchmark::State& state) {
+  const std::int64_t tiles = state.range(0);
+  nnx::set_num_threads(static_cast<int>(state.range(1)));
+  const std::int64_t M = 2048, C = 768, V = 50257;
+  std::mt19937 gen(3);
+  std::normal_distribution<float> dist(0.0f, 1.0f);
+  nnx::Tensor hidden = nnx::Tensor::empty({M, C}), table = nnx::Tensor::empty({V, C});
+  for (float& x : hidden.span<float>()) x = dist(gen);
+  for (float& x : table.span<float>()) x = 0.02f * dist(gen);
+  std::vector<std::int32_t> ids(M);
+  for (auto& x : ids) x = static_cast<std::int32_t>(gen() % V);
+  const nnx::Tensor targets = nnx::Tensor::from_vector(ids, {M});
+  nnx::Tensor dtable = nnx::Tensor::zeros({V, C});
+  const float w = 1.0f / float(M);
+  const auto pass = [&] {
+    if (tiles == 1) {
+      auto ce = nnx::ops::cross_entropy(nnx::ops::matmul_transposed(hidden, table), targets, w);
+      benchmark::DoNotOptimize(nnx::ops::matmul_transposed_backward(hidden, table, ce.dlogits, dtable));
+    } else {
+      benchmark::DoNotOptimize(
+          nnx::ops::head_cross_entropy(hidden, table, nnx::ops::HeadLayout::table, targets, w, -100, tiles, &dtable));
+    }
+  };
+  const std::int64_t before = nnx::tensor_memory_stats().live_bytes;
+  nnx::reset_tensor_memory_peak();
+  pass();
+  state.counters["peak_tensor_mb"] = double(nnx::tensor_memory_stats().peak_live_bytes - before) / 1e6;
+  for (auto _ : state) pass();
+  state.counters["tokens_per_s"] = benchmark::Counter(double(M), benchmark::Counter::kIsIterationInvariantRate);
+}
+
 }  // namespace
 
+BENCHMARK(BM_HeadLoss_2048x768x50257)
+    ->ArgsProduct({{1, 8}, {1, 2}})
+    ->ArgNames({"tiles", "threads"})
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime()
+    ->Iterations(3);
 BENCHMARK(BM_StepGemm_256x768x3072)->Arg(1)->Arg(2)->Unit(benchmark::kMicrosecond)->UseRealTime();
 BENCHMARK(BM_Gpt2_124M_Forward)->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(3.0);
 BENCHMARK(BM_Gpt2_124M_TrainStep)->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(5.0);

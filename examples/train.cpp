@@ -4,6 +4,7 @@
 //         [--weight-decay X] [--grad-accum K] [--clip X] [--seed S] [--threads N] [--out DIR]
 //         [--resume DIR] [--log FILE.csv]
 //         [--log-every N] [--eval-batches N] [--save-every N] [--min-lr X] [--optimizer adamw|sgd]
+//         [--vocab-tiles K]
 //   train --model PATH --data FILE --steps N ...          fine-tunes a checkpoint instead
 //   train --model PATH --tokens 1,2,3 --dump-grads FILE   one sequence's loss and gradients
 //
@@ -19,7 +20,9 @@
 // (decoupled --weight-decay on matrices and embeddings; --lr with --warmup linear warmup and
 // cosine decay to --min-lr at the last step). Every --log-every steps a line reports the step,
 // loss, held-out loss (over --eval-batches fixed held-out windows), learning rate and tokens/s;
-// --log writes one CSV row per step.
+// --log writes one CSV row per step. --vocab-tiles K computes the output head and the loss over
+// K vocabulary tiles, so the [batch, seq, vocab] logits never exist whole (the same loss and
+// gradients up to rounding, for the head's GEMM run twice).
 //
 // --out DIR writes DIR/state (the whole TrainState: model, AdamW moments, step, and the run's
 // settings) and DIR/model (the parameters alone, with config.json-style config: generate and
@@ -68,7 +71,7 @@ constexpr const char* kUsage =
     "usage: train --config CONFIG.json --data FILE --steps N [--batch B] [--seq T] [--lr X] [--warmup N]\n"
     "             [--weight-decay X] [--grad-accum K] [--clip X] [--seed S] [--threads N] [--out DIR]\n"
     "             [--resume DIR] [--log FILE.csv] [--log-every N] [--eval-batches N] [--save-every N]\n"
-    "             [--min-lr X] [--optimizer adamw|sgd]\n"
+    "             [--min-lr X] [--optimizer adamw|sgd] [--vocab-tiles K]\n"
     "       train --model PATH --data FILE --steps N ...   (fine-tune a checkpoint)\n"
     "       train --model PATH --tokens 1,2,3 --dump-grads FILE\n"
     "Trains a gpt2 or llama model on text (one token per byte) or llm.c .bin token files.\n"
@@ -77,7 +80,7 @@ constexpr const char* kUsage =
 // The run's settings; saved in DIR/state so that --resume continues with them.
 struct Settings {
   std::vector<std::string> data;
-  std::int64_t batch = 8, seq = 128, warmup = 0, grad_accum = 1, eval_batches = 16;
+  std::int64_t batch = 8, seq = 128, warmup = 0, grad_accum = 1, eval_batches = 16, vocab_tiles = 1;
   double lr = 1e-3, min_lr = 1e-4, weight_decay = 0.1, clip = 1.0;
   std::uint64_t seed = 0;
   std::string optimizer = "adamw";
@@ -86,7 +89,7 @@ struct Settings {
     return {{"data", data},   {"batch", batch},         {"seq", seq},     {"warmup", warmup},
             {"grad_accum", grad_accum}, {"eval_batches", eval_batches}, {"lr", lr},
             {"min_lr", min_lr}, {"weight_decay", weight_decay}, {"clip", clip}, {"seed", seed},
-            {"optimizer", optimizer}};
+            {"optimizer", optimizer}, {"vocab_tiles", vocab_tiles}};
   }
   static Settings from_json(const nlohmann::json& j, const std::string& source) {
     try {
@@ -103,6 +106,7 @@ struct Settings {
       s.clip = j.at("clip").get<double>();
       s.seed = j.at("seed").get<std::uint64_t>();
       s.optimizer = j.at("optimizer").get<std::string>();
+      s.vocab_tiles = j.value("vocab_tiles", std::int64_t{1});  // absent before it existed
       return s;
     } catch (const nlohmann::json::exception& e) {
       throw nnx::CheckpointError(source + ": the saved run settings are incomplete (" + e.what() + ")");
@@ -153,13 +157,14 @@ Args parse_args(int argc, char** argv) {
     else if (flag == "--warmup") s.warmup = parse_int(flag, value, 0);
     else if (flag == "--weight-decay") s.weight_decay = parse_double(flag, value, 0.0);
     else if (flag == "--grad-accum") s.grad_accum = parse_int(flag, value, 1);
+    else if (flag == "--vocab-tiles") s.vocab_tiles = parse_int(flag, value, 1);
     else if (flag == "--clip") s.clip = parse_double(flag, value, 0.0);
     else if (flag == "--seed") s.seed = static_cast<std::uint64_t>(parse_int(flag, value, 0));
     else if (flag == "--eval-batches") s.eval_batches = parse_int(flag, value, 1);
     else if (flag == "--optimizer") {
       if (value != "adamw" && value != "sgd") throw UsageError("--optimizer: expected adamw or sgd, got '" + value + "'");
       s.optimizer = value;
-    } else if (flag == "--threads") a.threads = static_cast<int>(parse_int(flag, value, 1));
+    } else if (flag == "--threads") a.threads = cli::parse_threads(flag, value);
     else if (flag == "--out") a.out = value;
     else if (flag == "--resume") a.resume = value;
     else if (flag == "--log") a.log = value;
@@ -216,7 +221,7 @@ void dump_grads(const Args& args, const nlohmann::json& config) {
     if (i < n) tokens.data<std::int32_t>()[i] = static_cast<std::int32_t>(args.tokens[i]);
     if (i > 0) targets.data<std::int32_t>()[i - 1] = static_cast<std::int32_t>(args.tokens[i]);
   }
-  const auto result = train::value_and_grad(model, tokens, targets);
+  const auto result = train::value_and_grad(model, tokens, targets, {.vocab_tiles = args.settings.vocab_tiles});
   std::vector<std::pair<std::string, nnx::Tensor>> out;
   out.emplace_back("loss", nnx::Tensor::full({1}, result.loss));
   if (fs::exists(fs::path(args.model) / "config.json")) {
@@ -284,7 +289,7 @@ void run(const Args& args, const nlohmann::json& model_config, const Settings& s
   for (std::int64_t step = first; step < args.steps; ++step) {
     const train::Batch batch = train::sample_batch(data.train, s.batch, s.seq, s.seed, step);
     const auto start = std::chrono::steady_clock::now();
-    auto [next, m] = train::train_step(std::move(state), batch.tokens, batch.targets, {.grad_accum = s.grad_accum});
+    auto [next, m] = train::train_step(std::move(state), batch.tokens, batch.targets, {.grad_accum = s.grad_accum, .vocab_tiles = s.vocab_tiles});
     state = std::move(next);
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     const double tokens_per_s = double(s.batch * s.seq) / seconds;
@@ -294,7 +299,7 @@ void run(const Args& args, const nlohmann::json& model_config, const Settings& s
     const bool report = m.step % args.log_every == 0 || m.step == args.steps;
     std::optional<double> held_out;
     if (report) {
-      held_out = train::evaluate_loss(state.model, eval.tokens, eval.targets);
+      held_out = train::evaluate_loss(state.model, eval.tokens, eval.targets, {.vocab_tiles = s.vocab_tiles});
       const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
       std::printf("step %6lld/%lld  loss %.4f  held-out %.4f  lr %.2e  %7.0f tok/s  %6.1f s\n", (long long)m.step,
                   (long long)args.steps, m.loss, *held_out, m.lr, tokens_per_s, elapsed);

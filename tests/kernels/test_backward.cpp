@@ -288,6 +288,69 @@ TEST_CASE("cross-entropy rows: loss and gradient against double, ignored rows co
   CHECK(results[0] == results[1]);
 }
 
+TEST_CASE("cross-entropy over column tiles: merged statistics and tile gradients against double",
+          "[kernels][train]") {
+  const i64 R = 7, V = 301;
+  const auto logits = random_floats(R * V, 43, -20, 20);
+  const std::vector<std::int32_t> targets{5, -100, 300, 0, 17, 150, 151};
+  const float w = 0.25f;
+  std::vector<double> m_ref(R, -INFINITY), s_ref(R, 0.0), grad_ref(R * V, 0.0);
+  for (i64 r = 0; r < R; ++r) {
+    if (targets[r] == -100) continue;
+    for (i64 j = 0; j < V; ++j) m_ref[r] = std::max(m_ref[r], double(logits[r * V + j]));
+    for (i64 j = 0; j < V; ++j) s_ref[r] += std::exp(logits[r * V + j] - m_ref[r]);
+    for (i64 j = 0; j < V; ++j)
+      grad_ref[r * V + j] = w * (std::exp(logits[r * V + j] - m_ref[r]) / s_ref[r] - (j == targets[r]));
+  }
+  // Runs both passes over tiles of `width` columns (the last one partial) with `stats`/`grad`.
+  const auto tiled = [&](i64 width, auto stats, auto grad) {
+    std::vector<float> row_max(R, -INFINITY), row_sum(R, 0.0f), out(R * V);
+    for (i64 v0 = 0; v0 < V; v0 += width) {
+      const i64 n = std::min(width, V - v0);
+      std::vector<float> tile(R * n);
+      for (i64 r = 0; r < R; ++r) std::copy_n(&logits[r * V + v0], n, &tile[r * n]);
+      stats(tile.data(), targets.data(), R, n, -100, row_max.data(), row_sum.data());
+    }
+    for (i64 v0 = 0; v0 < V; v0 += width) {
+      const i64 n = std::min(width, V - v0);
+      std::vector<float> tile(R * n);
+      for (i64 r = 0; r < R; ++r) std::copy_n(&logits[r * V + v0], n, &tile[r * n]);
+      grad(tile.data(), targets.data(), R, n, v0, w, -100, row_max.data(), row_sum.data());
+      for (i64 r = 0; r < R; ++r) std::copy_n(&tile[r * n], n, &out[r * V + v0]);
+    }
+    out.insert(out.end(), row_max.begin(), row_max.end());
+    out.insert(out.end(), row_sum.begin(), row_sum.end());
+    return out;
+  };
+  for (k::Isa isa : k::kAllIsas) {
+    if (!k::isa_supported(isa)) continue;
+    for (i64 width : {V, i64{1}, i64{8}, i64{37}, i64{150}}) {
+      CAPTURE(k::isa_name(isa), width);
+      const std::vector<float> out =
+          tiled(width, k::select(k::kCrossEntropyTileStats, isa), k::select(k::kCrossEntropyTileGrad, isa));
+      const std::vector<float> grad(out.begin(), out.begin() + R * V);
+      CHECK(max_diff(grad, grad_ref) <= 1e-7);
+      for (i64 r = 0; r < R; ++r) {
+        if (targets[r] == -100) continue;
+        CHECK(out[R * V + r] == float(m_ref[r]));  // the maximum is exact
+        CHECK(std::fabs(out[R * V + R + r] - s_ref[r]) <= 1e-5 * s_ref[r]);
+      }
+      CHECK(std::all_of(grad.begin() + V, grad.begin() + 2 * V, [](float g) { return g == 0.0f; }));
+    }
+  }
+  std::vector<std::vector<float>> results;
+  on_one_and_two_threads([&](int) {
+    const auto stats = [](float* x, const std::int32_t* t, i64 rows, i64 cols, std::int32_t ignore, float* m,
+                          float* s) { k::cross_entropy_tile_stats(x, t, rows, cols, ignore, m, s); };
+    const auto grad = [](float* x, const std::int32_t* t, i64 rows, i64 cols, i64 col0, float wt,
+                         std::int32_t ignore, const float* m, const float* s) {
+      k::cross_entropy_tile_grad(x, t, rows, cols, col0, wt, ignore, m, s);
+    };
+    results.push_back(tiled(37, stats, grad));
+  });
+  CHECK(results[0] == results[1]);
+}
+
 TEST_CASE("gradient sums: column sums, scattered rows", "[kernels][train]") {
   const i64 R = 37, C = 131, V = 9;
   const auto x = random_floats(R * C, 51);

@@ -35,14 +35,14 @@ Deviation compare(const nnx::Tensor& ours, const nnx::Tensor& reference) {
 }
 
 template <class Model, class Config>
-void check_fixture(const std::string& name) {
-  CAPTURE(name);
+void check_fixture(const std::string& name, std::int64_t vocab_tiles = 1) {
+  CAPTURE(name, vocab_tiles);
   Model model = fixture::load<Model, Config>(name, nnx::Mode::train);
   auto hf = nnx::io::HfCheckpoint::open(fixture::dir(name));
   auto expected = nnx::io::SafetensorsFile::open(fixture::dir(name) / "grads.safetensors");
   const nnx::Tensor tokens = expected.get("tokens"), targets = expected.get("targets");
 
-  auto result = nnx::train::value_and_grad(model, tokens, targets);
+  auto result = nnx::train::value_and_grad(model, tokens, targets, {.vocab_tiles = vocab_tiles});
   const double ref_loss = expected.get("loss").data<float>()[0];
   CHECK(std::fabs(result.loss - ref_loss) <= 1e-5 * std::fabs(ref_loss));
   CHECK(result.valid_targets == tokens.numel() - 1);  // the fixture ignores one target
@@ -73,6 +73,7 @@ void check_fixture(const std::string& name) {
 TEST_CASE("GPT-2 gradients match PyTorch autograd", "[train][parity]") {
   check_fixture<nnx::Gpt2, nnx::Gpt2Config>("gpt2_tiny");
   check_fixture<nnx::Gpt2, nnx::Gpt2Config>("gpt2_small_bf16");
+  check_fixture<nnx::Gpt2, nnx::Gpt2Config>("gpt2_tiny", /*vocab_tiles=*/5);
 }
 
 TEST_CASE("Llama gradients match PyTorch autograd (GQA, tied and untied heads, head_dim, bf16)", "[train][parity]") {
@@ -81,4 +82,6 @@ TEST_CASE("Llama gradients match PyTorch autograd (GQA, tied and untied heads, h
   check_fixture<nnx::Llama, nnx::LlamaConfig>("llama_tied");
   check_fixture<nnx::Llama, nnx::LlamaConfig>("llama_head_dim");
   check_fixture<nnx::Llama, nnx::LlamaConfig>("llama_tiny_bf16");
+  check_fixture<nnx::Llama, nnx::LlamaConfig>("llama_tiny", /*vocab_tiles=*/3);  // untied head
+  check_fixture<nnx::Llama, nnx::LlamaConfig>("llama_tied", /*vocab_tiles=*/7);
 }

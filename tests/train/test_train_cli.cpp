@@ -5,6 +5,8 @@
 
 #include <unistd.h>
 
+#include <algorithm>
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
@@ -83,6 +85,27 @@ TEST_CASE("train --dump-grads writes the library's loss and gradients under Hugg
   }
   CHECK(nnx::equal(file.get("h.0.attn.c_attn.weight"),
                    expected.grads.at(nnx::Path::parse("h/0/attn/qkv/kernel")).tensor()));
+
+  // --vocab-tiles: the same loss and gradients up to rounding.
+  const fs::path tiled_out = tmp.path / "grads_tiled.safetensors";
+  const auto tiled_run = run_command(train("--model " + fixture::dir("gpt2_tiny").string() +
+                                           " --tokens 5,17,99,3,64,8,127,0 --vocab-tiles 4 --dump-grads " +
+                                           tiled_out.string()));
+  INFO(tiled_run.err);
+  REQUIRE(tiled_run.code == 0);
+  auto tiled = nnx::io::SafetensorsFile::open(tiled_out);
+  REQUIRE(tiled.size() == file.size());
+  for (const auto& name : file.names()) {
+    CAPTURE(name);
+    const auto a = file.get(name).span<float>(), b = tiled.get(name).span<float>();
+    REQUIRE(a.size() == b.size());
+    double diff = 0, scale = 0;
+    for (std::size_t i = 0; i < a.size(); ++i) {
+      diff = std::max(diff, std::fabs(double(a[i]) - double(b[i])));
+      scale = std::max(scale, std::fabs(double(a[i])));
+    }
+    CHECK(diff <= 1e-6 * scale);
+  }
 }
 
 TEST_CASE("train learns, saves a model generate loads, logs every step, and resumes bitwise", "[train][cli]") {

@@ -42,6 +42,7 @@ namespace nnx {
 // reused from the storage pool count again). Borrowed storage (mmap) is not counted.
 struct TensorMemoryStats {
   std::int64_t live_bytes = 0;       // allocated and not yet freed
+  std::int64_t peak_live_bytes = 0;  // the most live_bytes reached since start or reset_tensor_memory_peak()
   std::int64_t allocated_bytes = 0;  // allocated since start
   std::int64_t allocations = 0;      // number of allocations since start
 };
@@ -50,6 +51,7 @@ namespace detail {
 
 struct TensorMemoryCounters {
   std::atomic<std::int64_t> live_bytes{0};
+  std::atomic<std::int64_t> peak_live_bytes{0};
   std::atomic<std::int64_t> allocated_bytes{0};
   std::atomic<std::int64_t> allocations{0};
 };
@@ -177,7 +179,10 @@ inline std::shared_ptr<std::byte> allocate_storage(std::size_t nbytes) {
   if (nbytes == 0) return nullptr;
   auto* p = static_cast<std::byte*>(storage_pool().take(nbytes));
   auto& c = tensor_memory_counters();
-  c.live_bytes += static_cast<std::int64_t>(nbytes);
+  const std::int64_t live = c.live_bytes += static_cast<std::int64_t>(nbytes);
+  for (std::int64_t peak = c.peak_live_bytes.load();
+       live > peak && !c.peak_live_bytes.compare_exchange_weak(peak, live);) {
+  }
   c.allocated_bytes += static_cast<std::int64_t>(nbytes);
   c.allocations += 1;
   auto release = [nbytes](std::byte* q) {
@@ -200,7 +205,13 @@ inline void release_cached_tensor_memory() noexcept { detail::storage_pool().rel
 
 inline TensorMemoryStats tensor_memory_stats() {
   auto& c = detail::tensor_memory_counters();
-  return {c.live_bytes.load(), c.allocated_bytes.load(), c.allocations.load()};
+  return {c.live_bytes.load(), c.peak_live_bytes.load(), c.allocated_bytes.load(), c.allocations.load()};
+}
+
+// Starts a new peak_live_bytes measurement from the bytes live now.
+inline void reset_tensor_memory_peak() noexcept {
+  auto& c = detail::tensor_memory_counters();
+  c.peak_live_bytes = c.live_bytes.load();
 }
 
 class Tensor;

@@ -46,4 +46,35 @@ inline void cross_entropy_rows(float* logits, const std::int32_t* targets, std::
   });
 }
 
+using CrossEntropyTileStatsFn = void (*)(float* x, const std::int32_t* targets, std::int64_t rows, std::int64_t cols,
+                                         std::int32_t ignore, float* row_max, float* row_sum) noexcept;
+inline constexpr TierTable<CrossEntropyTileStatsFn> kCrossEntropyTileStats{
+    &ref::cross_entropy_tile_stats, NNX_X86_ENTRY(avx2::cross_entropy_tile_stats)};
+
+using CrossEntropyTileGradFn = void (*)(float* x, const std::int32_t* targets, std::int64_t rows, std::int64_t cols,
+                                        std::int64_t col0, float w, std::int32_t ignore, const float* row_max,
+                                        const float* row_sum) noexcept;
+inline constexpr TierTable<CrossEntropyTileGradFn> kCrossEntropyTileGrad{
+    &ref::cross_entropy_tile_grad, NNX_X86_ENTRY(avx2::cross_entropy_tile_grad)};
+
+// The softmax cross-entropy over column tiles of the logits (ref::cross_entropy_tile_stats and
+// _grad): pass 1 merges each tile x[rows, cols] (overwritten) into the rows' running maximum
+// and exp-sum; pass 2 overwrites each tile, columns [col0, col0 + cols), with its gradient
+// scaled by w. Rows are independent, so threads never change a bit. Never throw.
+inline void cross_entropy_tile_stats(float* x, const std::int32_t* targets, std::int64_t rows, std::int64_t cols,
+                                     std::int32_t ignore, float* row_max, float* row_sum) noexcept {
+  const CrossEntropyTileStatsFn f = select(kCrossEntropyTileStats, active_isa());
+  parallel_blocks(rows, 1, 16.0 * double(rows) * double(cols), [&](std::int64_t r0, std::int64_t r1) noexcept {
+    f(x + r0 * cols, targets + r0, r1 - r0, cols, ignore, row_max + r0, row_sum + r0);
+  });
+}
+inline void cross_entropy_tile_grad(float* x, const std::int32_t* targets, std::int64_t rows, std::int64_t cols,
+                                    std::int64_t col0, float w, std::int32_t ignore, const float* row_max,
+                                    const float* row_sum) noexcept {
+  const CrossEntropyTileGradFn f = select(kCrossEntropyTileGrad, active_isa());
+  parallel_blocks(rows, 1, 16.0 * double(rows) * double(cols), [&](std::int64_t r0, std::int64_t r1) noexcept {
+    f(x + r0 * cols, targets + r0, r1 - r0, cols, col0, w, ignore, row_max + r0, row_sum + r0);
+  });
+}
+
 }  // namespace nnx::kernels

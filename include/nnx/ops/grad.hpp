@@ -7,16 +7,23 @@
 //   nnx::Tensor dx = nnx::ops::linear_backward(x, kernel, dy, dkernel, &dbias);
 //   nnx::Tensor dx2 = nnx::ops::layer_norm_backward(x, scale, dy, 1e-5f, dscale, dbias);
 //   auto [loss_sum, dlogits] = nnx::ops::cross_entropy(logits, targets, 1.0f / n_valid);
+//   // the output head fused with the loss over 8 vocabulary tiles (no [rows, V] logits):
+//   auto [loss, dhidden] = nnx::ops::head_cross_entropy(hidden, table, nnx::ops::HeadLayout::table,
+//                                                       targets, 1.0f / n_valid, -100, 8, &dtable);
 //
 // Everything is f32, shapes are checked (ShapeError / DTypeError naming the operand), and every
 // result is bitwise the same on any thread count: the kernels (nnx/kernels/*.hpp, their
 // `_backward` entries) sum each element in an order fixed by the shapes alone.
 #pragma once
 
+#include <algorithm>
+#include <cmath>
 #include <cstdint>
+#include <limits>
 #include <span>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "nnx/core/dtype.hpp"
 #include "nnx/core/error.hpp"
@@ -249,6 +256,96 @@ inline CrossEntropy cross_entropy(Tensor logits, const Tensor& targets, float we
   const float* rl = row_loss.data<float>();
   for (std::int64_t i = 0; i < M; ++i) out.loss_sum += rl[i];
   out.dlogits = std::move(logits);
+  return out;
+}
+
+// How an output head's weight maps hidden states to logits: an embedding table [V, C] (a tied
+// head: logits = hidden · tableᵀ) or a Linear kernel [C, V] (logits = hidden · kernel).
+enum class HeadLayout { table, kernel };
+
+struct HeadCrossEntropy {
+  double loss_sum = 0.0;
+  Tensor dhidden;  // empty for an evaluation (no dweight)
+};
+
+// The output head and softmax cross-entropy fused over `tiles` vocabulary tiles of
+// ceil(V / tiles) columns, so that the [rows, V] logits never exist whole: only one tile's
+// [rows, V / tiles] at a time. hidden f32 [..., C]; targets i32 of hidden's leading shape (as
+// cross_entropy: `ignore` skipped, any other outside [0, V) an InvalidArgument). Returns the
+// summed loss and, when dweight (the weight's shape, f32) is given, adds `weight` times the
+// gradient of that sum into *dweight and returns dhidden.
+// Each tile's logits are computed twice (for the row statistics, then for the gradient), so
+// the head's forward GEMM runs twice. Loss and gradients equal cross_entropy over the whole
+// logits up to rounding (sums taken in another order); bitwise the same on any thread count.
+inline HeadCrossEntropy head_cross_entropy(const Tensor& hidden, const Tensor& head, HeadLayout layout,
+                                           const Tensor& targets, float weight, std::int32_t ignore,
+                                           std::int64_t tiles, Tensor* dweight) {
+  constexpr const char* op = "ops::head_cross_entropy";
+  detail::require_f32(op, "hidden", hidden);
+  detail::require_min_rank(op, "hidden", hidden, 1);
+  detail::require_f32(op, "head", head);
+  detail::require_rank(op, "head", head, 2);
+  const std::int64_t C = hidden.shape()[hidden.rank() - 1], M = detail::leading_rows(hidden.shape());
+  const bool table = layout == HeadLayout::table;
+  const std::int64_t V = table ? head.dim(0) : head.dim(1);
+  if ((table ? head.dim(1) : head.dim(0)) != C)
+    throw ShapeError(std::string(op) + ": head " + describe(head) + " does not fit hidden " + describe(hidden) +
+                     (table ? " (expected a table [V, C])" : " (expected a kernel [C, V])"));
+  if (tiles < 1) throw InvalidArgument(std::string(op) + ": tiles must be >= 1, got " + std::to_string(tiles));
+  detail::require_dtype(op, "targets", targets, DType::i32);
+  detail::require_shape(op, "targets", targets, Shape(hidden.shape().dims().first(hidden.rank() - 1)));
+  if (dweight) detail::require_grad(op, "dweight", *dweight, head.shape());
+  const std::int32_t* t = targets.data<std::int32_t>();
+  for (std::int64_t i = 0; i < M; ++i)
+    if (t[i] != ignore && (t[i] < 0 || t[i] >= V))
+      throw InvalidArgument(std::string(op) + ": target " + std::to_string(t[i]) + " at flat position " +
+                            std::to_string(i) + " is outside [0, " + std::to_string(V) + ") (ignore id " +
+                            std::to_string(ignore) + ")");
+
+  const std::int64_t width = (V + std::min(tiles, V) - 1) / std::min(tiles, V);
+  const float* h = hidden.data<float>();
+  const float* W = head.data<float>();
+  Tensor scratch = Tensor::empty({M, width});
+  float* L = scratch.data<float>();
+  const auto tile_logits = [&](std::int64_t v0, std::int64_t n) {
+    if (table)
+      kernels::gemm_f32_t(false, true, M, n, C, h, C, W + v0 * C, C, L, n);
+    else
+      kernels::gemm_f32(M, n, C, h, C, W + v0, V, L, n);
+  };
+
+  std::vector<float> row_max(static_cast<std::size_t>(M), -std::numeric_limits<float>::infinity());
+  std::vector<float> row_sum(static_cast<std::size_t>(M), 0.0f), target_logit(static_cast<std::size_t>(M), 0.0f);
+  for (std::int64_t v0 = 0; v0 < V; v0 += width) {
+    const std::int64_t n = std::min(width, V - v0);
+    tile_logits(v0, n);
+    for (std::int64_t r = 0; r < M; ++r)
+      if (t[r] != ignore && t[r] >= v0 && t[r] < v0 + n) target_logit[static_cast<std::size_t>(r)] = L[r * n + t[r] - v0];
+    kernels::cross_entropy_tile_stats(L, t, M, n, ignore, row_max.data(), row_sum.data());
+  }
+  HeadCrossEntropy out;
+  for (std::int64_t r = 0; r < M; ++r) {
+    const auto i = static_cast<std::size_t>(r);
+    if (t[r] != ignore) out.loss_sum += (row_max[i] - target_logit[i]) + std::log(row_sum[i]);
+  }
+  if (!dweight) return out;
+
+  out.dhidden = Tensor::empty(hidden.shape());
+  float* dh = out.dhidden.data<float>();
+  float* dW = dweight->data<float>();
+  for (std::int64_t v0 = 0; v0 < V; v0 += width) {
+    const std::int64_t n = std::min(width, V - v0);
+    tile_logits(v0, n);
+    kernels::cross_entropy_tile_grad(L, t, M, n, v0, weight, ignore, row_max.data(), row_sum.data());
+    const bool accumulate = v0 > 0;
+    if (table) {
+      kernels::gemm_f32_t(false, false, M, C, n, L, n, W + v0 * C, C, dh, C, accumulate);
+      kernels::gemm_f32_t(true, false, n, C, M, L, n, h, C, dW + v0 * C, C, true);
+    } else {
+      kernels::gemm_f32_t(false, true, M, C, n, L, n, W + v0, V, dh, C, accumulate);
+      kernels::gemm_f32_t(true, false, C, n, M, h, C, L, n, dW + v0, V, true);
+    }
+  }
   return out;
 }
 

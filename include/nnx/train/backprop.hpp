@@ -10,6 +10,10 @@
 //   nnx::Tensor logits = nnx::train::forward(model, tokens, positions, saved);
 //   nnx::train::backward(model, saved, dlogits, grads);      // grads: zero Params, same structure
 //
+// For the models, forward_hidden / backward_hidden stop at the head's input, and head_weight
+// names the head's matrix: the vocabulary-tiled loss (ops::head_cross_entropy) applies the
+// head itself, tile by tile.
+//
 // The pairs handle f32 parameters in train mode: quantized, 16-bit-served and KV-cached
 // modules are rejected before any work by check_trainable (nnx/train/grad.hpp), so the
 // functions here may assume f32 kernels. The forward passes run the modules' own kernels
@@ -180,8 +184,8 @@ struct Gpt2Saved {
   Tensor hidden;  // after ln_f: the head's input
 };
 
-// tokens, positions: i32 [B, T] -> logits f32 [B, T, V], as Gpt2::operator() in train mode.
-inline Tensor forward(Gpt2& model, const Tensor& tokens, const Tensor& positions, Gpt2Saved& saved) {
+// tokens, positions: i32 [B, T] -> the head's input f32 [B, T, C] (after ln_f).
+inline Tensor forward_hidden(Gpt2& model, const Tensor& tokens, const Tensor& positions, Gpt2Saved& saved) {
   saved.tokens = tokens;
   saved.positions = positions;
   Tensor x = model.wte(tokens);
@@ -189,16 +193,27 @@ inline Tensor forward(Gpt2& model, const Tensor& tokens, const Tensor& positions
   saved.layers.assign(model.h.size(), {});
   for (std::size_t i = 0; i < model.h.size(); ++i) x = forward(model.h[i], x, positions, saved.layers[i]);
   saved.hidden = forward(model.ln_f, x, saved.ln_f);
-  return model.logits_from_hidden_states(saved.hidden);
+  return saved.hidden;
+}
+
+// tokens, positions: i32 [B, T] -> logits f32 [B, T, V], as Gpt2::operator() in train mode.
+inline Tensor forward(Gpt2& model, const Tensor& tokens, const Tensor& positions, Gpt2Saved& saved) {
+  return model.logits_from_hidden_states(forward_hidden(model, tokens, positions, saved));
+}
+
+// From the gradient of the head's input down (the head's own gradient already added).
+inline void backward_hidden(const Gpt2& model, const Gpt2Saved& saved, Tensor dhidden, Gpt2& g) {
+  Tensor dx = backward(model.ln_f, saved.ln_f, dhidden, g.ln_f);
+  for (std::size_t i = model.h.size(); i-- > 0;) dx = backward(model.h[i], saved.layers[i], dx, g.h[i]);
+  ops::embedding_backward(saved.tokens, dx, g.wte.embedding->value());
+  ops::embedding_backward(saved.positions, dx, g.wpe.embedding->value());
 }
 
 inline void backward(const Gpt2& model, const Gpt2Saved& saved, const Tensor& dlogits, Gpt2& g) {
-  Tensor& dwte = g.wte.embedding->value();
-  Tensor dx = ops::matmul_transposed_backward(saved.hidden, model.wte.embedding->value(), dlogits, dwte);
-  dx = backward(model.ln_f, saved.ln_f, dx, g.ln_f);
-  for (std::size_t i = model.h.size(); i-- > 0;) dx = backward(model.h[i], saved.layers[i], dx, g.h[i]);
-  ops::embedding_backward(saved.tokens, dx, dwte);
-  ops::embedding_backward(saved.positions, dx, g.wpe.embedding->value());
+  backward_hidden(model, saved,
+                  ops::matmul_transposed_backward(saved.hidden, model.wte.embedding->value(), dlogits,
+                                                  g.wte.embedding->value()),
+                  g);
 }
 
 struct LlamaSaved {
@@ -208,23 +223,64 @@ struct LlamaSaved {
   LinearSaved lm_head;  // its input (the final hidden states), also the tied head's
 };
 
-inline Tensor forward(Llama& model, const Tensor& tokens, const Tensor& positions, LlamaSaved& saved) {
+inline Tensor forward_hidden(Llama& model, const Tensor& tokens, const Tensor& positions, LlamaSaved& saved) {
   saved.tokens = tokens;
   Tensor x = model.embed_tokens(tokens);
   saved.layers.assign(model.layers.size(), {});
   for (std::size_t i = 0; i < model.layers.size(); ++i) x = forward(model.layers[i], x, positions, saved.layers[i]);
   saved.lm_head.x = forward(model.norm, x, saved.norm);
-  return model.logits_from_hidden_states(saved.lm_head.x);
+  return saved.lm_head.x;
+}
+
+inline Tensor forward(Llama& model, const Tensor& tokens, const Tensor& positions, LlamaSaved& saved) {
+  return model.logits_from_hidden_states(forward_hidden(model, tokens, positions, saved));
+}
+
+inline void backward_hidden(const Llama& model, const LlamaSaved& saved, Tensor dhidden, Llama& g) {
+  Tensor dx = backward(model.norm, saved.norm, dhidden, g.norm);
+  for (std::size_t i = model.layers.size(); i-- > 0;) dx = backward(model.layers[i], saved.layers[i], dx, g.layers[i]);
+  ops::embedding_backward(saved.tokens, dx, g.embed_tokens.embedding->value());
 }
 
 inline void backward(const Llama& model, const LlamaSaved& saved, const Tensor& dlogits, Llama& g) {
-  Tensor& dembed = g.embed_tokens.embedding->value();
-  Tensor dx = model.lm_head ? backward(*model.lm_head, saved.lm_head, dlogits, *g.lm_head)
-                            : ops::matmul_transposed_backward(saved.lm_head.x, model.embed_tokens.embedding->value(),
-                                                              dlogits, dembed);
-  dx = backward(model.norm, saved.norm, dx, g.norm);
-  for (std::size_t i = model.layers.size(); i-- > 0;) dx = backward(model.layers[i], saved.layers[i], dx, g.layers[i]);
-  ops::embedding_backward(saved.tokens, dx, dembed);
+  backward_hidden(model, saved,
+                  model.lm_head ? backward(*model.lm_head, saved.lm_head, dlogits, *g.lm_head)
+                                : ops::matmul_transposed_backward(saved.lm_head.x,
+                                                                  model.embed_tokens.embedding->value(), dlogits,
+                                                                  g.embed_tokens.embedding->value()),
+                  g);
+}
+
+// ---- The output head as a weight, for the vocabulary-tiled loss ---------------------------
+
+struct HeadWeight {
+  const Tensor* weight = nullptr;
+  ops::HeadLayout layout = ops::HeadLayout::table;
+};
+
+// The tied embedding table or the untied head's kernel; InvalidArgument when the head is not
+// an f32 matrix without bias (a quantized or 16-bit head, served rather than trained).
+inline HeadWeight head_weight(const Gpt2& model) {
+  if (!model.wte.embedding || model.wte.quant != QuantScheme::none || model.wte.embedding->value().dtype() != DType::f32)
+    throw InvalidArgument("vocab tiling: the tied head 'wte' is not an f32 table");
+  return {&model.wte.embedding->value(), ops::HeadLayout::table};
+}
+inline HeadWeight head_weight(const Llama& model) {
+  if (!model.lm_head) {
+    const Embed& e = model.embed_tokens;
+    if (!e.embedding || e.quant != QuantScheme::none || e.embedding->value().dtype() != DType::f32)
+      throw InvalidArgument("vocab tiling: the tied head 'embed_tokens' is not an f32 table");
+    return {&e.embedding->value(), ops::HeadLayout::table};
+  }
+  const Linear& l = *model.lm_head;
+  if (!l.kernel || l.quant != QuantScheme::none || l.kernel->value().dtype() != DType::f32 || l.bias)
+    throw InvalidArgument("vocab tiling: 'lm_head' is not an f32 kernel without bias");
+  return {&l.kernel->value(), ops::HeadLayout::kernel};
+}
+// The gradient accumulator of the head's weight in `g` (from zero_grads).
+inline Tensor& head_weight_grad(Gpt2& g) { return g.wte.embedding->value(); }
+inline Tensor& head_weight_grad(Llama& g) {
+  return g.lm_head ? g.lm_head->kernel->value() : g.embed_tokens.embedding->value();
 }
 
 // What forward keeps for each model type.

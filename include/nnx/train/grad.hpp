@@ -36,6 +36,10 @@ inline constexpr std::int32_t kIgnoreTarget = -100;
 
 struct GradOptions {
   std::int32_t ignore_target = kIgnoreTarget;  // targets equal to it add nothing (padding)
+  // > 1: the output head and the loss run over this many vocabulary tiles, so the [B, T, V]
+  // logits are never materialized (one [B, T, V / tiles] tile at a time; the head's GEMM runs
+  // twice). Loss and gradients equal the untiled ones up to rounding.
+  std::int64_t vocab_tiles = 1;
 };
 
 struct LossAndGrads {
@@ -127,8 +131,19 @@ double accumulate_grads(Model& model, const Tensor& tokens, const Tensor& target
   if (tokens.dim(1) > model.context_length())
     throw InvalidArgument("train: sequence length " + std::to_string(tokens.dim(1)) + " exceeds the model's context " +
                           std::to_string(model.context_length()));
+  if (options.vocab_tiles < 1)
+    throw InvalidArgument("train: vocab_tiles must be >= 1, got " + std::to_string(options.vocab_tiles));
   saved_t<Model> saved;
-  Tensor logits = forward(model, tokens, arange_positions(tokens.dim(0), tokens.dim(1)), saved);
+  const Tensor positions = arange_positions(tokens.dim(0), tokens.dim(1));
+  if (options.vocab_tiles > 1) {
+    const Tensor hidden = forward_hidden(model, tokens, positions, saved);
+    const HeadWeight head = head_weight(model);
+    auto ce = ops::head_cross_entropy(hidden, *head.weight, head.layout, targets, weight, options.ignore_target,
+                                      options.vocab_tiles, &head_weight_grad(grads));
+    backward_hidden(model, saved, std::move(ce.dhidden), grads);
+    return ce.loss_sum;
+  }
+  Tensor logits = forward(model, tokens, positions, saved);
   auto ce = ops::cross_entropy(std::move(logits), targets, weight, options.ignore_target);
   backward(model, saved, ce.dlogits, grads);
   return ce.loss_sum;
@@ -144,8 +159,15 @@ double evaluate_loss(const Model& model, const Tensor& tokens, const Tensor& tar
   if (n == 0) throw InvalidArgument("train: every target is the ignore id; there is no loss");
   if (tokens.dtype() != DType::i32 || tokens.rank() != 2)
     throw ShapeError("train: expected tokens i32 [B, T], found " + describe(tokens));
-  auto ce = ops::cross_entropy(eval(tokens, arange_positions(tokens.dim(0), tokens.dim(1))), targets, 0.0f,
-                               options.ignore_target);
+  const Tensor positions = arange_positions(tokens.dim(0), tokens.dim(1));
+  if (options.vocab_tiles > 1) {
+    const HeadWeight head = head_weight(eval);
+    return ops::head_cross_entropy(eval.hidden_states(tokens, positions), *head.weight, head.layout, targets, 0.0f,
+                                   options.ignore_target, options.vocab_tiles, nullptr)
+               .loss_sum /
+           static_cast<double>(n);
+  }
+  auto ce = ops::cross_entropy(eval(tokens, positions), targets, 0.0f, options.ignore_target);
   return ce.loss_sum / static_cast<double>(n);
 }
 

@@ -157,6 +157,7 @@ struct TrainState {
 struct StepOptions {
   std::int64_t grad_accum = 1;  // micro-batches the batch is cut into along its rows
   std::int32_t ignore_target = kIgnoreTarget;
+  std::int64_t vocab_tiles = 1;  // GradOptions::vocab_tiles
 };
 
 struct StepMetrics {
@@ -207,7 +208,7 @@ std::pair<TrainState<Model>, StepMetrics> train_step(TrainState<Model> state, co
   for (std::int64_t k = 0; k < K; ++k)
     loss_sum += accumulate_grads(s.model, tokens.slice(k * rows, (k + 1) * rows),
                                  targets.slice(k * rows, (k + 1) * rows), weight, grads,
-                                 {.ignore_target = options.ignore_target});
+                                 {.ignore_target = options.ignore_target, .vocab_tiles = options.vocab_tiles});
   m.loss = loss_sum / static_cast<double>(m.valid_targets);
 
   const detail::Cells g = detail::cells_of<Param>(grads);

@@ -5,12 +5,13 @@
 // simd.hpp's exp_nonpositive (within 2 ulp; e_j below about 1e-38 flush to 0), their sum in
 // 8 lanes combined by hsum's fixed tree, y_j = e_j / s. Cross-tier class: WITHIN ref's
 // relative bound plus 4 u per element; avx512 runs this, bit-identical to avx2. A row's
-// result depends only on the row. cross_entropy_rows is ref's with the same vector parts.
+// result depends only on the row. cross_entropy_rows and the tiled pair are ref's with the same vector parts.
 // Compiled with per-function target attributes; call only where isa_supported(Isa::avx2).
 #pragma once
 
 #include "nnx/kernels/avx2/simd.hpp"
 #include "nnx/kernels/isa.hpp"
+#include "nnx/kernels/ref/softmax.hpp"
 
 #if NNX_KERNELS_X86_DISPATCH
 
@@ -102,6 +103,46 @@ NNX_TARGET_AVX2_FMA inline void cross_entropy_rows(float* logits, const std::int
     for (std::int64_t j = 0; j < cols; j += 8)
       store_lanes(row + j, _mm256_mul_ps(load_lanes(row + j, cols - j), ws), cols - j);
     row[t] -= w;
+  }
+}
+
+// As ref::cross_entropy_tile_stats: the tile's maximum, e_j by exp_nonpositive summed in 8
+// lanes, merged as ref merges.
+NNX_TARGET_AVX2_FMA inline void cross_entropy_tile_stats(float* x, const std::int32_t* targets, std::int64_t rows,
+                                                         std::int64_t cols, std::int32_t ignore, float* row_max,
+                                                         float* row_sum) noexcept {
+  constexpr float kInf = std::numeric_limits<float>::infinity();
+  for (std::int64_t r = 0; r < rows; ++r) {
+    if (targets[r] == ignore) continue;
+    float* row = x + r * cols;
+    __m256 vmax = _mm256_set1_ps(-kInf);
+    for (std::int64_t j = 0; j < cols; j += 8) {
+      const __m256i m = lane_mask(cols - j);
+      vmax = _mm256_max_ps(vmax, _mm256_blendv_ps(vmax, _mm256_maskload_ps(row + j, m), _mm256_castsi256_ps(m)));
+    }
+    const float mx = detail::softmax::hmax(vmax);
+    if (mx == -kInf) continue;
+    ref::detail::merge_exp_sum(mx, detail::softmax::exp_in_place_sum(row, cols, mx), row_max[r], row_sum[r]);
+  }
+}
+
+// As ref::cross_entropy_tile_grad, e_j by exp_nonpositive.
+NNX_TARGET_AVX2_FMA inline void cross_entropy_tile_grad(float* x, const std::int32_t* targets, std::int64_t rows,
+                                                        std::int64_t cols, std::int64_t col0, float w,
+                                                        std::int32_t ignore, const float* row_max,
+                                                        const float* row_sum) noexcept {
+  for (std::int64_t r = 0; r < rows; ++r) {
+    float* row = x + r * cols;
+    const std::int32_t t = targets[r];
+    if (t == ignore) {
+      for (std::int64_t j = 0; j < cols; j += 8) store_lanes(row + j, _mm256_setzero_ps(), cols - j);
+      continue;
+    }
+    (void)detail::softmax::exp_in_place_sum(row, cols, row_max[r]);
+    const __m256 ws = _mm256_set1_ps(w / row_sum[r]);
+    for (std::int64_t j = 0; j < cols; j += 8)
+      store_lanes(row + j, _mm256_mul_ps(load_lanes(row + j, cols - j), ws), cols - j);
+    if (t >= col0 && t < col0 + cols) row[t - col0] -= w;
   }
 }
 

@@ -9,6 +9,11 @@
 //
 // Cross-entropy (training) per row with target t: m = max; s = Σ exp(x_j - m) (j ascending);
 // loss = (m - x_t) + log(s); the gradient overwrites the logits: (exp(x_j - m) / s - [j = t]) w.
+//
+// Over column tiles (the vocabulary-tiled loss, whose logits are never whole): each tile's
+// maximum m' and sum s' = Σ exp(x_j - m') merge into the row's running (m, s) as
+// M = max(m, m'), s = s exp(m - M) + s' exp(m' - M) (std::exp in float); then each tile's
+// gradient is (exp(x_j - m) * (w / s) - [j = t] w) with the final (m, s), as above.
 #pragma once
 
 #include <cmath>
@@ -72,6 +77,56 @@ inline void cross_entropy_rows(float* logits, const std::int32_t* targets, std::
     const float ws = w / s;
     for (std::int64_t j = 0; j < cols; ++j) row[j] = row[j] * ws;
     row[t] -= w;
+  }
+}
+
+namespace detail {
+
+// Merges a tile's (tile_max, tile_sum) into a row's running (max, sum).
+inline void merge_exp_sum(float tile_max, float tile_sum, float& max, float& sum) noexcept {
+  if (tile_max == -std::numeric_limits<float>::infinity()) return;  // the tile adds nothing
+  if (tile_max > max) {
+    sum = sum * std::exp(max - tile_max) + tile_sum;
+    max = tile_max;
+  } else {
+    sum += tile_sum * std::exp(tile_max - max);
+  }
+}
+
+}  // namespace detail
+
+// Pass 1 of the tiled cross-entropy: x[rows, cols] (logits of one column tile, overwritten as
+// scratch) merged into row_max[r], row_sum[r] (start at -inf, 0). Rows whose target is
+// `ignore` are skipped. Never throws.
+inline void cross_entropy_tile_stats(float* x, const std::int32_t* targets, std::int64_t rows, std::int64_t cols,
+                                     std::int32_t ignore, float* row_max, float* row_sum) noexcept {
+  for (std::int64_t r = 0; r < rows; ++r) {
+    if (targets[r] == ignore) continue;
+    float* row = x + r * cols;
+    float m = -std::numeric_limits<float>::infinity();
+    for (std::int64_t j = 0; j < cols; ++j) m = row[j] > m ? row[j] : m;
+    float s = 0.0f;
+    for (std::int64_t j = 0; j < cols; ++j) s += std::exp(row[j] - m);
+    detail::merge_exp_sum(m, s, row_max[r], row_sum[r]);
+  }
+}
+
+// Pass 2: x[rows, cols], the logits of the tile of columns [col0, col0 + cols), overwritten by
+// their gradient (exp(x_j - row_max) * (w / row_sum) - [col0 + j = t] w); rows whose target is
+// `ignore` become zeros. Never throws.
+inline void cross_entropy_tile_grad(float* x, const std::int32_t* targets, std::int64_t rows, std::int64_t cols,
+                                    std::int64_t col0, float w, std::int32_t ignore, const float* row_max,
+                                    const float* row_sum) noexcept {
+  for (std::int64_t r = 0; r < rows; ++r) {
+    float* row = x + r * cols;
+    const std::int32_t t = targets[r];
+    if (t == ignore) {
+      for (std::int64_t j = 0; j < cols; ++j) row[j] = 0.0f;
+      continue;
+    }
+    const float m = row_max[r], ws = w / row_sum[r];
+    for (std::int64_t j = 0; j < cols; ++j) row[j] = std::exp(row[j] - m) * ws;
+    if (t >= col0 && t < col0 + cols) row[t - col0] -= w;
   }
 }
 
