@@ -4,7 +4,7 @@
 //         [--weight-decay X] [--grad-accum K] [--clip X] [--seed S] [--threads N] [--out DIR]
 //         [--resume DIR] [--log FILE.csv]
 //         [--log-every N] [--eval-batches N] [--save-every N] [--min-lr X] [--optimizer adamw|sgd]
-//         [--vocab-tiles K]
+//         [--vocab-tiles K] [--qk-clip TAU]
 //   train --model PATH --data FILE --steps N ...          fine-tunes a checkpoint instead
 //   train --model PATH --tokens 1,2,3 --dump-grads FILE   one sequence's loss and gradients
 //
@@ -22,7 +22,9 @@
 // loss, held-out loss (over --eval-batches fixed held-out windows), learning rate and tokens/s;
 // --log writes one CSV row per step. --vocab-tiles K computes the output head and the loss over
 // K vocabulary tiles, so the [batch, seq, vocab] logits never exist whole (the same loss and
-// gradients up to rounding, for the head's GEMM run twice).
+// gradients up to rounding, for the head's GEMM run twice). --qk-clip TAU applies QK-Clip after
+// every update: attention heads whose largest pre-softmax logit in the batch exceeded TAU get
+// their query and key projections scaled down to it (0, the default: off).
 //
 // --out DIR writes DIR/state (the whole TrainState: model, AdamW moments, step, and the run's
 // settings) and DIR/model (the parameters alone, with config.json-style config: generate and
@@ -71,7 +73,7 @@ constexpr const char* kUsage =
     "usage: train --config CONFIG.json --data FILE --steps N [--batch B] [--seq T] [--lr X] [--warmup N]\n"
     "             [--weight-decay X] [--grad-accum K] [--clip X] [--seed S] [--threads N] [--out DIR]\n"
     "             [--resume DIR] [--log FILE.csv] [--log-every N] [--eval-batches N] [--save-every N]\n"
-    "             [--min-lr X] [--optimizer adamw|sgd] [--vocab-tiles K]\n"
+    "             [--min-lr X] [--optimizer adamw|sgd] [--vocab-tiles K] [--qk-clip TAU]\n"
     "       train --model PATH --data FILE --steps N ...   (fine-tune a checkpoint)\n"
     "       train --model PATH --tokens 1,2,3 --dump-grads FILE\n"
     "Trains a gpt2 or llama model on text (one token per byte) or llm.c .bin token files.\n"
@@ -81,7 +83,7 @@ constexpr const char* kUsage =
 struct Settings {
   std::vector<std::string> data;
   std::int64_t batch = 8, seq = 128, warmup = 0, grad_accum = 1, eval_batches = 16, vocab_tiles = 1;
-  double lr = 1e-3, min_lr = 1e-4, weight_decay = 0.1, clip = 1.0;
+  double lr = 1e-3, min_lr = 1e-4, weight_decay = 0.1, clip = 1.0, qk_clip = 0.0;
   std::uint64_t seed = 0;
   std::string optimizer = "adamw";
 
@@ -89,7 +91,7 @@ struct Settings {
     return {{"data", data},   {"batch", batch},         {"seq", seq},     {"warmup", warmup},
             {"grad_accum", grad_accum}, {"eval_batches", eval_batches}, {"lr", lr},
             {"min_lr", min_lr}, {"weight_decay", weight_decay}, {"clip", clip}, {"seed", seed},
-            {"optimizer", optimizer}, {"vocab_tiles", vocab_tiles}};
+            {"optimizer", optimizer}, {"vocab_tiles", vocab_tiles}, {"qk_clip", qk_clip}};
   }
   static Settings from_json(const nlohmann::json& j, const std::string& source) {
     try {
@@ -106,7 +108,8 @@ struct Settings {
       s.clip = j.at("clip").get<double>();
       s.seed = j.at("seed").get<std::uint64_t>();
       s.optimizer = j.at("optimizer").get<std::string>();
-      s.vocab_tiles = j.value("vocab_tiles", std::int64_t{1});  // absent before it existed
+      s.vocab_tiles = j.value("vocab_tiles", std::int64_t{1});  // absent before they existed
+      s.qk_clip = j.value("qk_clip", 0.0);
       return s;
     } catch (const nlohmann::json::exception& e) {
       throw nnx::CheckpointError(source + ": the saved run settings are incomplete (" + e.what() + ")");
@@ -158,6 +161,7 @@ Args parse_args(int argc, char** argv) {
     else if (flag == "--weight-decay") s.weight_decay = parse_double(flag, value, 0.0);
     else if (flag == "--grad-accum") s.grad_accum = parse_int(flag, value, 1);
     else if (flag == "--vocab-tiles") s.vocab_tiles = parse_int(flag, value, 1);
+    else if (flag == "--qk-clip") s.qk_clip = parse_double(flag, value, 0.0);
     else if (flag == "--clip") s.clip = parse_double(flag, value, 0.0);
     else if (flag == "--seed") s.seed = static_cast<std::uint64_t>(parse_int(flag, value, 0));
     else if (flag == "--eval-batches") s.eval_batches = parse_int(flag, value, 1);
@@ -289,7 +293,9 @@ void run(const Args& args, const nlohmann::json& model_config, const Settings& s
   for (std::int64_t step = first; step < args.steps; ++step) {
     const train::Batch batch = train::sample_batch(data.train, s.batch, s.seq, s.seed, step);
     const auto start = std::chrono::steady_clock::now();
-    auto [next, m] = train::train_step(std::move(state), batch.tokens, batch.targets, {.grad_accum = s.grad_accum, .vocab_tiles = s.vocab_tiles});
+    auto [next, m] =
+        train::train_step(std::move(state), batch.tokens, batch.targets,
+                          {.grad_accum = s.grad_accum, .vocab_tiles = s.vocab_tiles, .qk_clip = s.qk_clip});
     state = std::move(next);
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     const double tokens_per_s = double(s.batch * s.seq) / seconds;
@@ -301,8 +307,11 @@ void run(const Args& args, const nlohmann::json& model_config, const Settings& s
     if (report) {
       held_out = train::evaluate_loss(state.model, eval.tokens, eval.targets, {.vocab_tiles = s.vocab_tiles});
       const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-      std::printf("step %6lld/%lld  loss %.4f  held-out %.4f  lr %.2e  %7.0f tok/s  %6.1f s\n", (long long)m.step,
+      std::printf("step %6lld/%lld  loss %.4f  held-out %.4f  lr %.2e  %7.0f tok/s  %6.1f s", (long long)m.step,
                   (long long)args.steps, m.loss, *held_out, m.lr, tokens_per_s, elapsed);
+      if (s.qk_clip > 0)
+        std::printf("  max logit %.2f, %lld heads clipped", m.max_attention_logit, (long long)m.clipped_heads);
+      std::printf("\n");
       std::fflush(stdout);
     }
     if (log) {

@@ -113,13 +113,15 @@ TEST_CASE("train learns, saves a model generate loads, logs every step, and resu
   write_run_inputs(tmp.path);
   const std::string common = "--config " + (tmp.path / "config.json").string() + " --data " +
                              (tmp.path / "text.txt").string() + " --batch 4 --seq 16 --lr 3e-3 --warmup 2 --seed 7" +
-                             " --grad-accum 2 --log-every 3";
+                             " --grad-accum 2 --log-every 3 --vocab-tiles 3 --qk-clip 0.5";
   const auto whole = run_command(train(common + " --steps 6 --out " + (tmp.path / "whole").string() + " --log " +
                                        (tmp.path / "whole.csv").string()));
   INFO(whole.err);
   REQUIRE(whole.code == 0);
   CHECK(whole.out.find("step      3/6  loss") != std::string::npos);
   CHECK(whole.out.find("held-out") != std::string::npos);
+  CHECK(whole.out.find("heads clipped") != std::string::npos);
+  CHECK(whole.out.find(" 0 heads clipped") == std::string::npos);  // --qk-clip 0.5 is below these logits
 
   std::ifstream csv(tmp.path / "whole.csv");
   std::vector<std::string> lines;
@@ -170,6 +172,8 @@ TEST_CASE("train rejects bad input with one line and exit code 2", "[train][cli]
       {config + data, "--steps is required"},
       {config + data + " --steps 2 --frobnicate 1", "unknown option --frobnicate"},
       {config + data + " --steps 2 --batch 3 --grad-accum 2", "not a multiple"},
+      {config + data + " --steps 2 --qk-clip -1", "--qk-clip: '-1' is not a number >= 0"},
+      {config + data + " --steps 2 --vocab-tiles 0", "--vocab-tiles: '0' is not an integer >= 1"},
       {config + " --data " + (tmp.path / "missing.txt").string() + " --steps 2", "missing.txt: no such file"},
       {config + " --data " + (tmp.path / "big.bin").string() + " --steps 2", "token 339"},
       {config + " --data " + (tmp.path / "bad.bin").string() + " --steps 2", "not an llm.c token file"},

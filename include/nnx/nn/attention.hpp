@@ -81,8 +81,11 @@ struct Attention {
   std::optional<Linear> value;  // separate: [C, Hkv D]
   Linear out;                   // [H D, C]
   std::optional<KVCache> cache;
+  // Sown by the training forward (nnx/train/backprop.hpp) when present: each query head's
+  // largest pre-softmax logit over the batch, f32 [H], for QK-Clip (nnx/train/qk_clip.hpp).
+  std::optional<Intermediate> max_logits;
   NNX_FIELDS(num_heads, num_kv_heads, head_dim, use_rope, rope_theta, rope_scaling, qkv, query, key, value, out,
-             cache)
+             cache, max_logits)
 
   Attention() = default;
   Attention(std::int64_t d_model, const AttentionOptions& o, Rngs& rngs)

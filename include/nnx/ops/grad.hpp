@@ -259,6 +259,35 @@ inline CrossEntropy cross_entropy(Tensor logits, const Tensor& targets, float we
   return out;
 }
 
+// The largest pre-softmax logit scale * q_t · k_s (s <= t: causal by index, as training's
+// attention) of each query head over the batch, max-accumulated into max_logits f32 [H]:
+// q [B, T, H, D], k [B, T, Hkv, D] (query head h reads KV head h / (H / Hkv)). What QK-Clip
+// reads (MuonClip's max logit). A maximum is exact in any order: the same on any thread count.
+inline void max_attention_logits_(const Tensor& q, const Tensor& k, float scale, Tensor& max_logits) {
+  constexpr const char* op = "ops::max_attention_logits_";
+  detail::require_f32(op, "q", q);
+  detail::require_rank(op, "q", q, 4);
+  detail::require_f32(op, "k", k);
+  detail::require_rank(op, "k", k, 4);
+  const std::int64_t B = q.dim(0), T = q.dim(1), H = q.dim(2), D = q.dim(3), Hkv = k.dim(2);
+  if (Hkv <= 0 || H % Hkv != 0 || k.shape() != Shape{B, T, Hkv, D})
+    throw ShapeError(std::string(op) + ": k " + describe(k) + " does not fit q " + describe(q));
+  detail::require_grad(op, "max_logits", max_logits, Shape{H});
+  Tensor scores = Tensor::empty({T, T});
+  float* S = scores.data<float>();
+  float* out = max_logits.data<float>();
+  for (std::int64_t b = 0; b < B; ++b)
+    for (std::int64_t h = 0; h < H; ++h) {
+      const float* qh = q.data<float>() + b * T * H * D + h * D;
+      const float* kh = k.data<float>() + b * T * Hkv * D + (h / (H / Hkv)) * D;
+      kernels::gemm_f32_t(false, true, T, T, D, qh, H * D, kh, Hkv * D, S, T);
+      float m = out[h];
+      for (std::int64_t t = 0; t < T; ++t)
+        for (std::int64_t u = 0; u <= t; ++u) m = std::max(m, scale * S[t * T + u]);
+      out[h] = m;
+    }
+}
+
 // How an output head's weight maps hidden states to logits: an embedding table [V, C] (a tied
 // head: logits = hidden · tableᵀ) or a Linear kernel [C, V] (logits = hidden · kernel).
 enum class HeadLayout { table, kernel };
@@ -320,7 +349,8 @@ inline HeadCrossEntropy head_cross_entropy(const Tensor& hidden, const Tensor& h
     const std::int64_t n = std::min(width, V - v0);
     tile_logits(v0, n);
     for (std::int64_t r = 0; r < M; ++r)
-      if (t[r] != ignore && t[r] >= v0 && t[r] < v0 + n) target_logit[static_cast<std::size_t>(r)] = L[r * n + t[r] - v0];
+      if (t[r] != ignore && t[r] >= v0 && t[r] < v0 + n)
+        target_logit[static_cast<std::size_t>(r)] = L[r * n + t[r] - v0];
     kernels::cross_entropy_tile_stats(L, t, M, n, ignore, row_max.data(), row_sum.data());
   }
   HeadCrossEntropy out;

@@ -108,6 +108,9 @@ inline Tensor forward(Attention& a, const Tensor& x, const Tensor& positions, At
   else saved.query.x = saved.key.x = saved.value.x = x;
   saved.positions = positions;
   saved.projected = a.project(x, positions);
+  if (a.max_logits)  // sown: QK-Clip reads it after the step
+    ops::max_attention_logits_(saved.projected.q, saved.projected.k,
+                               1.0f / std::sqrt(static_cast<float>(a.head_dim)), a.max_logits->value());
   return forward(a.out, a.attend(saved.projected, positions), saved.out);
 }
 inline Tensor backward(const Attention& a, const AttentionSaved& saved, const Tensor& dy, Attention& g) {
@@ -261,7 +264,8 @@ struct HeadWeight {
 // The tied embedding table or the untied head's kernel; InvalidArgument when the head is not
 // an f32 matrix without bias (a quantized or 16-bit head, served rather than trained).
 inline HeadWeight head_weight(const Gpt2& model) {
-  if (!model.wte.embedding || model.wte.quant != QuantScheme::none || model.wte.embedding->value().dtype() != DType::f32)
+  const Embed& e = model.wte;
+  if (!e.embedding || e.quant != QuantScheme::none || e.embedding->value().dtype() != DType::f32)
     throw InvalidArgument("vocab tiling: the tied head 'wte' is not an f32 table");
   return {&model.wte.embedding->value(), ops::HeadLayout::table};
 }

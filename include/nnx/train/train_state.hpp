@@ -37,6 +37,7 @@
 #include "nnx/core/variable.hpp"
 #include "nnx/kernels/optimizer.hpp"
 #include "nnx/train/grad.hpp"
+#include "nnx/train/qk_clip.hpp"
 
 namespace nnx::train {
 
@@ -158,6 +159,9 @@ struct StepOptions {
   std::int64_t grad_accum = 1;  // micro-batches the batch is cut into along its rows
   std::int32_t ignore_target = kIgnoreTarget;
   std::int64_t vocab_tiles = 1;  // GradOptions::vocab_tiles
+  // > 0: QK-Clip at this tau after the update (nnx/train/qk_clip.hpp): the step's attention
+  // sows each head's max logit, and heads above tau get their query and key projections scaled.
+  double qk_clip = 0.0;
 };
 
 struct StepMetrics {
@@ -166,6 +170,10 @@ struct StepMetrics {
   double lr = 0.0;         // learning rate of this update
   std::int64_t valid_targets = 0;
   std::int64_t step = 0;   // updates applied after this one
+  // With StepOptions::qk_clip: the largest attention logit of the batch (before clipping) and
+  // the query heads clipped.
+  double max_attention_logit = 0.0;
+  std::int64_t clipped_heads = 0;
 };
 
 // One optimizer update from a batch: tokens and targets i32 [B, T]; with grad_accum K the rows
@@ -193,6 +201,8 @@ std::pair<TrainState<Model>, StepMetrics> train_step(TrainState<Model> state, co
   if (m.valid_targets == 0) throw InvalidArgument("train_step: every target is the ignore id; there is no loss");
 
   check_trainable(s.model);
+  if (options.qk_clip < 0 || std::isnan(options.qk_clip))
+    throw InvalidArgument("train_step: qk_clip must be >= 0 (0: off), got " + std::to_string(options.qk_clip));
   if (buffers) {
     for (const auto& cell : detail::cells_of<Param>(*buffers)) {
       Tensor& t = cell.second->tensor();
@@ -204,6 +214,7 @@ std::pair<TrainState<Model>, StepMetrics> train_step(TrainState<Model> state, co
   Model& grads = *buffers;
   const float weight = static_cast<float>(1.0 / static_cast<double>(m.valid_targets));
   const std::int64_t rows = tokens.dim(0) / K;
+  if (options.qk_clip > 0) sow_max_logits(s.model);  // after zero_grads: the buffers hold no intermediates
   double loss_sum = 0.0;
   for (std::int64_t k = 0; k < K; ++k)
     loss_sum += accumulate_grads(s.model, tokens.slice(k * rows, (k + 1) * rows),
@@ -248,6 +259,12 @@ std::pair<TrainState<Model>, StepMetrics> train_step(TrainState<Model> state, co
       kernels::sgd_update(p, gt.data<float>(), first, gt.numel(), static_cast<float>(m.lr),
                           static_cast<float>(opt.momentum), decay, grad_scale, t == 0);
     }
+  }
+  if (options.qk_clip > 0) {
+    const QkClipResult clip = qk_clip(s.model, options.qk_clip);
+    clear_max_logits(s.model);
+    m.max_attention_logit = clip.max_logit;
+    m.clipped_heads = clip.clipped_heads;
   }
   Tensor next = Tensor::full({1}, 0.0, DType::i64);
   next.template data<std::int64_t>()[0] = t + 1;
