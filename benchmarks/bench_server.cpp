@@ -25,11 +25,12 @@
 //       threads (httplib::Client over loopback, request i by thread i % 8, one after the other)
 //       to an nnx::OpenAIServer on its own threads in this process; each client reads the
 //       server-sent events as they come and parses every data line as JSON. keepalive:1 keeps
-//       one connection per client thread (as client libraries do; the server still closes it
-//       after 5 requests, httplib's default), keepalive:0 connects anew for every request.
-// A connection that arrives while httplib's accept queue (backlog 5) is full waits for the
-// kernel's 1 s SYN retransmission: such a pass is ~1 s slower (see `nstat -az
-// TcpExtListenOverflows`; benchmarks/RESULTS.md, "Server (issue 13)").
+//       one connection per client thread with TCP_NODELAY (as client libraries do),
+//       keepalive:0 connects anew for every request.
+// The server raises its listen backlog (httplib's is 5: a burst of more connections waited for
+// the kernel's 1 s SYN retry; `nstat -az TcpExtListenOverflows` counts them) and sets
+// TCP_NODELAY; a keep-alive client that leaves Nagle's algorithm on still waits ~40 ms per
+// request for the server's delayed ACK (benchmarks/RESULTS.md, "Server (issue 13)").
 // The server is built and bound (and a short request run through (a) and by each client) before the
 // timing. Both paths must give the same tokens for every request ("return_token_ids": true
 // puts them in each choice's final chunk); the benchmark fails (SkipWithError) if not.
@@ -238,6 +239,7 @@ void BM_Server(benchmark::State& state) {
   for (int t = 0; keepalive && t < kClients; ++t) {
     clients.push_back(std::make_unique<httplib::Client>("127.0.0.1", port));
     clients.back()->set_keep_alive(true);
+    clients.back()->set_tcp_nodelay(true);
     clients.back()->set_read_timeout(600, 0);
   }
   const auto stop_server = [&] {

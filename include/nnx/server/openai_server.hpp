@@ -150,6 +150,9 @@ class OpenAIServer {
     });
     // A client library's connection pool may reuse a connection for many requests.
     http_.set_keep_alive_max_count(std::size_t{1} << 20);
+    // Each streamed token goes out as it is written: with Nagle's algorithm an event written
+    // while the previous one is unacknowledged waits for the client's delayed ACK (~40 ms).
+    http_.set_tcp_nodelay(true);
     routes();
   }
   // Stops listening; a thread running serve() must be joined before the server is destroyed.
