@@ -7,6 +7,9 @@
 //         [--vocab-tiles K] [--qk-clip TAU]
 //   train --model PATH --data FILE --steps N ...          fine-tunes a checkpoint instead
 //   train --model PATH --tokens 1,2,3 --dump-grads FILE   one sequence's loss and gradients
+//   train --model PATH --reference PATH --dpo-beta B --data PAIRS.jsonl --steps N ...   DPO
+//   train --model PATH --reference PATH --dpo-beta B --prompt-ids 1,2 --chosen-ids 3 --rejected-ids 4
+//         --dump-grads FILE                              one preference pair's DPO loss and gradients
 //
 // CONFIG is a Hugging Face style config.json (model_type gpt2 or llama); the model starts from
 // random weights drawn with --seed. --model PATH is a Hugging Face directory or a params-only
@@ -36,6 +39,15 @@
 // cross-entropy of --tokens, and the gradient of every parameter, under its Hugging Face name
 // and layout for a Hugging Face directory, its nnx path for a checkpoint of this program.
 //
+// DPO (--reference PATH --dpo-beta B): the policy --model trains against the frozen reference
+// (a Hugging Face directory or a checkpoint of this program, same architecture) on --data
+// JSON-lines files of {"prompt_ids": [...], "chosen_ids": [...], "rejected_ids": [...]},
+// --batch pairs a step drawn by (seed, step); the loss is -log sigmoid(B ((log pi(chosen) -
+// log ref(chosen)) - (log pi(rejected) - log ref(rejected)))) over the responses' tokens. The
+// log reports loss, accuracy (pairs whose chosen reward is the larger) and reward margin;
+// --out, --resume and --qk-clip work as for language modelling. With --dump-grads, one pair's
+// loss and the policy's gradients, named as above.
+//
 // Errors: one line on stderr, exit code 2.
 #include <chrono>
 #include <cmath>
@@ -44,6 +56,7 @@
 #include <fstream>
 #include <iostream>
 #include <optional>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -76,6 +89,9 @@ constexpr const char* kUsage =
     "             [--min-lr X] [--optimizer adamw|sgd] [--vocab-tiles K] [--qk-clip TAU]\n"
     "       train --model PATH --data FILE --steps N ...   (fine-tune a checkpoint)\n"
     "       train --model PATH --tokens 1,2,3 --dump-grads FILE\n"
+    "       train --model PATH --reference PATH --dpo-beta B --data PAIRS.jsonl --steps N ...   (DPO)\n"
+    "       train --model PATH --reference PATH --dpo-beta B --prompt-ids IDS --chosen-ids IDS --rejected-ids IDS\n"
+    "             --dump-grads FILE\n"
     "Trains a gpt2 or llama model on text (one token per byte) or llm.c .bin token files.\n"
     "Errors are one line on stderr, exit code 2.\n";
 
@@ -84,6 +100,8 @@ struct Settings {
   std::vector<std::string> data;
   std::int64_t batch = 8, seq = 128, warmup = 0, grad_accum = 1, eval_batches = 16, vocab_tiles = 1;
   double lr = 1e-3, min_lr = 1e-4, weight_decay = 0.1, clip = 1.0, qk_clip = 0.0;
+  std::string reference;  // DPO: the frozen reference model
+  double dpo_beta = 0.0;  // > 0: DPO against `reference` on preference pairs
   std::uint64_t seed = 0;
   std::string optimizer = "adamw";
 
@@ -91,7 +109,8 @@ struct Settings {
     return {{"data", data},   {"batch", batch},         {"seq", seq},     {"warmup", warmup},
             {"grad_accum", grad_accum}, {"eval_batches", eval_batches}, {"lr", lr},
             {"min_lr", min_lr}, {"weight_decay", weight_decay}, {"clip", clip}, {"seed", seed},
-            {"optimizer", optimizer}, {"vocab_tiles", vocab_tiles}, {"qk_clip", qk_clip}};
+            {"optimizer", optimizer}, {"vocab_tiles", vocab_tiles}, {"qk_clip", qk_clip},
+            {"reference", reference}, {"dpo_beta", dpo_beta}};
   }
   static Settings from_json(const nlohmann::json& j, const std::string& source) {
     try {
@@ -110,6 +129,8 @@ struct Settings {
       s.optimizer = j.at("optimizer").get<std::string>();
       s.vocab_tiles = j.value("vocab_tiles", std::int64_t{1});  // absent before they existed
       s.qk_clip = j.value("qk_clip", 0.0);
+      s.reference = j.value("reference", std::string());
+      s.dpo_beta = j.value("dpo_beta", 0.0);
       return s;
     } catch (const nlohmann::json::exception& e) {
       throw nnx::CheckpointError(source + ": the saved run settings are incomplete (" + e.what() + ")");
@@ -120,18 +141,18 @@ struct Settings {
 struct Args {
   Settings settings;
   std::string config, model, resume, out, log, dump_grads;
-  std::vector<std::int64_t> tokens;
+  std::vector<std::int64_t> tokens, prompt_ids, chosen_ids, rejected_ids;
   std::int64_t steps = -1, log_every = 10, save_every = 0;
   int threads = 0;
   bool help = false;
   std::vector<std::string> given;  // the options on the command line
 };
 
-std::vector<std::int64_t> parse_ids(const std::string& text) {
+std::vector<std::int64_t> parse_ids(const std::string& flag, const std::string& text) {
   std::vector<std::int64_t> ids;
   for (std::size_t begin = 0; begin <= text.size();) {
     const std::size_t comma = std::min(text.find(',', begin), text.size());
-    ids.push_back(parse_int("--tokens", text.substr(begin, comma - begin), 0));
+    ids.push_back(parse_int(flag, text.substr(begin, comma - begin), 0));
     begin = comma + 1;
   }
   return ids;
@@ -174,15 +195,29 @@ Args parse_args(int argc, char** argv) {
     else if (flag == "--log") a.log = value;
     else if (flag == "--log-every") a.log_every = parse_int(flag, value, 1);
     else if (flag == "--save-every") a.save_every = parse_int(flag, value, 0);
-    else if (flag == "--tokens") a.tokens = parse_ids(value);
+    else if (flag == "--tokens") a.tokens = parse_ids(flag, value);
+    else if (flag == "--prompt-ids") a.prompt_ids = parse_ids(flag, value);
+    else if (flag == "--chosen-ids") a.chosen_ids = parse_ids(flag, value);
+    else if (flag == "--rejected-ids") a.rejected_ids = parse_ids(flag, value);
+    else if (flag == "--reference") s.reference = value;
+    else if (flag == "--dpo-beta") {
+      s.dpo_beta = parse_double(flag, value, 0.0);
+      if (s.dpo_beta == 0) throw UsageError("--dpo-beta: must be > 0");
+    }
     else if (flag == "--dump-grads") a.dump_grads = value;
     else throw UsageError("unknown option " + flag);
   }
+  if (s.reference.empty() != (s.dpo_beta == 0))
+    throw UsageError("DPO needs both --reference PATH and --dpo-beta B");
+  const bool dpo = s.dpo_beta > 0;
   if (!a.dump_grads.empty()) {
     if (a.model.empty()) throw UsageError("--dump-grads needs --model");
-    if (a.tokens.size() < 2) throw UsageError("--dump-grads needs --tokens with at least 2 ids");
+    if (dpo && (a.prompt_ids.empty() || a.chosen_ids.empty() || a.rejected_ids.empty()))
+      throw UsageError("--dump-grads with --reference needs --prompt-ids, --chosen-ids and --rejected-ids");
+    if (!dpo && a.tokens.size() < 2) throw UsageError("--dump-grads needs --tokens with at least 2 ids");
     return a;
   }
+  if (dpo && !a.config.empty()) throw UsageError("DPO starts from a trained policy: give --model, not --config");
   const int sources = !a.config.empty() + !a.model.empty() + !a.resume.empty();
   if (sources != 1) throw UsageError("give exactly one of --config, --model and --resume");
   if (a.steps < 0) throw UsageError("--steps is required");
@@ -209,6 +244,20 @@ nlohmann::json model_config_of(const fs::path& path) {
                                           : nnx::io::checkpoint_config(path);
 }
 
+// --dump-grads's file: "loss" and the gradients, under Hugging Face names for a Hugging Face
+// --model, else under their nnx paths.
+void write_grads(const Args& args, const nlohmann::json& config, double loss, const nnx::State& grads) {
+  std::vector<std::pair<std::string, nnx::Tensor>> out;
+  out.emplace_back("loss", nnx::Tensor::full({1}, loss));
+  if (fs::exists(fs::path(args.model) / "config.json")) {
+    for (auto& named : nnx::io::hf_tensors(config.at("model_type").get<std::string>(), grads))
+      out.push_back(std::move(named));
+  } else {
+    for (const auto& [path, leaf] : grads) out.emplace_back(path.to_string(), leaf.tensor());
+  }
+  nnx::io::save_safetensors(args.dump_grads, out);
+}
+
 // --dump-grads: the loss and gradients of one sequence, written as safetensors.
 template <class Model, class Config>
 void dump_grads(const Args& args, const nlohmann::json& config) {
@@ -226,15 +275,24 @@ void dump_grads(const Args& args, const nlohmann::json& config) {
     if (i > 0) targets.data<std::int32_t>()[i - 1] = static_cast<std::int32_t>(args.tokens[i]);
   }
   const auto result = train::value_and_grad(model, tokens, targets, {.vocab_tiles = args.settings.vocab_tiles});
-  std::vector<std::pair<std::string, nnx::Tensor>> out;
-  out.emplace_back("loss", nnx::Tensor::full({1}, result.loss));
-  if (fs::exists(fs::path(args.model) / "config.json")) {
-    for (auto& named : nnx::io::hf_tensors(config.at("model_type").get<std::string>(), result.grads))
-      out.push_back(std::move(named));
-  } else {
-    for (const auto& [path, leaf] : result.grads) out.emplace_back(path.to_string(), leaf.tensor());
-  }
-  nnx::io::save_safetensors(args.dump_grads, out);
+  write_grads(args, config, result.loss, result.grads);
+}
+
+std::vector<std::int32_t> to_i32(const std::vector<std::int64_t>& ids) { return {ids.begin(), ids.end()}; }
+
+// --dump-grads with --reference: the DPO loss of one preference pair and the policy's gradients.
+template <class Model, class Config>
+void dump_dpo_grads(const Args& args, const nlohmann::json& config) {
+  const Config cfg = Config::from_json(config);
+  nnx::Rngs rngs{0};
+  Model policy(cfg, nnx::Mode::train, rngs), reference(cfg, nnx::Mode::train, rngs);
+  load_params(policy, args.model);
+  load_params(reference, args.settings.reference);
+  const std::vector<train::PreferencePair> pair = {
+      {to_i32(args.prompt_ids), to_i32(args.chosen_ids), to_i32(args.rejected_ids)}};
+  const train::PreferenceBatch batch = train::preference_batch(pair, cfg.vocab_size);
+  const auto result = train::dpo_value_and_grad(policy, reference, batch, args.settings.dpo_beta);
+  write_grads(args, config, result.loss, result.grads);
 }
 
 template <class Model>
@@ -243,6 +301,19 @@ void save(const fs::path& dir, const train::TrainState<Model>& state, const nloh
   auto [graphdef, leaves] = nnx::split(state, nnx::everything);
   nnx::io::save_checkpoint(dir / "state", leaves, {}, {{"model", model_config}, {"run", settings.to_json()}});
   nnx::io::save_checkpoint(dir / "model", nnx::state(state.model, nnx::of<nnx::Param>), {}, model_config);
+}
+
+train::OptimizerConfig optimizer_config(const Settings& s, std::int64_t steps) {
+  return {.kind = s.optimizer == "sgd" ? train::OptimizerKind::sgd : train::OptimizerKind::adamw,
+          .lr = {.peak = s.lr,
+                 .warmup_steps = s.warmup,
+                 .decay_steps = std::max(steps, s.warmup + 1),
+                 .final_fraction = s.lr > 0 ? s.min_lr / s.lr : 0.0},
+          .beta1 = 0.9,
+          .beta2 = 0.95,
+          .eps = 1e-8,
+          .weight_decay = s.weight_decay,
+          .clip_norm = s.clip};
 }
 
 template <class Model, class Config>
@@ -255,17 +326,7 @@ void run(const Args& args, const nlohmann::json& model_config, const Settings& s
   if (s.seq > cfg.context_length())
     throw nnx::InvalidArgument("--seq " + std::to_string(s.seq) + " exceeds the model's context " +
                                std::to_string(cfg.context_length()));
-  const train::OptimizerConfig opt{
-      .kind = s.optimizer == "sgd" ? train::OptimizerKind::sgd : train::OptimizerKind::adamw,
-      .lr = {.peak = s.lr,
-             .warmup_steps = s.warmup,
-             .decay_steps = std::max(args.steps, s.warmup + 1),
-             .final_fraction = s.lr > 0 ? s.min_lr / s.lr : 0.0},
-      .beta1 = 0.9,
-      .beta2 = 0.95,
-      .eps = 1e-8,
-      .weight_decay = s.weight_decay,
-      .clip_norm = s.clip};
+  const train::OptimizerConfig opt = optimizer_config(s, args.steps);
   nnx::Rngs rngs{s.seed};
   Model model(cfg, nnx::Mode::train, rngs);
   if (!args.model.empty()) load_params(model, args.model);
@@ -328,6 +389,95 @@ void run(const Args& args, const nlohmann::json& model_config, const Settings& s
   }
 }
 
+// The preference pairs of JSON-lines files: {"prompt_ids": [...], "chosen_ids": [...],
+// "rejected_ids": [...]} per line; a bad line is an error naming the file and line.
+std::vector<train::PreferencePair> load_pairs(const std::vector<std::string>& files, std::int64_t vocab_size) {
+  std::vector<train::PreferencePair> pairs;
+  for (const std::string& file : files) {
+    std::ifstream in(file);
+    if (!in) throw nnx::InvalidArgument(file + ": no such file");
+    std::string line;
+    for (std::int64_t n = 1; std::getline(in, line); ++n) {
+      if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+      const std::string where = file + ":" + std::to_string(n);
+      try {
+        const nlohmann::json j = nnx::io::parse_json_strict(line);
+        const auto ids = [&](const char* key) {
+          if (!j.is_object() || !j.contains(key) || !j[key].is_array() || j[key].empty())
+            throw nnx::InvalidArgument(std::string("expected a non-empty array \"") + key + "\"");
+          std::vector<std::int32_t> out;
+          for (const auto& v : j[key]) {
+            if (!v.is_number_integer() || v.get<std::int64_t>() < 0 || v.get<std::int64_t>() >= vocab_size)
+              throw nnx::InvalidArgument(std::string("\"") + key + "\": " + v.dump() +
+                                         " is not a token id in [0, " + std::to_string(vocab_size) + ")");
+            out.push_back(v.get<std::int32_t>());
+          }
+          return out;
+        };
+        pairs.push_back({ids("prompt_ids"), ids("chosen_ids"), ids("rejected_ids")});
+      } catch (const nnx::InvalidArgument& e) {
+        throw nnx::InvalidArgument(where + ": " + e.what());
+      }
+    }
+  }
+  if (pairs.empty()) throw nnx::InvalidArgument("the DPO data holds no preference pairs");
+  return pairs;
+}
+
+// DPO: the policy (--model) against the frozen --reference on --batch pairs a step, drawn by
+// (seed, step).
+template <class Model, class Config>
+void run_dpo(const Args& args, const nlohmann::json& model_config, const Settings& s, const std::string& resume) {
+  const Config cfg = Config::from_json(model_config);
+  const std::vector<train::PreferencePair> pairs = load_pairs(s.data, cfg.vocab_size);
+  nnx::Rngs rngs{s.seed};
+  Model policy(cfg, nnx::Mode::train, rngs), reference(cfg, nnx::Mode::train, rngs);
+  if (!args.model.empty()) load_params(policy, args.model);
+  load_params(reference, s.reference);
+  train::DpoState<Model> state{train::TrainState<Model>(std::move(policy), optimizer_config(s, args.steps)),
+                               std::move(reference)};
+  if (!resume.empty()) {
+    auto [graphdef, target] = nnx::split(state.policy, nnx::everything);
+    state.policy = nnx::merge(graphdef, nnx::io::restore_checkpoint(fs::path(resume) / "state", target));
+  }
+  std::printf("train (DPO, beta %g): %s policy, reference %s; %zu preference pairs; %d threads\n", s.dpo_beta,
+              model_config.at("model_type").get<std::string>().c_str(), s.reference.c_str(), pairs.size(),
+              nnx::num_threads());
+  std::ofstream log;
+  if (!args.log.empty()) {
+    const bool append = !resume.empty() && fs::exists(args.log);
+    log.open(args.log, append ? std::ios::app : std::ios::trunc);
+    if (!log) throw nnx::InvalidArgument(args.log + ": cannot write");
+    if (!append) log << "step,loss,accuracy,reward_margin,lr,grad_norm\n";
+  }
+  for (std::int64_t step = state.policy.steps_done(); step < args.steps; ++step) {
+    std::mt19937_64 gen(s.seed * 0x9E3779B97F4A7C15ull + static_cast<std::uint64_t>(step));
+    std::vector<train::PreferencePair> chosen;
+    for (std::int64_t i = 0; i < s.batch; ++i) chosen.push_back(pairs[gen() % pairs.size()]);
+    auto [next, m] = train::dpo_step(std::move(state), train::preference_batch(chosen, cfg.vocab_size),
+                                     {.beta = s.dpo_beta, .qk_clip = s.qk_clip});
+    state = std::move(next);
+    if (!std::isfinite(m.loss))
+      throw nnx::NumericalError("the DPO loss is " + std::to_string(m.loss) + " at step " + std::to_string(m.step));
+    const double margin = m.chosen_reward - m.rejected_reward;
+    if (m.step % args.log_every == 0 || m.step == args.steps) {
+      std::printf("step %6lld/%lld  loss %.4f  accuracy %.2f  reward margin %.4f  lr %.2e\n", (long long)m.step,
+                  (long long)args.steps, m.loss, m.accuracy, margin, m.lr);
+      std::fflush(stdout);
+    }
+    if (log) {
+      log << m.step << ',' << m.loss << ',' << m.accuracy << ',' << margin << ',' << m.lr << ',' << m.grad_norm << '\n';
+      log.flush();
+    }
+    if (!args.out.empty() && args.save_every > 0 && m.step % args.save_every == 0 && m.step != args.steps)
+      save(args.out, state.policy, model_config, s);
+  }
+  if (!args.out.empty()) {
+    save(args.out, state.policy, model_config, s);
+    std::printf("saved %s/state (train state) and %s/model (parameters)\n", args.out.c_str(), args.out.c_str());
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -340,7 +490,12 @@ int main(int argc, char** argv) {
     if (args.threads > 0) nnx::set_num_threads(args.threads);
     if (!args.dump_grads.empty()) {
       const nlohmann::json config = model_config_of(args.model);
-      nnx::with_model_type(config, args.model, [&]<class Model, class Config>() { dump_grads<Model, Config>(args, config); });
+      nnx::with_model_type(config, args.model, [&]<class Model, class Config>() {
+        if (args.settings.dpo_beta > 0)
+          dump_dpo_grads<Model, Config>(args, config);
+        else
+          dump_grads<Model, Config>(args, config);
+      });
       return 0;
     }
     nlohmann::json model_config;
@@ -364,7 +519,11 @@ int main(int argc, char** argv) {
     }
     const std::string source = !args.config.empty() ? args.config : !args.model.empty() ? args.model : args.resume;
     nnx::with_model_type(model_config, source, [&]<class Model, class Config>() {
-      run<Model, Config>(args, Config::from_json(model_config).to_json(), settings, args.resume);
+      const nlohmann::json normalized = Config::from_json(model_config).to_json();
+      if (settings.dpo_beta > 0)
+        run_dpo<Model, Config>(args, normalized, settings, args.resume);
+      else
+        run<Model, Config>(args, normalized, settings, args.resume);
     });
     return 0;
   } catch (const std::exception& e) {

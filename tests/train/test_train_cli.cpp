@@ -10,10 +10,14 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <span>
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include <nnx/core.hpp>
+#include <nnx/io/checkpoint.hpp>
 #include <nnx/io/safetensors.hpp>
 #include <nnx/models.hpp>
 #include <nnx/train.hpp>
@@ -167,6 +171,9 @@ TEST_CASE("train rejects bad input with one line and exit code 2", "[train][cli]
     }
   }
   write(tmp.path / "bad.bin", "not a token file");
+  write(tmp.path / "pairs.jsonl", "{\"prompt_ids\": [1], \"chosen_ids\": [2], \"rejected_ids\": [3]}\n"
+                                  "{\"prompt_ids\": [1], \"chosen_ids\": [500], \"rejected_ids\": [3]}\n");
+  write(tmp.path / "pair.jsonl", "{\"prompt_ids\": [1], \"chosen_ids\": [2], \"rejected_ids\": [3]}\n");
   const std::vector<std::pair<std::string, std::string>> cases{
       {config + " --steps 2", "--data is required"},
       {config + data, "--steps is required"},
@@ -181,6 +188,15 @@ TEST_CASE("train rejects bad input with one line and exit code 2", "[train][cli]
       {" --config " + (tmp.path / "text.txt").string() + data + " --steps 2", "malformed JSON"},
       {" --resume " + (tmp.path / "nowhere").string() + " --steps 2", "no such path"},
       {" --model " + fixture::dir("gpt2_tiny").string() + " --tokens 5,400 --dump-grads x.st", "id 400"},
+      {" --model " + fixture::dir("llama_tiny").string() + " --reference " + fixture::dir("llama_tiny").string() +
+           data + " --steps 2",
+       "DPO needs both --reference PATH and --dpo-beta B"},
+      {" --model " + fixture::dir("llama_tiny").string() + " --reference " + fixture::dir("llama_tiny").string() +
+           " --dpo-beta 0.1 --data " + (tmp.path / "pairs.jsonl").string() + " --steps 2",
+       "pairs.jsonl:2: \"chosen_ids\": 500 is not a token id in [0, 112)"},
+      {" --model " + fixture::dir("llama_tiny").string() + " --reference " + fixture::dir("gpt2_tiny").string() +
+           " --dpo-beta 0.1 --data " + (tmp.path / "pair.jsonl").string() + " --steps 2",
+       "gpt2_tiny: no gpt2 tensor corresponds to parameter 'embed_tokens/embedding'"},
   };
   for (const auto& [args, message] : cases) {
     CAPTURE(args);
@@ -196,6 +212,51 @@ TEST_CASE("train rejects bad input with one line and exit code 2", "[train][cli]
   const auto r = run_command(train("--resume " + (tmp.path / "run").string() + " --steps 2 --lr 1"));
   CHECK(r.code == 2);
   CHECK(r.err.find("--lr cannot be changed when resuming") != std::string::npos);
+}
+
+TEST_CASE("train with --reference: DPO's gradients of one pair, and a DPO run lowering the loss", "[train][cli][dpo]") {
+  TempDir tmp;
+  const std::string models = " --model " + fixture::dir("llama_tiny").string() + " --reference " +
+                             fixture::dir("llama_tiny_dpo_ref").string() + " --dpo-beta 0.5";
+  nnx::Llama policy = fixture::load<nnx::Llama, nnx::LlamaConfig>("llama_tiny", nnx::Mode::train);
+  const nnx::Llama reference = fixture::load<nnx::Llama, nnx::LlamaConfig>("llama_tiny_dpo_ref", nnx::Mode::train);
+  const std::vector<nnx::train::PreferencePair> pairs = {{{5, 17, 3}, {9, 22, 40, 2}, {61, 7, 8}},
+                                                         {{30, 1, 12}, {6, 6}, {70, 33, 21}},
+                                                         {{2, 2}, {11, 12, 13}, {90, 91}}};
+  {
+    const fs::path out = tmp.path / "dpo_grads.safetensors";
+    const auto r = run_command(train(models + " --prompt-ids 5,17,3 --chosen-ids 9,22,40,2 --rejected-ids 61,7,8" +
+                                     " --dump-grads " + out.string()));
+    INFO(r.err);
+    REQUIRE(r.code == 0);
+    const auto expected = nnx::train::dpo_value_and_grad(
+        policy, reference, nnx::train::preference_batch(std::span(pairs).first(1), policy.vocab_size()), 0.5);
+    auto file = nnx::io::SafetensorsFile::open(out);
+    CHECK(file.get("loss").data<float>()[0] == static_cast<float>(expected.loss));
+    CHECK(file.size() == expected.grads.size() + 1);
+    CHECK(nnx::equal(file.get("model.layers.0.mlp.up_proj.weight"),
+                     nnx::transpose_2d(expected.grads.at(nnx::Path::parse("layers/0/mlp/up/kernel")).tensor(),
+                                       nnx::DType::f32)));
+  }
+  std::string jsonl;
+  for (const auto& p : pairs)
+    jsonl += nlohmann::json{{"prompt_ids", p.prompt}, {"chosen_ids", p.chosen}, {"rejected_ids", p.rejected}}.dump() +
+             "\n";
+  write(tmp.path / "pairs.jsonl", jsonl);
+  const auto r = run_command(train(models + " --data " + (tmp.path / "pairs.jsonl").string() +
+                                   " --steps 6 --batch 3 --lr 3e-3 --log-every 2 --out " + (tmp.path / "dpo").string()));
+  INFO(r.err);
+  REQUIRE(r.code == 0);
+  CHECK(r.out.find("train (DPO, beta 0.5)") != std::string::npos);
+  CHECK(r.out.find("step      6/6  loss") != std::string::npos);
+  CHECK(r.out.find("accuracy") != std::string::npos);
+  // The trained policy (DIR/model) has a lower DPO loss on the pairs than the one it started from.
+  const auto batch = nnx::train::preference_batch(pairs, policy.vocab_size());
+  const double before = nnx::train::dpo_value_and_grad(policy, reference, batch, 0.5).loss;
+  nnx::update(policy, nnx::io::restore_checkpoint(tmp.path / "dpo" / "model", nnx::state(policy, nnx::of<nnx::Param>)));
+  const double after = nnx::train::dpo_value_and_grad(policy, reference, batch, 0.5).loss;
+  CAPTURE(before, after);
+  CHECK(after < 0.5 * before);
 }
 
 #endif  // NNX_TRAIN_BIN

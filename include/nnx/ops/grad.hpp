@@ -235,6 +235,7 @@ inline AttentionGrads attention_backward(const Tensor& q, const Tensor& k, const
 struct CrossEntropy {
   double loss_sum = 0.0;
   Tensor dlogits;
+  Tensor row_loss;  // f32 of the targets' shape: each position's -log softmax[target] (0 where ignored)
 };
 inline CrossEntropy cross_entropy(Tensor logits, const Tensor& targets, float weight, std::int32_t ignore = -100) {
   constexpr const char* op = "ops::cross_entropy";
@@ -256,6 +257,7 @@ inline CrossEntropy cross_entropy(Tensor logits, const Tensor& targets, float we
   const float* rl = row_loss.data<float>();
   for (std::int64_t i = 0; i < M; ++i) out.loss_sum += rl[i];
   out.dlogits = std::move(logits);
+  out.row_loss = row_loss.reshape(targets.shape().dims());
   return out;
 }
 

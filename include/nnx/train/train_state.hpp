@@ -176,13 +176,15 @@ struct StepMetrics {
   std::int64_t clipped_heads = 0;
 };
 
-// One optimizer update from a batch: tokens and targets i32 [B, T]; with grad_accum K the rows
-// are taken K micro-batches of B / K at a time (B a multiple of K) into one gradient, so the
-// update equals that of the whole batch with the activation memory of B / K rows.
-template <class Model>
-std::pair<TrainState<Model>, StepMetrics> train_step(TrainState<Model> state, const Tensor& tokens,
-                                                     const Tensor& targets, const StepOptions& options = {}) {
-  // Fresh variables over the same tensors: writing through them never reaches a caller's copy.
+namespace detail {
+
+// One optimizer update whose gradient `accumulate(model, grads, metrics)` adds into the zeroed
+// accumulators `grads` (setting metrics.loss and valid_targets): what train_step and dpo_step
+// share. Works on fresh variables over the state's tensors, so a caller's copy of the state is
+// never written; with qk_clip > 0 the model sows its attention max logits for the clip.
+template <class Model, class Accumulate>
+std::pair<TrainState<Model>, StepMetrics> optimizer_step(TrainState<Model> state, double qk_clip,
+                                                         Accumulate&& accumulate) {
   TrainState<Model> s;
   std::shared_ptr<Model> buffers;
   {
@@ -192,17 +194,9 @@ std::pair<TrainState<Model>, StepMetrics> train_step(TrainState<Model> state, co
     s = merge(graphdef, std::move(leaves));
   }
   const OptimizerConfig& opt = s.optimizer;
-  const std::int64_t K = options.grad_accum;
-  if (tokens.rank() != 2 || K < 1 || tokens.dim(0) % K != 0)
-    throw InvalidArgument("train_step: a batch " + describe(tokens) + " cannot be cut into " + std::to_string(K) +
-                          " equal micro-batches");
-  StepMetrics m;
-  m.valid_targets = count_valid_targets(targets, options.ignore_target);
-  if (m.valid_targets == 0) throw InvalidArgument("train_step: every target is the ignore id; there is no loss");
-
   check_trainable(s.model);
-  if (options.qk_clip < 0 || std::isnan(options.qk_clip))
-    throw InvalidArgument("train_step: qk_clip must be >= 0 (0: off), got " + std::to_string(options.qk_clip));
+  if (qk_clip < 0 || std::isnan(qk_clip))
+    throw InvalidArgument("train_step: qk_clip must be >= 0 (0: off), got " + std::to_string(qk_clip));
   if (buffers) {
     for (const auto& cell : detail::cells_of<Param>(*buffers)) {
       Tensor& t = cell.second->tensor();
@@ -212,15 +206,9 @@ std::pair<TrainState<Model>, StepMetrics> train_step(TrainState<Model> state, co
     buffers = std::make_shared<Model>(zero_grads(s.model));
   }
   Model& grads = *buffers;
-  const float weight = static_cast<float>(1.0 / static_cast<double>(m.valid_targets));
-  const std::int64_t rows = tokens.dim(0) / K;
-  if (options.qk_clip > 0) sow_max_logits(s.model);  // after zero_grads: the buffers hold no intermediates
-  double loss_sum = 0.0;
-  for (std::int64_t k = 0; k < K; ++k)
-    loss_sum += accumulate_grads(s.model, tokens.slice(k * rows, (k + 1) * rows),
-                                 targets.slice(k * rows, (k + 1) * rows), weight, grads,
-                                 {.ignore_target = options.ignore_target, .vocab_tiles = options.vocab_tiles});
-  m.loss = loss_sum / static_cast<double>(m.valid_targets);
+  if (qk_clip > 0) sow_max_logits(s.model);  // after zero_grads: the buffers hold no intermediates
+  StepMetrics m;
+  accumulate(s.model, grads, m);
 
   const detail::Cells g = detail::cells_of<Param>(grads);
   double sq = 0.0;
@@ -260,8 +248,8 @@ std::pair<TrainState<Model>, StepMetrics> train_step(TrainState<Model> state, co
                           static_cast<float>(opt.momentum), decay, grad_scale, t == 0);
     }
   }
-  if (options.qk_clip > 0) {
-    const QkClipResult clip = qk_clip(s.model, options.qk_clip);
+  if (qk_clip > 0) {
+    const QkClipResult clip = nnx::train::qk_clip(s.model, qk_clip);
     clear_max_logits(s.model);
     m.max_attention_logit = clip.max_logit;
     m.clipped_heads = clip.clipped_heads;
@@ -272,6 +260,33 @@ std::pair<TrainState<Model>, StepMetrics> train_step(TrainState<Model> state, co
   m.step = t + 1;
   s.gradient_buffers = std::move(buffers);
   return {std::move(s), m};
+}
+
+}  // namespace detail
+
+// One optimizer update from a batch: tokens and targets i32 [B, T]; with grad_accum K the rows
+// are taken K micro-batches of B / K at a time (B a multiple of K) into one gradient, so the
+// update equals that of the whole batch with the activation memory of B / K rows.
+template <class Model>
+std::pair<TrainState<Model>, StepMetrics> train_step(TrainState<Model> state, const Tensor& tokens,
+                                                     const Tensor& targets, const StepOptions& options = {}) {
+  const std::int64_t K = options.grad_accum;
+  if (tokens.rank() != 2 || K < 1 || tokens.dim(0) % K != 0)
+    throw InvalidArgument("train_step: a batch " + describe(tokens) + " cannot be cut into " + std::to_string(K) +
+                          " equal micro-batches");
+  const std::int64_t valid = count_valid_targets(targets, options.ignore_target);
+  if (valid == 0) throw InvalidArgument("train_step: every target is the ignore id; there is no loss");
+  return detail::optimizer_step(std::move(state), options.qk_clip, [&](Model& model, Model& grads, StepMetrics& m) {
+    m.valid_targets = valid;
+    const float weight = static_cast<float>(1.0 / static_cast<double>(valid));
+    const std::int64_t rows = tokens.dim(0) / K;
+    double loss_sum = 0.0;
+    for (std::int64_t k = 0; k < K; ++k)
+      loss_sum += accumulate_grads(model, tokens.slice(k * rows, (k + 1) * rows),
+                                   targets.slice(k * rows, (k + 1) * rows), weight, grads,
+                                   {.ignore_target = options.ignore_target, .vocab_tiles = options.vocab_tiles});
+    m.loss = loss_sum / static_cast<double>(valid);
+  });
 }
 
 }  // namespace nnx::train
