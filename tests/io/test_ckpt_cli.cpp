@@ -1,0 +1,274 @@
+// examples/ckpt, run as a user runs it: info's parameter count and format, compare on equal,
+// perturbed and incomplete checkpoints and across a native checkpoint and the Hugging Face
+// directory written from it, export of a TrainState to bf16 (each value the f32 one rounded to
+// nearest even, and restorable), and bad input (one line, exit code 2, naming the path).
+#include <catch2/catch.hpp>
+
+#ifdef NNX_CKPT_BIN
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <filesystem>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include <nnx/core.hpp>
+#include <nnx/engine/checkpoint_tools.hpp>
+#include <nnx/io/checkpoint.hpp>
+#include <nnx/io/huggingface.hpp>
+#include <nnx/models.hpp>
+#include <nnx/train.hpp>
+
+#include "../engine/engine_test_util.hpp"
+#include "../support/run_command.hpp"
+#include "io_test_util.hpp"
+
+namespace {
+
+namespace fs = std::filesystem;
+using nnx::Tensor;
+
+std::string quote(const fs::path& p) { return "'" + p.string() + "'"; }
+
+test_support::CommandResult ckpt(const std::string& args) {
+  return test_support::run_command(std::string("'") + NNX_CKPT_BIN + "' " + args);
+}
+
+// The compare table's row for `path`, split on runs of spaces: path, dtype, shape, abs, rel,
+// status words.
+std::vector<std::string> row_of(const std::string& out, const std::string& path) {
+  std::istringstream in(out);
+  for (std::string line; std::getline(in, line);) {
+    std::istringstream words(line);
+    std::vector<std::string> w;
+    for (std::string x; words >> x;) w.push_back(x);
+    if (!w.empty() && w[0] == path) return w;
+  }
+  return {};
+}
+
+std::size_t count(const std::string& text, const std::string& needle) {
+  std::size_t n = 0;
+  for (std::size_t at = text.find(needle); at != std::string::npos; at = text.find(needle, at + 1)) ++n;
+  return n;
+}
+
+nnx::State clone_state(const nnx::State& s) {
+  return s.map([](const Tensor& t) { return t.clone(); });
+}
+
+}  // namespace
+
+TEST_CASE("ckpt info and compare on native and Hugging Face checkpoints", "[ckpt][cli]") {
+  io_test::TempDir tmp;
+  const nnx::Gpt2Config cfg = engine_test::small_gpt2();
+  nnx::Rngs rngs{5};
+  nnx::Gpt2 model(cfg, nnx::Mode::train, rngs);
+  const nnx::State params = nnx::state(model, nnx::of<nnx::Param>);
+  const fs::path a = tmp / "a";
+  nnx::io::save_checkpoint(a, params, {}, cfg.to_json());
+
+  // info: every leaf listed, the parameter count, the format.
+  const auto info = ckpt("info " + quote(a));
+  INFO(info.err);
+  REQUIRE(info.code == 0);
+  CHECK(info.out.find("parameters: " + std::to_string(params.numel()) + "\n") != std::string::npos);
+  CHECK(info.out.find("bytes: " + std::to_string(params.nbytes()) + "\n") != std::string::npos);
+  CHECK(info.out.find("leaves: " + std::to_string(params.size()) + "\n") != std::string::npos);
+  CHECK(info.out.find("format: native, params-only") != std::string::npos);
+  CHECK(info.out.find("quantization: none") != std::string::npos);
+  CHECK(count(info.out, " Param ") == params.size());
+  CHECK(info.out.find("wte/embedding") != std::string::npos);
+
+  // With itself: all equal, exit 0.
+  const auto self = ckpt("compare " + quote(a) + " " + quote(a));
+  REQUIRE(self.code == 0);
+  CHECK(count(self.out, " equal\n") == params.size());
+  CHECK(self.out.find(std::to_string(params.size()) + " leaves, " + std::to_string(params.size()) + " equal, 0 not") !=
+        std::string::npos);
+
+  // One element of ln_f/bias perturbed by exactly 0.5 (an f32 sum without rounding).
+  nnx::State perturbed = clone_state(params);
+  float* bias = perturbed.at(nnx::Path::parse("ln_f/bias")).tensor().data<float>();
+  const float before = bias[3];
+  bias[3] = before + 0.5f;
+  REQUIRE(static_cast<double>(bias[3]) - static_cast<double>(before) == 0.5);
+  const fs::path b = tmp / "b";
+  nnx::io::save_checkpoint(b, perturbed, {}, cfg.to_json());
+  const auto diff = ckpt("compare " + quote(a) + " " + quote(b));
+  CHECK(diff.code == 1);
+  const auto row = row_of(diff.out, "ln_f/bias");
+  REQUIRE(row.size() == 6);
+  CHECK(row[1] == "f32");
+  CHECK(row[2] == "[" + std::to_string(cfg.n_embd) + "]");
+  CHECK(std::stod(row[3]) == 0.5);
+  CHECK(row[5] == "differs");
+  CHECK(count(diff.out, " equal\n") == params.size() - 1);
+  // A tolerance that covers it: equal again.
+  CHECK(ckpt("compare " + quote(a) + " " + quote(b) + " --atol 0.5 --rtol 0").code == 0);
+  CHECK(ckpt("compare " + quote(a) + " " + quote(b) + " --atol 0.49 --rtol 0").code == 1);
+
+  // The same through the library call.
+  const auto rows = nnx::compare_checkpoints(nnx::read_checkpoint_contents(a), nnx::read_checkpoint_contents(b));
+  std::size_t differing = 0;
+  for (const auto& r : rows) {
+    if (r.status == nnx::CompareStatus::equal) continue;
+    ++differing;
+    CHECK(r.path == "ln_f/bias");
+    CHECK(r.max_abs_diff == 0.5);
+    CHECK(r.max_rel_diff == 0.5 / std::fabs(static_cast<double>(bias[3])));  // relative to B's value
+  }
+  CHECK(differing == 1);
+
+  // A leaf missing from B, and (swapped) from A.
+  nnx::State fewer;
+  for (const auto& [path, leaf] : params)
+    if (path.to_string() != "wpe/embedding") fewer.insert(path, leaf);
+  const fs::path c = tmp / "c";
+  nnx::io::save_checkpoint(c, fewer, {}, cfg.to_json());
+  const auto missing = ckpt("compare " + quote(a) + " " + quote(c));
+  CHECK(missing.code == 1);
+  const auto mrow = row_of(missing.out, "wpe/embedding");
+  REQUIRE(mrow.size() >= 6);
+  CHECK(mrow[mrow.size() - 3] == "missing");
+  CHECK(mrow.back() == "B");
+  const auto missing_a = ckpt("compare " + quote(c) + " " + quote(a));
+  CHECK(missing_a.code == 1);
+  CHECK(row_of(missing_a.out, "wpe/embedding").back() == "A");
+
+  // A shape mismatch: wpe saved with fewer positions.
+  nnx::State shorter = clone_state(params);
+  shorter.at(nnx::Path::parse("wpe/embedding")).tensor() = Tensor::zeros({4, cfg.n_embd});
+  const fs::path d = tmp / "d";
+  nnx::io::save_checkpoint(d, shorter, {}, cfg.to_json());
+  const auto shape = ckpt("compare " + quote(a) + " " + quote(d));
+  CHECK(shape.code == 1);
+  CHECK(row_of(shape.out, "wpe/embedding").back() == "mismatch");
+
+  // The Hugging Face directory written from the same parameters: equal leaf by leaf.
+  const fs::path hf = tmp / "hf";
+  nnx::io::save_hf(hf, cfg.to_json(), params);
+  const auto cross = ckpt("compare " + quote(a) + " " + quote(hf));
+  INFO(cross.out << cross.err);
+  CHECK(cross.code == 0);
+  CHECK(count(cross.out, " equal\n") == params.size());
+  const auto hf_info = ckpt("info " + quote(hf));
+  REQUIRE(hf_info.code == 0);
+  CHECK(hf_info.out.find("parameters: " + std::to_string(params.numel()) + "\n") != std::string::npos);
+  CHECK(hf_info.out.find("format: hugging face (gpt2)") != std::string::npos);
+  // ... and a bf16 one differs by the rounding, with a dtype mismatch.
+  const fs::path hf16 = tmp / "hf16";
+  nnx::io::save_hf(hf16, cfg.to_json(), params, nnx::DType::bf16);
+  const auto cross16 = ckpt("compare " + quote(a) + " " + quote(hf16));
+  CHECK(cross16.code == 1);
+  CHECK(row_of(cross16.out, "wte/embedding").back() == "mismatch");
+  CHECK(row_of(cross16.out, "wte/embedding")[1] == "f32/bf16");
+}
+
+TEST_CASE("ckpt export: a TrainState's params, rounded to bf16, native or Hugging Face", "[ckpt][cli]") {
+  io_test::TempDir tmp;
+  const nnx::LlamaConfig cfg = engine_test::small_llama();
+  nnx::Rngs rngs{7};
+  nnx::Llama model(cfg, nnx::Mode::train, rngs);
+  nnx::train::OptimizerConfig opt{.lr = {.peak = 0.01}};
+  nnx::train::TrainState<nnx::Llama> ts(model, opt);
+  std::vector<std::int32_t> ids(2 * 8), next(2 * 8);
+  for (std::size_t i = 0; i < ids.size(); ++i) {
+    ids[i] = static_cast<std::int32_t>((i * 7 + 3) % cfg.vocab_size);
+    next[i] = static_cast<std::int32_t>((i * 7 + 10) % cfg.vocab_size);
+  }
+  auto [stepped, m] = nnx::train::train_step(std::move(ts), Tensor::from_vector(ids, {2, 8}),
+                                            Tensor::from_vector(next, {2, 8}));
+  REQUIRE(m.step == 1);
+  // Saved as examples/train saves DIR/state.
+  const fs::path state_dir = tmp / "run" / "state";
+  {
+    auto [graphdef, leaves] = nnx::split(stepped, nnx::everything);
+    nnx::io::save_checkpoint(state_dir, leaves, {}, {{"model", cfg.to_json()}, {"run", nlohmann::json::object()}});
+  }
+  const nnx::State params = nnx::state(stepped.model, nnx::of<nnx::Param>);
+
+  const auto info = ckpt("info " + quote(state_dir));
+  REQUIRE(info.code == 0);
+  CHECK(info.out.find("parameters: " + std::to_string(params.numel()) + "\n") != std::string::npos);
+  CHECK(info.out.find("format: native, TrainState") != std::string::npos);
+  CHECK(info.out.find("OptState") != std::string::npos);
+
+  const fs::path out = tmp / "bf16";
+  const auto ex = ckpt("export --in " + quote(state_dir) + " --out " + quote(out) + " --dtype bf16");
+  INFO(ex.err);
+  REQUIRE(ex.code == 0);
+  // Restores into the model's bf16 parameter tree (what generate does with a bf16 checkpoint),
+  // every value the f32 one rounded to nearest even.
+  const nnx::State target = params.map([](const Tensor& t) { return Tensor::abstract(t.shape(), nnx::DType::bf16); });
+  const nnx::State restored = nnx::io::restore_checkpoint(out, target);
+  REQUIRE(restored.size() == params.size());
+  std::size_t mismatched = 0, values = 0;
+  for (const auto& [path, leaf] : params) {
+    const float* f = leaf.tensor().data<float>();
+    const auto* h = restored.at(path).tensor().data<nnx::bf16>();
+    for (std::int64_t i = 0; i < leaf.tensor().numel(); ++i, ++values) {
+      std::uint16_t bits;
+      std::memcpy(&bits, &h[i], 2);
+      mismatched += bits != nnx::f32_to_bf16_bits(f[i]);
+    }
+  }
+  CHECK(values == static_cast<std::size_t>(params.numel()));
+  CHECK(mismatched == 0);
+  CHECK(nnx::io::checkpoint_config(out) == cfg.to_json());
+  // No optimizer state, no step.
+  const auto exported = nnx::read_checkpoint_contents(out);
+  CHECK(exported.leaves.size() == params.size());
+  CHECK_FALSE(exported.train_state);
+
+  // f32 export equals the train state's model exactly; --hf writes a directory that loads.
+  const fs::path out32 = tmp / "f32";
+  REQUIRE(ckpt("export --in " + quote(state_dir) + " --out " + quote(out32)).code == 0);
+  CHECK(nnx::io::restore_checkpoint(out32, params) == params);
+  const fs::path hf = tmp / "hf";
+  REQUIRE(ckpt("export --in " + quote(state_dir) + " --out " + quote(hf) + " --hf").code == 0);
+  CHECK(nnx::io::HfCheckpoint::open(hf).read_params(params) == params);
+  CHECK(ckpt("compare " + quote(out32) + " " + quote(hf)).code == 0);
+}
+
+TEST_CASE("ckpt bad input: one line naming the path, exit 2", "[ckpt][cli]") {
+  io_test::TempDir tmp;
+  auto one_line = [](const test_support::CommandResult& r) {
+    return r.err.starts_with("ckpt: ") && count(r.err, "\n") == 1;
+  };
+  const fs::path nowhere = tmp / "nowhere";
+  const auto missing = ckpt("info " + quote(nowhere));
+  CHECK(missing.code == 2);
+  CHECK(one_line(missing));
+  CHECK(missing.err.find(nowhere.string()) != std::string::npos);
+
+  const fs::path corrupt = tmp / "corrupt";
+  fs::create_directories(corrupt);
+  io_test::write_bytes(corrupt / "model.safetensors", "not a safetensors file");
+  const auto bad = ckpt("compare " + quote(corrupt) + " " + quote(corrupt));
+  CHECK(bad.code == 2);
+  CHECK(one_line(bad));
+  CHECK(bad.err.find((corrupt / "model.safetensors").string()) != std::string::npos);
+
+  const auto flag = ckpt("compare a b --tolerance 1");
+  CHECK(flag.code == 2);
+  CHECK(flag.err.find("--tolerance") != std::string::npos);
+  const auto number = ckpt("compare a b --rtol abc");
+  CHECK(number.code == 2);
+  CHECK(number.err.find("--rtol: 'abc'") != std::string::npos);
+  const auto sub = ckpt("convert --in a --out b");
+  CHECK(sub.code == 2);
+  CHECK(sub.err.find("unknown subcommand 'convert' (expected info, compare or export)") != std::string::npos);
+  const auto dtype = ckpt("export --in a --out b --dtype f16");
+  CHECK(dtype.code == 2);
+  CHECK(dtype.err.find("--dtype: 'f16'") != std::string::npos);
+  const auto no_in = ckpt("export --in " + quote(nowhere) + " --out " + quote(tmp / "x"));
+  CHECK(no_in.code == 2);
+  CHECK(no_in.err.find(nowhere.string()) != std::string::npos);
+}
+
+#endif  // NNX_CKPT_BIN
