@@ -20,7 +20,9 @@
 #include <nnx/engine/checkpoint_tools.hpp>
 #include <nnx/io/checkpoint.hpp>
 #include <nnx/io/huggingface.hpp>
+#include <nnx/engine.hpp>
 #include <nnx/models.hpp>
+#include <nnx/quant.hpp>
 #include <nnx/train.hpp>
 
 #include "../engine/engine_test_util.hpp"
@@ -148,6 +150,33 @@ TEST_CASE("ckpt info and compare on native and Hugging Face checkpoints", "[ckpt
   const auto shape = ckpt("compare " + quote(a) + " " + quote(d));
   CHECK(shape.code == 1);
   CHECK(row_of(shape.out, "wpe/embedding").back() == "mismatch");
+
+  // Int8 (w8a8, as examples/quantize writes): info reports the QTensor leaves; compare
+  // matches them as stored; against the f32 checkpoint they are leaves of their own (qkernel
+  // where the f32 model has kernel), missing on the other side.
+  {
+    const nnx::QuantConfig quant{.scheme = nnx::QuantScheme::w8a8};
+    const nnx::Engine<nnx::Gpt2> engine(cfg, {.max_prefill_length = 1, .max_target_length = 2, .slots = 1,
+                                              .quant = quant});
+    const nnx::State qparams = engine.load_params(a);
+    std::size_t qleaves = 0;
+    for (const auto& [path, leaf] : qparams) qleaves += leaf.is_quantized();
+    REQUIRE(qleaves > 0);
+    nlohmann::json qconfig = cfg.to_json();
+    qconfig["quantization"] = quant.to_json();
+    const fs::path q = tmp / "q";
+    nnx::io::save_checkpoint(q, qparams, {}, qconfig);
+    const auto qinfo = ckpt("info " + quote(q));
+    INFO(qinfo.err);
+    REQUIRE(qinfo.code == 0);
+    CHECK(qinfo.out.find("quantization: int8 (" + std::to_string(qleaves) + " QTensor leaves)") != std::string::npos);
+    CHECK(qinfo.out.find("i8+scale") != std::string::npos);
+    CHECK(ckpt("compare " + quote(q) + " " + quote(q)).code == 0);
+    const auto qa = ckpt("compare " + quote(a) + " " + quote(q));
+    CHECK(qa.code == 1);
+    CHECK(count(qa.out, "missing in A\n") == qleaves);
+    CHECK(row_of(qa.out, "h/0/attn/qkv/qkernel").at(1) == "i8+scale");
+  }
 
   // The Hugging Face directory written from the same parameters: equal leaf by leaf.
   const fs::path hf = tmp / "hf";

@@ -110,14 +110,24 @@ inline CheckpointContents read_native_contents(const std::filesystem::path& dir)
     io::detail::file_error(ckpt.metadata_file(),
                            std::string("no \"") + io::detail::key_kinds + "\" object in the metadata");
   const auto axes = ckpt.json_entry(io::detail::key_axes);
+  // QTensor leaves: "p/qvalue" stored, "p" a recorded leaf, "p" itself no tensor.
+  std::set<std::string> quantized;
+  for (const std::string& name : ckpt.names())
+    if (name.ends_with("/qvalue") && !kinds->contains(name) && kinds->contains(name.substr(0, name.size() - 7)))
+      quantized.insert(name.substr(0, name.size() - 7));
+  // The quantized leaf a tensor name ("p/qvalue", "p/scale/3") belongs to, or "".
+  auto quantized_leaf = [&](const std::string& name) -> std::string {
+    for (std::size_t at = name.rfind('/'); at != std::string::npos && at > 0; at = name.rfind('/', at - 1))
+      if (quantized.count(name.substr(0, at))) return name.substr(0, at);
+    return "";
+  };
   std::set<std::string> used;
-  // Leaves in the order the tensors are stored, a QTensor at its qvalue.
+  // Leaves in the order their first tensor is stored.
   for (const std::string& name : ckpt.names()) {
     if (used.count(name)) continue;
-    std::string path = name;
-    const bool q = !kinds->contains(name) && name.ends_with("/qvalue") &&
-                   kinds->contains(name.substr(0, name.size() - 7));
-    if (q) path = name.substr(0, name.size() - 7);
+    const std::string qpath = kinds->contains(name) ? std::string() : quantized_leaf(name);
+    const bool q = !qpath.empty();
+    const std::string path = q ? qpath : name;
     CheckpointLeaf leaf;
     leaf.path = path;
     const auto kind = kinds->find(path);
@@ -129,8 +139,8 @@ inline CheckpointContents read_native_contents(const std::filesystem::path& dir)
       leaf.value = ckpt.get(name);
       used.insert(name);
     } else {
-      QTensor qt{ckpt.get(name), {}};
-      used.insert(name);
+      QTensor qt{ckpt.get(path + "/qvalue"), {}};
+      used.insert(path + "/qvalue");
       for (std::size_t i = 0; ckpt.contains(path + "/scale/" + std::to_string(i)); ++i) {
         qt.scale.push_back(ckpt.get(path + "/scale/" + std::to_string(i)));
         used.insert(path + "/scale/" + std::to_string(i));
