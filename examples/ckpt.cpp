@@ -14,8 +14,9 @@
 //       and |a - b| <= atol + rtol * |b| (defaults rtol 1e-5, atol 1e-8, as numpy.allclose); 1 when not.
 //   ckpt export --in TRAINSTATE --out PATH [--dtype bf16|f32] [--hf]
 //       The model's parameters only (optimizer moments and step dropped), optionally rounded to
-//       bf16 (to nearest even), as a native checkpoint that generate loads, or with --hf as a
-//       Hugging Face directory.
+//       bf16 (to nearest even), as a native checkpoint that generate loads (in bf16 it holds the
+//       layout generate serves: Linear `weight` [out, in] and embeddings bf16, biases and norms
+//       f32), or with --hf as a Hugging Face directory.
 //
 // Bad input (a missing directory, a corrupt file, an unknown flag or subcommand, a bad number):
 // one line "ckpt: ..." on stderr and exit code 2.
@@ -162,7 +163,7 @@ int export_cmd(const std::vector<std::string>& args) {
 
 int main(int argc, char** argv) {
   try {
-    if (argc < 2) throw UsageError(std::string("no subcommand; ") + usage);
+    if (argc < 2) throw UsageError("no subcommand (expected info, compare or export; --help for usage)");
     const std::string cmd = argv[1];
     const std::vector<std::string> args(argv + 2, argv + argc);
     if (cmd == "info") return info(args);

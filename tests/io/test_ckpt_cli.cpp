@@ -231,22 +231,35 @@ TEST_CASE("ckpt export: a TrainState's params, rounded to bf16, native or Huggin
   const auto ex = ckpt("export --in " + quote(state_dir) + " --out " + quote(out) + " --dtype bf16");
   INFO(ex.err);
   REQUIRE(ex.code == 0);
-  // Restores into the model's bf16 parameter tree (what generate does with a bf16 checkpoint),
-  // every value the f32 one rounded to nearest even.
-  const nnx::State target = params.map([](const Tensor& t) { return Tensor::abstract(t.shape(), nnx::DType::bf16); });
+  // Restores into the model's bf16 parameter tree as generate builds it (cast_weights: each
+  // Linear's `weight` [out, in] and the embeddings bf16, norms f32); every bf16 value is its f32
+  // one rounded to nearest even, every f32 value unchanged.
+  nnx::Llama bf16_model = nnx::eval_shape([&] { return nnx::Llama(cfg, nnx::Mode::train, rngs); });
+  nnx::cast_weights(bf16_model, nnx::DType::bf16);
+  const nnx::State target = nnx::state(bf16_model, nnx::of<nnx::Param>);
   const nnx::State restored = nnx::io::restore_checkpoint(out, target);
   REQUIRE(restored.size() == params.size());
-  std::size_t mismatched = 0, values = 0;
-  for (const auto& [path, leaf] : params) {
-    const float* f = leaf.tensor().data<float>();
-    const auto* h = restored.at(path).tensor().data<nnx::bf16>();
-    for (std::int64_t i = 0; i < leaf.tensor().numel(); ++i, ++values) {
-      std::uint16_t bits;
-      std::memcpy(&bits, &h[i], 2);
-      mismatched += bits != nnx::f32_to_bf16_bits(f[i]);
+  std::size_t mismatched = 0, values = 0, rounded = 0;
+  for (const auto& [path, leaf] : restored) {
+    const Tensor& got = leaf.tensor();
+    const bool weight = path.back().to_string() == "weight";
+    const Tensor f32 = weight ? nnx::transpose_2d(params.at(path.parent() / nnx::PathKey(std::string_view("kernel"))).tensor(), nnx::DType::f32)
+                              : params.at(path).tensor();
+    REQUIRE(f32.shape() == got.shape());
+    const float* f = f32.data<float>();
+    for (std::int64_t i = 0; i < got.numel(); ++i, ++values) {
+      if (got.dtype() == nnx::DType::bf16) {
+        std::uint16_t bits;
+        std::memcpy(&bits, &got.data<nnx::bf16>()[i], 2);
+        mismatched += bits != nnx::f32_to_bf16_bits(f[i]);
+        ++rounded;
+      } else {
+        mismatched += got.data<float>()[i] != f[i];
+      }
     }
   }
   CHECK(values == static_cast<std::size_t>(params.numel()));
+  CHECK(rounded > values / 2);
   CHECK(mismatched == 0);
   CHECK(nnx::io::checkpoint_config(out) == cfg.to_json());
   // No optimizer state, no step.
@@ -262,6 +275,19 @@ TEST_CASE("ckpt export: a TrainState's params, rounded to bf16, native or Huggin
   REQUIRE(ckpt("export --in " + quote(state_dir) + " --out " + quote(hf) + " --hf").code == 0);
   CHECK(nnx::io::HfCheckpoint::open(hf).read_params(params) == params);
   CHECK(ckpt("compare " + quote(out32) + " " + quote(hf)).code == 0);
+
+  // generate serves the bf16 export, with the same tokens as the bf16 Hugging Face export.
+  const fs::path hf16 = tmp / "hf16";
+  REQUIRE(ckpt("export --in " + quote(state_dir) + " --out " + quote(hf16) + " --hf --dtype bf16").code == 0);
+  const std::string gen_args = " --prompt-ids 3,10,17 --max-new-tokens 5";
+  const auto gen = test_support::run_command(std::string("'") + NNX_GENERATE_BIN + "' --model " + quote(out) + gen_args);
+  const auto gen_hf =
+      test_support::run_command(std::string("'") + NNX_GENERATE_BIN + "' --model " + quote(hf16) + gen_args);
+  INFO(gen.err << gen_hf.err);
+  CHECK(gen.code == 0);
+  CHECK(gen_hf.code == 0);
+  CHECK(count(gen.out, ",") + count(gen.out, " ") >= 4);  // five ids
+  CHECK(gen.out == gen_hf.out);
 }
 
 TEST_CASE("ckpt bad input: one line naming the path, exit 2", "[ckpt][cli]") {

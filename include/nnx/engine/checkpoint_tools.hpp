@@ -40,6 +40,7 @@
 #include "nnx/io/json.hpp"
 #include "nnx/io/safetensors.hpp"
 #include "nnx/models/dispatch.hpp"
+#include "nnx/quant/weight_dtype.hpp"
 
 namespace nnx {
 
@@ -419,7 +420,9 @@ inline State params_of(const CheckpointContents& in, DType dtype = DType::f32) {
 
 // Writes the parameters of the native checkpoint `in` (optimizer moments and step dropped) to
 // `out`, as a native checkpoint with the model's config (examples/generate loads it) or a
-// Hugging Face directory. Returns what was exported. Throws CheckpointError naming `in` when it
+// Hugging Face directory. A native bf16 export holds the layout cast_weights serves: every
+// Linear's `weight` [out, in] and the embedding tables in bf16 (each value its f32 one rounded
+// to nearest even), biases and norm scales f32. Returns what was exported. Throws CheckpointError naming `in` when it
 // is a Hugging Face directory, holds no parameters or no model config; InvalidArgument for a
 // dtype other than f32 and bf16.
 inline State export_params(const std::filesystem::path& in, const std::filesystem::path& out,
@@ -434,11 +437,35 @@ inline State export_params(const std::filesystem::path& in, const std::filesyste
   if (!c.model_config.is_object() || !c.model_config.contains("model_type"))
     throw CheckpointError(in.string() + ": no model config with a \"model_type\" stored; expected a checkpoint "
                                         "written by examples/train");
-  if (options.hugging_face)
+  if (options.hugging_face) {
     io::save_hf(out, c.model_config, params, options.dtype);
-  else
+    return params;
+  }
+  if (options.dtype == DType::f32) {
     io::save_checkpoint(out, params, {}, c.model_config);
-  return params;
+    return params;
+  }
+  // A 16-bit native checkpoint is stored as cast_weights serves it (what generate restores
+  // into): each Linear's bf16 `weight` [out, in], bf16 embedding tables, f32 biases and norms.
+  const State f32 = params_of(c, DType::f32);
+  const State cast = with_model_type(c.model_config, in.string(), [&]<class Model, class Config>() {
+    Rngs rngs{0};
+    Model abstract = eval_shape([&] { return Model(Config::from_json(c.model_config), Mode::train, rngs); });
+    auto [graphdef, target, rest] = split(abstract, of<Param>, everything);
+    State ordered;
+    for (const auto& [path, leaf] : target) {
+      const VariableState* v = f32.find(path);
+      if (!v)
+        throw CheckpointError(in.string() + ": no parameter '" + path.to_string() +
+                              "', which the model its config describes has");
+      ordered.insert(path, *v);
+    }
+    Model model = merge(graphdef, ordered, rest);
+    cast_weights(model, options.dtype);
+    return state(model, of<Param>);
+  });
+  io::save_checkpoint(out, cast, {}, c.model_config);
+  return cast;
 }
 
 }  // namespace nnx
