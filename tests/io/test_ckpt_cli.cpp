@@ -243,8 +243,9 @@ TEST_CASE("ckpt export: a TrainState's params, rounded to bf16, native or Huggin
   for (const auto& [path, leaf] : restored) {
     const Tensor& got = leaf.tensor();
     const bool weight = path.back().to_string() == "weight";
-    const Tensor f32 = weight ? nnx::transpose_2d(params.at(path.parent() / nnx::PathKey(std::string_view("kernel"))).tensor(), nnx::DType::f32)
-                              : params.at(path).tensor();
+    const nnx::Path kernel = path.parent() / nnx::PathKey(std::string_view("kernel"));
+    const Tensor f32 =
+        weight ? nnx::transpose_2d(params.at(kernel).tensor(), nnx::DType::f32) : params.at(path).tensor();
     REQUIRE(f32.shape() == got.shape());
     const float* f = f32.data<float>();
     for (std::int64_t i = 0; i < got.numel(); ++i, ++values) {
@@ -280,7 +281,8 @@ TEST_CASE("ckpt export: a TrainState's params, rounded to bf16, native or Huggin
   const fs::path hf16 = tmp / "hf16";
   REQUIRE(ckpt("export --in " + quote(state_dir) + " --out " + quote(hf16) + " --hf --dtype bf16").code == 0);
   const std::string gen_args = " --prompt-ids 3,10,17 --max-new-tokens 5";
-  const auto gen = test_support::run_command(std::string("'") + NNX_GENERATE_BIN + "' --model " + quote(out) + gen_args);
+  const auto gen =
+      test_support::run_command(std::string("'") + NNX_GENERATE_BIN + "' --model " + quote(out) + gen_args);
   const auto gen_hf =
       test_support::run_command(std::string("'") + NNX_GENERATE_BIN + "' --model " + quote(hf16) + gen_args);
   INFO(gen.err << gen_hf.err);
