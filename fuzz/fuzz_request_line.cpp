@@ -2,8 +2,9 @@
 // one line.
 //
 // Expected: InvalidArgument for a bad line. Checked when the line is accepted: the request
-// holds what request.hpp promises (a non-empty prompt of non-negative ids, max_new_tokens
-// >= 1, valid sampling parameters), and its sampling parameters and seed draw a token from a
+// holds what request.hpp promises (a non-empty prompt of non-negative ids or a text prompt,
+// never both; max_new_tokens >= 1; at most 16 non-empty stop strings; logprobs in [0, 20];
+// valid sampling parameters), and its sampling parameters and seed draw a token from a
 // small vocabulary, as the engine does for its first token.
 #include <cstddef>
 #include <cstdint>
@@ -24,9 +25,13 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     return 0;
   }
 
-  require(!request.prompt.empty(), "an accepted request has a prompt");
+  require(request.prompt.empty() == request.prompt_text.has_value(), "an accepted request has ids or text, not both");
   for (const std::int32_t id : request.prompt) require(id >= 0, "prompt ids are non-negative");
   for (const std::int32_t id : request.stop.stop_ids) require(id >= 0, "stop ids are non-negative");
+  require(request.stop_strings.size() <= 16, "at most 16 stop strings");
+  for (const std::string& stop : request.stop_strings) require(!stop.empty(), "stop strings are non-empty");
+  require(!request.logprobs || (*request.logprobs >= 0 && *request.logprobs <= nnx::kMaxTopLogprobs),
+          "logprobs is in [0, 20]");
   require(!request.stop.max_new_tokens || *request.stop.max_new_tokens >= 1, "max_new_tokens is at least 1");
   request.sampling.validate();  // parse_request_line promises valid parameters: a throw here is a finding
 

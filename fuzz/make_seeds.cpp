@@ -245,6 +245,8 @@ void request_line_seeds(const fs::path& root) {
   c.add("huge_numbers.json",
         std::string(R"({"prompt_ids": [2147483648], "max_new_tokens": 18446744073709551615, "temperature": 1e308})"));
   c.add("duplicate_key.json", std::string(R"({"prompt_ids": [1], "prompt_ids": [2]})"));
+  c.add("text_prompt.json", std::string(R"({"prompt": "top_p", "stop": ["\n", "."], "logprobs": 3})"));
+  c.add("text_and_ids.json", std::string(R"({"prompt": "hi", "prompt_ids": [1]})"));
 }
 
 }  // namespace
