@@ -5,6 +5,10 @@
 //
 //   build/benchmarks/bench_train
 //
+// LoraStep: the same step with LoRA adapters (rank 8, alpha 16) on every attention and MLP
+// Linear and the base frozen (nnx/train/lora.hpp): gradients, AdamW moments and updates for
+// the adapters alone; its ratio to TrainStep in the same run is the point.
+//
 // Counters: tokens_per_s; for the step, peak_rss_mb (the process's resident high-water mark,
 // weights, AdamW moments and gradients included) and activations_mb (the bytes the forward
 // keeps for the backward, each buffer counted once).
@@ -96,6 +100,22 @@ void BM_Gpt2_124M_TrainStep(benchmark::State& state) {
   state.counters["activations_mb"] = activation_bytes(saved) / 1e6;
 }
 
+void BM_Gpt2_124M_LoraStep(benchmark::State& state) {
+  nnx::set_num_threads(static_cast<int>(state.range(0)));
+  nnx::Gpt2 model = make_model();
+  nnx::Rngs rngs{1};
+  nnx::add_lora(model, {.rank = 8, .alpha = 16, .targets = "attn|mlp"}, rngs);
+  nnx::train::freeze_base(model);
+  nnx::train::TrainState<nnx::Gpt2> ts(std::move(model), {.lr = {.peak = 1e-4}, .clip_norm = 1.0});
+  const nnx::Tensor tokens = random_tokens(1), targets = random_tokens(2);
+  ts = nnx::train::train_step(std::move(ts), tokens, targets).first;
+  for (auto _ : state) ts = nnx::train::train_step(std::move(ts), tokens, targets).first;
+  state.counters["tokens_per_s"] = benchmark::Counter(double(kB * kT), benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["trained_params_m"] = double(nnx::state(ts.model, nnx::of<nnx::Param>).numel()) / 1e6;
+  state.counters["optimizer_mb"] = double(nnx::state(ts.mu, nnx::of<nnx::train::OptState>).nbytes() +
+                                          nnx::state(*ts.nu, nnx::of<nnx::train::OptState>).nbytes()) / 1e6;
+}
+
 // The largest GEMMs of the step at their shapes: the MLP's [256, 768] x [768, 3072] forward.
 void BM_StepGemm_256x768x3072(benchmark::State& state) {
   nnx::set_num_threads(static_cast<int>(state.range(0)));
@@ -151,3 +171,4 @@ BENCHMARK(BM_HeadLoss_2048x768x50257)
 BENCHMARK(BM_StepGemm_256x768x3072)->Arg(1)->Arg(2)->Unit(benchmark::kMicrosecond)->UseRealTime();
 BENCHMARK(BM_Gpt2_124M_Forward)->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(3.0);
 BENCHMARK(BM_Gpt2_124M_TrainStep)->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(5.0);
+BENCHMARK(BM_Gpt2_124M_LoraStep)->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(5.0);

@@ -17,6 +17,11 @@
 //       bf16 (to nearest even), as a native checkpoint that generate loads (in bf16 it holds the
 //       layout generate serves: Linear `weight` [out, in] and embeddings bf16, biases and norms
 //       f32), or with --hf as a Hugging Face directory.
+//   ckpt merge-lora --in PATH --lora PATH --out PATH [--hf]
+//       The base model --in (a Hugging Face directory or a native params checkpoint) with the
+//       LoRA adapter --lora (train --lora-rank's DIR/model) folded into its weights in f32
+//       (W += alpha/rank · A·B), as a native checkpoint or with --hf a Hugging Face directory:
+//       generate then gives the tokens generate --lora gives (up to rounding).
 //
 // Bad input (a missing directory, a corrupt file, an unknown flag or subcommand, a bad number):
 // one line "ckpt: ..." on stderr and exit code 2.
@@ -27,6 +32,7 @@
 #include <vector>
 
 #include <nnx/engine/checkpoint_tools.hpp>
+#include <nnx/engine/lora_checkpoint.hpp>
 
 #include "cli.hpp"
 
@@ -38,7 +44,8 @@ using cli::UsageError;
 constexpr const char* usage =
     "usage: ckpt info PATH\n"
     "       ckpt compare A B [--rtol R] [--atol A]\n"
-    "       ckpt export --in TRAINSTATE --out PATH [--dtype bf16|f32] [--hf]";
+    "       ckpt export --in TRAINSTATE --out PATH [--dtype bf16|f32] [--hf]\n"
+    "       ckpt merge-lora --in PATH --lora PATH --out PATH [--hf]";
 
 std::string join(const std::vector<std::string>& v) {
   std::string s;
@@ -159,21 +166,44 @@ int export_cmd(const std::vector<std::string>& args) {
   return 0;
 }
 
+int merge_lora_cmd(const std::vector<std::string>& args) {
+  std::string in, lora, out;
+  bool hugging_face = false;
+  for (std::size_t i = 0; i < args.size(); ++i) {
+    const std::string& a = args[i];
+    auto value = [&]() -> const std::string& {
+      if (i + 1 >= args.size()) throw UsageError(a + " needs a value");
+      return args[++i];
+    };
+    if (a == "--in") in = value();
+    else if (a == "--lora") lora = value();
+    else if (a == "--out") out = value();
+    else if (a == "--hf") hugging_face = true;
+    else throw UsageError("merge-lora: unknown argument " + a + " (expected --in, --lora, --out, --hf)");
+  }
+  if (in.empty() || lora.empty() || out.empty()) throw UsageError("merge-lora needs --in PATH, --lora PATH and --out PATH");
+  const std::vector<nnx::Path> merged = nnx::merge_lora_checkpoint(in, lora, out, hugging_face);
+  std::printf("merged the adapters of %zu Linears from %s into %s, written to %s (%s)\n", merged.size(), lora.c_str(),
+              in.c_str(), out.c_str(), hugging_face ? "hugging face" : "native");
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   try {
-    if (argc < 2) throw UsageError("no subcommand (expected info, compare or export; --help for usage)");
+    if (argc < 2) throw UsageError("no subcommand (expected info, compare, export or merge-lora; --help for usage)");
     const std::string cmd = argv[1];
     const std::vector<std::string> args(argv + 2, argv + argc);
     if (cmd == "info") return info(args);
     if (cmd == "compare") return compare(args);
     if (cmd == "export") return export_cmd(args);
+    if (cmd == "merge-lora") return merge_lora_cmd(args);
     if (cmd == "--help" || cmd == "-h") {
       std::puts(usage);
       return 0;
     }
-    throw UsageError("unknown subcommand '" + cmd + "' (expected info, compare or export)");
+    throw UsageError("unknown subcommand '" + cmd + "' (expected info, compare, export or merge-lora)");
   } catch (const std::exception& e) {
     return cli::report_error("ckpt", e);
   }

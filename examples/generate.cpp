@@ -1,10 +1,10 @@
 // generate — decoding from a Hugging Face directory or a native nnxcpp checkpoint.
 //
 //   generate --model PATH --prompt-ids 1,2,3 --max-new-tokens 16 [--dump-logits FILE] [--verify]
-//            [--weight-dtype auto|f32|bf16|f16]
+//            [--weight-dtype auto|f32|bf16|f16] [--lora PATH]
 //   generate --model PATH --prompt TEXT [--max-new-tokens N] [--temperature T] [--top-k K]
 //            [--top-p P] [--seed S] [--stop STRING]... [--tokenizer PATH] [--threads N]
-//            [--verify] [--weight-dtype auto|f32|bf16|f16]
+//            [--verify] [--weight-dtype auto|f32|bf16|f16] [--lora PATH]
 //   generate --help
 //
 // With --prompt-ids: greedy decoding; prints the generated token ids, space-separated, on one
@@ -24,6 +24,9 @@
 // --weight-dtype: the dtype of the weights not quantized. auto (the default) serves them as
 // the checkpoint stores them (a bf16 model is read in place and computed in bf16 weights, f32
 // activations); f32, bf16 or f16 converts them once at load.
+//
+// --lora PATH serves a LoRA adapter (train --lora-rank's DIR/model) unmerged on top of the
+// --model weights it was trained on (in whatever dtype they are served).
 //
 // --verify recomputes a native checkpoint's per-file checksums before loading (exit 2 on a
 // mismatch, naming the file, or when there is nothing to verify).
@@ -66,7 +69,7 @@ using cli::UsageError;
 
 constexpr const char* kUsage =
     "usage: generate --model PATH --prompt-ids 1,2,3 --max-new-tokens N [--dump-logits FILE] [--verify]\n"
-    "                [--weight-dtype auto|f32|bf16|f16]\n"
+    "                [--weight-dtype auto|f32|bf16|f16] [--lora PATH]\n"
     "       generate --model PATH --prompt TEXT [--max-new-tokens N] [--temperature T] [--top-k K]\n"
     "                [--top-p P] [--seed S] [--stop STRING]... [--tokenizer PATH] [--threads N]\n"
     "Decoding from a Hugging Face directory or a native nnxcpp checkpoint (gpt2, llama).\n"
@@ -79,6 +82,7 @@ struct Args {
   std::int64_t max_new_tokens = -1;
   std::string dump_logits;
   nnx::WeightDType weight_dtype = nnx::WeightDType::as_stored;
+  std::string lora;  // --lora: an adapter checkpoint
   // --prompt (text) mode
   std::optional<std::string> text;
   std::filesystem::path tokenizer;
@@ -159,6 +163,8 @@ Args parse_args(int argc, char** argv) {
       a.stop.push_back(value);
     } else if (flag == "--threads") {
       a.threads = cli::parse_threads(flag, value);
+    } else if (flag == "--lora") {
+      a.lora = value;
     } else if (flag == "--weight-dtype") {
       try {
         a.weight_dtype = nnx::parse_weight_dtype(value);
@@ -235,6 +241,10 @@ std::vector<std::int64_t> run(const Args& args, const Config& cfg, const nnx::Qu
                                std::to_string(args.max_new_tokens) + " new tokens exceeds the context length " +
                                std::to_string(context));
   Model model = load<Model>(args.model, cfg, quant, hugging_face, T + args.max_new_tokens, args.weight_dtype);
+  if (!args.lora.empty()) {
+    nnx::Rngs rngs{0};
+    nnx::load_lora_adapter(model, args.lora, rngs);
+  }
 
   std::vector<std::int32_t> ids(args.prompt.begin(), args.prompt.end());
   auto tokens = nnx::Tensor::from_vector(ids, {1, T});
@@ -263,6 +273,7 @@ void run_text(const Args& args, const nlohmann::json& config) {
   options.slots = 1;
   options.quant = nnx::QuantConfig::of_model_config(config);
   options.weight_dtype = args.weight_dtype;
+  options.lora_adapter = args.lora;
   const nnx::Engine<Model> engine(Config::from_json(config), options);
   nnx::Request request;
   request.prompt_text = *args.text;

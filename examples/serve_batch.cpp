@@ -3,7 +3,7 @@
 //
 //   serve_batch --model PATH --requests FILE --slots B
 //               [--max-target-length N] [--max-prefill-length N] [--threads N] [--kv-dtype T]
-//               [--weight-dtype T]
+//               [--weight-dtype T] [--lora PATH]
 //
 //   --model PATH              a Hugging Face directory (config.json + safetensors) or a native
 //                             checkpoint (nnx::io::save_checkpoint with a config holding
@@ -26,6 +26,8 @@
 //                             the dtype of the weights not quantized (default auto: as the
 //                             checkpoint stores them, so a bf16 model is served in bf16,
 //                             read in place from the file); others convert once at load
+//   --lora PATH               a LoRA adapter (train --lora-rank's DIR/model) served unmerged
+//                             on top of --model, the weights it was trained on
 //   --tokenizer PATH          tokenizer.json, or a directory with it or vocab.json + merges.txt
 //                             (default: the model's directory, when it has one): request lines
 //                             may then give a text "prompt" and "stop" strings, and each result
@@ -153,7 +155,7 @@ using nlohmann::json;
 constexpr const char* kUsage =
     "usage: serve_batch --model PATH --requests FILE --slots B [--max-target-length N]\n"
     "                   [--max-prefill-length N] [--threads N] [--kv-dtype f32|bf16|int8]\n"
-    "                   [--weight-dtype auto|f32|bf16|f16] [--tokenizer PATH] [--verify]\n"
+    "                   [--weight-dtype auto|f32|bf16|f16] [--tokenizer PATH] [--verify] [--lora PATH]\n"
     "Runs the JSON-lines requests of FILE (\"-\": stdin) over B decode slots with continuous\n"
     "batching; one JSON line per finished request on stdout, progress and a summary on stderr.\n"
     "A request line: {\"id\": \"a\", \"prompt_ids\": [1,2,3], \"max_new_tokens\": 16,\n"
@@ -170,6 +172,7 @@ struct Args {
   int threads = 0;  // 0: leave the thread count as it is
   nnx::DType kv_dtype = nnx::DType::f32;
   nnx::WeightDType weight_dtype = nnx::WeightDType::as_stored;
+  std::string lora;  // --lora: an adapter checkpoint
   bool help = false;
   bool verify = false;
 };
@@ -188,7 +191,7 @@ Args parse_args(int argc, char** argv) {
     }
     if (flag != "--model" && flag != "--requests" && flag != "--slots" && flag != "--max-target-length" &&
         flag != "--max-prefill-length" && flag != "--threads" && flag != "--kv-dtype" &&
-        flag != "--weight-dtype" && flag != "--tokenizer")
+        flag != "--weight-dtype" && flag != "--tokenizer" && flag != "--lora")
       throw UsageError("unknown option " + flag + " (see --help)");
     if (i + 1 >= argc) throw UsageError(flag + ": missing value");
     const std::string value = argv[++i];
@@ -198,6 +201,8 @@ Args parse_args(int argc, char** argv) {
       a.requests = value;
     } else if (flag == "--tokenizer") {
       a.tokenizer = value;
+    } else if (flag == "--lora") {
+      a.lora = value;
     } else if (flag == "--slots") {
       a.slots = parse_int(flag, value, 1);
     } else if (flag == "--max-target-length") {
@@ -514,6 +519,7 @@ int run(const Args& args, const nlohmann::json& config, const std::vector<std::s
   options.quant = nnx::QuantConfig::of_model_config(config);  // an int8 serve checkpoint loads as int8
   options.kv_dtype = args.kv_dtype;
   options.weight_dtype = args.weight_dtype;
+  options.lora_adapter = args.lora;
   const nnx::Engine<Model> engine(Config::from_json(config), options);
   nnx::State params = engine.load_params(args.model);
   report_memory(engine, params);

@@ -6,6 +6,8 @@
 //         [--log-every N] [--eval-batches N] [--save-every N] [--min-lr X] [--optimizer adamw|sgd]
 //         [--vocab-tiles K] [--qk-clip TAU]
 //   train --model PATH --data FILE --steps N ...          fine-tunes a checkpoint instead
+//   train --model PATH --lora-rank R [--lora-alpha A] [--lora-targets PATTERN] --data FILE --steps N ...
+//                                                         trains LoRA adapters on a frozen base
 //   train --model PATH --tokens 1,2,3 --dump-grads FILE   one sequence's loss and gradients
 //   train --model PATH --reference PATH --dpo-beta B --data PAIRS.jsonl --steps N ...   DPO
 //   train --model PATH --reference PATH --dpo-beta B --prompt-ids 1,2 --chosen-ids 3 --rejected-ids 4
@@ -48,7 +50,17 @@
 // --out, --resume and --qk-clip work as for language modelling. With --dump-grads, one pair's
 // loss and the policy's gradients, named as above.
 //
+// LoRA (--lora-rank R, with --model): adapters A [in, R] and B [R, out] (B starting at zero)
+// on every Linear whose path matches the regex --lora-targets (default "attn": every attention
+// projection; e.g. "attn/(query|value)$", "mlp", "lm_head"), scaled by --lora-alpha / R
+// (default alpha 2R). The base weights are frozen: only the adapters get gradients and AdamW
+// moments. DIR/model then holds the adapter alone (generate, serve_batch and server --lora
+// serve it on the base; ckpt merge-lora merges it), DIR/state the adapters, their moments and
+// the step; --resume reads the base again from the saved --model path. Not with --qk-clip
+// (it would rescale frozen weights), DPO or --dump-grads.
+//
 // Errors: one line on stderr, exit code 2.
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -63,6 +75,7 @@
 #include <nlohmann/json.hpp>
 
 #include <nnx/core.hpp>
+#include <nnx/engine/lora_checkpoint.hpp>
 #include <nnx/io/checkpoint.hpp>
 #include <nnx/io/huggingface.hpp>
 #include <nnx/io/json.hpp>
@@ -88,6 +101,7 @@ constexpr const char* kUsage =
     "             [--resume DIR] [--log FILE.csv] [--log-every N] [--eval-batches N] [--save-every N]\n"
     "             [--min-lr X] [--optimizer adamw|sgd] [--vocab-tiles K] [--qk-clip TAU]\n"
     "       train --model PATH --data FILE --steps N ...   (fine-tune a checkpoint)\n"
+    "       train --model PATH --lora-rank R [--lora-alpha A] [--lora-targets REGEX] --data FILE --steps N ...\n"
     "       train --model PATH --tokens 1,2,3 --dump-grads FILE\n"
     "       train --model PATH --reference PATH --dpo-beta B --data PAIRS.jsonl --steps N ...   (DPO)\n"
     "       train --model PATH --reference PATH --dpo-beta B --prompt-ids IDS --chosen-ids IDS --rejected-ids IDS\n"
@@ -104,13 +118,20 @@ struct Settings {
   double dpo_beta = 0.0;  // > 0: DPO against `reference` on preference pairs
   std::uint64_t seed = 0;
   std::string optimizer = "adamw";
+  std::string base;  // --model: where a LoRA run's frozen base is read again on --resume
+  std::int64_t lora_rank = 0;  // > 0: train LoRA adapters on the frozen base
+  double lora_alpha = 0.0;     // 0: 2 * rank
+  std::string lora_targets = "attn";
+
+  nnx::LoraConfig lora() const { return {lora_rank, lora_alpha > 0 ? lora_alpha : 2.0 * lora_rank, lora_targets}; }
 
   nlohmann::json to_json() const {
     return {{"data", data},   {"batch", batch},         {"seq", seq},     {"warmup", warmup},
             {"grad_accum", grad_accum}, {"eval_batches", eval_batches}, {"lr", lr},
             {"min_lr", min_lr}, {"weight_decay", weight_decay}, {"clip", clip}, {"seed", seed},
             {"optimizer", optimizer}, {"vocab_tiles", vocab_tiles}, {"qk_clip", qk_clip},
-            {"reference", reference}, {"dpo_beta", dpo_beta}};
+            {"reference", reference}, {"dpo_beta", dpo_beta}, {"base", base}, {"lora_rank", lora_rank},
+            {"lora_alpha", lora_alpha}, {"lora_targets", lora_targets}};
   }
   static Settings from_json(const nlohmann::json& j, const std::string& source) {
     try {
@@ -131,6 +152,10 @@ struct Settings {
       s.qk_clip = j.value("qk_clip", 0.0);
       s.reference = j.value("reference", std::string());
       s.dpo_beta = j.value("dpo_beta", 0.0);
+      s.base = j.value("base", std::string());
+      s.lora_rank = j.value("lora_rank", std::int64_t{0});
+      s.lora_alpha = j.value("lora_alpha", 0.0);
+      s.lora_targets = j.value("lora_targets", std::string("attn"));
       return s;
     } catch (const nlohmann::json::exception& e) {
       throw nnx::CheckpointError(source + ": the saved run settings are incomplete (" + e.what() + ")");
@@ -205,11 +230,28 @@ Args parse_args(int argc, char** argv) {
       if (s.dpo_beta == 0) throw UsageError("--dpo-beta: must be > 0");
     }
     else if (flag == "--dump-grads") a.dump_grads = value;
+    else if (flag == "--lora-rank") s.lora_rank = parse_int(flag, value, 1);
+    else if (flag == "--lora-alpha") {
+      s.lora_alpha = parse_double(flag, value, 0.0);
+      if (s.lora_alpha == 0) throw UsageError("--lora-alpha: must be > 0");
+    } else if (flag == "--lora-targets") {
+      if (value.empty()) throw UsageError("--lora-targets: empty pattern");
+      s.lora_targets = value;
+    }
     else throw UsageError("unknown option " + flag);
   }
   if (s.reference.empty() != (s.dpo_beta == 0))
     throw UsageError("DPO needs both --reference PATH and --dpo-beta B");
   const bool dpo = s.dpo_beta > 0;
+  const bool lora = s.lora_rank > 0;
+  const bool lora_option = std::any_of(a.given.begin(), a.given.end(), [](const std::string& f) {
+    return f == "--lora-alpha" || f == "--lora-targets";
+  });
+  if (lora_option && !lora) throw UsageError("--lora-alpha and --lora-targets need --lora-rank R");
+  if (lora && (dpo || !a.dump_grads.empty() || s.qk_clip > 0))
+    throw UsageError("--lora-rank trains adapters by language modelling; it does not combine with DPO, --dump-grads "
+                     "or --qk-clip");
+  if (lora && a.model.empty()) throw UsageError("--lora-rank needs --model (the base the adapters train on)");
   if (!a.dump_grads.empty()) {
     if (a.model.empty()) throw UsageError("--dump-grads needs --model");
     if (dpo && (a.prompt_ids.empty() || a.chosen_ids.empty() || a.rejected_ids.empty()))
@@ -225,6 +267,7 @@ Args parse_args(int argc, char** argv) {
   if (s.batch % s.grad_accum != 0)
     throw UsageError("--batch " + std::to_string(s.batch) + " is not a multiple of --grad-accum " +
                      std::to_string(s.grad_accum));
+  s.base = a.model;
   return a;
 }
 
@@ -295,12 +338,24 @@ void dump_dpo_grads(const Args& args, const nlohmann::json& config) {
   write_grads(args, config, result.loss, result.grads);
 }
 
+// A LoRA run's frozen base is not saved: DIR/state holds what trains (adapters, moments, step)
+// and DIR/model the adapter alone.
 template <class Model>
 void save(const fs::path& dir, const train::TrainState<Model>& state, const nlohmann::json& model_config,
           const Settings& settings) {
-  auto [graphdef, leaves] = nnx::split(state, nnx::everything);
-  nnx::io::save_checkpoint(dir / "state", leaves, {}, {{"model", model_config}, {"run", settings.to_json()}});
-  nnx::io::save_checkpoint(dir / "model", nnx::state(state.model, nnx::of<nnx::Param>), {}, model_config);
+  auto [graphdef, trained, frozen] = nnx::split(state, nnx::Not(nnx::of<train::FrozenParam>), nnx::everything);
+  nnx::io::save_checkpoint(dir / "state", trained, {}, {{"model", model_config}, {"run", settings.to_json()}});
+  if (settings.lora_rank > 0)
+    nnx::save_lora_adapter(dir / "model", state.model, model_config, settings.lora());
+  else
+    nnx::io::save_checkpoint(dir / "model", nnx::state(state.model, nnx::of<nnx::Param>), {}, model_config);
+}
+
+// Continues `state` from the TrainState checkpoint DIR/state (everything but frozen weights).
+template <class State>
+void restore_state(State& state, const std::string& resume) {
+  auto [graphdef, trained, frozen] = nnx::split(state, nnx::Not(nnx::of<train::FrozenParam>), nnx::everything);
+  state = nnx::merge(graphdef, nnx::io::restore_checkpoint(fs::path(resume) / "state", trained), frozen);
 }
 
 train::OptimizerConfig optimizer_config(const Settings& s, std::int64_t steps) {
@@ -330,16 +385,21 @@ void run(const Args& args, const nlohmann::json& model_config, const Settings& s
   nnx::Rngs rngs{s.seed};
   Model model(cfg, nnx::Mode::train, rngs);
   if (!args.model.empty()) load_params(model, args.model);
-  train::TrainState<Model> state(std::move(model), opt);
-  if (!resume.empty()) {
-    auto [graphdef, target] = nnx::split(state, nnx::everything);
-    state = nnx::merge(graphdef, nnx::io::restore_checkpoint(fs::path(resume) / "state", target));
+  std::string adapters;
+  if (s.lora_rank > 0) {
+    if (args.model.empty()) load_params(model, s.base);  // resuming: the base is not in the state
+    const std::size_t attached = nnx::add_lora(model, s.lora(), rngs).size();
+    train::freeze_base(model);
+    adapters = " (LoRA rank " + std::to_string(s.lora_rank) + " on " + std::to_string(attached) + " Linears)";
   }
+  train::TrainState<Model> state(std::move(model), opt);
+  if (!resume.empty()) restore_state(state, resume);
   std::int64_t params = 0;
   for (const auto& [path, leaf] : nnx::state(state.model, nnx::of<nnx::Param>)) params += leaf.tensor().numel();
-  std::printf("train: %s, %.2f M parameters; data %zu files, %zu training and %zu held-out tokens; %s threads\n",
-              model_config.at("model_type").get<std::string>().c_str(), double(params) / 1e6, data.files.size(),
-              data.train.size(), data.held_out.size(), std::to_string(nnx::num_threads()).c_str());
+  std::printf("train: %s, %.2f M trained parameters%s; data %zu files, %zu training and %zu held-out tokens; %s "
+              "threads\n",
+              model_config.at("model_type").get<std::string>().c_str(), double(params) / 1e6, adapters.c_str(),
+              data.files.size(), data.train.size(), data.held_out.size(), std::to_string(nnx::num_threads()).c_str());
   const train::Batch eval = train::held_out_windows(data.held_out, s.seq, s.eval_batches);
 
   std::ofstream log;
@@ -385,7 +445,8 @@ void run(const Args& args, const nlohmann::json& model_config, const Settings& s
   }
   if (!args.out.empty()) {
     save(args.out, state, model_config, s);
-    std::printf("saved %s/state (train state) and %s/model (parameters)\n", args.out.c_str(), args.out.c_str());
+    std::printf("saved %s/state (train state) and %s/model (%s)\n", args.out.c_str(), args.out.c_str(),
+                s.lora_rank > 0 ? "LoRA adapter" : "parameters");
   }
 }
 
@@ -436,10 +497,7 @@ void run_dpo(const Args& args, const nlohmann::json& model_config, const Setting
   load_params(reference, s.reference);
   train::DpoState<Model> state{train::TrainState<Model>(std::move(policy), optimizer_config(s, args.steps)),
                                std::move(reference)};
-  if (!resume.empty()) {
-    auto [graphdef, target] = nnx::split(state.policy, nnx::everything);
-    state.policy = nnx::merge(graphdef, nnx::io::restore_checkpoint(fs::path(resume) / "state", target));
-  }
+  if (!resume.empty()) restore_state(state.policy, resume);
   std::printf("train (DPO, beta %g): %s policy, reference %s; %zu preference pairs; %d threads\n", s.dpo_beta,
               model_config.at("model_type").get<std::string>().c_str(), s.reference.c_str(), pairs.size(),
               nnx::num_threads());

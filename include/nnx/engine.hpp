@@ -3,6 +3,7 @@
 
 #include "nnx/engine/decode_state.hpp"
 #include "nnx/engine/engine.hpp"
+#include "nnx/engine/lora_checkpoint.hpp"
 #include "nnx/engine/request.hpp"
 #include "nnx/engine/scheduler.hpp"
 #include "nnx/engine/serving_loop.hpp"

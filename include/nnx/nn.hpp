@@ -7,6 +7,7 @@
 #include "nnx/nn/dropout.hpp"
 #include "nnx/nn/embed.hpp"
 #include "nnx/nn/linear.hpp"
+#include "nnx/nn/lora.hpp"
 #include "nnx/nn/mlp.hpp"
 #include "nnx/nn/mode.hpp"
 #include "nnx/nn/norm.hpp"

@@ -12,5 +12,6 @@
 #include "nnx/train/data.hpp"
 #include "nnx/train/dpo.hpp"
 #include "nnx/train/grad.hpp"
+#include "nnx/train/lora.hpp"
 #include "nnx/train/qk_clip.hpp"
 #include "nnx/train/train_state.hpp"

@@ -319,7 +319,7 @@ TEST_CASE("ckpt bad input: one line naming the path, exit 2", "[ckpt][cli]") {
   CHECK(number.err.find("--rtol: 'abc'") != std::string::npos);
   const auto sub = ckpt("convert --in a --out b");
   CHECK(sub.code == 2);
-  CHECK(sub.err.find("unknown subcommand 'convert' (expected info, compare or export)") != std::string::npos);
+  CHECK(sub.err.find("unknown subcommand 'convert' (expected info, compare, export or merge-lora)") != std::string::npos);
   const auto dtype = ckpt("export --in a --out b --dtype f16");
   CHECK(dtype.code == 2);
   CHECK(dtype.err.find("--dtype: 'f16'") != std::string::npos);

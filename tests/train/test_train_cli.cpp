@@ -259,4 +259,114 @@ TEST_CASE("train with --reference: DPO's gradients of one pair, and a DPO run lo
   CHECK(after < 0.5 * before);
 }
 
+
+namespace {
+
+// An llm.c token file (uint16 tokens after a 1024-byte header) of a repeating pattern below 112,
+// llama_tiny's vocabulary.
+void write_token_file(const fs::path& file) {
+  std::vector<std::uint16_t> tokens;
+  for (int i = 0; i < 600; ++i) tokens.push_back(static_cast<std::uint16_t>((i * 7 + i / 13) % 40 + 3));
+  std::vector<std::int32_t> header(256, 0);
+  header[0] = 20240520;
+  header[1] = 1;
+  header[2] = static_cast<std::int32_t>(tokens.size());
+  std::ofstream out(file, std::ios::binary);
+  out.write(reinterpret_cast<const char*>(header.data()), 1024);
+  out.write(reinterpret_cast<const char*>(tokens.data()), static_cast<std::streamsize>(tokens.size() * 2));
+}
+
+std::string generate_tokens(const std::string& args) {
+  const auto r = run_command(std::string(NNX_GENERATE_BIN) + " --prompt-ids 5,12,19,26 --max-new-tokens 12 " + args);
+  INFO(r.err);
+  REQUIRE(r.code == 0);
+  return r.out;
+}
+
+}  // namespace
+
+TEST_CASE("train --lora-rank: adapters alone saved, resumed bitwise, served unmerged and merged alike",
+          "[train][cli][lora]") {
+  TempDir tmp;
+  write_token_file(tmp.path / "tokens.bin");
+  const std::string base = fixture::dir("llama_tiny").string();
+  const std::string common = "--model " + base + " --data " + (tmp.path / "tokens.bin").string() +
+                             " --lora-rank 4 --lora-alpha 8 --lora-targets 'attn|mlp' --batch 4 --seq 16 --lr 2e-2 --warmup 3" +
+                             " --seed 3 --log-every 4 --vocab-tiles 2";
+  const auto whole = run_command(train(common + " --steps 8 --out " + (tmp.path / "whole").string()));
+  INFO(whole.err);
+  REQUIRE(whole.code == 0);
+  CHECK(whole.out.find("LoRA rank 4 on 14 Linears") != std::string::npos);  // 2 layers x (4 attn + 3 mlp)
+  CHECK(whole.out.find("LoRA adapter") != std::string::npos);
+
+  // DIR/model: the adapters alone, trained (B moved off zero).
+  auto adapter = nnx::io::SafetensorsFile::open(tmp.path / "whole" / "model" / "model.safetensors");
+  CHECK(adapter.size() == 28);
+  bool trained = false;
+  for (const auto& name : adapter.names()) {
+    CAPTURE(name);
+    CHECK((name.find("/lora/a") != std::string::npos || name.find("/lora/b") != std::string::npos));
+    if (name.find("/lora/b") != std::string::npos)
+      for (float x : adapter.get(name).span<float>()) trained = trained || x != 0.0f;
+  }
+  CHECK(trained);
+  // DIR/state: adapters, their moments and the step; no base weight.
+  auto state = nnx::io::SafetensorsFile::open(tmp.path / "whole" / "state" / "model.safetensors");
+  for (const auto& name : state.names()) {
+    CAPTURE(name);
+    CHECK((name.find("/lora/") != std::string::npos || name == "step"));
+  }
+
+  const auto first = run_command(train(common + " --steps 4 --out " + (tmp.path / "split").string()));
+  REQUIRE(first.code == 0);
+  const auto rest = run_command(train("--resume " + (tmp.path / "split").string() + " --steps 8 --out " +
+                                      (tmp.path / "split").string()));
+  INFO(rest.err);
+  REQUIRE(rest.code == 0);
+  CHECK(same_tensors(tmp.path / "whole" / "model" / "model.safetensors",
+                     tmp.path / "split" / "model" / "model.safetensors"));
+  CHECK(same_tensors(tmp.path / "whole" / "state" / "model.safetensors",
+                     tmp.path / "split" / "state" / "model.safetensors"));
+
+  // Served unmerged, and merged by ckpt: the same greedy tokens.
+  const std::string unmerged = generate_tokens("--model " + base + " --lora " + (tmp.path / "whole" / "model").string());
+  const auto merge = run_command(std::string(NNX_CKPT_BIN) + " merge-lora --in " + base + " --lora " +
+                                 (tmp.path / "whole" / "model").string() + " --out " + (tmp.path / "merged").string());
+  INFO(merge.err);
+  REQUIRE(merge.code == 0);
+  CHECK(merge.out.find("merged the adapters of 14 Linears") != std::string::npos);
+  CHECK(generate_tokens("--model " + (tmp.path / "merged").string()) == unmerged);
+  const auto merge_hf = run_command(std::string(NNX_CKPT_BIN) + " merge-lora --hf --in " + base + " --lora " +
+                                    (tmp.path / "whole" / "model").string() + " --out " +
+                                    (tmp.path / "merged_hf").string());
+  REQUIRE(merge_hf.code == 0);
+  CHECK(generate_tokens("--model " + (tmp.path / "merged_hf").string()) == unmerged);
+  // The adapter moved the model: the base alone decodes otherwise.
+  CHECK(generate_tokens("--model " + base) != unmerged);
+
+  // Bad input: one line, exit 2.
+  const std::vector<std::pair<std::string, std::string>> cases{
+      {train("--model " + base + " --data x --steps 1 --lora-alpha 4"), "need --lora-rank"},
+      {train("--model " + base + " --data " + (tmp.path / "tokens.bin").string() + " --steps 1 --seq 16 --lora-rank 2" +
+             " --lora-targets nothing_here"),
+       "match no Linear"},
+      {train("--model " + base + " --data x --steps 1 --lora-rank 2 --qk-clip 1"), "does not combine"},
+      {std::string(NNX_GENERATE_BIN) + " --model " + base + " --lora " + base + " --prompt-ids 1 --max-new-tokens 1",
+       "not a LoRA adapter"},
+      {std::string(NNX_GENERATE_BIN) + " --model " + fixture::dir("gpt2_tiny").string() + " --lora " +
+           (tmp.path / "whole" / "model").string() + " --prompt-ids 1 --max-new-tokens 1",
+       "trained on another model"},
+      {std::string(NNX_CKPT_BIN) + " merge-lora --in " + fixture::dir("llama_tied").string() + " --lora " +
+           (tmp.path / "whole" / "model").string() + " --out " + (tmp.path / "bad").string(),
+       "trained on another model"},
+  };
+  for (const auto& [command, message] : cases) {
+    CAPTURE(command);
+    const auto r = run_command(command);
+    CHECK(r.code == 2);
+    CHECK(r.err.find(message) != std::string::npos);
+    CHECK(std::count(r.err.begin(), r.err.end(), '\n') == 1);
+  }
+}
+
 #endif  // NNX_TRAIN_BIN

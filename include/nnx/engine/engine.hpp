@@ -57,6 +57,7 @@
 #include "nnx/core/state.hpp"
 #include "nnx/core/tensor.hpp"
 #include "nnx/engine/decode_state.hpp"
+#include "nnx/engine/lora_checkpoint.hpp"
 #include "nnx/engine/sampling.hpp"
 #include "nnx/io/checkpoint.hpp"
 #include "nnx/io/huggingface.hpp"
@@ -89,6 +90,10 @@ struct EngineOptions {
   // Weights not quantized: as the checkpoint stores them (auto: a bf16 file is served in bf16,
   // read in place), or converted once at load (nnx/quant/weight_dtype.hpp).
   WeightDType weight_dtype = WeightDType::as_stored;
+  // A LoRA adapter checkpoint (nnx/engine/lora_checkpoint.hpp) served unmerged on top of the
+  // weights load_params reads: the models carry its adapters, load_params(path) reads them
+  // from here. Empty: none.
+  std::filesystem::path lora_adapter{};
 };
 
 // The config.json of a Hugging Face directory or the config stored in a native checkpoint
@@ -127,6 +132,11 @@ class Engine {
     if (options.slots < 1) throw InvalidArgument("Engine: slots " + std::to_string(options.slots) + " < 1");
     if (options.max_prefill_length < 1)
       throw InvalidArgument("Engine: max_prefill_length " + std::to_string(options.max_prefill_length) + " < 1");
+    if (!options.lora_adapter.empty()) {
+      const LoraAdapterConfig adapter = read_lora_adapter_config(options.lora_adapter);
+      check_config(adapter.model, options.lora_adapter);
+      lora_ = adapter.lora;
+    }
     Rngs rngs{0};
     Model prefill_model = eval_shape([&] {
       return Model(config, Mode::prefill, rngs,
@@ -146,14 +156,18 @@ class Engine {
     for (DType weights : {DType::f32, DType::bf16, DType::f16}) {
       Variant& v = variants_[variant_index(weights)];
       Model prefill = eval_shape([&] {
-        return Model(config, Mode::prefill, rngs,
-                     {.cache_batch = 1, .cache_length = options_.max_target_length, .cache_dtype = options_.kv_dtype});
+        Model m(config, Mode::prefill, rngs,
+                {.cache_batch = 1, .cache_length = options_.max_target_length, .cache_dtype = options_.kv_dtype});
+        if (lora_.enabled()) add_lora(m, lora_, rngs);
+        return m;
       });
       Model decode = eval_shape([&] {
-        return Model(config, Mode::autoregressive, rngs,
-                     {.cache_batch = options_.slots,
-                      .cache_length = options_.max_target_length,
-                      .cache_dtype = options_.kv_dtype});
+        Model m(config, Mode::autoregressive, rngs,
+                {.cache_batch = options_.slots,
+                 .cache_length = options_.max_target_length,
+                 .cache_dtype = options_.kv_dtype});
+        if (lora_.enabled()) add_lora(m, lora_, rngs);
+        return m;
       });
       cast_weights(prefill, weights);
       cast_weights(decode, weights);
@@ -199,7 +213,8 @@ class Engine {
   // options().weight_dtype: as stored (a bf16 file's tensors used in place, zero-copy, where
   // the layouts agree) or converted once here. Full-precision weights are quantized once here
   // when the engine serves int8; a serve checkpoint (its config says how it was quantized,
-  // which must match options().quant) loads straight into QTensors.
+  // which must match options().quant) loads straight into QTensors. With
+  // options().lora_adapter, the adapters come from there (f32, applied unmerged).
   State load_params(const std::filesystem::path& path) const {
     if (!std::filesystem::exists(path)) throw InvalidArgument(path.string() + ": no such file or directory");
     const bool hugging_face = std::filesystem::exists(path / "config.json");
@@ -213,11 +228,16 @@ class Engine {
       if (!(stored == options_.quant))
         throw InvalidArgument(path.string() + ": quantized as " + stored.to_json().dump() + "; the engine serves " +
                               options_.quant.to_json().dump());
-      return load_params(io::restore_checkpoint(path, variant(stored_weights).param_spec));
+      const State& spec = variant(stored_weights).param_spec;
+      return load_params(with_adapters(io::restore_checkpoint(path, base_of(spec)), spec));
     }
     // A Hugging Face file is read straight into the served dtype (converted per tensor).
-    if (hugging_face) return convert_params(hf->read_params(variant(served_weights(stored_weights)).unquantized_spec));
-    return convert_params(io::restore_checkpoint(path, variant(stored_weights).unquantized_spec));
+    if (hugging_face) {
+      const State& spec = variant(served_weights(stored_weights)).unquantized_spec;
+      return convert_params(with_adapters(hf->read_params(base_of(spec)), spec));
+    }
+    const State& spec = variant(stored_weights).unquantized_spec;
+    return convert_params(with_adapters(io::restore_checkpoint(path, base_of(spec)), spec));
   }
   // Parameters already in memory, full precision or already quantized: checked leaf by leaf
   // (paths, kinds, dtypes, shapes), then shared (full precision: quantized first; weights
@@ -235,6 +255,7 @@ class Engine {
   State init_params(std::uint64_t seed) const {
     Rngs rngs{seed};
     Model model(config_, Mode::prefill, rngs, {.cache_batch = 1, .cache_length = 1});
+    if (lora_.enabled()) add_lora(model, lora_, rngs);
     return convert_params(state(model, of<Param>));
   }
   // Full-precision parameters (weights f32, bf16 or f16) for this engine: checked, converted
@@ -623,6 +644,14 @@ class Engine {
                             " tokens; expected [1, " + std::to_string(options_.max_target_length - 1) + "]");
   }
 
+  // A parameter spec without its LoRA adapters: what the base checkpoint holds.
+  State base_of(const State& spec) const { return lora_.enabled() ? spec.filter(Not(of<LoraParam>)) : spec; }
+  // The base parameters with the adapters of options().lora_adapter added (as `spec` has them).
+  State with_adapters(State base, const State& spec) const {
+    if (!lora_.enabled()) return base;
+    return merge_states(base, io::restore_checkpoint(options_.lora_adapter, spec.filter(of<LoraParam>)));
+  }
+
   void check_config(const nlohmann::json& found, const std::filesystem::path& path) const {
     if (found.is_null()) return;  // a native checkpoint saved without a config
     if (!found.is_object())
@@ -646,6 +675,7 @@ class Engine {
   }
 
   Config config_;
+  LoraConfig lora_;  // rank 0: no adapters
   EngineOptions options_;
   std::int64_t vocab_ = 0;
   std::int64_t context_ = 0;

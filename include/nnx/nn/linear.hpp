@@ -14,6 +14,9 @@
 // tensors are used straight from the mmap'ed file — and the product widens them in registers
 // (ops::linear_transposed). The layer then holds no `kernel`.
 //
+// LoRA (nnx/nn/lora.hpp attaches it): an optional adapter adds (alpha / rank)·(x·A)·B to
+// whichever of these products the layer runs.
+//
 //   nnx::Linear proj(768, 3072, rngs);                       // bias, lecun-normal kernel
 //   nnx::Linear head(768, 50257, rngs, {.use_bias = false});
 //   nnx::Tensor y = proj(x);                                 // x [..., 768] -> [..., 3072]
@@ -28,6 +31,7 @@
 #include "nnx/core/module.hpp"
 #include "nnx/core/rngs.hpp"
 #include "nnx/core/variable.hpp"
+#include "nnx/nn/lora_adapter.hpp"
 #include "nnx/ops.hpp"
 #include "nnx/ops/quantized.hpp"
 
@@ -48,7 +52,8 @@ struct Linear {
   std::optional<QuantizedParam> qkernel;  // serve: QTensor, qvalue i8 [out, in], scale f32 [out]
   std::optional<Param> weight;            // served as stored: [out, in], bf16 or f16 (or f32)
   std::optional<Param> bias;              // [out]
-  NNX_FIELDS(in_features, out_features, quant, kernel, qkernel, weight, bias)
+  std::optional<LoraAdapter> lora;        // a low-rank update applied unmerged
+  NNX_FIELDS(in_features, out_features, quant, kernel, qkernel, weight, bias, lora)
 
   Linear() = default;
   Linear(std::int64_t in, std::int64_t out, Rngs& rngs, const LinearOptions& options = {})
@@ -60,6 +65,13 @@ struct Linear {
 
   // x: [..., in] -> [..., out]
   Tensor operator()(const Tensor& x) const {
+    Tensor y = base(x);
+    if (lora) lora->add_to(y, x);
+    return y;
+  }
+
+  // The product without the adapter.
+  Tensor base(const Tensor& x) const {
     const Tensor* b = bias ? &bias->value() : nullptr;
     if (qkernel) return ops::quantized_linear(x, qkernel->qvalue(), quant, b);
     if (weight) {

@@ -296,7 +296,7 @@ enum class HeadLayout { table, kernel };
 
 struct HeadCrossEntropy {
   double loss_sum = 0.0;
-  Tensor dhidden;  // empty for an evaluation (no dweight)
+  Tensor dhidden;  // empty for an evaluation (no dweight, head not frozen)
 };
 
 // The output head and softmax cross-entropy fused over `tiles` vocabulary tiles of
@@ -304,13 +304,14 @@ struct HeadCrossEntropy {
 // [rows, V / tiles] at a time. hidden f32 [..., C]; targets i32 of hidden's leading shape (as
 // cross_entropy: `ignore` skipped, any other outside [0, V) an InvalidArgument). Returns the
 // summed loss and, when dweight (the weight's shape, f32) is given, adds `weight` times the
-// gradient of that sum into *dweight and returns dhidden.
+// gradient of that sum into *dweight and returns dhidden. frozen_head: the head takes no
+// gradient (dweight null) but dhidden is returned, for the layers below (a LoRA fine-tune).
 // Each tile's logits are computed twice (for the row statistics, then for the gradient), so
 // the head's forward GEMM runs twice. Loss and gradients equal cross_entropy over the whole
 // logits up to rounding (sums taken in another order); bitwise the same on any thread count.
 inline HeadCrossEntropy head_cross_entropy(const Tensor& hidden, const Tensor& head, HeadLayout layout,
                                            const Tensor& targets, float weight, std::int32_t ignore,
-                                           std::int64_t tiles, Tensor* dweight) {
+                                           std::int64_t tiles, Tensor* dweight, bool frozen_head = false) {
   constexpr const char* op = "ops::head_cross_entropy";
   detail::require_f32(op, "hidden", hidden);
   detail::require_min_rank(op, "hidden", hidden, 1);
@@ -360,11 +361,11 @@ inline HeadCrossEntropy head_cross_entropy(const Tensor& hidden, const Tensor& h
     const auto i = static_cast<std::size_t>(r);
     if (t[r] != ignore) out.loss_sum += (row_max[i] - target_logit[i]) + std::log(row_sum[i]);
   }
-  if (!dweight) return out;
+  if (!dweight && !frozen_head) return out;
 
   out.dhidden = Tensor::empty(hidden.shape());
   float* dh = out.dhidden.data<float>();
-  float* dW = dweight->data<float>();
+  float* dW = dweight ? dweight->data<float>() : nullptr;
   for (std::int64_t v0 = 0; v0 < V; v0 += width) {
     const std::int64_t n = std::min(width, V - v0);
     tile_logits(v0, n);
@@ -372,10 +373,10 @@ inline HeadCrossEntropy head_cross_entropy(const Tensor& hidden, const Tensor& h
     const bool accumulate = v0 > 0;
     if (table) {
       kernels::gemm_f32_t(false, false, M, C, n, L, n, W + v0 * C, C, dh, C, accumulate);
-      kernels::gemm_f32_t(true, false, n, C, M, L, n, h, C, dW + v0 * C, C, true);
+      if (dW) kernels::gemm_f32_t(true, false, n, C, M, L, n, h, C, dW + v0 * C, C, true);
     } else {
       kernels::gemm_f32_t(false, true, M, C, n, L, n, W + v0, V, dh, C, accumulate);
-      kernels::gemm_f32_t(true, false, C, n, M, h, C, L, n, dW + v0, V, true);
+      if (dW) kernels::gemm_f32_t(true, false, C, n, M, h, C, L, n, dW + v0, V, true);
     }
   }
   return out;

@@ -58,11 +58,13 @@ inline DType to_dtype(WeightDType w) {
 
 // The dtype of a parameter state's weights: that of its first matrix not quantized (every
 // Linear weight and Embed table shares it once cast_weights has run; norm scales and biases,
-// f32 in every case, are vectors), f32 when every matrix is quantized. The engine asks at each
-// step, so it stops at the first matrix instead of reading the whole state.
+// f32 in every case, are vectors; LoRA adapters are f32 and skipped), f32 when every matrix is
+// quantized. The engine asks at each step, so it stops at the first matrix instead of reading
+// the whole state.
 inline DType weight_dtype_of(const State& params) {
   for (const auto& [path, leaf] : params)
-    if (!leaf.is_quantized() && leaf.tensor().rank() == 2) return leaf.tensor().dtype();
+    if (!leaf.is_quantized() && leaf.tensor().rank() == 2 && !leaf.kind->is_a(LoraParam::kind_info()))
+      return leaf.tensor().dtype();
   return DType::f32;
 }
 

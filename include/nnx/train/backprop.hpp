@@ -14,6 +14,10 @@
 // names the head's matrix: the vocabulary-tiled loss (ops::head_cross_entropy) applies the
 // head itself, tile by tile.
 //
+// A variable of `grads` that is not a Param (a FrozenParam of a LoRA fine-tune, see
+// nnx/train/lora.hpp) is the model's own weight, not an accumulator: the backward passes never
+// write it and skip the work of its gradient.
+//
 // The pairs handle f32 parameters in train mode: quantized, 16-bit-served and KV-cached
 // modules are rejected before any work by check_trainable (nnx/train/grad.hpp), so the
 // functions here may assume f32 kernels. The forward passes run the modules' own kernels
@@ -41,15 +45,49 @@ namespace nnx::train {
 
 // ---- Linear, Embed, norms -----------------------------------------------------------------
 
+// True when `g`'s variable accumulates a gradient (from zero_grads), false for a frozen weight.
+inline bool accumulates(const Variable& g) { return g.kind().is_a(Param::kind_info()); }
+
+// g's accumulator, or a zero scratch tensor of its shape when g is frozen (the small norm
+// parameters, whose kernels always produce their gradient).
+inline Tensor& accumulator_or_scratch(Variable& g, Tensor& scratch) {
+  if (accumulates(g)) return g.value();
+  scratch = Tensor::zeros(g.value().shape());
+  return scratch;
+}
+
 struct LinearSaved {
   Tensor x;
+  Tensor lora_u;  // scale·(x·A) when the layer has a LoRA adapter
 };
 inline Tensor forward(const Linear& l, const Tensor& x, LinearSaved& saved) {
   saved.x = x;
-  return l(x);
+  Tensor y = l.base(x);
+  if (l.lora) saved.lora_u = l.lora->add_to(y, x);
+  return y;
 }
 inline Tensor backward(const Linear& l, const LinearSaved& saved, const Tensor& dy, Linear& g) {
-  return ops::linear_backward(saved.x, l.kernel->value(), dy, g.kernel->value(), g.bias ? &g.bias->value() : nullptr);
+  Tensor dx;
+  const bool bias_grad = g.bias && accumulates(*g.bias);
+  if (accumulates(*g.kernel)) {
+    dx = ops::linear_backward(saved.x, l.kernel->value(), dy, g.kernel->value(), bias_grad ? &g.bias->value() : nullptr);
+  } else if (bias_grad) {
+    Tensor unused;
+    dx = ops::linear_backward(saved.x, l.kernel->value(), dy, accumulator_or_scratch(*g.kernel, unused),
+                              &g.bias->value());
+  } else {
+    dx = ops::linear_transposed(dy, l.kernel->value());  // dy·Wᵀ, no weight gradient
+  }
+  if (l.lora) {
+    // y += u·B with u = scale·(x·A): dB += uᵀ·dy, du = dy·Bᵀ, dA += xᵀ·(scale·du), dx += scale·du·Aᵀ.
+    const LoraAdapter& ad = *l.lora;
+    Tensor du = ops::linear_backward(saved.lora_u, ad.b.value(), dy, g.lora->b.value());
+    float* p = du.data<float>();
+    const float scale = ad.scale();
+    for (std::int64_t i = 0; i < du.numel(); ++i) p[i] *= scale;
+    ops::add_(dx, ops::linear_backward(saved.x, ad.a.value(), du, g.lora->a.value()));
+  }
+  return dx;
 }
 
 struct NormSaved {
@@ -60,15 +98,19 @@ inline Tensor forward(const LayerNorm& n, const Tensor& x, NormSaved& saved) {
   return n(x);
 }
 inline Tensor backward(const LayerNorm& n, const NormSaved& saved, const Tensor& dy, LayerNorm& g) {
-  return ops::layer_norm_backward(saved.x, n.scale.value(), dy, static_cast<float>(n.epsilon), g.scale.value(),
-                                  g.bias.value());
+  Tensor scratch_scale, scratch_bias;
+  return ops::layer_norm_backward(saved.x, n.scale.value(), dy, static_cast<float>(n.epsilon),
+                                  accumulator_or_scratch(g.scale, scratch_scale),
+                                  accumulator_or_scratch(g.bias, scratch_bias));
 }
 inline Tensor forward(const RMSNorm& n, const Tensor& x, NormSaved& saved) {
   saved.x = x;
   return n(x);
 }
 inline Tensor backward(const RMSNorm& n, const NormSaved& saved, const Tensor& dy, RMSNorm& g) {
-  return ops::rms_norm_backward(saved.x, n.scale.value(), dy, static_cast<float>(n.epsilon), g.scale.value());
+  Tensor scratch;
+  return ops::rms_norm_backward(saved.x, n.scale.value(), dy, static_cast<float>(n.epsilon),
+                                accumulator_or_scratch(g.scale, scratch));
 }
 
 // ---- MLP --------------------------------------------------------------------------------
@@ -104,8 +146,16 @@ struct AttentionSaved {
   Tensor positions;
 };
 inline Tensor forward(Attention& a, const Tensor& x, const Tensor& positions, AttentionSaved& saved) {
-  if (a.qkv) saved.qkv.x = x;
-  else saved.query.x = saved.key.x = saved.value.x = x;
+  // project() runs the projections itself: keep what their backward needs.
+  const auto keep_input = [&x](const std::optional<Linear>& l, LinearSaved& s) {
+    if (!l) return;
+    s.x = x;
+    if (l->lora) s.lora_u = l->lora->down(x);
+  };
+  keep_input(a.qkv, saved.qkv);
+  keep_input(a.query, saved.query);
+  keep_input(a.key, saved.key);
+  keep_input(a.value, saved.value);
   saved.positions = positions;
   saved.projected = a.project(x, positions);
   if (a.max_logits)  // sown: QK-Clip reads it after the step
@@ -208,14 +258,18 @@ inline Tensor forward(Gpt2& model, const Tensor& tokens, const Tensor& positions
 inline void backward_hidden(const Gpt2& model, const Gpt2Saved& saved, Tensor dhidden, Gpt2& g) {
   Tensor dx = backward(model.ln_f, saved.ln_f, dhidden, g.ln_f);
   for (std::size_t i = model.h.size(); i-- > 0;) dx = backward(model.h[i], saved.layers[i], dx, g.h[i]);
-  ops::embedding_backward(saved.tokens, dx, g.wte.embedding->value());
-  ops::embedding_backward(saved.positions, dx, g.wpe.embedding->value());
+  if (accumulates(*g.wte.embedding)) ops::embedding_backward(saved.tokens, dx, g.wte.embedding->value());
+  if (accumulates(*g.wpe.embedding)) ops::embedding_backward(saved.positions, dx, g.wpe.embedding->value());
+}
+
+// The tied head's backward: logits = hidden·tableᵀ; the table's gradient only when it trains.
+inline Tensor tied_head_backward(const Tensor& hidden, const Tensor& table, const Tensor& dlogits, Param& g) {
+  if (!accumulates(g)) return ops::linear(dlogits, table);  // dlogits·table
+  return ops::matmul_transposed_backward(hidden, table, dlogits, g.value());
 }
 
 inline void backward(const Gpt2& model, const Gpt2Saved& saved, const Tensor& dlogits, Gpt2& g) {
-  backward_hidden(model, saved,
-                  ops::matmul_transposed_backward(saved.hidden, model.wte.embedding->value(), dlogits,
-                                                  g.wte.embedding->value()),
+  backward_hidden(model, saved, tied_head_backward(saved.hidden, model.wte.embedding->value(), dlogits, *g.wte.embedding),
                   g);
 }
 
@@ -232,6 +286,7 @@ inline Tensor forward_hidden(Llama& model, const Tensor& tokens, const Tensor& p
   saved.layers.assign(model.layers.size(), {});
   for (std::size_t i = 0; i < model.layers.size(); ++i) x = forward(model.layers[i], x, positions, saved.layers[i]);
   saved.lm_head.x = forward(model.norm, x, saved.norm);
+  if (model.lm_head && model.lm_head->lora) saved.lm_head.lora_u = model.lm_head->lora->down(saved.lm_head.x);
   return saved.lm_head.x;
 }
 
@@ -242,15 +297,15 @@ inline Tensor forward(Llama& model, const Tensor& tokens, const Tensor& position
 inline void backward_hidden(const Llama& model, const LlamaSaved& saved, Tensor dhidden, Llama& g) {
   Tensor dx = backward(model.norm, saved.norm, dhidden, g.norm);
   for (std::size_t i = model.layers.size(); i-- > 0;) dx = backward(model.layers[i], saved.layers[i], dx, g.layers[i]);
-  ops::embedding_backward(saved.tokens, dx, g.embed_tokens.embedding->value());
+  if (accumulates(*g.embed_tokens.embedding))
+    ops::embedding_backward(saved.tokens, dx, g.embed_tokens.embedding->value());
 }
 
 inline void backward(const Llama& model, const LlamaSaved& saved, const Tensor& dlogits, Llama& g) {
   backward_hidden(model, saved,
                   model.lm_head ? backward(*model.lm_head, saved.lm_head, dlogits, *g.lm_head)
-                                : ops::matmul_transposed_backward(saved.lm_head.x,
-                                                                  model.embed_tokens.embedding->value(), dlogits,
-                                                                  g.embed_tokens.embedding->value()),
+                                : tied_head_backward(saved.lm_head.x, model.embed_tokens.embedding->value(), dlogits,
+                                                     *g.embed_tokens.embedding),
                   g);
 }
 
@@ -277,14 +332,17 @@ inline HeadWeight head_weight(const Llama& model) {
     return {&e.embedding->value(), ops::HeadLayout::table};
   }
   const Linear& l = *model.lm_head;
-  if (!l.kernel || l.quant != QuantScheme::none || l.kernel->value().dtype() != DType::f32 || l.bias)
-    throw InvalidArgument("vocab tiling: 'lm_head' is not an f32 kernel without bias");
+  if (!l.kernel || l.quant != QuantScheme::none || l.kernel->value().dtype() != DType::f32 || l.bias || l.lora)
+    throw InvalidArgument("vocab tiling: 'lm_head' is not an f32 kernel without bias or LoRA adapter");
   return {&l.kernel->value(), ops::HeadLayout::kernel};
 }
-// The gradient accumulator of the head's weight in `g` (from zero_grads).
-inline Tensor& head_weight_grad(Gpt2& g) { return g.wte.embedding->value(); }
-inline Tensor& head_weight_grad(Llama& g) {
-  return g.lm_head ? g.lm_head->kernel->value() : g.embed_tokens.embedding->value();
+// The gradient accumulator of the head's weight in `g` (from zero_grads); null when frozen.
+inline Tensor* head_weight_grad(Gpt2& g) {
+  return accumulates(*g.wte.embedding) ? &g.wte.embedding->value() : nullptr;
+}
+inline Tensor* head_weight_grad(Llama& g) {
+  Param& w = g.lm_head ? *g.lm_head->kernel : *g.embed_tokens.embedding;
+  return accumulates(w) ? &w.value() : nullptr;
 }
 
 // What forward keeps for each model type.

@@ -139,7 +139,8 @@ double accumulate_grads(Model& model, const Tensor& tokens, const Tensor& target
     const Tensor hidden = forward_hidden(model, tokens, positions, saved);
     const HeadWeight head = head_weight(model);
     auto ce = ops::head_cross_entropy(hidden, *head.weight, head.layout, targets, weight, options.ignore_target,
-                                      options.vocab_tiles, &head_weight_grad(grads));
+                                      options.vocab_tiles, head_weight_grad(grads),
+                                      /*frozen_head=*/head_weight_grad(grads) == nullptr);
     backward_hidden(model, saved, std::move(ce.dhidden), grads);
     return ce.loss_sum;
   }
