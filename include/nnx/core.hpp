@@ -8,6 +8,7 @@
 #include "nnx/core/graph.hpp"
 #include "nnx/core/graphdef.hpp"
 #include "nnx/core/init.hpp"
+#include "nnx/core/layers.hpp"
 #include "nnx/core/module.hpp"
 #include "nnx/core/path.hpp"
 #include "nnx/core/rngs.hpp"

@@ -4,7 +4,8 @@
 // printing, checkpoints) understands, for each listed field:
 //   - Variables (Param, Cache, ... and your own kinds): the state's leaves;
 //   - nested modules (or DynamicModule: children named at run time); std::vector<T> (integer keys 0, 1, ...); std::map<std::string, T>
-//     (name keys); std::optional<T> (absent fields have no leaves);
+//     (name keys); std::optional<T> (absent fields have no leaves); nnx::Layers<T> (per layer
+//     like a vector, or stacked: one module of stacked leaves; nnx/core/layers.hpp);
 //   - static configuration: bool, integers, enums, floating point, std::string, and
 //     std::vector of those. It belongs to the graphdef, never to the state.
 //
@@ -106,6 +107,14 @@ concept Module = requires(T& t) {
 template <class T>
 concept DynamicModule = requires(T& t) { t.nnx_children(); };
 
+// A sequence of layers held per layer or stacked (nnx::Layers, nnx/core/layers.hpp): walked
+// as a std::vector of its layers, or as the one module of its stacked leaves.
+template <class T>
+concept LayerStack = requires(T& t) {
+  t.nnx_stacked();
+  t.nnx_layers();
+};
+
 // Static configuration, as it is stored in a graphdef.
 using StaticValue = std::variant<bool, std::int64_t, double, std::string, std::vector<std::int64_t>,
                                  std::vector<double>, std::vector<std::string>>;
@@ -190,6 +199,11 @@ void walk(T& node, Path& path, V& visitor) {
   using U = std::remove_const_t<T>;
   if constexpr (std::derived_from<U, Variable>) {
     visitor.variable(path, node);
+  } else if constexpr (LayerStack<U>) {
+    if (auto* stacked = node.nnx_stacked())
+      walk(*stacked, path, visitor);
+    else
+      walk(node.nnx_layers(), path, visitor);
   } else if constexpr (Module<U>) {
     visitor.enter_module(path, interned_type_name<U>());
     for_each_field(node, [&](const std::string* name, auto& field) {
@@ -241,6 +255,11 @@ void find_modules(Node& node, Path& path, F& f) {
     f(std::as_const(path), node);
   } else if constexpr (std::derived_from<U, Variable> || StaticField<U>) {
     // leaves and static configuration hold no modules
+  } else if constexpr (LayerStack<U>) {
+    if (auto* stacked = node.nnx_stacked())
+      find_modules<T>(*stacked, path, f);
+    else
+      find_modules<T>(node.nnx_layers(), path, f);
   } else if constexpr (Module<U>) {
     for_each_field(node, [&](const std::string* name, auto& field) {
       path.push_back(PathKey::from_interned(name));

@@ -12,7 +12,8 @@
 // State paths: wte/embedding, wpe/embedding, h/<i>/{attn_norm,mlp_norm}/{scale,bias},
 // h/<i>/attn/qkv/{kernel,bias}, h/<i>/attn/out/{kernel,bias}, h/<i>/mlp/{up,down}/{kernel,bias},
 // ln_f/{scale,bias}, and in prefill/autoregressive modes h/<i>/attn/cache/{key,value}. Served
-// as stored in bf16/f16 (nnx::cast_weights), each kernel is a `weight` [out, in] instead.
+// as stored in bf16/f16 (nnx::cast_weights), each kernel is a `weight` [out, in] instead. With
+// ModelOptions::layout stacked, h/... instead of h/<i>/... (each leaf with a leading layers axis).
 #pragma once
 
 #include <cstdint>
@@ -110,7 +111,7 @@ struct Gpt2 {
   Mode mode = Mode::train;
   Embed wte;  // [V, C], also the output head
   Embed wpe;  // [n_positions, C]
-  std::vector<DecoderLayer<LayerNorm>> h;
+  Layers<DecoderLayer<LayerNorm>> h;  // per-layer or stacked (ModelOptions::layout)
   LayerNorm ln_f;
   NNX_FIELDS(config, mode, wte, wpe, h, ln_f)
 
@@ -131,16 +132,22 @@ struct Gpt2 {
                           .cache_batch = options.cache_batch,
                           .cache_length = options.cache_length ? options.cache_length : cfg.n_positions,
                           .cache_dtype = options.cache_dtype};
-    h.reserve(static_cast<std::size_t>(cfg.n_layer));
+    std::vector<DecoderLayer<LayerNorm>> blocks;
+    blocks.reserve(static_cast<std::size_t>(cfg.n_layer));
     for (std::int64_t i = 0; i < cfg.n_layer; ++i) {
       DecoderLayer<LayerNorm> layer{LayerNorm(C, cfg.layer_norm_epsilon), Attention(C, attn, rngs),
                                     LayerNorm(C, cfg.layer_norm_epsilon),
                                     Mlp(C, cfg.inner(), Activation::gelu_tanh, rngs), std::nullopt};
       if (m == Mode::train && cfg.dropout > 0) layer.dropout = Dropout(cfg.dropout, rngs);
-      h.push_back(std::move(layer));
+      blocks.push_back(std::move(layer));
     }
+    h = Layers<DecoderLayer<LayerNorm>>(std::move(blocks), options.layout);
     ln_f = LayerNorm(C, cfg.layer_norm_epsilon);
   }
+
+  // The path key of the decoder layers: h/<i>/... per layer, h/... stacked.
+  static constexpr std::string_view layers_key = "h";
+  Layers<DecoderLayer<LayerNorm>>& decoder_layers() { return h; }
 
   std::int64_t vocab_size() const { return config.vocab_size; }
   // Positions the model can address (its learned position table).

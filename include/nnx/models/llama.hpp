@@ -10,7 +10,8 @@
 //
 // State paths: embed_tokens/embedding, layers/<i>/{attn_norm,mlp_norm}/scale,
 // layers/<i>/attn/{query,key,value,out}/kernel, layers/<i>/mlp/{gate,up,down}/kernel,
-// norm/scale, lm_head/kernel (absent when tied), layers/<i>/attn/cache/{key,value}. Served as
+// norm/scale, lm_head/kernel (absent when tied), layers/<i>/attn/cache/{key,value}. With
+// ModelOptions::layout stacked, layers/... instead of layers/<i>/... (a leading layers axis). Served as
 // stored in bf16/f16 (nnx::cast_weights), each kernel is a `weight` [out, in] instead.
 #pragma once
 
@@ -124,7 +125,7 @@ struct Llama {
   LlamaConfig config;
   Mode mode = Mode::train;
   Embed embed_tokens;  // [V, C]
-  std::vector<DecoderLayer<RMSNorm>> layers;
+  Layers<DecoderLayer<RMSNorm>> layers;  // per-layer or stacked (ModelOptions::layout)
   RMSNorm norm;
   std::optional<Linear> lm_head;  // [C, V]; absent when tied
   NNX_FIELDS(config, mode, embed_tokens, layers, norm, lm_head)
@@ -146,15 +147,21 @@ struct Llama {
                           .cache_batch = options.cache_batch,
                           .cache_length = options.cache_length ? options.cache_length : cfg.max_position_embeddings,
                           .cache_dtype = options.cache_dtype};
-    layers.reserve(static_cast<std::size_t>(cfg.num_hidden_layers));
+    std::vector<DecoderLayer<RMSNorm>> blocks;
+    blocks.reserve(static_cast<std::size_t>(cfg.num_hidden_layers));
     for (std::int64_t i = 0; i < cfg.num_hidden_layers; ++i)
-      layers.push_back({RMSNorm(C, cfg.rms_norm_eps), Attention(C, attn, rngs), RMSNorm(C, cfg.rms_norm_eps),
+      blocks.push_back({RMSNorm(C, cfg.rms_norm_eps), Attention(C, attn, rngs), RMSNorm(C, cfg.rms_norm_eps),
                         Mlp(C, cfg.intermediate_size, Activation::swiglu, rngs, /*use_bias=*/false), std::nullopt});
+    layers = Layers<DecoderLayer<RMSNorm>>(std::move(blocks), options.layout);
     norm = RMSNorm(C, cfg.rms_norm_eps);
     if (!cfg.tie_word_embeddings)
       lm_head = Linear(C, cfg.vocab_size, rngs,
                        {.use_bias = false, .init_stddev = 0.0f, .in_axis = "embed", .out_axis = "vocab"});
   }
+
+  // The path key of the decoder layers: layers/<i>/... per layer, layers/... stacked.
+  static constexpr std::string_view layers_key = "layers";
+  Layers<DecoderLayer<RMSNorm>>& decoder_layers() { return layers; }
 
   std::int64_t vocab_size() const { return config.vocab_size; }
   // Positions the model was trained for (RoPE itself has no table to run out of).

@@ -21,17 +21,22 @@
 #include "nnx/core/error.hpp"
 #include "nnx/core/filter.hpp"
 #include "nnx/core/graph.hpp"
+#include "nnx/core/layers.hpp"
 #include "nnx/core/state.hpp"
 #include "nnx/core/tensor.hpp"
 #include "nnx/nn/mode.hpp"
 
 namespace nnx {
 
-// Sizes of a model's KV cache (prefill and autoregressive modes).
+// Sizes of a model's KV cache (prefill and autoregressive modes) and the layout of its layers.
 struct ModelOptions {
   std::int64_t cache_batch = 1;   // rows of the KV cache
   std::int64_t cache_length = 0;  // 0: the model's context length
   DType cache_dtype = DType::f32;  // f32, bf16 or i8 (nnx/nn/kv_cache.hpp)
+  // per_layer: a module per decoder layer; stacked: one leaf per parameter (and cache) path
+  // with a leading layers axis, each layer a zero-copy slice (nnx/core/layers.hpp). Same
+  // weights for the same seed, same logits, bit for bit.
+  Layout layout = Layout::per_layer;
 };
 
 // Positions 0..T-1 for every row: i32 [B, T].
