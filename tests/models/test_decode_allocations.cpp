@@ -70,6 +70,17 @@ TEST_CASE("a warm GPT-2 decode step makes no heap allocation", "[models][allocat
   CHECK(bytes == 0);
 }
 
+TEST_CASE("a warm decode step of stacked layers makes no heap allocation", "[models][allocation][layout]") {
+  // The layers' slices of the stacked leaves are built once and checked on each step.
+  nnx::Rngs rngs{0};
+  nnx::Llama model(small_llama(), nnx::Mode::autoregressive, rngs,
+                   {.cache_batch = 2, .cache_length = 64, .layout = nnx::Layout::stacked});
+  REQUIRE(model.layers.layout() == nnx::Layout::stacked);
+  auto [bytes, count] = warm_decode_heap_use(model);
+  CHECK(count == 0);
+  CHECK(bytes == 0);
+}
+
 TEST_CASE("a warm int8 decode step makes no heap allocation", "[models][allocation][quant]") {
   for (const auto scheme : {nnx::QuantScheme::weight_only, nnx::QuantScheme::w8a8}) {
     INFO(nnx::quant_scheme_name(scheme));

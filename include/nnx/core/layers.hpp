@@ -30,12 +30,14 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
 #include "nnx/core/error.hpp"
 #include "nnx/core/module.hpp"
 #include "nnx/core/path.hpp"
+#include "nnx/core/state.hpp"
 #include "nnx/core/tensor.hpp"
 #include "nnx/core/variable.hpp"
 
@@ -277,7 +279,14 @@ class Layers {
     }
     void variable(const Path&, const Variable& v) {
       note(v.cell_ptr().get());
-      for (const Tensor* t : detail::layers::tensors_of(v.state().value)) note(t->is_abstract() ? nullptr : t->raw_data());
+      const auto address = [&](const Tensor& t) { note(t.is_abstract() ? nullptr : t.raw_data()); };
+      if (const auto* t = std::get_if<Tensor>(&v.state().value)) {
+        address(*t);
+      } else {
+        const QTensor& q = std::get<QTensor>(v.state().value);
+        address(q.qvalue);
+        for (const Tensor& scale : q.scale) address(scale);
+      }
     }
   };
   // Copy-on-write of the stacked Cache tensors, as KVCache::make_writable does per layer.
@@ -322,6 +331,40 @@ class Layers {
   std::size_t count_ = 0;
   mutable ViewCache views_;       // stacked: layer i's slices
 };
+
+// True when `model` (through model.decoder_layers(), the hook the transformers here provide)
+// holds its layers stacked.
+template <class M>
+bool has_stacked_layers(M& model) {
+  if constexpr (requires { model.decoder_layers(); })
+    return model.decoder_layers().layout() == Layout::stacked;
+  else
+    return false;
+}
+
+// Runs f() with the model's stacked layers turned per layer, then stacks them again: the
+// transforms written per Linear or Attention (quantize, cast_weights, add_lora, qk_clip, ...)
+// serve stacked models this way, at the cost of one copy of the layers' leaves, and see
+// per-layer paths ("h/3/attn/qkv"). On an exception the model keeps its original layers.
+template <class M, class F>
+auto with_per_layer_layers(M& model, F&& f) {
+  auto& layers = model.decoder_layers();
+  auto saved = layers;  // shares the variables
+  layers.set_layout(Layout::per_layer);
+  try {
+    if constexpr (std::is_void_v<decltype(f())>) {
+      f();
+      layers.set_layout(Layout::stacked);
+    } else {
+      auto result = f();
+      layers.set_layout(Layout::stacked);
+      return result;
+    }
+  } catch (...) {
+    layers = std::move(saved);
+    throw;
+  }
+}
 
 // ---- the same conversion on a flat list of leaves (checkpoints) ----------------------------
 
@@ -493,6 +536,41 @@ inline std::vector<LayoutLeaf> unstack_layer_leaves(const std::vector<LayoutLeaf
         out.push_back({per, slice_value(in[j].value, layer, /*borrowed=*/false), layer_axes(in[j].axes), in[j].source});
       }
     i = end;
+  }
+  return out;
+}
+
+// The layout of a state's layers under `key` (see detect_layout).
+inline std::optional<Layout> layout_of(const State& state, std::string_view key) {
+  std::vector<Path> paths;
+  paths.reserve(state.size());
+  for (const auto& [path, leaf] : state) paths.push_back(path);
+  return detect_layout(paths, key);
+}
+
+// `state` with its layers under `key` in `layout`: stacked copies, per-layer views (no copy).
+// Unchanged when already so or when it holds no layers. Abstract leaves convert to abstract.
+inline State to_layout(const State& state, std::string_view key, Layout layout) {
+  const std::optional<Layout> found = layout_of(state, key);
+  if (!found || *found == layout) return state;
+  std::vector<LayoutLeaf> leaves;
+  std::vector<const VariableState*> sources;
+  leaves.reserve(state.size());
+  for (const auto& [path, leaf] : state) {
+    leaves.push_back({path, leaf.value, leaf.axes(), sources.size()});
+    sources.push_back(&leaf);
+  }
+  const std::vector<LayoutLeaf> converted =
+      layout == Layout::stacked
+          ? stack_layer_leaves(leaves, key, [&](std::size_t a, std::size_t b) { return sources[a]->kind == sources[b]->kind; })
+          : unstack_layer_leaves(leaves, key);
+  State out;
+  for (const LayoutLeaf& l : converted) {
+    VariableState v;
+    v.kind = sources[l.source]->kind;
+    v.value = l.value;
+    v.metadata = detail::layers::with_axes(l.axes);
+    out.insert(l.path, std::move(v));
   }
   return out;
 }

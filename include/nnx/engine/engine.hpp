@@ -79,6 +79,7 @@ concept EngineModel = requires(Model& m, const Model& cm, const Tensor& t) {
   { cm.vocab_size() } -> std::convertible_to<std::int64_t>;
   { cm.context_length() } -> std::convertible_to<std::int64_t>;
   { cm.config.to_json() } -> std::convertible_to<nlohmann::json>;
+  { Model::layers_key } -> std::convertible_to<std::string_view>;  // where its layers sit (per-layer or stacked)
 };
 
 struct EngineOptions {
@@ -94,6 +95,9 @@ struct EngineOptions {
   // weights load_params reads: the models carry its adapters, load_params(path) reads them
   // from here. Empty: none.
   std::filesystem::path lora_adapter{};
+  // The decoder layers per layer or stacked (ModelOptions::layout): param_spec and the states
+  // are in this layout; load_params reads a checkpoint stored in either.
+  Layout layout = Layout::per_layer;
 };
 
 // The config.json of a Hugging Face directory or the config stored in a native checkpoint
@@ -140,7 +144,10 @@ class Engine {
     Rngs rngs{0};
     Model prefill_model = eval_shape([&] {
       return Model(config, Mode::prefill, rngs,
-                   {.cache_batch = 1, .cache_length = options.max_target_length, .cache_dtype = options.kv_dtype});
+                   {.cache_batch = 1,
+                    .cache_length = options.max_target_length,
+                    .cache_dtype = options.kv_dtype,
+                    .layout = options.layout});
     });
     vocab_ = prefill_model.vocab_size();
     context_ = prefill_model.context_length();
@@ -157,7 +164,10 @@ class Engine {
       Variant& v = variants_[variant_index(weights)];
       Model prefill = eval_shape([&] {
         Model m(config, Mode::prefill, rngs,
-                {.cache_batch = 1, .cache_length = options_.max_target_length, .cache_dtype = options_.kv_dtype});
+                {.cache_batch = 1,
+                 .cache_length = options_.max_target_length,
+                 .cache_dtype = options_.kv_dtype,
+                 .layout = options_.layout});
         if (lora_.enabled()) add_lora(m, lora_, rngs);
         return m;
       });
@@ -165,7 +175,8 @@ class Engine {
         Model m(config, Mode::autoregressive, rngs,
                 {.cache_batch = options_.slots,
                  .cache_length = options_.max_target_length,
-                 .cache_dtype = options_.kv_dtype});
+                 .cache_dtype = options_.kv_dtype,
+                 .layout = options_.layout});
         if (lora_.enabled()) add_lora(m, lora_, rngs);
         return m;
       });
@@ -229,20 +240,23 @@ class Engine {
         throw InvalidArgument(path.string() + ": quantized as " + stored.to_json().dump() + "; the engine serves " +
                               options_.quant.to_json().dump());
       const State& spec = variant(stored_weights).param_spec;
-      return load_params(with_adapters(io::restore_checkpoint(path, base_of(spec)), spec));
+      return load_params(with_adapters(restore_native(path, base_of(spec)), spec));
     }
     // A Hugging Face file is read straight into the served dtype (converted per tensor).
     if (hugging_face) {
       const State& spec = variant(served_weights(stored_weights)).unquantized_spec;
-      return convert_params(with_adapters(hf->read_params(base_of(spec)), spec));
+      return convert_params(with_adapters(
+          in_layout(base_of(spec), Layout::per_layer, [&](const State& target) { return hf->read_params(target); }),
+          spec));
     }
     const State& spec = variant(stored_weights).unquantized_spec;
-    return convert_params(with_adapters(io::restore_checkpoint(path, base_of(spec)), spec));
+    return convert_params(with_adapters(restore_native(path, base_of(spec)), spec));
   }
   // Parameters already in memory, full precision or already quantized: checked leaf by leaf
   // (paths, kinds, dtypes, shapes), then shared (full precision: quantized first; weights
   // converted where options().weight_dtype asks for another dtype).
-  State load_params(const State& params) const {
+  State load_params(const State& given) const {
+    const State params = to_layout(given, Model::layers_key, options_.layout);
     const bool quantized = std::any_of(params.begin(), params.end(), [](const auto& e) { return e.leaf.is_quantized(); });
     if (!quantized) return convert_params(params);
     const DType weights = weight_dtype_of(params);
@@ -254,7 +268,7 @@ class Engine {
   // Fresh random parameters, as the model's constructor initializes them (then quantized).
   State init_params(std::uint64_t seed) const {
     Rngs rngs{seed};
-    Model model(config_, Mode::prefill, rngs, {.cache_batch = 1, .cache_length = 1});
+    Model model(config_, Mode::prefill, rngs, {.cache_batch = 1, .cache_length = 1, .layout = options_.layout});
     if (lora_.enabled()) add_lora(model, lora_, rngs);
     return convert_params(state(model, of<Param>));
   }
@@ -644,6 +658,17 @@ class Engine {
                             " tokens; expected [1, " + std::to_string(options_.max_target_length - 1) + "]");
   }
 
+  // read(target) with target in the layout `stored` (the source's), returned in the engine's.
+  template <class Read>
+  State in_layout(const State& target, std::optional<Layout> stored, Read&& read) const {
+    if (!stored || *stored == options_.layout) return read(target);
+    return to_layout(read(to_layout(target, Model::layers_key, *stored)), Model::layers_key, options_.layout);
+  }
+  // The leaves of `target` from the native checkpoint at `path`, stored in either layout.
+  State restore_native(const std::filesystem::path& path, const State& target) const {
+    return in_layout(target, io::checkpoint_layout(path, Model::layers_key),
+                     [&](const State& t) { return io::restore_checkpoint(path, t); });
+  }
   // A parameter spec without its LoRA adapters: what the base checkpoint holds.
   State base_of(const State& spec) const { return lora_.enabled() ? spec.filter(Not(of<LoraParam>)) : spec; }
   // The base parameters with the adapters of options().lora_adapter added (as `spec` has them).

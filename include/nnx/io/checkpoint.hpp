@@ -49,6 +49,7 @@
 #include "nnx/core/filter.hpp"
 #include "nnx/core/graphdef.hpp"
 #include "nnx/core/graphdef_json.hpp"
+#include "nnx/core/layers.hpp"
 #include "nnx/core/path.hpp"
 #include "nnx/core/state.hpp"
 #include "nnx/core/tensor.hpp"
@@ -942,6 +943,15 @@ inline DType checkpoint_weight_dtype(const std::filesystem::path& dir) {
   std::set<DType> dtypes;
   for (const std::string& name : ckpt.names()) dtypes.insert(ckpt.get(name).dtype());
   return stored_weight_dtype(dtypes);
+}
+
+// The layout of the layers under `key` ("h", "layers") the checkpoint stores, from its tensor
+// names (nnx/core/layers.hpp); std::nullopt when it holds no such layers.
+inline std::optional<Layout> checkpoint_layout(const std::filesystem::path& dir, std::string_view key) {
+  detail::CheckpointReader ckpt(dir);
+  std::vector<Path> paths;
+  for (const std::string& name : ckpt.names()) paths.push_back(Path::parse(name));
+  return detect_layout(paths, key);
 }
 
 // The config stored in the checkpoint, or null when none was saved.

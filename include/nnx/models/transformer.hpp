@@ -104,6 +104,14 @@ Tensor decode_step(Model& model, const Tensor& tokens, std::initializer_list<std
   return decode_step(model, tokens, std::span<const std::int64_t>(positions.begin(), positions.size()));
 }
 
+// The model with its decoder layers in `layout` (its own variables are untouched): per-layer
+// from stacked is zero-copy (each layer's leaves are views), stacked from per-layer copies.
+template <class Model>
+Model to_layout(Model model, Layout layout) {
+  model.decoder_layers().set_layout(layout);
+  return model;
+}
+
 template <class Model>
 struct ApplyOutput {
   Tensor logits;  // f32 [B, T, V]

@@ -24,6 +24,7 @@
 
 #include "nnx/core/error.hpp"
 #include "nnx/core/init.hpp"
+#include "nnx/core/layers.hpp"
 #include "nnx/core/module.hpp"
 #include "nnx/core/rngs.hpp"
 #include "nnx/nn/linear.hpp"
@@ -48,6 +49,7 @@ inline std::regex lora_targets_regex(const std::string& targets) {
 template <class Model>
 std::vector<Path> add_lora(Model& model, const LoraConfig& config, Rngs& rngs) {
   config.validate("add_lora");
+  if (has_stacked_layers(model)) return with_per_layer_layers(model, [&] { return add_lora(model, config, rngs); });
   const std::regex pattern = detail::lora_targets_regex(config.targets);
   std::vector<Path> attached;
   std::string linears;
@@ -75,6 +77,7 @@ std::vector<Path> add_lora(Model& model, const LoraConfig& config, Rngs& rngs) {
 // 16 bits or int8) is an InvalidArgument: merge before converting.
 template <class Model>
 std::vector<Path> merge_lora(Model& model) {
+  if (has_stacked_layers(model)) return with_per_layer_layers(model, [&] { return merge_lora(model); });
   std::vector<Path> merged;
   for_each_module<Linear>(model, [&](const Path& path, Linear& layer) {
     if (!layer.lora) return;

@@ -25,6 +25,7 @@
 
 #include "nnx/core/filter.hpp"
 #include "nnx/core/graph.hpp"
+#include "nnx/core/layers.hpp"
 #include "nnx/core/module.hpp"
 #include "nnx/core/state.hpp"
 #include "nnx/core/variable.hpp"
@@ -58,6 +59,7 @@ inline Metadata reversed_axes(const Metadata& m) {
 
 template <class Model>
 void quantize(Model& model, const QuantConfig& config, QuantMode mode) {
+  if (has_stacked_layers(model)) return with_per_layer_layers(model, [&] { quantize(model, config, mode); });
   const std::string head = detail::head_path_of(model);
   auto scheme_of = [&](const Path& path) {
     const std::string p = path.to_string();

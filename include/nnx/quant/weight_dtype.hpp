@@ -20,6 +20,7 @@
 #include <string_view>
 
 #include "nnx/core/error.hpp"
+#include "nnx/core/layers.hpp"
 #include "nnx/core/module.hpp"
 #include "nnx/core/state.hpp"
 #include "nnx/core/tensor.hpp"
@@ -73,6 +74,7 @@ template <class Model>
 void cast_weights(Model& model, DType dtype) {
   if (dtype != DType::f32 && dtype != DType::bf16 && dtype != DType::f16)
     throw InvalidArgument("cast_weights: weights are served in f32, bf16 or f16, not " + std::string(dtype_name(dtype)));
+  if (has_stacked_layers(model)) return with_per_layer_layers(model, [&] { cast_weights(model, dtype); });
   for_each_module<Linear>(model, [&](const Path&, Linear& layer) {
     if (dtype == DType::f32) {
       if (!layer.weight) return;

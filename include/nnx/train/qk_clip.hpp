@@ -27,6 +27,7 @@
 #include <vector>
 
 #include "nnx/core/error.hpp"
+#include "nnx/core/layers.hpp"
 #include "nnx/core/module.hpp"
 #include "nnx/core/tensor.hpp"
 #include "nnx/core/variable.hpp"
@@ -43,6 +44,7 @@ struct QkClipResult {
 // forward (nnx/train/backprop.hpp) max-accumulates into it.
 template <class Model>
 void sow_max_logits(Model& model) {
+  if (has_stacked_layers(model)) return with_per_layer_layers(model, [&] { sow_max_logits(model); });
   for_each_module<Attention>(model, [](const Path&, Attention& a) {
     a.max_logits = Intermediate(Tensor::full({a.num_heads}, -std::numeric_limits<double>::infinity()));
   });
@@ -50,6 +52,7 @@ void sow_max_logits(Model& model) {
 
 template <class Model>
 void clear_max_logits(Model& model) {
+  if (has_stacked_layers(model)) return with_per_layer_layers(model, [&] { clear_max_logits(model); });
   for_each_module<Attention>(model, [](const Path&, Attention& a) { a.max_logits.reset(); });
 }
 
@@ -77,6 +80,7 @@ inline void scale_columns(Variable& kernel, Variable* bias, std::int64_t first, 
 template <class Model>
 QkClipResult qk_clip(Model& model, double tau) {
   if (!(tau > 0)) throw InvalidArgument("qk_clip: tau must be > 0, got " + std::to_string(tau));
+  if (has_stacked_layers(model)) return with_per_layer_layers(model, [&] { return qk_clip(model, tau); });
   QkClipResult result;
   for_each_module<Attention>(model, [&](const Path& path, Attention& a) {
     if (!a.max_logits) return;
