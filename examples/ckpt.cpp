@@ -3,12 +3,13 @@
 //
 //   ckpt info PATH
 //       The tree: one line per leaf (path, kind, dtype, shape, axes when stored), then the
-//       parameter count, bytes, quantization and format (native TrainState / native params-only
+//       parameter count, bytes, quantization, layout (stacked or per-layer) and format (native TrainState / native params-only
 //       / hugging face). examples/train --out DIR writes DIR/state (a TrainState) and DIR/model.
 //   ckpt compare A B [--rtol R] [--atol A]
 //       A per-leaf table: path, dtype, shape, max abs diff, max rel diff, status (equal, differs,
 //       missing in A, missing in B, shape mismatch, dtype mismatch). Either side may be a
-//       Hugging Face directory: its tensors are mapped to native paths. Values are compared in
+//       Hugging Face directory: its tensors are mapped to native paths. A stacked checkpoint
+//       against a per-layer one is compared per layer. Values are compared in
 //       double (bf16/f16 widened exactly); an int8 QTensor is compared as stored (qvalue, then
 //       scales), not dequantized. Exit 0 when every leaf is in both, of the same dtype and shape,
 //       and |a - b| <= atol + rtol * |b| (defaults rtol 1e-5, atol 1e-8, as numpy.allclose); 1 when not.
@@ -17,6 +18,12 @@
 //       bf16 (to nearest even), as a native checkpoint that generate loads (in bf16 it holds the
 //       layout generate serves: Linear `weight` [out, in] and embeddings bf16, biases and norms
 //       f32), or with --hf as a Hugging Face directory.
+//   ckpt convert --in PATH --out PATH --layout stacked|per-layer
+//       The native checkpoint --in (params-only or a TrainState: optimizer moments follow their
+//       parameters) written with its decoder layers stacked (one leaf per parameter path with a
+//       leading "layers" axis: h/attn/qkv/kernel [n_layer, ...]) or per layer (h/<i>/...). The
+//       input's layout is detected; kinds, axes, config and every value carry over, so a round
+//       trip gives back the same leaves bit for bit (compare --rtol 0 --atol 0 exits 0).
 //   ckpt merge-lora --in PATH --lora PATH --out PATH [--hf]
 //       The base model --in (a Hugging Face directory or a native params checkpoint) with the
 //       LoRA adapter --lora (train --lora-rank's DIR/model) folded into its weights in f32
@@ -45,6 +52,7 @@ constexpr const char* usage =
     "usage: ckpt info PATH\n"
     "       ckpt compare A B [--rtol R] [--atol A]\n"
     "       ckpt export --in TRAINSTATE --out PATH [--dtype bf16|f32] [--hf]\n"
+    "       ckpt convert --in PATH --out PATH --layout stacked|per-layer\n"
     "       ckpt merge-lora --in PATH --lora PATH --out PATH [--hf]";
 
 std::string join(const std::vector<std::string>& v) {
@@ -90,6 +98,8 @@ int info(const std::vector<std::string>& args) {
     std::printf("quantization: int8 (%zu QTensor leaves)\n", quantized);
   else
     std::printf("quantization: none\n");
+  const std::optional<nnx::Layout> layout = nnx::checkpoint_contents_layout(c);
+  std::printf("layout: %s\n", layout ? nnx::layout_name(*layout) : "-");
   std::printf("format: %s\n", format_name(c).c_str());
   return 0;
 }
@@ -166,6 +176,29 @@ int export_cmd(const std::vector<std::string>& args) {
   return 0;
 }
 
+int convert_cmd(const std::vector<std::string>& args) {
+  std::string in, out, layout;
+  for (std::size_t i = 0; i < args.size(); ++i) {
+    const std::string& a = args[i];
+    auto value = [&]() -> const std::string& {
+      if (i + 1 >= args.size()) throw UsageError(a + " needs a value");
+      return args[++i];
+    };
+    if (a == "--in") in = value();
+    else if (a == "--out") out = value();
+    else if (a == "--layout") layout = value();
+    else throw UsageError("convert: unknown argument " + a + " (expected --in, --out, --layout)");
+  }
+  if (in.empty() || out.empty() || layout.empty())
+    throw UsageError("convert needs --in PATH, --out PATH and --layout stacked|per-layer");
+  if (layout != "stacked" && layout != "per-layer")
+    throw UsageError("--layout: '" + layout + "', expected stacked or per-layer");
+  const nnx::ConvertResult r = nnx::convert_checkpoint(in, out, nnx::parse_layout(layout));
+  std::printf("converted %s (%s) to %s (%s): %zu leaves\n", in.c_str(), nnx::layout_name(r.from), out.c_str(),
+              nnx::layout_name(r.to), r.leaves);
+  return 0;
+}
+
 int merge_lora_cmd(const std::vector<std::string>& args) {
   std::string in, lora, out;
   bool hugging_face = false;
@@ -192,18 +225,20 @@ int merge_lora_cmd(const std::vector<std::string>& args) {
 
 int main(int argc, char** argv) {
   try {
-    if (argc < 2) throw UsageError("no subcommand (expected info, compare, export or merge-lora; --help for usage)");
+    if (argc < 2)
+      throw UsageError("no subcommand (expected info, compare, export, convert or merge-lora; --help for usage)");
     const std::string cmd = argv[1];
     const std::vector<std::string> args(argv + 2, argv + argc);
     if (cmd == "info") return info(args);
     if (cmd == "compare") return compare(args);
     if (cmd == "export") return export_cmd(args);
+    if (cmd == "convert") return convert_cmd(args);
     if (cmd == "merge-lora") return merge_lora_cmd(args);
     if (cmd == "--help" || cmd == "-h") {
       std::puts(usage);
       return 0;
     }
-    throw UsageError("unknown subcommand '" + cmd + "' (expected info, compare, export or merge-lora)");
+    throw UsageError("unknown subcommand '" + cmd + "' (expected info, compare, export, convert or merge-lora)");
   } catch (const std::exception& e) {
     return cli::report_error("ckpt", e);
   }

@@ -9,9 +9,11 @@
 #include <cstdint>
 #include <exception>
 #include <iostream>
+#include <optional>
 #include <stdexcept>
 #include <string>
 
+#include <nnx/core/layers.hpp>
 #include <nnx/ops/threads.hpp>
 
 namespace cli {
@@ -55,6 +57,14 @@ inline int parse_threads(const std::string& flag, const std::string& value) {
   if (n > nnx::kMaxThreads)
     throw UsageError(flag + ": " + value + " threads; at most " + std::to_string(nnx::kMaxThreads));
   return static_cast<int>(n);
+}
+
+// --layout: auto (std::nullopt: as the checkpoint stores it), stacked or per-layer.
+inline std::optional<nnx::Layout> parse_layout(const std::string& flag, const std::string& value) {
+  if (value == "auto") return std::nullopt;
+  if (value == "stacked") return nnx::Layout::stacked;
+  if (value == "per-layer") return nnx::Layout::per_layer;
+  throw UsageError(flag + ": '" + value + "', expected auto, stacked or per-layer");
 }
 
 // "program: message" on one line of stderr (newlines in the message become spaces); returns

@@ -204,14 +204,18 @@ std::int64_t argmax(const float* row, std::int64_t n, std::int64_t position) {
 }
 
 // Builds Model from its config without allocating weights (int8 where the checkpoint is
-// quantized, 16-bit where it stores 16-bit weights), then loads the weights (a Hugging Face
+// quantized, 16-bit where it stores 16-bit weights, its layers stacked where it stores them
+// so), then loads the weights (a Hugging Face
 // file straight into `weight_dtype`, a native checkpoint as stored and then converted).
 template <class Model, class Config>
 Model load(const std::filesystem::path& path, const Config& cfg, const nnx::QuantConfig& quant, bool hugging_face,
            std::int64_t cache_length, nnx::WeightDType weight_dtype) {
   nnx::Rngs rngs{0};
+  // Served in the layout stored: a checkpoint with stacked layers (ckpt convert) runs stacked.
+  const nnx::Layout layout = nnx::stored_layout<Model>(path);
   Model abstract = nnx::eval_shape([&] {
-    return Model(cfg, nnx::Mode::autoregressive, rngs, {.cache_batch = 1, .cache_length = cache_length});
+    return Model(cfg, nnx::Mode::autoregressive, rngs,
+                 {.cache_batch = 1, .cache_length = cache_length, .layout = layout});
   });
   const nnx::DType stored = hugging_face ? nnx::io::HfCheckpoint::open(path).stored_weight_dtype()
                                          : nnx::io::checkpoint_weight_dtype(path);

@@ -3,7 +3,7 @@
 //
 //   serve_batch --model PATH --requests FILE --slots B
 //               [--max-target-length N] [--max-prefill-length N] [--threads N] [--kv-dtype T]
-//               [--weight-dtype T] [--lora PATH]
+//               [--weight-dtype T] [--lora PATH] [--layout L]
 //
 //   --model PATH              a Hugging Face directory (config.json + safetensors) or a native
 //                             checkpoint (nnx::io::save_checkpoint with a config holding
@@ -28,6 +28,10 @@
 //                             read in place from the file); others convert once at load
 //   --lora PATH               a LoRA adapter (train --lora-rank's DIR/model) served unmerged
 //                             on top of --model, the weights it was trained on
+//   --layout auto|stacked|per-layer
+//                             the decoder layers per layer or stacked (one leaf per parameter
+//                             with a leading layers axis; ckpt convert writes such checkpoints);
+//                             default auto: as --model stores them. Never changes tokens
 //   --tokenizer PATH          tokenizer.json, or a directory with it or vocab.json + merges.txt
 //                             (default: the model's directory, when it has one): request lines
 //                             may then give a text "prompt" and "stop" strings, and each result
@@ -156,6 +160,7 @@ constexpr const char* kUsage =
     "usage: serve_batch --model PATH --requests FILE --slots B [--max-target-length N]\n"
     "                   [--max-prefill-length N] [--threads N] [--kv-dtype f32|bf16|int8]\n"
     "                   [--weight-dtype auto|f32|bf16|f16] [--tokenizer PATH] [--verify] [--lora PATH]\n"
+    "                   [--layout auto|stacked|per-layer]\n"
     "Runs the JSON-lines requests of FILE (\"-\": stdin) over B decode slots with continuous\n"
     "batching; one JSON line per finished request on stdout, progress and a summary on stderr.\n"
     "A request line: {\"id\": \"a\", \"prompt_ids\": [1,2,3], \"max_new_tokens\": 16,\n"
@@ -173,6 +178,7 @@ struct Args {
   nnx::DType kv_dtype = nnx::DType::f32;
   nnx::WeightDType weight_dtype = nnx::WeightDType::as_stored;
   std::string lora;  // --lora: an adapter checkpoint
+  std::optional<nnx::Layout> layout;  // --layout; std::nullopt (auto): as the checkpoint stores it
   bool help = false;
   bool verify = false;
 };
@@ -191,7 +197,7 @@ Args parse_args(int argc, char** argv) {
     }
     if (flag != "--model" && flag != "--requests" && flag != "--slots" && flag != "--max-target-length" &&
         flag != "--max-prefill-length" && flag != "--threads" && flag != "--kv-dtype" &&
-        flag != "--weight-dtype" && flag != "--tokenizer" && flag != "--lora")
+        flag != "--weight-dtype" && flag != "--tokenizer" && flag != "--lora" && flag != "--layout")
       throw UsageError("unknown option " + flag + " (see --help)");
     if (i + 1 >= argc) throw UsageError(flag + ": missing value");
     const std::string value = argv[++i];
@@ -203,6 +209,8 @@ Args parse_args(int argc, char** argv) {
       a.tokenizer = value;
     } else if (flag == "--lora") {
       a.lora = value;
+    } else if (flag == "--layout") {
+      a.layout = cli::parse_layout(flag, value);
     } else if (flag == "--slots") {
       a.slots = parse_int(flag, value, 1);
     } else if (flag == "--max-target-length") {
@@ -416,10 +424,12 @@ void report_memory(const nnx::Engine<Model>& engine, const nnx::State& params) {
   std::string weights;
   for (const std::string& d : weight_dtypes) weights += (weights.empty() ? "" : "+") + d;
   std::fprintf(stderr,
-               "serve_batch: memory: weights %.1f MB (%s), KV cache %.1f MB (%s, %lld slots x %lld positions)\n",
+               "serve_batch: memory: weights %.1f MB (%s), KV cache %.1f MB (%s, %lld slots x %lld positions), "
+               "layers %s\n",
                static_cast<double>(params.nbytes()) * 1e-6, weights.c_str(),
                static_cast<double>(engine.kv_cache_bytes()) * 1e-6, name(engine.options().kv_dtype).c_str(),
-               static_cast<long long>(engine.num_slots()), static_cast<long long>(engine.max_target_length()));
+               static_cast<long long>(engine.num_slots()), static_cast<long long>(engine.max_target_length()),
+               nnx::layout_name(engine.options().layout));
 }
 
 double ms(Clock::duration d) { return std::chrono::duration<double, std::milli>(d).count(); }
@@ -520,6 +530,7 @@ int run(const Args& args, const nlohmann::json& config, const std::vector<std::s
   options.kv_dtype = args.kv_dtype;
   options.weight_dtype = args.weight_dtype;
   options.lora_adapter = args.lora;
+  options.layout = args.layout.value_or(nnx::stored_layout<Model>(args.model));
   const nnx::Engine<Model> engine(Config::from_json(config), options);
   nnx::State params = engine.load_params(args.model);
   report_memory(engine, params);

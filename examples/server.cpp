@@ -5,13 +5,14 @@
 //          [--host ADDR] [--port P] [--api-key KEY] [--chat-template chatml|llama-2|llama-3]
 //          [--tokenizer PATH] [--model-name NAME] [--max-queue N] [--max-body-bytes N]
 //          [--max-target-length N] [--max-prefill-length N] [--weight-dtype auto|f32|bf16|f16]
-//          [--lora PATH]
+//          [--lora PATH] [--layout auto|stacked|per-layer]
 //
 //   --model PATH            gpt2 or llama: config.json + safetensors, or a native checkpoint
 //                           (an int8 serve checkpoint is served in int8)
 //   --slots B               requests decoded together (default 4)
 //   --lora PATH             a LoRA adapter (train --lora-rank's DIR/model) served unmerged
 //   --kv-dtype T            the KV cache's dtype (default f32)
+//   --layout L              decoder layers stacked or per-layer (default auto: as stored)
 //   --threads N             threads for the kernels (default: NNX_NUM_THREADS, else 1)
 //   --host ADDR, --port P   where to listen (default 127.0.0.1:8080; port 0: any free port)
 //   --api-key KEY           require "Authorization: Bearer KEY" on /v1/* (default: none)
@@ -55,7 +56,7 @@ constexpr const char* kUsage =
     "              [--host ADDR] [--port P] [--api-key KEY] [--chat-template chatml|llama-2|llama-3]\n"
     "              [--tokenizer PATH] [--model-name NAME] [--max-queue N] [--max-body-bytes N]\n"
     "              [--max-target-length N] [--max-prefill-length N] [--weight-dtype auto|f32|bf16|f16]\n"
-    "              [--lora PATH]\n"
+    "              [--lora PATH] [--layout auto|stacked|per-layer]\n"
     "An OpenAI-compatible HTTP server: POST /v1/completions, /v1/chat/completions (stream: true\n"
     "for server-sent events), GET /v1/models, /health, /metrics.\n";
 
@@ -67,6 +68,7 @@ struct Args {
   nnx::DType kv_dtype = nnx::DType::f32;
   nnx::WeightDType weight_dtype = nnx::WeightDType::as_stored;
   std::string lora;  // --lora: an adapter checkpoint served unmerged
+  std::optional<nnx::Layout> layout;  // --layout; std::nullopt (auto): as the checkpoint stores it
   std::optional<nnx::ChatTemplate> chat_template;
   nnx::OpenAIServerOptions server;
   bool help = false;
@@ -89,6 +91,7 @@ Args parse_args(int argc, char** argv) {
       else if (flag == "--kv-dtype") a.kv_dtype = nnx::parse_kv_cache_dtype(value);
       else if (flag == "--weight-dtype") a.weight_dtype = nnx::parse_weight_dtype(value);
       else if (flag == "--lora") a.lora = value;
+      else if (flag == "--layout") a.layout = cli::parse_layout(flag, value);
       else if (flag == "--max-target-length") a.max_target_length = parse_int(flag, value, 2);
       else if (flag == "--max-prefill-length") a.max_prefill_length = parse_int(flag, value, 1);
       else if (flag == "--max-queue") a.max_queue = parse_int(flag, value, 1);
@@ -129,6 +132,7 @@ int run(Args& args, const nlohmann::json& config) {
   options.kv_dtype = args.kv_dtype;
   options.weight_dtype = args.weight_dtype;
   options.lora_adapter = args.lora;
+  options.layout = args.layout.value_or(nnx::stored_layout<Model>(args.model));
   const nnx::Engine<Model> engine(Config::from_json(config), options);
   auto tokenizer = std::make_shared<const nnx::text::Tokenizer>(nnx::text::Tokenizer::load(args.tokenizer));
   if (tokenizer->vocab_size() > engine.vocab_size())

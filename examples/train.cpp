@@ -277,7 +277,8 @@ template <class Model>
 void load_params(Model& model, const fs::path& path) {
   const nnx::State target = nnx::state(model, nnx::of<nnx::Param>);
   nnx::State params = fs::exists(path / "config.json") ? nnx::io::HfCheckpoint::open(path).read_params(target)
-                                                       : nnx::io::restore_checkpoint(path, target);
+                                                       : nnx::io::restore_checkpoint_any_layout(path, target,
+                                                                                                 Model::layers_key);
   nnx::update(model, params.map([](const nnx::Tensor& t) { return t.astype(nnx::DType::f32); }));
 }
 

@@ -564,6 +564,25 @@ TEST_CASE("serve_batch: --kv-dtype serves the KV cache in bf16 or int8 and repor
                     "--kv-dtype: KV cache dtype 'f16'");
 }
 
+TEST_CASE("serve_batch: a checkpoint with stacked layers is served stacked, with the same tokens",
+          "[cli][serve_batch][layout]") {
+  const fs::path hf = fixture::dir("gpt2_tiny");
+  io_test::TempDir tmp;
+  const auto cfg = nnx::Gpt2Config::from_json(nnx::read_model_config(hf));
+  const nnx::Engine<nnx::Gpt2> engine(cfg, options(512, 0, 1));
+  const nnx::State params = engine.load_params(hf);
+  nnx::io::save_checkpoint(tmp / "stacked", nnx::to_layout(params, "h", nnx::Layout::stacked), {}, cfg.to_json());
+  const Run stacked = check_two_requests(tmp, tmp / "stacked", "", engine, params);
+  CHECK(count(stacked.err, "layers stacked\n") == 1);
+  const Run per_layer = check_two_requests(tmp, tmp / "stacked", " --layout per-layer", engine, params);
+  CHECK(count(per_layer.err, "layers per-layer\n") == 1);
+  const Run from_hf = check_two_requests(tmp, hf, " --layout stacked", engine, params);
+  CHECK(count(from_hf.err, "layers stacked\n") == 1);
+  check_usage_error(serve_batch(tmp, "--model " + quote(hf.string()) + " --requests " +
+                                         quote((tmp / "requests.jsonl").string()) + " --slots 2 --layout rows"),
+                    "--layout: 'rows', expected auto, stacked or per-layer");
+}
+
 TEST_CASE("serve_batch: --weight-dtype serves the weights in bf16 or f16, or as stored, and reports them",
           "[cli][serve_batch][weights]") {
   const fs::path hf = fixture::dir("gpt2_tiny");  // stored in f32

@@ -1,7 +1,7 @@
 // examples/ckpt, run as a user runs it: info's parameter count and format, compare on equal,
 // perturbed and incomplete checkpoints and across a native checkpoint and the Hugging Face
 // directory written from it, export of a TrainState to bf16 (each value the f32 one rounded to
-// nearest even, and restorable), and bad input (one line, exit code 2, naming the path).
+// nearest even, and restorable), convert between stacked and per-layer layouts, and bad input (one line, exit code 2, naming the path).
 #include <catch2/catch.hpp>
 
 #ifdef NNX_CKPT_BIN
@@ -290,6 +290,106 @@ TEST_CASE("ckpt export: a TrainState's params, rounded to bf16, native or Huggin
   CHECK(gen_hf.code == 0);
   CHECK(count(gen.out, ",") + count(gen.out, " ") >= 4);  // five ids
   CHECK(gen.out == gen_hf.out);
+}
+
+TEST_CASE("ckpt convert: a TrainState to stacked layers and back, bit for bit", "[ckpt][cli][layout]") {
+  io_test::TempDir tmp;
+  const nnx::LlamaConfig cfg = engine_test::small_llama();
+  nnx::Rngs rngs{9};
+  nnx::Llama model(cfg, nnx::Mode::train, rngs);
+  std::vector<std::int32_t> ids(2 * 8), next(2 * 8);
+  for (std::size_t i = 0; i < ids.size(); ++i) {
+    ids[i] = static_cast<std::int32_t>((i * 5 + 1) % cfg.vocab_size);
+    next[i] = static_cast<std::int32_t>((i * 5 + 6) % cfg.vocab_size);
+  }
+  auto [stepped, m] = nnx::train::train_step(nnx::train::TrainState<nnx::Llama>(model, {.lr = {.peak = 0.01}}),
+                                            Tensor::from_vector(ids, {2, 8}), Tensor::from_vector(next, {2, 8}));
+  const fs::path per_layer = tmp / "run" / "state";
+  auto [graphdef, leaves] = nnx::split(stepped, nnx::everything);
+  nnx::io::save_checkpoint(per_layer, leaves, {}, {{"model", cfg.to_json()}, {"run", nlohmann::json::object()}});
+
+  const fs::path stacked = tmp / "stacked";
+  const auto conv = ckpt("convert --in " + quote(per_layer) + " --out " + quote(stacked) + " --layout stacked");
+  INFO(conv.err);
+  REQUIRE(conv.code == 0);
+  CHECK(conv.out.find("(per-layer)") != std::string::npos);
+  const nnx::CheckpointContents a = nnx::read_checkpoint_contents(per_layer);
+  const nnx::CheckpointContents s = nnx::read_checkpoint_contents(stacked);
+  CHECK(s.train_state);
+  CHECK(nnx::io::checkpoint_config(stacked) == nnx::io::checkpoint_config(per_layer));
+  // The model's parameters and both AdamW moments are stacked: [n_layer, ...] with a layers axis.
+  for (const std::string prefix : {"model/", "mu/", "nu/"}) {
+    const nnx::CheckpointLeaf* q = s.find(prefix + "layers/attn/query/kernel");
+    INFO(prefix);
+    REQUIRE(q);
+    CHECK(q->primary().shape() == nnx::Shape{cfg.num_hidden_layers, cfg.hidden_size, cfg.hidden_size});
+    CHECK(q->axes.front() == "layers");
+    CHECK(nnx::equal(std::get<Tensor>(q->value).select(1),
+                     std::get<Tensor>(a.find(prefix + "layers/1/attn/query/kernel")->value)));
+    CHECK(s.find(prefix + "layers/0/attn/query/kernel") == nullptr);
+  }
+  CHECK(s.parameter_count() == a.parameter_count());
+  const auto info = ckpt("info " + quote(stacked));
+  CHECK(info.out.find("layout: stacked\n") != std::string::npos);
+  CHECK(ckpt("info " + quote(per_layer)).out.find("layout: per-layer\n") != std::string::npos);
+  // Compared across layouts, per layer: every leaf equal with no tolerance.
+  const auto cmp = ckpt("compare " + quote(stacked) + " " + quote(per_layer) + " --rtol 0 --atol 0");
+  INFO(cmp.out);
+  CHECK(cmp.code == 0);
+  CHECK(row_of(cmp.out, "model/layers/2/mlp/up/kernel").size() >= 6);
+
+  // Back to per-layer: the same leaves in the same order, kinds, axes and bytes.
+  const fs::path back = tmp / "back";
+  REQUIRE(ckpt("convert --in " + quote(stacked) + " --out " + quote(back) + " --layout per-layer").code == 0);
+  const nnx::CheckpointContents b = nnx::read_checkpoint_contents(back);
+  REQUIRE(b.leaves.size() == a.leaves.size());
+  std::size_t different = 0;
+  for (std::size_t i = 0; i < a.leaves.size(); ++i) {
+    const nnx::CheckpointLeaf &x = a.leaves[i], &y = b.leaves[i];
+    const bool same = x.path == y.path && x.kind == y.kind && x.axes == y.axes && x.quantized() == y.quantized() &&
+                      nnx::equal(x.value, y.value);
+    if (!same) UNSCOPED_INFO("differs: " << x.path << " / " << y.path);
+    different += !same;
+  }
+  CHECK(different == 0);
+  // Converting again to stacked gives the stacked checkpoint's leaves exactly.
+  const fs::path again = tmp / "again";
+  REQUIRE(ckpt("convert --in " + quote(back) + " --out " + quote(again) + " --layout stacked").code == 0);
+  const nnx::CheckpointContents s2 = nnx::read_checkpoint_contents(again);
+  REQUIRE(s2.leaves.size() == s.leaves.size());
+  for (std::size_t i = 0; i < s.leaves.size(); ++i) {
+    CHECK(s2.leaves[i].path == s.leaves[i].path);
+    CHECK(nnx::equal(s2.leaves[i].value, s.leaves[i].value));
+  }
+
+  // A stacked params export is served stacked by generate, with the per-layer export's tokens.
+  const fs::path params_stacked = tmp / "params_stacked", params_per = tmp / "params_per";
+  REQUIRE(ckpt("export --in " + quote(stacked) + " --out " + quote(params_stacked)).code == 0);
+  REQUIRE(ckpt("export --in " + quote(per_layer) + " --out " + quote(params_per)).code == 0);
+  CHECK(nnx::io::checkpoint_layout(params_stacked, "layers") == nnx::Layout::stacked);
+  const std::string gen_args = " --prompt-ids 3,10,17 --max-new-tokens 6";
+  const auto gen_s =
+      test_support::run_command(std::string("'") + NNX_GENERATE_BIN + "' --model " + quote(params_stacked) + gen_args);
+  const auto gen_p =
+      test_support::run_command(std::string("'") + NNX_GENERATE_BIN + "' --model " + quote(params_per) + gen_args);
+  INFO(gen_s.err << gen_p.err);
+  CHECK(gen_s.code == 0);
+  CHECK(gen_s.out == gen_p.out);
+
+  // Bad input: a Hugging Face directory, a bad layout, a checkpoint without a config.
+  const fs::path hf = tmp / "hf";
+  REQUIRE(ckpt("export --in " + quote(per_layer) + " --out " + quote(hf) + " --hf").code == 0);
+  const auto from_hf = ckpt("convert --in " + quote(hf) + " --out " + quote(tmp / "x") + " --layout stacked");
+  CHECK(from_hf.code == 2);
+  CHECK(from_hf.err.find(hf.string()) != std::string::npos);
+  const auto bad_layout = ckpt("convert --in " + quote(per_layer) + " --out " + quote(tmp / "y") + " --layout rows");
+  CHECK(bad_layout.code == 2);
+  CHECK(bad_layout.err.find("'rows'") != std::string::npos);
+  const fs::path bare = tmp / "bare";
+  nnx::io::save_checkpoint(bare, nnx::state(model, nnx::of<nnx::Param>));
+  const auto no_config = ckpt("convert --in " + quote(bare) + " --out " + quote(tmp / "z") + " --layout stacked");
+  CHECK(no_config.code == 2);
+  CHECK(no_config.err.find("model config") != std::string::npos);
 }
 
 TEST_CASE("ckpt bad input: one line naming the path, exit 2", "[ckpt][cli]") {

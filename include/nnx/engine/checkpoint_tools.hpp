@@ -9,6 +9,7 @@
 //   nnx::CheckpointContents b = nnx::read_checkpoint_contents("hf/gpt2");     // Hugging Face
 //   std::vector<nnx::CompareRow> rows = nnx::compare_checkpoints(a, b, {.rtol = 1e-5, .atol = 1e-8});
 //   nnx::export_params("run/state", "out", {.dtype = nnx::DType::bf16, .hugging_face = false});
+//   nnx::convert_checkpoint("run/state", "stacked", nnx::Layout::stacked);   // layers/... [L, ...]
 //
 // Leaves keep the kind their checkpoint recorded as a name ("Param", "OptState", ...), so a
 // kind this program does not define (a train state's OptState read without nnx/train) is
@@ -22,6 +23,7 @@
 #include <limits>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <set>
 #include <string>
@@ -32,6 +34,7 @@
 
 #include "nnx/core/error.hpp"
 #include "nnx/core/graph.hpp"
+#include "nnx/core/layers.hpp"
 #include "nnx/core/state.hpp"
 #include "nnx/core/tensor.hpp"
 #include "nnx/core/variable.hpp"
@@ -243,6 +246,52 @@ inline CheckpointContents read_checkpoint_contents(const std::filesystem::path& 
   return detail::read_native_contents(dir);
 }
 
+// The path key of the decoder layers ("h", "layers") of the model `config` describes.
+inline std::string layers_key_of(const nlohmann::json& config, const std::string& source) {
+  return with_model_type(config, source, []<class Model, class Config>() { return std::string(Model::layers_key); });
+}
+
+// The layout of the checkpoint's layers (a Hugging Face directory's are per layer); std::nullopt
+// when it has no model config or no layers.
+inline std::optional<Layout> checkpoint_contents_layout(const CheckpointContents& c) {
+  if (c.source == CheckpointSource::hugging_face) return Layout::per_layer;
+  if (!c.model_config.is_object()) return std::nullopt;
+  std::vector<Path> paths;
+  for (const CheckpointLeaf& l : c.leaves) paths.push_back(Path::parse(l.path));
+  return detect_layout(paths, layers_key_of(c.model_config, c.dir.string()));
+}
+
+// `c` with its layers in `layout`: stacked leaves are copies, per-layer ones views (no copy).
+// Unchanged when already so or when it has no layers. Throws CheckpointError naming c.dir when
+// the layers do not convert (no model config, layers that differ).
+inline CheckpointContents contents_in_layout(const CheckpointContents& c, Layout layout) {
+  const std::optional<Layout> found = checkpoint_contents_layout(c);
+  if (!found || *found == layout) return c;
+  std::vector<LayoutLeaf> leaves;
+  for (std::size_t i = 0; i < c.leaves.size(); ++i)
+    leaves.push_back({Path::parse(c.leaves[i].path), c.leaves[i].value, c.leaves[i].axes, i});
+  const std::string key = layers_key_of(c.model_config, c.dir.string());
+  std::vector<LayoutLeaf> converted;
+  try {
+    converted = layout == Layout::stacked
+                    ? stack_layer_leaves(leaves, key,
+                                         [&](std::size_t a, std::size_t b) { return c.leaves[a].kind == c.leaves[b].kind; })
+                    : unstack_layer_leaves(leaves, key);
+  } catch (const Error& e) {
+    throw CheckpointError(c.dir.string() + ": " + e.what());
+  }
+  CheckpointContents out = c;
+  out.leaves.clear();
+  for (const LayoutLeaf& l : converted) {
+    CheckpointLeaf leaf = c.leaves[l.source];
+    leaf.path = l.path.to_string();
+    leaf.value = l.value;
+    leaf.axes = l.axes;
+    out.leaves.push_back(std::move(leaf));
+  }
+  return out;
+}
+
 // Every element of a tensor as double (floating dtypes widened exactly, integers converted).
 inline std::vector<double> tensor_as_doubles(const Tensor& t) {
   std::vector<double> out(static_cast<std::size_t>(t.numel()));
@@ -325,13 +374,19 @@ inline std::string leaf_shape_text(const CheckpointLeaf& l) {
 
 }  // namespace detail
 
-// One row per leaf of a, in a's order, then the leaves only b holds. Values are compared in
+// One row per leaf of a, in a's order, then the leaves only b holds; when one stores its layers
+// stacked and the other per layer, both are compared per layer. Values are compared in
 // double (bf16 and f16 widened exactly); a QTensor leaf is compared as stored (its int8
 // qvalue, then its scales), not dequantized, and a QTensor against a Tensor is a dtype
 // mismatch. Leaves of different dtypes but the same shape still get their differences
 // measured, with status dtype_mismatch.
-inline std::vector<CompareRow> compare_checkpoints(const CheckpointContents& a, const CheckpointContents& b,
+inline std::vector<CompareRow> compare_checkpoints(const CheckpointContents& a_in, const CheckpointContents& b_in,
                                                    const CompareOptions& options = {}) {
+  // Checkpoints of different layouts are compared per layer (the stacked side's views).
+  const std::optional<Layout> la_layout = checkpoint_contents_layout(a_in), lb_layout = checkpoint_contents_layout(b_in);
+  const bool per_layer = la_layout && lb_layout && *la_layout != *lb_layout;
+  const CheckpointContents a = per_layer ? contents_in_layout(a_in, Layout::per_layer) : a_in;
+  const CheckpointContents b = per_layer ? contents_in_layout(b_in, Layout::per_layer) : b_in;
   std::vector<CompareRow> rows;
   constexpr double nan = std::numeric_limits<double>::quiet_NaN();
   for (const CheckpointLeaf& la : a.leaves) {
@@ -429,9 +484,17 @@ inline State export_params(const std::filesystem::path& in, const std::filesyste
                            const ExportOptions& options = {}) {
   if (options.dtype != DType::f32 && options.dtype != DType::bf16)
     throw InvalidArgument("export: dtype must be f32 or bf16, found " + std::string(dtype_name(options.dtype)));
-  const CheckpointContents c = read_checkpoint_contents(in);
-  if (c.source != CheckpointSource::native)
+  const CheckpointContents stored = read_checkpoint_contents(in);
+  if (stored.source != CheckpointSource::native)
     throw CheckpointError(in.string() + ": a Hugging Face directory; expected a native checkpoint (a TrainState)");
+  // A stacked checkpoint is exported per layer (Hugging Face names, and cast_weights' models,
+  // are per layer), then, natively, stacked again.
+  const std::optional<Layout> layout = checkpoint_contents_layout(stored);
+  const CheckpointContents c = contents_in_layout(stored, Layout::per_layer);
+  const auto restack = [&](const State& params) {
+    return layout == Layout::stacked ? to_layout(params, layers_key_of(c.model_config, in.string()), Layout::stacked)
+                                     : params;
+  };
   const State params = params_of(c, options.dtype);
   if (params.size() == 0) throw CheckpointError(in.string() + ": no parameters (no Param leaves) to export");
   if (!c.model_config.is_object() || !c.model_config.contains("model_type"))
@@ -442,8 +505,9 @@ inline State export_params(const std::filesystem::path& in, const std::filesyste
     return params;
   }
   if (options.dtype == DType::f32) {
-    io::save_checkpoint(out, params, {}, c.model_config);
-    return params;
+    const State saved = restack(params);
+    io::save_checkpoint(out, saved, {}, c.model_config);
+    return saved;
   }
   // A 16-bit native checkpoint is stored as cast_weights serves it (what generate restores
   // into): each Linear's bf16 `weight` [out, in], bf16 embedding tables, f32 biases and norms.
@@ -462,10 +526,63 @@ inline State export_params(const std::filesystem::path& in, const std::filesyste
     }
     Model model = merge(graphdef, ordered, rest);
     cast_weights(model, options.dtype);
-    return state(model, of<Param>);
+    return restack(state(model, of<Param>));
   });
   io::save_checkpoint(out, cast, {}, c.model_config);
   return cast;
+}
+
+namespace detail {
+
+// The kind named `name`: the registered one, or (a kind this program does not define, kept by
+// name only) an unregistered stand-in that writes the same name back.
+inline const KindInfo* kind_named(const std::string& name) {
+  if (const KindInfo* k = find_kind(name)) return k;
+  static std::mutex mutex;
+  static std::map<std::string, std::unique_ptr<KindInfo>>* unknown = new std::map<std::string, std::unique_ptr<KindInfo>>;
+  std::lock_guard lock(mutex);
+  auto& k = (*unknown)[name];
+  if (!k) k = std::make_unique<KindInfo>(KindInfo{nnx::detail::intern(name), &Variable::kind_info()});
+  return k.get();
+}
+
+}  // namespace detail
+
+struct ConvertResult {
+  Layout from = Layout::per_layer;
+  Layout to = Layout::per_layer;
+  std::size_t leaves = 0;  // leaves written
+};
+
+// Writes the native checkpoint `in` (params-only or a TrainState, whose optimizer moments follow
+// their parameters) to `out` with its decoder layers in `layout`, detecting the layout `in`
+// stores. Kinds, axes, the config and every value's bytes carry over (stacking copies, so a
+// stacked -> per-layer -> stacked round trip gives the same leaves, bit for bit, in the same
+// order); a stored graphdef, which describes the old layout, is not. Converting to the layout
+// `in` already has writes a copy. Throws CheckpointError naming `in` when it is a Hugging Face
+// directory, has no model config, or its layers do not convert.
+inline ConvertResult convert_checkpoint(const std::filesystem::path& in, const std::filesystem::path& out,
+                                        Layout layout) {
+  const CheckpointContents c = read_checkpoint_contents(in);
+  if (c.source != CheckpointSource::native)
+    throw CheckpointError(in.string() + ": a Hugging Face directory (its layers are per layer); convert native "
+                                        "checkpoints, e.g. one generate or train wrote");
+  if (!c.model_config.is_object() || !c.model_config.contains("model_type"))
+    throw CheckpointError(in.string() + ": no model config with a \"model_type\" stored, so where its layers are is "
+                                        "unknown");
+  const std::optional<Layout> found = checkpoint_contents_layout(c);
+  if (!found) throw CheckpointError(in.string() + ": no decoder layers found to convert");
+  const CheckpointContents converted = contents_in_layout(c, layout);
+  State state;
+  for (const CheckpointLeaf& l : converted.leaves) {
+    VariableState v;
+    v.kind = detail::kind_named(l.kind);
+    v.value = l.value;
+    if (!l.axes.empty()) v.metadata = std::make_shared<const Metadata>(Metadata{l.axes});
+    state.insert(Path::parse(l.path), std::move(v));
+  }
+  io::save_checkpoint(out, state, {}, io::checkpoint_config(in));
+  return {*found, layout, state.size()};
 }
 
 }  // namespace nnx

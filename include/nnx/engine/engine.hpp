@@ -108,6 +108,15 @@ inline nlohmann::json read_model_config(const std::filesystem::path& path) {
   return io::checkpoint_config(path);
 }
 
+// The layout the model at `path` stores its layers in: a native checkpoint's (stacked when
+// ckpt convert or a stacked model wrote it), per-layer for a Hugging Face directory or a
+// checkpoint without layers. The programs serve a model in it unless told otherwise.
+template <class Model>
+Layout stored_layout(const std::filesystem::path& path) {
+  if (std::filesystem::exists(path / "config.json")) return Layout::per_layer;
+  return io::checkpoint_layout(path, Model::layers_key).value_or(Layout::per_layer);
+}
+
 // What the programs' --verify does before loading: recomputes a native checkpoint's
 // per-file checksums (io::verify_checkpoint; a mismatch is a CheckpointError naming the
 // file). A path with nothing to verify (a Hugging Face directory, or a checkpoint saved
@@ -666,15 +675,15 @@ class Engine {
   }
   // The leaves of `target` from the native checkpoint at `path`, stored in either layout.
   State restore_native(const std::filesystem::path& path, const State& target) const {
-    return in_layout(target, io::checkpoint_layout(path, Model::layers_key),
-                     [&](const State& t) { return io::restore_checkpoint(path, t); });
+    return io::restore_checkpoint_any_layout(path, target, Model::layers_key);
   }
   // A parameter spec without its LoRA adapters: what the base checkpoint holds.
   State base_of(const State& spec) const { return lora_.enabled() ? spec.filter(Not(of<LoraParam>)) : spec; }
   // The base parameters with the adapters of options().lora_adapter added (as `spec` has them).
   State with_adapters(State base, const State& spec) const {
     if (!lora_.enabled()) return base;
-    return merge_states(base, io::restore_checkpoint(options_.lora_adapter, spec.filter(of<LoraParam>)));
+    return merge_states(base, io::restore_checkpoint_any_layout(options_.lora_adapter, spec.filter(of<LoraParam>),
+                                                                Model::layers_key));
   }
 
   void check_config(const nlohmann::json& found, const std::filesystem::path& path) const {

@@ -74,7 +74,7 @@ std::vector<Path> load_lora_adapter(Model& model, const std::filesystem::path& d
     throw InvalidArgument(dir.string() + ": the adapter was trained on another model (" + c.model.dump() +
                           "), not this " + expected.dump());
   std::vector<Path> attached = add_lora(model, c.lora, rngs);
-  update(model, io::restore_checkpoint(dir, state(model, of<LoraParam>)));
+  update(model, io::restore_checkpoint_any_layout(dir, state(model, of<LoraParam>), Model::layers_key));
   return attached;
 }
 
@@ -93,7 +93,8 @@ inline std::vector<Path> merge_lora_checkpoint(const std::filesystem::path& in, 
     Rngs rngs{0};
     Model abstract = eval_shape([&] { return Model(cfg, Mode::train, rngs); });
     auto [graphdef, target, rest] = split(abstract, of<Param>, everything);
-    const State stored = hf_in ? io::HfCheckpoint::open(in).read_params(target) : io::restore_checkpoint(in, target);
+    const State stored = hf_in ? io::HfCheckpoint::open(in).read_params(target)
+                               : io::restore_checkpoint_any_layout(in, target, Model::layers_key);
     Model model = merge(graphdef, stored.map([](const Tensor& t) { return t.astype(DType::f32); }), rest);
     load_lora_adapter(model, lora, rngs);
     std::vector<Path> merged = merge_lora(model);

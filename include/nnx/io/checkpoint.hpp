@@ -954,6 +954,17 @@ inline std::optional<Layout> checkpoint_layout(const std::filesystem::path& dir,
   return detect_layout(paths, key);
 }
 
+// restore_checkpoint into `target` whatever layout the checkpoint stores the layers under `key`
+// in: read in the stored layout, returned in the target's (stacked leaves become per-layer
+// views without a copy; per-layer leaves are stacked by copying).
+inline State restore_checkpoint_any_layout(const std::filesystem::path& dir, const State& target,
+                                           std::string_view key) {
+  const std::optional<Layout> stored = checkpoint_layout(dir, key);
+  const std::optional<Layout> wanted = layout_of(target, key);
+  if (!stored || !wanted || *stored == *wanted) return restore_checkpoint(dir, target);
+  return to_layout(restore_checkpoint(dir, to_layout(target, key, *stored)), key, *wanted);
+}
+
 // The config stored in the checkpoint, or null when none was saved.
 inline nlohmann::json checkpoint_config(const std::filesystem::path& dir) {
   auto j = detail::CheckpointReader(dir).json_entry(detail::key_config);
