@@ -1,6 +1,8 @@
 // bench_models — prefill (128 tokens) and batch-1 decode of GPT-2-124M-shaped and
 // Llama-shaped (768 wide, 12 layers, vocab 32000: the model llama.cpp was measured on in
-// PERFORMANCE.md) models with random f32 weights.
+// PERFORMANCE.md) models with random f32 weights; the Llama shape also with its layers stacked
+// (ModelOptions::layout: each layer runs on slices of [12, ...] leaves), which should cost
+// nothing against the per-layer model measured beside it.
 //
 //   build/benchmarks/bench_models
 //
@@ -34,13 +36,17 @@ nnx::LlamaConfig llama_162m() {
 }
 
 template <class Model, class Config>
-Model& model(const Config& cfg, nnx::Mode mode) {
+Model& model(const Config& cfg, nnx::Mode mode, nnx::Layout layout) {
   static std::unique_ptr<Model> m;
   static nnx::Mode built = nnx::Mode::train;
-  if (!m || built != mode) {
+  static nnx::Layout built_layout = nnx::Layout::per_layer;
+  if (!m || built != mode || built_layout != layout) {
+    m.reset();
     nnx::Rngs rngs{0};
-    m = std::make_unique<Model>(cfg, mode, rngs, nnx::ModelOptions{.cache_batch = 1, .cache_length = 512});
+    m = std::make_unique<Model>(cfg, mode, rngs,
+                                nnx::ModelOptions{.cache_batch = 1, .cache_length = 512, .layout = layout});
     built = mode;
+    built_layout = layout;
   }
   return *m;
 }
@@ -51,8 +57,8 @@ double param_bytes(const Model& m) {
 }
 
 template <class Model, class Config>
-void prefill_128(benchmark::State& state, const Config& cfg) {
-  Model& m = model<Model>(cfg, nnx::Mode::prefill);
+void prefill_128(benchmark::State& state, const Config& cfg, nnx::Layout layout = nnx::Layout::per_layer) {
+  Model& m = model<Model>(cfg, nnx::Mode::prefill, layout);
   std::vector<std::int32_t> ids(128);
   std::iota(ids.begin(), ids.end(), 1);
   const auto tokens = nnx::Tensor::from_vector(ids, {1, 128});
@@ -64,8 +70,8 @@ void prefill_128(benchmark::State& state, const Config& cfg) {
 }
 
 template <class Model, class Config>
-void decode_batch1(benchmark::State& state, const Config& cfg) {
-  Model& m = model<Model>(cfg, nnx::Mode::autoregressive);
+void decode_batch1(benchmark::State& state, const Config& cfg, nnx::Layout layout = nnx::Layout::per_layer) {
+  Model& m = model<Model>(cfg, nnx::Mode::autoregressive, layout);
   const auto token = nnx::Tensor::from_vector(std::vector<std::int32_t>{42}, {1});
   std::int64_t pos = 0;
   for (auto _ : state) {
@@ -96,6 +102,10 @@ void BM_Gpt2Prefill128(benchmark::State& s) { prefill_128<nnx::Gpt2>(s, gpt2_124
 void BM_Gpt2DecodeBatch1(benchmark::State& s) { decode_batch1<nnx::Gpt2>(s, gpt2_124m()); }
 void BM_LlamaPrefill128(benchmark::State& s) { prefill_128<nnx::Llama>(s, llama_162m()); }
 void BM_LlamaDecodeBatch1(benchmark::State& s) { decode_batch1<nnx::Llama>(s, llama_162m()); }
+void BM_LlamaPrefill128Stacked(benchmark::State& s) { prefill_128<nnx::Llama>(s, llama_162m(), nnx::Layout::stacked); }
+void BM_LlamaDecodeBatch1Stacked(benchmark::State& s) {
+  decode_batch1<nnx::Llama>(s, llama_162m(), nnx::Layout::stacked);
+}
 
 }  // namespace
 
@@ -104,3 +114,5 @@ BENCHMARK(BM_Gpt2Prefill128)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_Gpt2DecodeBatch1)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_LlamaPrefill128)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_LlamaDecodeBatch1)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_LlamaPrefill128Stacked)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_LlamaDecodeBatch1Stacked)->Unit(benchmark::kMillisecond)->UseRealTime();

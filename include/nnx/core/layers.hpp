@@ -140,10 +140,7 @@ inline Value stack_values(const std::vector<const Value*>& values, const std::st
       by_part[k].push_back(parts[k]);
     }
   }
-  if (const auto* t = std::get_if<Tensor>(&first)) {
-    (void)t;
-    return Value(stack_tensors(by_part[0]));
-  }
+  if (std::holds_alternative<Tensor>(first)) return Value(stack_tensors(by_part[0]));
   QTensor q{stack_tensors(by_part[0]), {}};
   for (std::size_t k = 1; k < by_part.size(); ++k) q.scale.push_back(stack_tensors(by_part[k]));
   return Value(std::move(q));
@@ -348,21 +345,25 @@ bool has_stacked_layers(M& model) {
 // per-layer paths ("h/3/attn/qkv"). On an exception the model keeps its original layers.
 template <class M, class F>
 auto with_per_layer_layers(M& model, F&& f) {
-  auto& layers = model.decoder_layers();
-  auto saved = layers;  // shares the variables
-  layers.set_layout(Layout::per_layer);
-  try {
-    if constexpr (std::is_void_v<decltype(f())>) {
-      f();
-      layers.set_layout(Layout::stacked);
-    } else {
-      auto result = f();
-      layers.set_layout(Layout::stacked);
-      return result;
+  if constexpr (!requires { model.decoder_layers(); }) {
+    return f();  // no layers to turn
+  } else {
+    auto& layers = model.decoder_layers();
+    auto saved = layers;  // shares the variables
+    layers.set_layout(Layout::per_layer);
+    try {
+      if constexpr (std::is_void_v<decltype(f())>) {
+        f();
+        layers.set_layout(Layout::stacked);
+      } else {
+        auto result = f();
+        layers.set_layout(Layout::stacked);
+        return result;
+      }
+    } catch (...) {
+      layers = std::move(saved);
+      throw;
     }
-  } catch (...) {
-    layers = std::move(saved);
-    throw;
   }
 }
 
