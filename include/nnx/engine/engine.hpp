@@ -254,9 +254,9 @@ class Engine {
     // A Hugging Face file is read straight into the served dtype (converted per tensor).
     if (hugging_face) {
       const State& spec = variant(served_weights(stored_weights)).unquantized_spec;
-      return convert_params(with_adapters(
-          in_layout(base_of(spec), Layout::per_layer, [&](const State& target) { return hf->read_params(target); }),
-          spec));
+      const State per_layer = to_layout(base_of(spec), Model::layers_key, Layout::per_layer);
+      return convert_params(
+          with_adapters(to_layout(hf->read_params(per_layer), Model::layers_key, options_.layout), spec));
     }
     const State& spec = variant(stored_weights).unquantized_spec;
     return convert_params(with_adapters(restore_native(path, base_of(spec)), spec));
@@ -667,12 +667,6 @@ class Engine {
                             " tokens; expected [1, " + std::to_string(options_.max_target_length - 1) + "]");
   }
 
-  // read(target) with target in the layout `stored` (the source's), returned in the engine's.
-  template <class Read>
-  State in_layout(const State& target, std::optional<Layout> stored, Read&& read) const {
-    if (!stored || *stored == options_.layout) return read(target);
-    return to_layout(read(to_layout(target, Model::layers_key, *stored)), Model::layers_key, options_.layout);
-  }
   // The leaves of `target` from the native checkpoint at `path`, stored in either layout.
   State restore_native(const std::filesystem::path& path, const State& target) const {
     return io::restore_checkpoint_any_layout(path, target, Model::layers_key);
