@@ -45,11 +45,6 @@ NNX_TARGET_AVX512 inline std::uint32_t hsum_epi32(__m512i v) noexcept {
   return static_cast<std::uint32_t>(_mm_cvtsi128_si32(s));
 }
 
-// How far ahead of the row a tile reads its weights are prefetched: about 6 KB, the 8 rows of
-// K = 768 that avx2/gemm_i8.hpp measured; a tile's rows are short streams the hardware
-// prefetcher does not lock on to. In bytes, not rows: 8 rows at K = 3072 (24 KB) beside the
-// 24 KB of activations overflowed L1 (K 3072 x N 768 at M = 8 from DRAM: 179-183 -> 152-161 us).
-inline constexpr std::int64_t kPrefetchBytes = 6 * 1024;
 
 // Rows of x per tile and output channels per tile for it: MR * NR accumulators, NR weight
 // vectors and an activation vector fit the 32 registers.
@@ -61,7 +56,7 @@ inline constexpr std::int64_t kRowTile = 8;
 template <int MR, int NR>
 NNX_TARGET_AVX512 inline void tile(std::int64_t K, const std::int8_t* xq, std::int64_t ldx, const float* xs,
                                    const std::uint32_t* rowsum, const std::int8_t* q, std::int64_t ldq,
-                                   const float* ws, float* y, std::int64_t ldy, std::int64_t prefetch_rows) noexcept {
+                                   const float* ws, float* y, std::int64_t ldy) noexcept {
   const __m512i flip = _mm512_set1_epi8(static_cast<char>(0x80));
   __m512i acc[MR][NR];
 #pragma GCC unroll 8
@@ -70,12 +65,11 @@ NNX_TARGET_AVX512 inline void tile(std::int64_t K, const std::int8_t* xq, std::i
     for (int j = 0; j < NR; ++j) acc[i][j] = _mm512_setzero_si512();
   for (std::int64_t k = 0; k < K; k += 64) {
     const __mmask64 m = bytes64(K - k);
+    avx2::detail::i8::prefetch_ahead<NR>(q, k);
     __m512i w[NR];
 #pragma GCC unroll 8
     for (int j = 0; j < NR; ++j) {
-      const std::int8_t* row = q + j * ldq + k;
-      _mm_prefetch(reinterpret_cast<const char*>(row + prefetch_rows * ldq), _MM_HINT_T0);
-      w[j] = _mm512_xor_si512(_mm512_maskz_loadu_epi8(m, row), flip);
+      w[j] = _mm512_xor_si512(_mm512_maskz_loadu_epi8(m, q + j * ldq + k), flip);
     }
 #pragma GCC unroll 8
     for (int i = 0; i < MR; ++i) {
@@ -119,10 +113,9 @@ NNX_TARGET_AVX512 inline void rows(std::int64_t nb, std::int64_t K, const std::i
                                    const float* xs, const std::uint32_t* rowsum, const std::int8_t* q,
                                    std::int64_t ldq, const float* ws, float* y, std::int64_t ldy) noexcept {
   constexpr int NR = channels_for(MR);
-  const std::int64_t ahead = std::max<std::int64_t>(NR, kPrefetchBytes / std::max<std::int64_t>(K, 1));
   std::int64_t n = 0;
-  for (; n + NR <= nb; n += NR) tile<MR, NR>(K, xq, ldx, xs, rowsum, q + n * ldq, ldq, ws + n, y + n, ldy, ahead);
-  for (; n < nb; ++n) tile<MR, 1>(K, xq, ldx, xs, rowsum, q + n * ldq, ldq, ws + n, y + n, ldy, ahead);
+  for (; n + NR <= nb; n += NR) tile<MR, NR>(K, xq, ldx, xs, rowsum, q + n * ldq, ldq, ws + n, y + n, ldy);
+  for (; n < nb; ++n) tile<MR, 1>(K, xq, ldx, xs, rowsum, q + n * ldq, ldq, ws + n, y + n, ldy);
 }
 
 NNX_TARGET_AVX512 inline void rows_any(int mr, std::int64_t nb, std::int64_t K, const std::int8_t* xq,
