@@ -110,6 +110,29 @@ NNX_TARGET_AVX2_FMA inline __m256 scores8(const float* q, const E* const (&rows)
   return _mm256_mul_ps(hsum8(a), _mm256_set1_ps(scale));
 }
 
+// Scores of 8 (query head, key row) pairs: lane i = scale * (qs[i] . rows[i]), each summed as
+// scores8 sums one (one 8-lane FMA chain over d, then hsum8's tree), so a score's bits do
+// not depend on which pairs share a call.
+template <class E>
+NNX_TARGET_AVX2_FMA inline __m256 scores8_pairs(const float* const (&qs)[8], const E* const (&rows)[8],
+                                                std::int64_t D, __m256i d_tail, float scale) noexcept {
+  __m256 a[8];
+#pragma GCC unroll 8
+  for (int i = 0; i < 8; ++i) a[i] = _mm256_setzero_ps();
+  const std::int64_t full = D / 8 * 8;
+  std::int64_t d = 0;
+  for (; d < full; d += 8) {
+#pragma GCC unroll 8
+    for (int i = 0; i < 8; ++i) a[i] = _mm256_fmadd_ps(_mm256_loadu_ps(qs[i] + d), load8(rows[i] + d), a[i]);
+  }
+  if (d < D) {
+#pragma GCC unroll 8
+    for (int i = 0; i < 8; ++i)
+      a[i] = _mm256_fmadd_ps(_mm256_maskload_ps(qs[i] + d, d_tail), load8_partial(rows[i] + d, D - d), a[i]);
+  }
+  return _mm256_mul_ps(hsum8(a), _mm256_set1_ps(scale));
+}
+
 // o[0, 64) = o c + sum_j p_j v_j[0, 64) over j < jn: eight accumulators in registers, one
 // FMA chain per output float over j ascending. The rows kPrefetchKeys ahead are prefetched
 // (prefetch_bytes of each) while below prefetch_rows.
@@ -249,6 +272,62 @@ NNX_TARGET_AVX2_FMA inline void attend_block(const float* q, std::int64_t q_stri
       for (std::int64_t j = 0; j < jn; ++j)
         o0 = _mm256_fmadd_ps(_mm256_broadcast_ss(pg + j), load8_partial(values + j * kv_stride + d, D - d), o0);
       store_lanes(og + d, o0, D - d);
+    }
+  }
+}
+
+// One block of rows [0, jn) (kv_stride elements apart, f32 or bf16 bits) for the H heads of
+// one query row of an MHA decode (query head f reads KV head f, D elements into a row):
+// running maxima m, sums l and unnormalized outputs out + f * out_stride updated, with
+// attend_block's arithmetic for every score and output float, hence its bits. The order of
+// reads differs: each cache row is read front to back for all heads at once (scores of 8
+// (head, row) pairs at a time into p [H][kKeyBlock]; then each head's softmax step; then every
+// head's output from each value row in turn, the outputs in L1), where attend_block reads a
+// head's strided slice of 64 rows, then the next head's. Measured on a Zen 4 EPYC, 8 slots x 288
+// positions, 12 heads of 64, caches from DRAM: head after head read f32 rows at 10-12 GB/s
+// of a 24-25 GB/s stream rate (the hardware prefetcher follows 256-byte slices 3 KiB apart
+// poorly, and software prefetches of the next block did not help); row after row, see
+// benchmarks/RESULTS.md.
+template <class E>
+NNX_TARGET_AVX2_FMA inline void attend_rows(const float* q, std::int64_t q_stride, std::int64_t H, const E* keys,
+                                            const E* values, std::int64_t kv_stride, std::int64_t jn, std::int64_t D, float scale,
+                                            float* out, std::int64_t out_stride, float* m, float* l,
+                                            float* p) noexcept {
+  const __m256i d_tail = lane_mask(D - D / 8 * 8);
+  for (std::int64_t j = 0; j < jn; ++j) {
+    const E* row = keys + j * kv_stride;
+    for (std::int64_t f = 0; f < H; f += 8) {
+      const float* qs[8];
+      const E* rows[8];
+#pragma GCC unroll 8
+      for (int i = 0; i < 8; ++i) {
+        const std::int64_t g = std::min<std::int64_t>(f + i, H - 1);  // a partial group repeats the last pair
+        qs[i] = q + g * q_stride;
+        rows[i] = row + g * D;
+      }
+      alignas(32) float s[8];
+      _mm256_store_ps(s, scores8_pairs(qs, rows, D, d_tail, scale));
+      for (std::int64_t i = 0; i < 8 && f + i < H; ++i) p[(f + i) * kKeyBlock + j] = s[i];
+    }
+  }
+  for (std::int64_t f = 0; f < H; ++f) {
+    const __m256 c = _mm256_set1_ps(softmax_step(p + f * kKeyBlock, jn, m[f], l[f]));
+    float* o = out + f * out_stride;
+    for (std::int64_t d = 0; d < D; d += 8) store_lanes(o + d, _mm256_mul_ps(load_lanes(o + d, D - d), c), D - d);
+  }
+  // Values row by row: each output vector is loaded and stored once per row (in L1), so that
+  // the rows are read front to back (two or four rows per pass over the outputs read slower
+  // from DRAM: 16-19 against 13-16 ms for the case above).
+  const std::int64_t full = D / 8 * 8;
+  for (std::int64_t j = 0; j < jn; ++j) {
+    const E* row = values + j * kv_stride;
+    for (std::int64_t f = 0; f < H; ++f) {
+      const __m256 pj = _mm256_broadcast_ss(p + f * kKeyBlock + j);
+      const E* v = row + f * D;
+      float* o = out + f * out_stride;
+      std::int64_t d = 0;
+      for (; d < full; d += 8) _mm256_storeu_ps(o + d, _mm256_fmadd_ps(pj, load8(v + d), _mm256_loadu_ps(o + d)));
+      if (d < D) store_lanes(o + d, _mm256_fmadd_ps(pj, load8_partial(v + d, D - d), load_lanes(o + d, D - d)), D - d);
     }
   }
 }
@@ -433,6 +512,7 @@ NNX_TARGET_AVX2_FMA inline void attend_with(const float* q, std::int64_t q_row_s
   alignas(64) static thread_local union {
     float packed[2][a::kKeyBlock * kMaxCompactHeadDim];
     std::int16_t q16[a::kStatesPerPass * kMaxCompactHeadDim];
+    float scores[a::kStatesPerPass * a::kKeyBlock];  // a decode's block (attend_rows)
   } scratch;
   std::int16_t* const q16 = scratch.q16;
   for (std::int64_t r0 = 0; r0 < R; r0 += rows_per_pass) {
@@ -454,6 +534,28 @@ NNX_TARGET_AVX2_FMA inline void attend_with(const float* q, std::int64_t q_row_s
                 ref::quantize_query_i16(q + r * q_row_stride + f * q_stride, D, q16 + state(r, f) * D) * scale;
         }
       for (std::int64_t j0 = 0; j0 < n_max; j0 += a::kKeyBlock) {
+        if (keys.type != KvType::i8 && G == 1) {
+          // One row reads this block (an MHA decode): every head of the pass at once, row by
+          // row. (A GQA group shares each key it loads instead, and its rows are shorter:
+          // attend_rows measured up to 2x slower there.)
+          const std::int64_t* first_reader = std::find_if(n + r0, n + r1, [&](std::int64_t nr) { return j0 < nr; });
+          const std::int64_t r = first_reader - n;
+          if (std::find_if(first_reader + 1, n + r1, [&](std::int64_t nr) { return j0 < nr; }) == n + r1) {
+            const std::int64_t jn = std::min(a::kKeyBlock, n[r] - j0);
+            const std::int64_t h = f0;  // G == 1
+            float* const o = out + r * out_row_stride + f0 * out_stride;
+            const float* const qr = q + r * q_row_stride + f0 * q_stride;
+            if (keys.type == KvType::f32)
+              a::attend_rows(qr, q_stride, f1 - f0, static_cast<const float*>(keys.at(j0, h, D).data),
+                             static_cast<const float*>(values.at(j0, h, D).data), kv_stride, jn, D, scale, o,
+                             out_stride, m + state(r, f0), l + state(r, f0), scratch.scores);
+            else
+              a::attend_rows(qr, q_stride, f1 - f0, static_cast<const std::uint16_t*>(keys.at(j0, h, D).data),
+                             static_cast<const std::uint16_t*>(values.at(j0, h, D).data), kv_stride, jn, D, scale, o,
+                             out_stride, m + state(r, f0), l + state(r, f0), scratch.scores);
+            continue;
+          }
+        }
         // Runs of query heads that share a KV head, at most kAttnMaxGroup at a time.
         for (std::int64_t f = f0; f < f1;) {
           const std::int64_t h = f / G;

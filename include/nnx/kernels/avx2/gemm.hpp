@@ -144,6 +144,25 @@ inline std::int64_t unpacked_panel_floats(std::int64_t M, std::int64_t N) noexce
   return unpacked_panel_rows(M, N) * unpacked_panel_stride(N);
 }
 
+// A decode's panel of B is kb short row streams (N floats each) that end before the hardware
+// prefetcher locks on to them. So each tile of `lines` cache lines per row prefetches, into
+// L2, every other one of the same lines of the next panel's kb rows (`next`: that panel's
+// first row in B; L2's adjacent-line prefetcher brings the rest). Past B's end the addresses
+// are formed as integers and simply never used (prefetches never fault). Measured on a Zen 4
+// EPYC, M = 1, avx512 tier: B from DRAM, K 3072 x N 768 597 -> 477 us (15.8 -> 19.8 GB/s) and
+// K 768 x N 3072 448 -> 386 us (21.1 -> 24.5 GB/s; stream-sum rate 22-27 GB/s); B in L3 3-6 %
+// slower. Every line instead of every other: the same from DRAM, 18 % slower from L3.
+NNX_TARGET_AVX2_FMA inline void prefetch_next_panel(const float* next, std::int64_t ldb, std::int64_t kb,
+                                                    int lines) noexcept {
+  const auto base = reinterpret_cast<std::uintptr_t>(next);
+  const auto row_bytes = static_cast<std::uintptr_t>(ldb) * sizeof(float);
+  for (std::int64_t r = 0; r < kb; ++r)
+    for (int l = 0; l < lines; l += 2)
+      _mm_prefetch(reinterpret_cast<const char*>(base + static_cast<std::uintptr_t>(r) * row_bytes +
+                                                 static_cast<std::uintptr_t>(l * 64)),
+                   _MM_HINT_T1);
+}
+
 // The unpacked path: B read in panels of kb rows, each streamed once from memory as kb
 // sequential row streams; every row tile of C passes over the panel while it is in L2 (so
 // a batch of 8 reads the weights once), resuming its chains from C. One or two rows use
@@ -176,6 +195,7 @@ NNX_TARGET_AVX2_FMA inline void gemm_unpacked(std::int64_t M, std::int64_t N, st
       std::int64_t j = 0;
       if (mr <= 2) {
         for (; j + 32 <= N; j += 32) {
+          prefetch_next_panel(B + (k0 + kb) * ldb + j, ldb, kb, 2);
           if (mr == 1)
             gemm_tile<1, 4, false>(kb, a, lda, b + j, ldbp, c + j, ldc, load_c, all);
           else

@@ -241,6 +241,7 @@ NNX_TARGET_AVX512 inline void gemm_unpacked(std::int64_t M, std::int64_t N, std:
           const std::int64_t w = std::min<std::int64_t>(64, N - j);
           const __mmask16 last = lanes16(w - 16 * ((w - 1) / 16));
           const int nv = static_cast<int>((w + 15) / 16);
+          avx2::detail::prefetch_next_panel(b + kb * ldb + j, ldb, kb, nv);
           if (nv == 4)
             tile_rows<4, false, 2>(mr, kb, a, lda, b + j, ldb, c + j, ldc, load_c, last);
           else if (nv == 3)
