@@ -471,6 +471,76 @@ NNX_TARGET_AVX2_FMA inline void attend_block_i8(const std::int16_t* q16, const f
   }
 }
 
+// attend_rows over i8 rows read as stored, with attend_block_i8's arithmetic (hence its
+// bits and the avx512 block kernel's): exact integer scores of 8 (head, row) pairs at a time
+// against the pass's int16 queries q16 + f * D with scales qscale[f], then each head's softmax
+// step and p_j sv_j, then every head's output from each value row in turn.
+NNX_TARGET_AVX2_FMA inline void attend_rows_i8(const std::int16_t* q16, const float* qscale, std::int64_t H,
+                                               const KvRows& keys, const KvRows& values, std::int64_t jn,
+                                               std::int64_t D, float* out, std::int64_t out_stride, float* m, float* l,
+                                               float* p) noexcept {
+  const auto* k8 = static_cast<const std::int8_t*>(keys.data);
+  const auto* v8 = static_cast<const std::int8_t*>(values.data);
+  const std::int64_t full16 = D / 16 * 16;
+  for (std::int64_t j = 0; j < jn; ++j) {
+    const std::int8_t* row = k8 + j * keys.stride;
+    const float* row_scales = keys.scales + j * keys.scale_stride;
+    for (std::int64_t f = 0; f < H; f += 8) {
+      std::int64_t g[8];
+      alignas(32) float key_scale[8], query_scale[8];
+      __m256i a[8];
+#pragma GCC unroll 8
+      for (int i = 0; i < 8; ++i) {
+        g[i] = std::min<std::int64_t>(f + i, H - 1);  // a partial group repeats the last pair
+        key_scale[i] = row_scales[g[i]];
+        query_scale[i] = qscale[g[i]];
+        a[i] = _mm256_setzero_si256();
+      }
+      for (std::int64_t d = 0; d < full16; d += 16) {
+#pragma GCC unroll 8
+        for (int i = 0; i < 8; ++i) {
+          const __m256i qv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q16 + g[i] * D + d));
+          const __m256i kv = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(row + g[i] * D + d)));
+          a[i] = _mm256_add_epi32(a[i], _mm256_madd_epi16(qv, kv));
+        }
+      }
+      alignas(32) std::int32_t dots[8];
+      _mm256_store_si256(reinterpret_cast<__m256i*>(dots), hsum8_epi32(a));
+      if (full16 < D)
+        for (int i = 0; i < 8; ++i)
+          for (std::int64_t d = full16; d < D; ++d) dots[i] += std::int32_t{q16[g[i] * D + d]} * row[g[i] * D + d];
+      alignas(32) float s[8];
+      _mm256_store_ps(s, _mm256_mul_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_load_si256(reinterpret_cast<const __m256i*>(dots))),
+                                                     _mm256_load_ps(key_scale)),
+                                       _mm256_load_ps(query_scale)));
+      for (std::int64_t i = 0; i < 8 && f + i < H; ++i) p[(f + i) * kKeyBlock + j] = s[i];
+    }
+  }
+  for (std::int64_t f = 0; f < H; ++f) {
+    float* pf = p + f * kKeyBlock;
+    const __m256 c = _mm256_set1_ps(softmax_step(pf, jn, m[f], l[f]));
+    for (std::int64_t j = 0; j < jn; ++j) pf[j] *= values.scales[j * values.scale_stride + f];
+    float* o = out + f * out_stride;
+    for (std::int64_t d = 0; d < D; d += 8) store_lanes(o + d, _mm256_mul_ps(load_lanes(o + d, D - d), c), D - d);
+  }
+  const std::int64_t full = D / 8 * 8;
+  for (std::int64_t j = 0; j < jn; ++j) {
+    const std::int8_t* row = v8 + j * values.stride;
+    for (std::int64_t f = 0; f < H; ++f) {
+      const float pj = p[f * kKeyBlock + j];
+      const __m256 vp = _mm256_set1_ps(pj);
+      const std::int8_t* v = row + f * D;
+      float* o = out + f * out_stride;
+      std::int64_t d = 0;
+      for (; d < full; d += 8) {
+        const __m256i x = _mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(v + d)));
+        _mm256_storeu_ps(o + d, _mm256_fmadd_ps(vp, _mm256_cvtepi32_ps(x), _mm256_loadu_ps(o + d)));
+      }
+      for (; d < D; ++d) o[d] = std::fma(pj, static_cast<float>(v[d]), o[d]);
+    }
+  }
+}
+
 }  // namespace detail::attn
 
 // R query rows, each with the G query heads of each of Hk KV heads, row r over keys
@@ -512,8 +582,8 @@ NNX_TARGET_AVX2_FMA inline void attend_with(const float* q, std::int64_t q_row_s
   alignas(64) static thread_local union {
     float packed[2][a::kKeyBlock * kMaxCompactHeadDim];
     std::int16_t q16[a::kStatesPerPass * kMaxCompactHeadDim];
-    float scores[a::kStatesPerPass * a::kKeyBlock];  // a decode's block (attend_rows)
   } scratch;
+  alignas(64) static thread_local float scores[a::kStatesPerPass * a::kKeyBlock];  // attend_rows's block
   std::int16_t* const q16 = scratch.q16;
   for (std::int64_t r0 = 0; r0 < R; r0 += rows_per_pass) {
     const std::int64_t r1 = std::min(R, r0 + rows_per_pass);
@@ -534,7 +604,7 @@ NNX_TARGET_AVX2_FMA inline void attend_with(const float* q, std::int64_t q_row_s
                 ref::quantize_query_i16(q + r * q_row_stride + f * q_stride, D, q16 + state(r, f) * D) * scale;
         }
       for (std::int64_t j0 = 0; j0 < n_max; j0 += a::kKeyBlock) {
-        if (keys.type != KvType::i8 && G == 1) {
+        if (G == 1) {
           // One row reads this block (an MHA decode): every head of the pass at once, row by
           // row. (A GQA group shares each key it loads instead, and its rows are shorter:
           // attend_rows measured up to 2x slower there.)
@@ -545,14 +615,18 @@ NNX_TARGET_AVX2_FMA inline void attend_with(const float* q, std::int64_t q_row_s
             const std::int64_t h = f0;  // G == 1
             float* const o = out + r * out_row_stride + f0 * out_stride;
             const float* const qr = q + r * q_row_stride + f0 * q_stride;
-            if (keys.type == KvType::f32)
+            if (keys.type == KvType::i8)
+              a::attend_rows_i8(q16 + state(r, f0) * D, qscale + state(r, f0), f1 - f0, keys.at(j0, h, D),
+                                values.at(j0, h, D), jn, D, o, out_stride, m + state(r, f0), l + state(r, f0),
+                                scores);
+            else if (keys.type == KvType::f32)
               a::attend_rows(qr, q_stride, f1 - f0, static_cast<const float*>(keys.at(j0, h, D).data),
                              static_cast<const float*>(values.at(j0, h, D).data), kv_stride, jn, D, scale, o,
-                             out_stride, m + state(r, f0), l + state(r, f0), scratch.scores);
+                             out_stride, m + state(r, f0), l + state(r, f0), scores);
             else
               a::attend_rows(qr, q_stride, f1 - f0, static_cast<const std::uint16_t*>(keys.at(j0, h, D).data),
                              static_cast<const std::uint16_t*>(values.at(j0, h, D).data), kv_stride, jn, D, scale, o,
-                             out_stride, m + state(r, f0), l + state(r, f0), scratch.scores);
+                             out_stride, m + state(r, f0), l + state(r, f0), scores);
             continue;
           }
         }
