@@ -137,7 +137,7 @@ TEST_CASE("attend_f32 over many query rows on every tier", "[kernels][attention]
     std::uint32_t seed = 500;
     for (i64 D : {13, 64})
       for (i64 G : {1, 4})
-        for (i64 Hk : {1, 3})
+        for (i64 Hk : {1, 3, 12})  // 12: an MHA decode's full and partial groups of 8 (head, row) pairs
           for (i64 R : {1, 7, 100}) {
             const i64 H = G * Hk, S = 300, kv_stride = Hk * D;
             const auto q = random_floats(static_cast<std::size_t>(R * H * D), seed++, -2.0f, 2.0f);
@@ -211,7 +211,7 @@ TEST_CASE("attend over bf16 rows gives the bits of their widened f32 values", "[
     std::uint32_t seed = 1300;
     for (i64 D : {1, 7, 8, 13, 64, 67, 128, 256})
       for (i64 G : {1, 4})
-        for (i64 Hk : {1, 3})
+        for (i64 Hk : {1, 3, 12})
           for (i64 R : {1, 5, 64}) {
             const i64 kv_heads = Hk + 1, H = G * Hk, S = 150, kv_stride = kv_heads * D;
             const auto q = random_floats(static_cast<std::size_t>(R * H * D), seed++, -2.0f, 2.0f);
@@ -247,7 +247,7 @@ TEST_CASE("attend over i8 rows matches a double reference over the stored values
   std::uint32_t seed = 1700;
   for (i64 D : {1, 7, 8, 13, 16, 64, 67, 128, 256})
     for (i64 G : {1, 4})
-      for (i64 Hk : {1, 3})
+      for (i64 Hk : {1, 3, 12})  // 12: an MHA decode's full and partial groups of 8 (head, row) pairs
         for (i64 R : {1, 5, 64}) {
           const i64 kv_heads = Hk + 1, H = G * Hk, S = 150, kv_stride = kv_heads * D;
           const auto q = random_floats(static_cast<std::size_t>(R * H * D), seed++, -2.0f, 2.0f);
