@@ -290,8 +290,8 @@ NNX_TARGET_AVX2_FMA inline void attend_block(const float* q, std::int64_t q_stri
 // benchmarks/RESULTS.md.
 template <class E>
 NNX_TARGET_AVX2_FMA inline void attend_rows(const float* q, std::int64_t q_stride, std::int64_t H, const E* keys,
-                                            const E* values, std::int64_t kv_stride, std::int64_t jn, std::int64_t D, float scale,
-                                            float* out, std::int64_t out_stride, float* m, float* l,
+                                            const E* values, std::int64_t kv_stride, std::int64_t jn, std::int64_t D,
+                                            float scale, float* out, std::int64_t out_stride, float* m, float* l,
                                             float* p) noexcept {
   const __m256i d_tail = lane_mask(D - D / 8 * 8);
   for (std::int64_t j = 0; j < jn; ++j) {
@@ -512,10 +512,9 @@ NNX_TARGET_AVX2_FMA inline void attend_rows_i8(const std::int16_t* q16, const fl
       if (full16 < D)
         for (int i = 0; i < 8; ++i)
           for (std::int64_t d = full16; d < D; ++d) dots[i] += std::int32_t{q16[g[i] * D + d]} * row[g[i] * D + d];
+      const __m256 dot = _mm256_cvtepi32_ps(_mm256_load_si256(reinterpret_cast<const __m256i*>(dots)));
       alignas(32) float s[8];
-      _mm256_store_ps(s, _mm256_mul_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_load_si256(reinterpret_cast<const __m256i*>(dots))),
-                                                     _mm256_load_ps(key_scale)),
-                                       _mm256_load_ps(query_scale)));
+      _mm256_store_ps(s, _mm256_mul_ps(_mm256_mul_ps(dot, _mm256_load_ps(key_scale)), _mm256_load_ps(query_scale)));
       for (std::int64_t i = 0; i < 8 && f + i < H; ++i) p[(f + i) * kKeyBlock + j] = s[i];
     }
   }
