@@ -396,10 +396,15 @@ inline constexpr std::int64_t kPackMinRows = 16;
 inline constexpr std::int64_t kPackMinCols = 8192;
 inline constexpr std::int64_t kCopyMinRows = 3;
 
-// C[i][j] for MR rows of A and NR rows of B (each element its own 8-lane accumulator).
+// C[i][j] for MR rows of A and NR rows of B (each element its own 8-lane accumulator). With
+// `prefetch`, B's rows are a region read tile after tile front to back (ldb = K), prefetched
+// as one stream (prefetch_ahead): a tile's rows are too short for the hardware prefetcher.
+// From DRAM on a Zen 4 (K 768 x N 50257, a tied GPT-2 head): M = 1 17 -> 23 GB/s, M = 8 6.4 ->
+// 10.4 (two threads: 29 -> 34, 12.4 -> 19).
 template <int MR, int NR>
 NNX_TARGET_AVX2_FMA inline void gemm_bt_tile(std::int64_t K, const float* a, std::int64_t lda, const float* b,
-                                             std::int64_t ldb, float* c, std::int64_t ldc) noexcept {
+                                             std::int64_t ldb, float* c, std::int64_t ldc,
+                                             bool prefetch = false) noexcept {
   __m256 acc[MR][NR];
 #pragma GCC unroll 8
   for (int i = 0; i < MR; ++i)
@@ -407,6 +412,7 @@ NNX_TARGET_AVX2_FMA inline void gemm_bt_tile(std::int64_t K, const float* a, std
     for (int j = 0; j < NR; ++j) acc[i][j] = _mm256_setzero_ps();
   const std::int64_t k8 = K - K % 8;
   for (std::int64_t k = 0; k < k8; k += 8) {
+    if (prefetch && k % 16 == 0) prefetch_ahead<NR>(b, k * std::int64_t{sizeof(float)});
     __m256 bv[NR];
 #pragma GCC unroll 8
     for (int j = 0; j < NR; ++j) bv[j] = _mm256_loadu_ps(b + j * ldb + k);
@@ -435,13 +441,13 @@ NNX_TARGET_AVX2_FMA inline void gemm_bt_tile(std::int64_t K, const float* a, std
 
 template <int NR>
 NNX_TARGET_AVX2_FMA inline void gemm_bt_tile_rows(int mr, std::int64_t K, const float* a, std::int64_t lda,
-                                                  const float* b, std::int64_t ldb, float* c,
-                                                  std::int64_t ldc) noexcept {
+                                                  const float* b, std::int64_t ldb, float* c, std::int64_t ldc,
+                                                  bool prefetch) noexcept {
   switch (mr) {
-    case 1: gemm_bt_tile<1, NR>(K, a, lda, b, ldb, c, ldc); break;
-    case 2: gemm_bt_tile<2, NR>(K, a, lda, b, ldb, c, ldc); break;
-    case 3: gemm_bt_tile<3, NR>(K, a, lda, b, ldb, c, ldc); break;
-    default: gemm_bt_tile<4, NR>(K, a, lda, b, ldb, c, ldc); break;
+    case 1: gemm_bt_tile<1, NR>(K, a, lda, b, ldb, c, ldc, prefetch); break;
+    case 2: gemm_bt_tile<2, NR>(K, a, lda, b, ldb, c, ldc, prefetch); break;
+    case 3: gemm_bt_tile<3, NR>(K, a, lda, b, ldb, c, ldc, prefetch); break;
+    default: gemm_bt_tile<4, NR>(K, a, lda, b, ldb, c, ldc, prefetch); break;
   }
 }
 
@@ -514,6 +520,7 @@ NNX_TARGET_AVX2_FMA inline void gemm_f32_bt(std::int64_t M, std::int64_t N, std:
                                             std::int64_t lda, const float* B, std::int64_t ldb, float* C,
                                             std::int64_t ldc) noexcept {
   if (M <= 0 || N <= 0) return;
+  const bool rows_contiguous = ldb == K;  // B is then one region, prefetched as a stream
   if (M < 4) {
     // Decode: 8 rows of B per tile give 8 independent chains per row of A.
     for (std::int64_t j = 0; j < N; j += 8) {
@@ -523,7 +530,7 @@ NNX_TARGET_AVX2_FMA inline void gemm_f32_bt(std::int64_t M, std::int64_t N, std:
         float* c = C + i * ldc + j;
         const float* b = B + j * ldb;
         switch (nr) {
-          case 8: detail::gemm_bt_tile<1, 8>(K, a, lda, b, ldb, c, ldc); break;
+          case 8: detail::gemm_bt_tile<1, 8>(K, a, lda, b, ldb, c, ldc, rows_contiguous && i == 0); break;
           case 7: detail::gemm_bt_tile<1, 7>(K, a, lda, b, ldb, c, ldc); break;
           case 6: detail::gemm_bt_tile<1, 6>(K, a, lda, b, ldb, c, ldc); break;
           case 5: detail::gemm_bt_tile<1, 5>(K, a, lda, b, ldb, c, ldc); break;
@@ -548,12 +555,14 @@ NNX_TARGET_AVX2_FMA inline void gemm_f32_bt(std::int64_t M, std::int64_t N, std:
         const float* a = A + i * lda;
         const float* b = B + j * ldb;
         float* c = C + i * ldc + j;
+        // The first row tile reads the block from memory.
+        const bool prefetch = rows_contiguous && i == 0;
         if (nr == 3)
-          detail::gemm_bt_tile_rows<3>(mr, K, a, lda, b, ldb, c, ldc);
+          detail::gemm_bt_tile_rows<3>(mr, K, a, lda, b, ldb, c, ldc, prefetch);
         else if (nr == 2)
-          detail::gemm_bt_tile_rows<2>(mr, K, a, lda, b, ldb, c, ldc);
+          detail::gemm_bt_tile_rows<2>(mr, K, a, lda, b, ldb, c, ldc, prefetch);
         else
-          detail::gemm_bt_tile_rows<1>(mr, K, a, lda, b, ldb, c, ldc);
+          detail::gemm_bt_tile_rows<1>(mr, K, a, lda, b, ldb, c, ldc, prefetch);
       }
     }
   }

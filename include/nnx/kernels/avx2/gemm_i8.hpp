@@ -89,29 +89,6 @@ NNX_TARGET_AVX2_FMA inline __m256 load8_ps_partial(const narrow_t<W>* p, int r) 
 // that each row is a stream of whole lines.
 inline constexpr std::int64_t kRowBytesPerIter = 64;
 
-// How far ahead of a tile's reads its weights are prefetched, into L2. A tile's rows are
-// short streams (768 bytes at K = 768), too short for the hardware prefetcher to lock on to
-// before they end; but the rows are contiguous, so tile after tile reads one region front to
-// back, and the tile prefetches that region as one stream: per iteration, the NR lines that
-// lie kPrefetchAheadBytes past the NR x 64 bytes it consumes. Measured with weights from DRAM
-// on a Zen 4 EPYC (M = 1, 1 thread, stream-sum rate 22 GB/s): K 768 x N 3072 went from 9 GB/s
-// (8 rows ahead into L1, the previous scheme) to 18-19, K 3072 x N 768 from 14 to 21-22; 8 and
-// 16 KiB ahead into L1 reached 15-20, 32 KiB into L2 the same as 24. Past the region's end
-// the prefetched lines are simply never used (the address is formed as an integer: no pointer
-// leaves its array, and prefetches never fault).
-inline constexpr std::int64_t kPrefetchAheadBytes = 24 * 1024;
-
-// For a tile of NR rows starting at `rows` that is about to read bytes [k_bytes, k_bytes + 64)
-// of each row.
-template <int NR>
-NNX_TARGET_AVX2_FMA inline void prefetch_ahead(const void* rows, std::int64_t k_bytes) noexcept {
-  const auto ahead = reinterpret_cast<std::uintptr_t>(rows) +
-                     static_cast<std::uintptr_t>(kPrefetchAheadBytes + k_bytes * NR);
-#pragma GCC unroll 16
-  for (int j = 0; j < NR; ++j)
-    _mm_prefetch(reinterpret_cast<const char*>(ahead + static_cast<std::uintptr_t>(j * 64)), _MM_HINT_T1);
-}
-
 // One step of 8 along k for an MR x NR tile: acc[i][j] = fma(x[i][k..k+8), q[j][k..k+8), acc).
 // The smaller side is held in registers and the other streamed past it, so that the
 // accumulators and the held vectors fit the 16 registers; both orders compute each

@@ -65,7 +65,7 @@ NNX_TARGET_AVX512 inline void tile(std::int64_t K, const std::int8_t* xq, std::i
     for (int j = 0; j < NR; ++j) acc[i][j] = _mm512_setzero_si512();
   for (std::int64_t k = 0; k < K; k += 64) {
     const __mmask64 m = bytes64(K - k);
-    avx2::detail::i8::prefetch_ahead<NR>(q, k);
+    avx2::prefetch_ahead<NR>(q, k);
     __m512i w[NR];
 #pragma GCC unroll 8
     for (int j = 0; j < NR; ++j) {

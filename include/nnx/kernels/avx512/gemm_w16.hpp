@@ -92,7 +92,7 @@ NNX_TARGET_AVX512 inline void pair_tile(std::int64_t K, const float* x, std::int
     for (int p = 0; p < NP; ++p) acc[i][p] = _mm512_setzero_ps();
   std::int64_t k = 0;
   for (; k + kPerIter <= K; k += kPerIter) {
-    avx2::detail::i8::prefetch_ahead<2 * NP>(q, 2 * k);
+    avx2::prefetch_ahead<2 * NP>(q, 2 * k);
 #pragma GCC unroll 8
     for (std::int64_t u = 0; u < kPerIter; u += 8) pair_step<W, MR, NP>(acc, k + u, x, ldx, q, ldq);
   }
