@@ -58,6 +58,15 @@ struct Prefetch {
   std::int64_t stride = 0;
 };
 
+// Step k's `lines` lines of p (the address is formed as an integer: prefetches never fault).
+NNX_TARGET_AVX2_FMA inline void prefetch_step(const Prefetch& p, std::int64_t k, int lines) noexcept {
+  if (p.row == 0) return;
+  const std::uintptr_t at = p.row + static_cast<std::uintptr_t>(k * p.stride);
+#pragma GCC unroll 4
+  for (int l = 0; l < lines; ++l)
+    _mm_prefetch(reinterpret_cast<const char*>(at + static_cast<std::uintptr_t>(64 * l)), _MM_HINT_T1);
+}
+
 // One MR x (8*NV) tile of C: for k in [0, kc), C[i][j] = fma(A[i][k], b[k][j], C[i][j]),
 // starting from C (load_c) or zero. A[i][k] is a[i * lda + k], or a[k * 6 + i] for a packed
 // panel (kPackedA); b has row stride ldb (a packed panel or B itself). With kMasked only
@@ -82,11 +91,7 @@ NNX_TARGET_AVX2_FMA inline void gemm_tile(std::int64_t kc, const float* a, std::
   }
   for (std::int64_t k = 0; k < kc; ++k) {
     const float* bk = b + k * ldb;
-    if (prefetch.row != 0)
-#pragma GCC unroll 4
-      for (int l = 0; l < (NV + 1) / 2; ++l)
-        _mm_prefetch(reinterpret_cast<const char*>(prefetch.row + static_cast<std::uintptr_t>(k * prefetch.stride + 64 * l)),
-                     _MM_HINT_T1);
+    prefetch_step(prefetch, k, (NV + 1) / 2);  // a line holds two vectors
     __m256 bv[NV];
 #pragma GCC unroll 4
     for (int v = 0; v < NV; ++v) bv[v] = v == NV - 1 ? load<kMasked>(bk + 8 * v, mask) : _mm256_loadu_ps(bk + 8 * v);
@@ -223,7 +228,7 @@ NNX_TARGET_AVX2_FMA inline void gemm_unpacked(std::int64_t M, std::int64_t N, st
         }
       }
       for (; j < N; j += 16) {
-        const Prefetch pf{i0 == 0 && next_panel != 0 ? next_panel + static_cast<std::uintptr_t>(j) * sizeof(float) : 0,
+        const Prefetch pf{i0 == 0 && next_panel ? next_panel + static_cast<std::uintptr_t>(j) * sizeof(float) : 0,
                           ldb * std::int64_t{sizeof(float)}};
         gemm_tile_16<false>(mr, static_cast<int>(std::min<std::int64_t>(16, N - j)), kb, a, lda, b + j, ldbp, c + j,
                             ldc, load_c, pf);

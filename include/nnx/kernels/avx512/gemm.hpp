@@ -52,11 +52,7 @@ NNX_TARGET_AVX512 inline void tile(std::int64_t kc, const float* a, std::int64_t
   }
   for (std::int64_t k = 0; k < kc; ++k) {
     const float* bk = b + k * ldb;
-    if (prefetch.row != 0)
-#pragma GCC unroll 4
-      for (int v = 0; v < NV; ++v)
-        _mm_prefetch(reinterpret_cast<const char*>(prefetch.row + static_cast<std::uintptr_t>(k * prefetch.stride + 64 * v)),
-                     _MM_HINT_T1);
+    avx2::detail::prefetch_step(prefetch, k, NV);
     __m512 bv[NV];
 #pragma GCC unroll 4
     for (int v = 0; v < NV; ++v)
