@@ -3,8 +3,10 @@
 //
 //   ckpt info PATH
 //       The tree: one line per leaf (path, kind, dtype, shape, axes when stored), then the
-//       parameter count, bytes, quantization, layout (stacked or per-layer) and format (native TrainState / native params-only
-//       / hugging face). examples/train --out DIR writes DIR/state (a TrainState) and DIR/model.
+//       parameter count (and the LoRA adapters' when there are any: an adapter checkpoint holds
+//       only those), bytes, quantization, layout (stacked or per-layer) and format (native
+//       TrainState / native params-only / native LoRA adapter / hugging face). examples/train
+//       --out DIR writes DIR/state (a TrainState) and DIR/model.
 //   ckpt compare A B [--rtol R] [--atol A]
 //       A per-leaf table: path, dtype, shape, max abs diff, max rel diff, status (equal, differs,
 //       missing in A, missing in B, shape mismatch, dtype mismatch). Either side may be a
@@ -69,7 +71,13 @@ std::string pad(std::string s, std::size_t w) {
 std::string format_name(const nnx::CheckpointContents& c) {
   if (c.source == nnx::CheckpointSource::hugging_face)
     return "hugging face (" + c.model_config.value("model_type", std::string("?")) + ")";
-  return std::string("native, ") + (c.train_state ? "TrainState" : "params-only");
+  return std::string("native, ") + (c.train_state ? "TrainState" : c.lora_adapter ? "LoRA adapter" : "params-only");
+}
+
+// The value after the flag args[i], moving i onto it; a UsageError when the flag ends the line.
+const std::string& flag_value(const std::vector<std::string>& args, std::size_t& i) {
+  if (i + 1 >= args.size()) throw UsageError(args[i] + " needs a value");
+  return args[++i];
 }
 
 int info(const std::vector<std::string>& args) {
@@ -93,6 +101,8 @@ int info(const std::vector<std::string>& args) {
   }
   std::printf("leaves: %zu\n", c.leaves.size());
   std::printf("parameters: %lld\n", static_cast<long long>(c.parameter_count()));
+  if (const std::int64_t lora = c.lora_parameter_count())
+    std::printf("lora parameters: %lld\n", static_cast<long long>(lora));
   std::printf("bytes: %zu\n", c.nbytes());
   if (quantized)
     std::printf("quantization: int8 (%zu QTensor leaves)\n", quantized);
@@ -110,8 +120,7 @@ int compare(const std::vector<std::string>& args) {
   for (std::size_t i = 0; i < args.size(); ++i) {
     const std::string& a = args[i];
     if (a == "--rtol" || a == "--atol") {
-      if (i + 1 >= args.size()) throw UsageError(a + " needs a value");
-      (a == "--rtol" ? options.rtol : options.atol) = cli::parse_double(a, args[++i], 0.0);
+      (a == "--rtol" ? options.rtol : options.atol) = cli::parse_double(a, flag_value(args, i), 0.0);
     } else if (a.starts_with("--")) {
       throw UsageError("compare: unknown flag " + a + " (expected --rtol or --atol)");
     } else {
@@ -146,16 +155,12 @@ int export_cmd(const std::vector<std::string>& args) {
   nnx::ExportOptions options;
   for (std::size_t i = 0; i < args.size(); ++i) {
     const std::string& a = args[i];
-    auto value = [&]() -> const std::string& {
-      if (i + 1 >= args.size()) throw UsageError(a + " needs a value");
-      return args[++i];
-    };
     if (a == "--in") {
-      in = value();
+      in = flag_value(args, i);
     } else if (a == "--out") {
-      out = value();
+      out = flag_value(args, i);
     } else if (a == "--dtype") {
-      const std::string& d = value();
+      const std::string& d = flag_value(args, i);
       if (d == "bf16")
         options.dtype = nnx::DType::bf16;
       else if (d == "f32")
@@ -180,13 +185,9 @@ int convert_cmd(const std::vector<std::string>& args) {
   std::string in, out, layout;
   for (std::size_t i = 0; i < args.size(); ++i) {
     const std::string& a = args[i];
-    auto value = [&]() -> const std::string& {
-      if (i + 1 >= args.size()) throw UsageError(a + " needs a value");
-      return args[++i];
-    };
-    if (a == "--in") in = value();
-    else if (a == "--out") out = value();
-    else if (a == "--layout") layout = value();
+    if (a == "--in") in = flag_value(args, i);
+    else if (a == "--out") out = flag_value(args, i);
+    else if (a == "--layout") layout = flag_value(args, i);
     else throw UsageError("convert: unknown argument " + a + " (expected --in, --out, --layout)");
   }
   if (in.empty() || out.empty() || layout.empty())
@@ -204,13 +205,9 @@ int merge_lora_cmd(const std::vector<std::string>& args) {
   bool hugging_face = false;
   for (std::size_t i = 0; i < args.size(); ++i) {
     const std::string& a = args[i];
-    auto value = [&]() -> const std::string& {
-      if (i + 1 >= args.size()) throw UsageError(a + " needs a value");
-      return args[++i];
-    };
-    if (a == "--in") in = value();
-    else if (a == "--lora") lora = value();
-    else if (a == "--out") out = value();
+    if (a == "--in") in = flag_value(args, i);
+    else if (a == "--lora") lora = flag_value(args, i);
+    else if (a == "--out") out = flag_value(args, i);
     else if (a == "--hf") hugging_face = true;
     else throw UsageError("merge-lora: unknown argument " + a + " (expected --in, --lora, --out, --hf)");
   }

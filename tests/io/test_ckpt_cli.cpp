@@ -417,6 +417,15 @@ TEST_CASE("ckpt bad input: one line naming the path, exit 2", "[ckpt][cli]") {
   const auto number = ckpt("compare a b --rtol abc");
   CHECK(number.code == 2);
   CHECK(number.err.find("--rtol: 'abc'") != std::string::npos);
+  for (const std::string cmd : {"compare a b --rtol", "export --in a --out", "convert --in a --out b --layout",
+                                 "merge-lora --in a --lora"}) {
+    const auto dangling = ckpt(cmd);
+    INFO(cmd);
+    CHECK(dangling.code == 2);
+    CHECK(one_line(dangling));
+    const std::string flag_name = cmd.substr(cmd.rfind(' ') + 1);
+    CHECK(dangling.err.find(flag_name + " needs a value") != std::string::npos);
+  }
   const auto sub = ckpt("rotate --in a --out b");
   CHECK(sub.code == 2);
   CHECK(sub.err.find("unknown subcommand 'rotate' (expected info, compare, export, convert or merge-lora)") !=

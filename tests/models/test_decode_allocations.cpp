@@ -151,3 +151,14 @@ TEST_CASE("a warm Engine::generate step makes the same few small allocations at 
   CHECK(count <= 11 * cfg.n_layer + 30);
   CHECK(bytes < 3 * cfg.vocab_size * static_cast<std::int64_t>(sizeof(float)));  // less than the logits
 }
+
+TEST_CASE("a warm decode step with LoRA adapters makes no heap allocation", "[models][allocation][lora]") {
+  // Adapters are applied unmerged on every step (a served fine-tune): their down and up
+  // products reuse pooled buffers like the base weights' products do.
+  nnx::Rngs rngs{0};
+  nnx::Llama model(small_llama(), nnx::Mode::autoregressive, rngs, {.cache_batch = 2, .cache_length = 64});
+  REQUIRE(nnx::add_lora(model, {.rank = 4, .alpha = 8, .targets = "attn|mlp"}, rngs).size() == 14);
+  auto [bytes, count] = warm_decode_heap_use(model);
+  CHECK(count == 0);
+  CHECK(bytes == 0);
+}

@@ -310,6 +310,17 @@ TEST_CASE("train --lora-rank: adapters alone saved, resumed bitwise, served unme
       for (float x : adapter.get(name).span<float>()) trained = trained || x != 0.0f;
   }
   CHECK(trained);
+  // ckpt info reads an adapter checkpoint (its config holds the base model's under "model") and
+  // counts the adapters' parameters apart (it holds no base Param).
+  std::int64_t adapter_numel = 0;
+  for (const auto& name : adapter.names()) adapter_numel += adapter.get(name).numel();
+  const auto adapter_info = run_command(std::string(NNX_CKPT_BIN) + " info " + (tmp.path / "whole" / "model").string());
+  INFO(adapter_info.err);
+  REQUIRE(adapter_info.code == 0);
+  CHECK(adapter_info.out.find("\nparameters: 0\nlora parameters: " + std::to_string(adapter_numel) + "\n") !=
+        std::string::npos);
+  CHECK(adapter_info.out.find("layout: per-layer\n") != std::string::npos);
+  CHECK(adapter_info.out.find("format: native, LoRA adapter\n") != std::string::npos);
   // DIR/state: adapters, their moments and the step; no base weight.
   auto state = nnx::io::SafetensorsFile::open(tmp.path / "whole" / "state" / "model.safetensors");
   for (const auto& name : state.names()) {

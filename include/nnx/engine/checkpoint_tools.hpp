@@ -77,6 +77,7 @@ struct CheckpointContents {
   std::filesystem::path dir;
   CheckpointSource source = CheckpointSource::native;
   bool train_state = false;     // a TrainState (model/, mu/, nu/, step), as examples/train saves DIR/state
+  bool lora_adapter = false;    // adapters alone (nnx/engine/lora_checkpoint.hpp): train --lora-rank's DIR/model
   nlohmann::json model_config;  // the model's config (a train state's "model" entry); null when none
   std::vector<CheckpointLeaf> leaves;  // native: in the file's order; Hugging Face: the model's order
 
@@ -90,6 +91,13 @@ struct CheckpointContents {
     std::int64_t n = 0;
     for (const CheckpointLeaf& l : leaves)
       if (is_param(l)) n += l.numel();
+    return n;
+  }
+  // The LoRA adapters' parameters (LoraParam leaves): an adapter checkpoint holds only these.
+  std::int64_t lora_parameter_count() const {
+    std::int64_t n = 0;
+    for (const CheckpointLeaf& l : leaves)
+      if (l.kind == "LoraParam" && (!train_state || l.path.starts_with("model/"))) n += l.numel();
     return n;
   }
   std::size_t nbytes() const {
@@ -163,7 +171,9 @@ inline CheckpointContents read_native_contents(const std::filesystem::path& dir)
     under_model = under_model && (l.path.starts_with("model/") || l.path.starts_with("mu/") ||
                                   l.path.starts_with("nu/") || l.path == "step");
   out.train_state = has_step && under_model;
-  if (out.train_state && config.is_object() && config.contains("model"))
+  // An adapter checkpoint keeps its base model's config under "model", beside "lora".
+  out.lora_adapter = !out.train_state && config.is_object() && config.contains("lora") && config.contains("model");
+  if ((out.train_state || out.lora_adapter) && config.is_object() && config.contains("model"))
     out.model_config = config["model"];
   else if (!out.train_state)
     out.model_config = config;
