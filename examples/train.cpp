@@ -4,7 +4,7 @@
 //         [--weight-decay X] [--grad-accum K] [--clip X] [--seed S] [--threads N] [--out DIR]
 //         [--resume DIR] [--log FILE.csv]
 //         [--log-every N] [--eval-batches N] [--save-every N] [--min-lr X] [--optimizer adamw|sgd]
-//         [--vocab-tiles K] [--qk-clip TAU]
+//         [--vocab-tiles K] [--qk-clip TAU] [--layout per-layer|stacked]
 //   train --model PATH --data FILE --steps N ...          fine-tunes a checkpoint instead
 //   train --model PATH --lora-rank R [--lora-alpha A] [--lora-targets PATTERN] --data FILE --steps N ...
 //                                                         trains LoRA adapters on a frozen base
@@ -29,7 +29,10 @@
 // K vocabulary tiles, so the [batch, seq, vocab] logits never exist whole (the same loss and
 // gradients up to rounding, for the head's GEMM run twice). --qk-clip TAU applies QK-Clip after
 // every update: attention heads whose largest pre-softmax logit in the batch exceeded TAU get
-// their query and key projections scaled down to it (0, the default: off).
+// their query and key projections scaled down to it (0, the default: off). --layout stacked
+// trains with the decoder layers stacked (one leaf per parameter path with a leading layers
+// axis, as `ckpt convert --layout stacked` writes them): the same losses and parameters bit for
+// bit, and DIR/state and DIR/model are saved stacked (generate and serve_batch serve them so).
 //
 // --out DIR writes DIR/state (the whole TrainState: model, AdamW moments, step, and the run's
 // settings) and DIR/model (the parameters alone, with config.json-style config: generate and
@@ -100,6 +103,7 @@ constexpr const char* kUsage =
     "             [--weight-decay X] [--grad-accum K] [--clip X] [--seed S] [--threads N] [--out DIR]\n"
     "             [--resume DIR] [--log FILE.csv] [--log-every N] [--eval-batches N] [--save-every N]\n"
     "             [--min-lr X] [--optimizer adamw|sgd] [--vocab-tiles K] [--qk-clip TAU]\n"
+    "             [--layout per-layer|stacked]\n"
     "       train --model PATH --data FILE --steps N ...   (fine-tune a checkpoint)\n"
     "       train --model PATH --lora-rank R [--lora-alpha A] [--lora-targets REGEX] --data FILE --steps N ...\n"
     "       train --model PATH --tokens 1,2,3 --dump-grads FILE\n"
@@ -122,6 +126,7 @@ struct Settings {
   std::int64_t lora_rank = 0;  // > 0: train LoRA adapters on the frozen base
   double lora_alpha = 0.0;     // 0: 2 * rank
   std::string lora_targets = "attn";
+  nnx::Layout layout = nnx::Layout::per_layer;  // of the decoder layers while training and in what is saved
 
   nnx::LoraConfig lora() const { return {lora_rank, lora_alpha > 0 ? lora_alpha : 2.0 * lora_rank, lora_targets}; }
 
@@ -131,7 +136,7 @@ struct Settings {
             {"min_lr", min_lr}, {"weight_decay", weight_decay}, {"clip", clip}, {"seed", seed},
             {"optimizer", optimizer}, {"vocab_tiles", vocab_tiles}, {"qk_clip", qk_clip},
             {"reference", reference}, {"dpo_beta", dpo_beta}, {"base", base}, {"lora_rank", lora_rank},
-            {"lora_alpha", lora_alpha}, {"lora_targets", lora_targets}};
+            {"lora_alpha", lora_alpha}, {"lora_targets", lora_targets}, {"layout", nnx::layout_name(layout)}};
   }
   static Settings from_json(const nlohmann::json& j, const std::string& source) {
     try {
@@ -156,8 +161,9 @@ struct Settings {
       s.lora_rank = j.value("lora_rank", std::int64_t{0});
       s.lora_alpha = j.value("lora_alpha", 0.0);
       s.lora_targets = j.value("lora_targets", std::string("attn"));
+      s.layout = nnx::parse_layout(j.value("layout", std::string("per-layer")));
       return s;
-    } catch (const nlohmann::json::exception& e) {
+    } catch (const std::exception& e) {
       throw nnx::CheckpointError(source + ": the saved run settings are incomplete (" + e.what() + ")");
     }
   }
@@ -230,6 +236,11 @@ Args parse_args(int argc, char** argv) {
       if (s.dpo_beta == 0) throw UsageError("--dpo-beta: must be > 0");
     }
     else if (flag == "--dump-grads") a.dump_grads = value;
+    else if (flag == "--layout") {
+      if (value != "per-layer" && value != "stacked")
+        throw UsageError("--layout: expected per-layer or stacked, got '" + value + "'");
+      s.layout = nnx::parse_layout(value);
+    }
     else if (flag == "--lora-rank") s.lora_rank = parse_int(flag, value, 1);
     else if (flag == "--lora-alpha") {
       s.lora_alpha = parse_double(flag, value, 0.0);
@@ -252,8 +263,12 @@ Args parse_args(int argc, char** argv) {
     throw UsageError("--lora-rank trains adapters by language modelling; it does not combine with DPO, --dump-grads "
                      "or --qk-clip");
   if (lora && a.model.empty()) throw UsageError("--lora-rank needs --model (the base the adapters train on)");
+  if (lora && s.layout != nnx::Layout::per_layer)
+    throw UsageError("--lora-rank trains adapters per layer (an adapter checkpoint is served on per-layer Linears); "
+                     "it does not combine with --layout stacked");
   if (!a.dump_grads.empty()) {
     if (a.model.empty()) throw UsageError("--dump-grads needs --model");
+    if (s.layout != nnx::Layout::per_layer) throw UsageError("--layout applies to training runs, not --dump-grads");
     if (dpo && (a.prompt_ids.empty() || a.chosen_ids.empty() || a.rejected_ids.empty()))
       throw UsageError("--dump-grads with --reference needs --prompt-ids, --chosen-ids and --rejected-ids");
     if (!dpo && a.tokens.size() < 2) throw UsageError("--dump-grads needs --tokens with at least 2 ids");
@@ -393,7 +408,7 @@ void run(const Args& args, const nlohmann::json& model_config, const Settings& s
     train::freeze_base(model);
     adapters = " (LoRA rank " + std::to_string(s.lora_rank) + " on " + std::to_string(attached) + " Linears)";
   }
-  train::TrainState<Model> state(std::move(model), opt);
+  train::TrainState<Model> state(nnx::to_layout(std::move(model), s.layout), opt);
   if (!resume.empty()) restore_state(state, resume);
   std::int64_t params = 0;
   for (const auto& [path, leaf] : nnx::state(state.model, nnx::of<nnx::Param>)) params += leaf.tensor().numel();
@@ -496,8 +511,9 @@ void run_dpo(const Args& args, const nlohmann::json& model_config, const Setting
   Model policy(cfg, nnx::Mode::train, rngs), reference(cfg, nnx::Mode::train, rngs);
   if (!args.model.empty()) load_params(policy, args.model);
   load_params(reference, s.reference);
-  train::DpoState<Model> state{train::TrainState<Model>(std::move(policy), optimizer_config(s, args.steps)),
-                               std::move(reference)};
+  train::DpoState<Model> state{
+      train::TrainState<Model>(nnx::to_layout(std::move(policy), s.layout), optimizer_config(s, args.steps)),
+      nnx::to_layout(std::move(reference), s.layout)};
   if (!resume.empty()) restore_state(state.policy, resume);
   std::printf("train (DPO, beta %g): %s policy, reference %s; %zu preference pairs; %d threads\n", s.dpo_beta,
               model_config.at("model_type").get<std::string>().c_str(), s.reference.c_str(), pairs.size(),
