@@ -457,4 +457,10 @@ TEST_CASE("train --layout stacked: the per-layer run (and DPO) bit for bit, save
     CHECK(r.code == 2);
     CHECK(r.err.find("--layout") != std::string::npos);
   }
+  // Dropout draws every layer's masks from one stream: refused stacked, not silently changed.
+  write_run_inputs(tmp.path);  // a GPT-2 config with resid_pdrop 0.1
+  const auto dropout = run_command(train("--config " + (tmp.path / "config.json").string() + " --data " +
+                                         (tmp.path / "text.txt").string() + " --seq 16 --steps 1 --layout stacked"));
+  CHECK(dropout.code == 2);
+  CHECK(dropout.err.find("dropout") != std::string::npos);
 }
