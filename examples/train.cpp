@@ -375,23 +375,6 @@ void restore_state(State& state, const std::string& resume) {
   state = nnx::merge(graphdef, nnx::io::restore_checkpoint(fs::path(resume) / "state", trained), frozen);
 }
 
-// The model with its decoder layers in `layout`. A model that trains with dropout is refused
-// stacked: its layers draw their masks from one shared RNG stream, which stacking would turn
-// into one copy per layer, every copy drawing the same masks.
-template <class Model>
-Model in_layout(Model model, nnx::Layout layout) {
-  if (layout == nnx::Layout::per_layer) return model;
-  bool dropout = false;
-  nnx::for_each_module<nnx::Dropout>(model, [&](const nnx::Path&, const nnx::Dropout& d) {
-    dropout = dropout || (!d.deterministic && d.rate > 0);
-  });
-  if (dropout)
-    throw nnx::InvalidArgument("--layout stacked: the model trains with dropout, whose layers share one random "
-                               "stream that stacking would copy per layer (the same masks in every layer); "
-                               "train per-layer or set the config's dropout rates to 0");
-  return nnx::to_layout(std::move(model), layout);
-}
-
 train::OptimizerConfig optimizer_config(const Settings& s, std::int64_t steps) {
   return {.kind = s.optimizer == "sgd" ? train::OptimizerKind::sgd : train::OptimizerKind::adamw,
           .lr = {.peak = s.lr,
@@ -426,7 +409,7 @@ void run(const Args& args, const nlohmann::json& model_config, const Settings& s
     train::freeze_base(model);
     adapters = " (LoRA rank " + std::to_string(s.lora_rank) + " on " + std::to_string(attached) + " Linears)";
   }
-  train::TrainState<Model> state(in_layout(std::move(model), s.layout), opt);
+  train::TrainState<Model> state(nnx::to_layout(std::move(model), s.layout), opt);
   if (!resume.empty()) restore_state(state, resume);
   std::int64_t params = 0;
   for (const auto& [path, leaf] : nnx::state(state.model, nnx::of<nnx::Param>)) params += leaf.tensor().numel();
@@ -530,8 +513,8 @@ void run_dpo(const Args& args, const nlohmann::json& model_config, const Setting
   if (!args.model.empty()) load_params(policy, args.model);
   load_params(reference, s.reference);
   train::DpoState<Model> state{
-      train::TrainState<Model>(in_layout(std::move(policy), s.layout), optimizer_config(s, args.steps)),
-      in_layout(std::move(reference), s.layout)};
+      train::TrainState<Model>(nnx::to_layout(std::move(policy), s.layout), optimizer_config(s, args.steps)),
+      nnx::to_layout(std::move(reference), s.layout)};
   if (!resume.empty()) restore_state(state.policy, resume);
   std::printf("train (DPO, beta %g): %s policy, reference %s; %zu preference pairs; %d threads\n", s.dpo_beta,
               model_config.at("model_type").get<std::string>().c_str(), s.reference.c_str(), pairs.size(),

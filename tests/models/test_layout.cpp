@@ -231,4 +231,17 @@ TEST_CASE("stacking rejects layers that differ, naming the leaf", "[models][layo
   nnx::State mixed_state = nnx::merge_states(both.filter(nnx::path_contains("h")),
                                              stacked.filter(nnx::path_contains("mlp_norm")));
   CHECK_THROWS_WITH(nnx::layout_of(mixed_state, "h"), Catch::Contains("mixed layouts"));
+  // Dropout's random stream is one variable every layer advances in turn: stacked, each layer
+  // would hold a copy and draw the same masks, so a training model with dropout stays per layer.
+  nnx::Gpt2Config dropout = gpt2_config();
+  dropout.dropout = 0.1;
+  nnx::Rngs r3{0};
+  CHECK_THROWS_WITH(nnx::Gpt2(dropout, nnx::Mode::train, r3, {.layout = nnx::Layout::stacked}),
+                    Catch::Contains("dropout/rngs") && Catch::Contains("shared by every layer"));
+  nnx::Gpt2 per(dropout, nnx::Mode::train, r3);
+  CHECK_THROWS_WITH(nnx::to_layout(per, nnx::Layout::stacked), Catch::Contains("dropout"));
+  CHECK(per.h.layout() == nnx::Layout::per_layer);
+  // Without training there is no dropout, and the same config stacks.
+  nnx::Gpt2 serving(dropout, nnx::Mode::autoregressive, r3, {.layout = nnx::Layout::stacked});
+  CHECK(serving.h.layout() == nnx::Layout::stacked);
 }

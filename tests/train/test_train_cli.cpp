@@ -458,7 +458,10 @@ TEST_CASE("train --layout stacked: the per-layer run (and DPO) bit for bit, save
     CHECK(r.err.find("--layout") != std::string::npos);
   }
   // Dropout draws every layer's masks from one stream: refused stacked, not silently changed.
-  write_run_inputs(tmp.path);  // a GPT-2 config with resid_pdrop 0.1
+  write_run_inputs(tmp.path);  // a GPT-2 config with resid_pdrop 0.1, and a second layer
+  write(tmp.path / "config.json",
+        R"({"model_type": "gpt2", "vocab_size": 256, "n_positions": 32, "n_embd": 16, "n_layer": 2, "n_head": 2,
+            "resid_pdrop": 0.1})");
   const auto dropout = run_command(train("--config " + (tmp.path / "config.json").string() + " --data " +
                                          (tmp.path / "text.txt").string() + " --seq 16 --steps 1 --layout stacked"));
   CHECK(dropout.code == 2);

@@ -222,6 +222,12 @@ class Layers {
       const std::string where = "Layers: leaf '" + per[0].paths[j].to_string() + "'";
       std::vector<const Value*> values;
       for (std::size_t l = 0; l < layers_.size(); ++l) {
+        // One variable shared by the layers (dropout's random stream, which every layer advances
+        // in turn) would become a copy per layer, each drawing what the others draw.
+        if (l > 0 && per[l].variables[j]->cell_ptr() == per[0].variables[j]->cell_ptr())
+          throw InvalidArgument(where + " is one variable shared by every layer (a random stream, as dropout's); "
+                                "stacking would give each layer its own copy, drawing the same numbers: only "
+                                "layers without shared variables stack");
         const VariableState& s = per[l].variables[j]->state();
         if (s.kind != first.kind || s.axes() != first.axes())
           throw ShapeError(where + ": layer " + std::to_string(l) + " is a " + std::string(s.kind_name()) +
