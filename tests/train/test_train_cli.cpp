@@ -380,8 +380,6 @@ TEST_CASE("train --lora-rank: adapters alone saved, resumed bitwise, served unme
   }
 }
 
-#endif  // NNX_TRAIN_BIN
-
 TEST_CASE("train --layout stacked: the per-layer run (and DPO) bit for bit, saved stacked, resumed bitwise",
           "[train][cli][layout]") {
   TempDir tmp;
@@ -467,3 +465,5 @@ TEST_CASE("train --layout stacked: the per-layer run (and DPO) bit for bit, save
   CHECK(dropout.code == 2);
   CHECK(dropout.err.find("dropout") != std::string::npos);
 }
+
+#endif  // NNX_TRAIN_BIN
