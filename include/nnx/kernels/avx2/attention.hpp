@@ -112,8 +112,10 @@ NNX_TARGET_AVX2_FMA inline __m256 scores8(const float* q, const E* const (&rows)
 
 // Scores of 8 (query head, key row) pairs: lane i = scale * (qs[i] . rows[i]), each summed as
 // scores8 sums one (one 8-lane FMA chain over d, then hsum8's tree), so a score's bits do
-// not depend on which pairs share a call.
-template <class E>
+// not depend on which pairs share a call. Only the first W pairs are computed (lanes from W on
+// are 0): a row's last group of heads is often narrower than 8 (12 heads: 8 then 4), and
+// hsum8 sums each lane from its own vector alone.
+template <class E, int W = 8>
 NNX_TARGET_AVX2_FMA inline __m256 scores8_pairs(const float* const (&qs)[8], const E* const (&rows)[8],
                                                 std::int64_t D, __m256i d_tail, float scale) noexcept {
   __m256 a[8];
@@ -123,15 +125,19 @@ NNX_TARGET_AVX2_FMA inline __m256 scores8_pairs(const float* const (&qs)[8], con
   std::int64_t d = 0;
   for (; d < full; d += 8) {
 #pragma GCC unroll 8
-    for (int i = 0; i < 8; ++i) a[i] = _mm256_fmadd_ps(_mm256_loadu_ps(qs[i] + d), load8(rows[i] + d), a[i]);
+    for (int i = 0; i < W; ++i) a[i] = _mm256_fmadd_ps(_mm256_loadu_ps(qs[i] + d), load8(rows[i] + d), a[i]);
   }
   if (d < D) {
 #pragma GCC unroll 8
-    for (int i = 0; i < 8; ++i)
+    for (int i = 0; i < W; ++i)
       a[i] = _mm256_fmadd_ps(_mm256_maskload_ps(qs[i] + d, d_tail), load8_partial(rows[i] + d, D - d), a[i]);
   }
   return _mm256_mul_ps(hsum8(a), _mm256_set1_ps(scale));
 }
+
+// The pair width scores8_pairs and scores8_i8_pairs compute for a group of `live` pairs (the
+// rest of the width repeat the last pair).
+constexpr int pair_width(std::int64_t live) noexcept { return live <= 1 ? 1 : live <= 2 ? 2 : live <= 4 ? 4 : 8; }
 
 // o[0, 64) = o c + sum_j p_j v_j[0, 64) over j < jn: eight accumulators in registers, one
 // FMA chain per output float over j ascending. The rows kPrefetchKeys ahead are prefetched
@@ -306,7 +312,12 @@ NNX_TARGET_AVX2_FMA inline void attend_rows(const float* q, std::int64_t q_strid
         rows[i] = row + g * D;
       }
       alignas(32) float s[8];
-      _mm256_store_ps(s, scores8_pairs(qs, rows, D, d_tail, scale));
+      switch (pair_width(H - f)) {
+        case 1: _mm256_store_ps(s, scores8_pairs<E, 1>(qs, rows, D, d_tail, scale)); break;
+        case 2: _mm256_store_ps(s, scores8_pairs<E, 2>(qs, rows, D, d_tail, scale)); break;
+        case 4: _mm256_store_ps(s, scores8_pairs<E, 4>(qs, rows, D, d_tail, scale)); break;
+        default: _mm256_store_ps(s, scores8_pairs<E, 8>(qs, rows, D, d_tail, scale)); break;
+      }
       for (std::int64_t i = 0; i < 8 && f + i < H; ++i) p[(f + i) * kKeyBlock + j] = s[i];
     }
   }
@@ -473,6 +484,34 @@ NNX_TARGET_AVX2_FMA inline void attend_block_i8(const std::int16_t* q16, const f
   }
 }
 
+// Scores of the pairs (query head g[i], key head g[i] of the i8 cache row `row`), i < W (lanes
+// from W on are 0): exact integer dot products of the int16 query q16 + g[i] * D with the
+// widened key, then (float(dot) * key_scale[i]) * query_scale[i], attend_block_i8's rounding.
+template <int W>
+NNX_TARGET_AVX2_FMA inline __m256 scores8_i8_pairs(const std::int16_t* q16, const std::int8_t* row,
+                                                   const std::int64_t (&g)[8], const float (&key_scale)[8],
+                                                   const float (&query_scale)[8], std::int64_t D) noexcept {
+  __m256i a[8];
+#pragma GCC unroll 8
+  for (int i = 0; i < 8; ++i) a[i] = _mm256_setzero_si256();
+  const std::int64_t full16 = D / 16 * 16;
+  for (std::int64_t d = 0; d < full16; d += 16) {
+#pragma GCC unroll 8
+    for (int i = 0; i < W; ++i) {
+      const __m256i qv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q16 + g[i] * D + d));
+      const __m256i kv = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(row + g[i] * D + d)));
+      a[i] = _mm256_add_epi32(a[i], _mm256_madd_epi16(qv, kv));
+    }
+  }
+  alignas(32) std::int32_t dots[8];
+  _mm256_store_si256(reinterpret_cast<__m256i*>(dots), hsum8_epi32(a));
+  if (full16 < D)
+    for (int i = 0; i < W; ++i)
+      for (std::int64_t d = full16; d < D; ++d) dots[i] += std::int32_t{q16[g[i] * D + d]} * row[g[i] * D + d];
+  const __m256 dot = _mm256_cvtepi32_ps(_mm256_load_si256(reinterpret_cast<const __m256i*>(dots)));
+  return _mm256_mul_ps(_mm256_mul_ps(dot, _mm256_loadu_ps(key_scale)), _mm256_loadu_ps(query_scale));
+}
+
 // attend_rows over i8 rows read as stored, with attend_block_i8's arithmetic (hence its
 // bits and the avx512 block kernel's): exact integer scores of 8 (head, row) pairs at a time
 // against the pass's int16 queries q16 + f * D with scales qscale[f], then each head's softmax
@@ -484,37 +523,25 @@ NNX_TARGET_AVX2_FMA inline void attend_rows_i8(const std::int16_t* q16, const fl
                                                float* p) noexcept {
   const auto* k8 = static_cast<const std::int8_t*>(keys.data);
   const auto* v8 = static_cast<const std::int8_t*>(values.data);
-  const std::int64_t full16 = D / 16 * 16;
   for (std::int64_t j = 0; j < jn; ++j) {
     const std::int8_t* row = k8 + j * keys.stride;
     const float* row_scales = keys.scales + j * keys.scale_stride;
     for (std::int64_t f = 0; f < H; f += 8) {
       std::int64_t g[8];
       alignas(32) float key_scale[8], query_scale[8];
-      __m256i a[8];
 #pragma GCC unroll 8
       for (int i = 0; i < 8; ++i) {
         g[i] = std::min<std::int64_t>(f + i, H - 1);  // a partial group repeats the last pair
         key_scale[i] = row_scales[g[i]];
         query_scale[i] = qscale[g[i]];
-        a[i] = _mm256_setzero_si256();
       }
-      for (std::int64_t d = 0; d < full16; d += 16) {
-#pragma GCC unroll 8
-        for (int i = 0; i < 8; ++i) {
-          const __m256i qv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q16 + g[i] * D + d));
-          const __m256i kv = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(row + g[i] * D + d)));
-          a[i] = _mm256_add_epi32(a[i], _mm256_madd_epi16(qv, kv));
-        }
-      }
-      alignas(32) std::int32_t dots[8];
-      _mm256_store_si256(reinterpret_cast<__m256i*>(dots), hsum8_epi32(a));
-      if (full16 < D)
-        for (int i = 0; i < 8; ++i)
-          for (std::int64_t d = full16; d < D; ++d) dots[i] += std::int32_t{q16[g[i] * D + d]} * row[g[i] * D + d];
-      const __m256 dot = _mm256_cvtepi32_ps(_mm256_load_si256(reinterpret_cast<const __m256i*>(dots)));
       alignas(32) float s[8];
-      _mm256_store_ps(s, _mm256_mul_ps(_mm256_mul_ps(dot, _mm256_load_ps(key_scale)), _mm256_load_ps(query_scale)));
+      switch (pair_width(H - f)) {
+        case 1: _mm256_store_ps(s, scores8_i8_pairs<1>(q16, row, g, key_scale, query_scale, D)); break;
+        case 2: _mm256_store_ps(s, scores8_i8_pairs<2>(q16, row, g, key_scale, query_scale, D)); break;
+        case 4: _mm256_store_ps(s, scores8_i8_pairs<4>(q16, row, g, key_scale, query_scale, D)); break;
+        default: _mm256_store_ps(s, scores8_i8_pairs<8>(q16, row, g, key_scale, query_scale, D)); break;
+      }
       for (std::int64_t i = 0; i < 8 && f + i < H; ++i) p[(f + i) * kKeyBlock + j] = s[i];
     }
   }
