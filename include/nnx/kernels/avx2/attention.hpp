@@ -71,9 +71,13 @@ inline float rescaled_sum(float l, float c, float s) noexcept {
 // latency at the rate a key row is consumed.
 inline constexpr std::int64_t kPrefetchKeys = 16;
 
-// Eight cache elements from p as floats: f32 as stored, bf16 (given as its bits) widened
-// exactly in registers. The partial forms read only the first r (1..7) elements, zeros after.
+// Eight cache elements from p as floats: f32 as stored, bf16 (given as its bits) and int8
+// converted exactly in registers. The partial forms read only the first r (1..7) elements,
+// zeros after.
 NNX_TARGET_AVX2_FMA inline __m256 load8(const float* p) noexcept { return _mm256_loadu_ps(p); }
+NNX_TARGET_AVX2_FMA inline __m256 load8(const std::int8_t* p) noexcept {
+  return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))));
+}
 NNX_TARGET_AVX2_FMA inline __m256 load8(const std::uint16_t* p) noexcept {
   const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
   return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
@@ -85,6 +89,11 @@ NNX_TARGET_AVX2_FMA inline __m256 load8_partial(const std::uint16_t* p, std::int
   __m128i h = _mm_setzero_si128();
   std::memcpy(&h, p, static_cast<std::size_t>(std::min<std::int64_t>(r, 8)) * sizeof(std::uint16_t));
   return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+}
+NNX_TARGET_AVX2_FMA inline __m256 load8_partial(const std::int8_t* p, std::int64_t r) noexcept {
+  std::int64_t bytes = 0;
+  std::memcpy(&bytes, p, static_cast<std::size_t>(std::min<std::int64_t>(r, 8)));
+  return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_cvtsi64_si128(bytes)));
 }
 
 // Scores p[j] = scale * (q . k_j) of 8 keys k_j = rows[j] (rows may repeat: padding), f32 or
@@ -282,6 +291,47 @@ NNX_TARGET_AVX2_FMA inline void attend_block(const float* q, std::int64_t q_stri
   }
 }
 
+// The value pass of attend_rows and attend_rows_i8: out + f * out_stride += p_fj v_j[f * D,
+// (f + 1) * D) for value rows j < jn (rows `stride` elements apart) and heads f < H, one FMA
+// per output float, rows in order (p_fj = p[f * kKeyBlock + j]). Each output vector is loaded
+// and stored once per row (in L1), so that the rows are read front to back. Two or four rows
+// per pass over the outputs read slower from DRAM (f32, 8 slots x 288 positions: 16-19 against
+// 13-16 ms); prefetching the block's value rows during the key pass, then reading them head by
+// head with the outputs in registers, was faster alone but slower inside a model step
+// (Llama-162M W8A8, 8 slots: 22.3 against 18.5 ms). DC: D known at compile time (a multiple of
+// 8: the loop over d unrolls), or 0 for any D.
+template <std::int64_t DC, class E>
+NNX_TARGET_AVX2_FMA inline void add_weighted_rows_d(const E* values, std::int64_t stride, std::int64_t jn,
+                                                    std::int64_t H, const float* p, std::int64_t D, float* out,
+                                                    std::int64_t out_stride) noexcept {
+  const std::int64_t full = (DC > 0 ? DC : D) / 8 * 8;
+  for (std::int64_t j = 0; j < jn; ++j) {
+    const E* row = values + j * stride;
+    for (std::int64_t f = 0; f < H; ++f) {
+      const __m256 pj = _mm256_broadcast_ss(p + f * kKeyBlock + j);
+      const E* v = row + f * D;
+      float* o = out + f * out_stride;
+#pragma GCC unroll 16
+      for (std::int64_t d = 0; d < full; d += 8)
+        _mm256_storeu_ps(o + d, _mm256_fmadd_ps(pj, load8(v + d), _mm256_loadu_ps(o + d)));
+      if constexpr (DC == 0) {
+        const std::int64_t r = D - full;
+        if (r > 0) store_lanes(o + full, _mm256_fmadd_ps(pj, load8_partial(v + full, r), load_lanes(o + full, r)), r);
+      }
+    }
+  }
+}
+template <class E>
+NNX_TARGET_AVX2_FMA inline void add_weighted_rows(const E* values, std::int64_t stride, std::int64_t jn,
+                                                  std::int64_t H, const float* p, std::int64_t D, float* out,
+                                                  std::int64_t out_stride) noexcept {
+  switch (D) {  // the common head sizes unrolled: a runtime loop's counter was ~10 % of the i8 kernel
+    case 64: return add_weighted_rows_d<64>(values, stride, jn, H, p, D, out, out_stride);
+    case 128: return add_weighted_rows_d<128>(values, stride, jn, H, p, D, out, out_stride);
+    default: return add_weighted_rows_d<0>(values, stride, jn, H, p, D, out, out_stride);
+  }
+}
+
 // One block of rows [0, jn) (kv_stride elements apart, f32 or bf16 bits) for the H heads of
 // one query row of an MHA decode (query head f reads KV head f, D elements into a row):
 // running maxima m, sums l and unnormalized outputs out + f * out_stride updated, with
@@ -326,23 +376,7 @@ NNX_TARGET_AVX2_FMA inline void attend_rows(const float* q, std::int64_t q_strid
     float* o = out + f * out_stride;
     for (std::int64_t d = 0; d < D; d += 8) store_lanes(o + d, _mm256_mul_ps(load_lanes(o + d, D - d), c), D - d);
   }
-  // Values row by row: each output vector is loaded and stored once per row (in L1), so that
-  // the rows are read front to back. Two or four rows per pass over the outputs read slower
-  // from DRAM (16-19 against 13-16 ms for the case above); prefetching the block's value rows
-  // during the key pass, then reading them head by head with the outputs in registers, was
-  // faster alone but slower inside a model step (Llama-162M W8A8, 8 slots: 22.3 against 18.5 ms).
-  const std::int64_t full = D / 8 * 8;
-  for (std::int64_t j = 0; j < jn; ++j) {
-    const E* row = values + j * kv_stride;
-    for (std::int64_t f = 0; f < H; ++f) {
-      const __m256 pj = _mm256_broadcast_ss(p + f * kKeyBlock + j);
-      const E* v = row + f * D;
-      float* o = out + f * out_stride;
-      std::int64_t d = 0;
-      for (; d < full; d += 8) _mm256_storeu_ps(o + d, _mm256_fmadd_ps(pj, load8(v + d), _mm256_loadu_ps(o + d)));
-      if (d < D) store_lanes(o + d, _mm256_fmadd_ps(pj, load8_partial(v + d, D - d), load_lanes(o + d, D - d)), D - d);
-    }
-  }
+  add_weighted_rows(values, kv_stride, jn, H, p, D, out, out_stride);
 }
 
 // Scores of 8 i8 keys rows[i] (rows may repeat: padding) against the int16 query q16, as
@@ -552,22 +586,7 @@ NNX_TARGET_AVX2_FMA inline void attend_rows_i8(const std::int16_t* q16, const fl
     float* o = out + f * out_stride;
     for (std::int64_t d = 0; d < D; d += 8) store_lanes(o + d, _mm256_mul_ps(load_lanes(o + d, D - d), c), D - d);
   }
-  const std::int64_t full = D / 8 * 8;
-  for (std::int64_t j = 0; j < jn; ++j) {
-    const std::int8_t* row = v8 + j * values.stride;
-    for (std::int64_t f = 0; f < H; ++f) {
-      const float pj = p[f * kKeyBlock + j];
-      const __m256 vp = _mm256_set1_ps(pj);
-      const std::int8_t* v = row + f * D;
-      float* o = out + f * out_stride;
-      std::int64_t d = 0;
-      for (; d < full; d += 8) {
-        const __m256i x = _mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(v + d)));
-        _mm256_storeu_ps(o + d, _mm256_fmadd_ps(vp, _mm256_cvtepi32_ps(x), _mm256_loadu_ps(o + d)));
-      }
-      for (; d < D; ++d) o[d] = std::fma(pj, static_cast<float>(v[d]), o[d]);
-    }
-  }
+  add_weighted_rows(v8, values.stride, jn, H, p, D, out, out_stride);
 }
 
 }  // namespace detail::attn
