@@ -241,6 +241,14 @@ TEST_CASE("stacking rejects layers that differ, naming the leaf", "[models][layo
   nnx::Gpt2 per(dropout, nnx::Mode::train, r3);
   CHECK_THROWS_WITH(nnx::to_layout(per, nnx::Layout::stacked), Catch::Contains("dropout"));
   CHECK(per.h.layout() == nnx::Layout::per_layer);
+  // Its state (what a checkpoint holds) keeps the stream once, under layer 0: stacking that
+  // state names it rather than a layer count of some other leaf.
+  const nnx::State per_state = nnx::state(per);
+  CHECK(per_state.contains(nnx::Path::parse("h/0/dropout/rngs/default/count")));
+  CHECK_FALSE(per_state.contains(nnx::Path::parse("h/1/dropout/rngs/default/count")));
+  CHECK_THROWS_WITH(nnx::to_layout(per_state, "h", nnx::Layout::stacked),
+                    Catch::Contains("'h/0/dropout/rngs/default/") && Catch::Contains("is in 1 layer,") &&
+                        Catch::Contains("in 3") && Catch::Contains("shared by every layer"));
   // Without training there is no dropout, and the same config stacks.
   nnx::Gpt2 serving(dropout, nnx::Mode::autoregressive, r3, {.layout = nnx::Layout::stacked});
   CHECK(serving.h.layout() == nnx::Layout::stacked);

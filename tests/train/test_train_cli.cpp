@@ -63,6 +63,21 @@ bool same_tensors(const fs::path& a, const fs::path& b) {
   return true;
 }
 
+// Resumes the run saved in `split` up to `steps` (into `split` again) and checks that its saved
+// model and train state equal those of `whole`, the unbroken run, bit for bit. Returns the
+// resumed run's output.
+test_support::CommandResult resume_matches(const fs::path& split, int steps, const fs::path& whole) {
+  auto rest = run_command(train("--resume " + split.string() + " --steps " + std::to_string(steps) + " --out " +
+                                split.string()));
+  INFO(rest.err);
+  REQUIRE(rest.code == 0);
+  for (const char* part : {"model", "state"}) {
+    CAPTURE(part);
+    CHECK(same_tensors(whole / part / "model.safetensors", split / part / "model.safetensors"));
+  }
+  return rest;
+}
+
 }  // namespace
 
 TEST_CASE("train --dump-grads writes the library's loss and gradients under Hugging Face names", "[train][cli]") {
@@ -141,15 +156,7 @@ TEST_CASE("train learns, saves a model generate loads, logs every step, and resu
 
   const auto first = run_command(train(common + " --steps 3 --out " + (tmp.path / "split").string()));
   REQUIRE(first.code == 0);
-  const auto rest = run_command(train("--resume " + (tmp.path / "split").string() + " --steps 6 --out " +
-                                      (tmp.path / "split").string()));
-  INFO(rest.err);
-  REQUIRE(rest.code == 0);
-  CHECK(rest.out.find("step      6/6") != std::string::npos);
-  CHECK(same_tensors(tmp.path / "whole" / "model" / "model.safetensors",
-                     tmp.path / "split" / "model" / "model.safetensors"));
-  CHECK(same_tensors(tmp.path / "whole" / "state" / "model.safetensors",
-                     tmp.path / "split" / "state" / "model.safetensors"));
+  CHECK(resume_matches(tmp.path / "split", 6, tmp.path / "whole").out.find("step      6/6") != std::string::npos);
 }
 
 TEST_CASE("train rejects bad input with one line and exit code 2", "[train][cli]") {
@@ -330,14 +337,7 @@ TEST_CASE("train --lora-rank: adapters alone saved, resumed bitwise, served unme
 
   const auto first = run_command(train(common + " --steps 4 --out " + (tmp.path / "split").string()));
   REQUIRE(first.code == 0);
-  const auto rest = run_command(train("--resume " + (tmp.path / "split").string() + " --steps 8 --out " +
-                                      (tmp.path / "split").string()));
-  INFO(rest.err);
-  REQUIRE(rest.code == 0);
-  CHECK(same_tensors(tmp.path / "whole" / "model" / "model.safetensors",
-                     tmp.path / "split" / "model" / "model.safetensors"));
-  CHECK(same_tensors(tmp.path / "whole" / "state" / "model.safetensors",
-                     tmp.path / "split" / "state" / "model.safetensors"));
+  resume_matches(tmp.path / "split", 8, tmp.path / "whole");
 
   // Served unmerged, and merged by ckpt: the same greedy tokens.
   const std::string unmerged = generate_tokens("--model " + base + " --lora " + (tmp.path / "whole" / "model").string());
@@ -423,12 +423,7 @@ TEST_CASE("train --layout stacked: the per-layer run (and DPO) bit for bit, save
 
   // Resumed with its saved layout: the unbroken run's state.
   run("stacked", "split", 2);
-  const auto rest = run_command(train("--resume " + (tmp.path / "split").string() + " --steps 4 --out " +
-                                      (tmp.path / "split").string()));
-  INFO(rest.err);
-  REQUIRE(rest.code == 0);
-  CHECK(same_tensors(tmp.path / "stacked" / "state" / "model.safetensors",
-                     tmp.path / "split" / "state" / "model.safetensors"));
+  resume_matches(tmp.path / "split", 4, tmp.path / "stacked");
 
   // DPO: policy and reference stacked, the same updates.
   write(tmp.path / "pairs.jsonl",
@@ -464,6 +459,23 @@ TEST_CASE("train --layout stacked: the per-layer run (and DPO) bit for bit, save
                                          (tmp.path / "text.txt").string() + " --seq 16 --steps 1 --layout stacked"));
   CHECK(dropout.code == 2);
   CHECK(dropout.err.find("dropout") != std::string::npos);
+  // Trained per layer, its train state stores the stream once (under layer 0): ckpt convert to
+  // stacked is refused naming that leaf; the parameters alone convert.
+  const auto per_layer = run_command(train("--config " + (tmp.path / "config.json").string() + " --data " +
+                                           (tmp.path / "text.txt").string() + " --seq 16 --steps 1 --out " +
+                                           (tmp.path / "dropout_run").string()));
+  INFO(per_layer.err);
+  REQUIRE(per_layer.code == 0);
+  const auto state = run_command(ckpt + " convert --in " + (tmp.path / "dropout_run" / "state").string() +
+                                 " --out " + (tmp.path / "dropout_state_stacked").string() + " --layout stacked");
+  CHECK(state.code == 2);
+  CHECK(state.err.find("model/h/0/dropout/rngs/default/") != std::string::npos);
+  CHECK(state.err.find("shared by every layer") != std::string::npos);
+  CHECK_FALSE(fs::exists(tmp.path / "dropout_state_stacked"));
+  const auto params = run_command(ckpt + " convert --in " + (tmp.path / "dropout_run" / "model").string() +
+                                  " --out " + (tmp.path / "dropout_model_stacked").string() + " --layout stacked");
+  INFO(params.err);
+  CHECK(params.code == 0);
 }
 
 #endif  // NNX_TRAIN_BIN

@@ -23,6 +23,7 @@
 // leaf paths and values into the other's for checkpoints, a TrainState's moments included.
 #pragma once
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -473,21 +474,34 @@ std::vector<LayoutLeaf> stack_layer_leaves(const std::vector<LayoutLeaf>& in, st
       throw ShapeError("stack layers: '" + leaf.path.to_string() + "' differs in kind or axes from layer 0's");
     group.layers.push_back(&leaf);
   }
+  // Every group under one A/key must have that A/key's largest layer count; the message names
+  // a group that falls short (in a state, a variable shared by every layer is stored once,
+  // under layer 0).
+  const auto prefix_of = [&](const Group& group) {
+    return subpath(group.stacked_path, 0, static_cast<std::size_t>(stacked_at(group.stacked_path, key)) + 1);
+  };
+  for (const Group& group : groups) {
+    if (group.layers.empty()) continue;
+    const Path prefix = prefix_of(group);
+    auto it = std::find_if(counts.begin(), counts.end(), [&](const auto& c) { return c.first == prefix; });
+    if (it == counts.end())
+      counts.emplace_back(prefix, group.layers.size());
+    else
+      it->second = std::max(it->second, group.layers.size());
+  }
   for (std::size_t g = 0; g < groups.size(); ++g) {
     if (groups[g].layers.empty()) continue;
-    const Path prefix = subpath(groups[g].stacked_path, 0, static_cast<std::size_t>(stacked_at(groups[g].stacked_path,
-                                                                                                 key)) + 1);
+    const Path prefix = prefix_of(groups[g]);
     const std::size_t n = groups[g].layers.size();
-    bool known = false;
-    for (auto& [p, count] : counts)
-      if (p == prefix) {
-        known = true;
-        if (count != n)
-          throw InvalidArgument("stack layers: '" + groups[g].stacked_path.to_string() + "' has " +
-                                std::to_string(n) + " layers, other leaves under '" + prefix.to_string() + "' " +
-                                std::to_string(count));
-      }
-    if (!known) counts.emplace_back(prefix, n);
+    const std::size_t most =
+        std::find_if(counts.begin(), counts.end(), [&](const auto& c) { return c.first == prefix; })->second;
+    if (n != most)
+      throw InvalidArgument("stack layers: '" + groups[g].layers[0]->path.to_string() + "' is in " +
+                            std::to_string(n) + " layer" + (n == 1 ? "" : "s") + ", other leaves under '" +
+                            prefix.to_string() + "' in " + std::to_string(most) +
+                            (n == 1 ? " (a variable shared by every layer, such as dropout's random stream, is "
+                                      "stored once and cannot be stacked)"
+                                    : ""));
     std::vector<const Value*> values;
     for (const LayoutLeaf* l : groups[g].layers) values.push_back(&l->value);
     LayoutLeaf& leaf = out[g];

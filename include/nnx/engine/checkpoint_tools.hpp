@@ -97,7 +97,7 @@ struct CheckpointContents {
   std::int64_t lora_parameter_count() const {
     std::int64_t n = 0;
     for (const CheckpointLeaf& l : leaves)
-      if (l.kind == "LoraParam" && (!train_state || l.path.starts_with("model/"))) n += l.numel();
+      if (l.kind == "LoraParam" && in_model(l)) n += l.numel();
     return n;
   }
   std::size_t nbytes() const {
@@ -106,8 +106,10 @@ struct CheckpointContents {
     return n;
   }
   bool is_param(const CheckpointLeaf& l) const {
-    return (l.kind == "Param" || l.kind == "QuantizedParam") && (!train_state || l.path.starts_with("model/"));
+    return (l.kind == "Param" || l.kind == "QuantizedParam") && in_model(l);
   }
+  // A leaf of the model (not of a train state's optimizer or step).
+  bool in_model(const CheckpointLeaf& l) const { return !train_state || l.path.starts_with("model/"); }
 };
 
 namespace detail {
