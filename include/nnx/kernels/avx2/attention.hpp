@@ -144,9 +144,21 @@ NNX_TARGET_AVX2_FMA inline __m256 scores8_pairs(const float* const (&qs)[8], con
   return _mm256_mul_ps(hsum8(a), _mm256_set1_ps(scale));
 }
 
-// The pair width scores8_pairs and scores8_i8_pairs compute for a group of `live` pairs (the
-// rest of the width repeat the last pair).
-constexpr int pair_width(std::int64_t live) noexcept { return live <= 1 ? 1 : live <= 2 ? 2 : live <= 4 ? 4 : 8; }
+// Calls f(std::integral_constant<int, W>{}) for W = min(live, 8): the scores of a group of
+// `live` (head, row) pairs computed as W pairs (12 heads are 8 + 4; on two threads, 6 each).
+template <class F>
+inline void with_pair_width(std::int64_t live, F&& f) {
+  switch (std::min<std::int64_t>(live, 8)) {
+    case 1: return f(std::integral_constant<int, 1>{});
+    case 2: return f(std::integral_constant<int, 2>{});
+    case 3: return f(std::integral_constant<int, 3>{});
+    case 4: return f(std::integral_constant<int, 4>{});
+    case 5: return f(std::integral_constant<int, 5>{});
+    case 6: return f(std::integral_constant<int, 6>{});
+    case 7: return f(std::integral_constant<int, 7>{});
+    default: return f(std::integral_constant<int, 8>{});
+  }
+}
 
 // o[0, 64) = o c + sum_j p_j v_j[0, 64) over j < jn: eight accumulators in registers, one
 // FMA chain per output float over j ascending. The rows kPrefetchKeys ahead are prefetched
@@ -357,17 +369,14 @@ NNX_TARGET_AVX2_FMA inline void attend_rows(const float* q, std::int64_t q_strid
       const E* rows[8];
 #pragma GCC unroll 8
       for (int i = 0; i < 8; ++i) {
-        const std::int64_t g = std::min<std::int64_t>(f + i, H - 1);  // a partial group repeats the last pair
+        const std::int64_t g = std::min<std::int64_t>(f + i, H - 1);  // past H: in range, not computed
         qs[i] = q + g * q_stride;
         rows[i] = row + g * D;
       }
       alignas(32) float s[8];
-      switch (pair_width(H - f)) {
-        case 1: _mm256_store_ps(s, scores8_pairs<E, 1>(qs, rows, D, d_tail, scale)); break;
-        case 2: _mm256_store_ps(s, scores8_pairs<E, 2>(qs, rows, D, d_tail, scale)); break;
-        case 4: _mm256_store_ps(s, scores8_pairs<E, 4>(qs, rows, D, d_tail, scale)); break;
-        default: _mm256_store_ps(s, scores8_pairs<E, 8>(qs, rows, D, d_tail, scale)); break;
-      }
+      with_pair_width(H - f, [&](auto w) NNX_TARGET_AVX2_FMA {
+        _mm256_store_ps(s, scores8_pairs<E, w>(qs, rows, D, d_tail, scale));
+      });
       for (std::int64_t i = 0; i < 8 && f + i < H; ++i) p[(f + i) * kKeyBlock + j] = s[i];
     }
   }
@@ -565,17 +574,14 @@ NNX_TARGET_AVX2_FMA inline void attend_rows_i8(const std::int16_t* q16, const fl
       alignas(32) float key_scale[8], query_scale[8];
 #pragma GCC unroll 8
       for (int i = 0; i < 8; ++i) {
-        g[i] = std::min<std::int64_t>(f + i, H - 1);  // a partial group repeats the last pair
+        g[i] = std::min<std::int64_t>(f + i, H - 1);  // past H: in range, not computed
         key_scale[i] = row_scales[g[i]];
         query_scale[i] = qscale[g[i]];
       }
       alignas(32) float s[8];
-      switch (pair_width(H - f)) {
-        case 1: _mm256_store_ps(s, scores8_i8_pairs<1>(q16, row, g, key_scale, query_scale, D)); break;
-        case 2: _mm256_store_ps(s, scores8_i8_pairs<2>(q16, row, g, key_scale, query_scale, D)); break;
-        case 4: _mm256_store_ps(s, scores8_i8_pairs<4>(q16, row, g, key_scale, query_scale, D)); break;
-        default: _mm256_store_ps(s, scores8_i8_pairs<8>(q16, row, g, key_scale, query_scale, D)); break;
-      }
+      with_pair_width(H - f, [&](auto w) NNX_TARGET_AVX2_FMA {
+        _mm256_store_ps(s, scores8_i8_pairs<w>(q16, row, g, key_scale, query_scale, D));
+      });
       for (std::int64_t i = 0; i < 8 && f + i < H; ++i) p[(f + i) * kKeyBlock + j] = s[i];
     }
   }
