@@ -445,7 +445,7 @@ std::vector<LayoutLeaf> stack_layer_leaves(const std::vector<LayoutLeaf>& in, st
   };
   std::vector<LayoutLeaf> out;
   std::vector<Group> groups;  // parallel to out; empty layers for leaves left as they are
-  // (prefix A, layer count so far) to check every group's layers run 0..n-1 alike.
+  // (prefix A/key, the largest layer count of its groups), to check every group has them all.
   std::vector<std::pair<Path, std::size_t>> counts;
   for (const LayoutLeaf& leaf : in) {
     const std::int64_t at = per_layer_at(leaf.path, key);
