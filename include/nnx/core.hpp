@@ -2,6 +2,7 @@
 // filters and Rngs. Standard library only; nnx/core/graphdef_json.hpp adds JSON.
 #pragma once
 
+#include "nnx/core/contiguous.hpp"
 #include "nnx/core/dtype.hpp"
 #include "nnx/core/error.hpp"
 #include "nnx/core/filter.hpp"

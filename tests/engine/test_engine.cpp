@@ -486,6 +486,38 @@ TEST_CASE("load_params reads native checkpoints and Hugging Face directories and
   CHECK_THROWS_WITH(e.load_params(partial), Catch::Contains("ln_f"));
 }
 
+TEST_CASE("weights quantized at load lie in one buffer; leaves left as given stay shared", "[engine][load]") {
+  const nnx::EngineOptions f32_options{.max_prefill_length = 8, .max_target_length = 32, .slots = 1};
+  nnx::EngineOptions w8a8_options = f32_options;
+  w8a8_options.quant.scheme = nnx::QuantScheme::w8a8;
+  const nnx::State given = nnx::Engine<nnx::Llama>(small_llama(), f32_options).init_params(4);
+  const nnx::Engine<nnx::Llama> e(small_llama(), w8a8_options);
+  const nnx::State served = e.load_params(given);
+
+  // Every quantized tensor (values, then scales) starts at the next 64-byte boundary after the
+  // one before it, in the state's order; the norms and the embedding, not quantized, are the
+  // given tensors themselves.
+  std::uintptr_t next = 0;
+  std::int64_t packed = 0, shared = 0;
+  for (const auto& [path, leaf] : served) {
+    INFO(path.to_string());
+    if (!leaf.is_quantized()) {
+      CHECK(leaf.tensor().shares_storage_with(given.at(path).tensor()));
+      ++shared;
+      continue;
+    }
+    nnx::map_tensors(leaf.value, [&](const nnx::Tensor& t) {
+      const auto begin = reinterpret_cast<std::uintptr_t>(t.raw_data());
+      if (next != 0) CHECK(begin == next);
+      next = (begin + t.nbytes() + 63) / 64 * 64;
+      ++packed;
+      return nnx::Tensor();
+    });
+  }
+  CHECK(packed == 2 * 2 * 7);  // 2 layers x 7 projections, each values and one scale
+  CHECK(shared == 2 * 2 + 3);  // 2 norms per layer, the final norm, embedding and head
+}
+
 // Found by fuzz/fuzz_model_config: a stored config whose model_type is not a string (or that
 // is not an object) made load_params throw nlohmann's type_error instead of InvalidArgument.
 TEST_CASE("load_params refuses a stored config of the wrong JSON type with InvalidArgument", "[engine][load]") {

@@ -36,6 +36,10 @@
 #include "nnx/core/error.hpp"
 #include "nnx/core/shape.hpp"
 
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
+
 namespace nnx {
 
 // Bytes of tensor storage this process handed out, for tests and memory reports (buffers
@@ -61,6 +65,30 @@ inline TensorMemoryCounters& tensor_memory_counters() {
 }
 
 inline constexpr std::size_t tensor_alignment = 64;
+
+// Buffers of at least this size start on a 2 MiB boundary, and the whole 2 MiB pages inside
+// them are advised to the kernel as transparent huge pages (Linux: used when THP is enabled
+// as "madvise" or "always", the Debian default being "madvise"). Streaming weights and KV
+// caches from DRAM is what decoding does, and in 4 KiB pages the hardware prefetcher stops
+// at every page: on a Zen 4 EPYC one thread read 28-34 GB/s front to back in huge pages
+// against 18-19 in 4 KiB pages. The tail past the last whole 2 MiB page keeps 4 KiB pages,
+// so no buffer becomes resident beyond its own bytes.
+inline constexpr std::size_t huge_page_bytes = std::size_t{2} << 20;
+
+inline std::align_val_t storage_alignment(std::size_t nbytes) noexcept {
+  return std::align_val_t{nbytes >= huge_page_bytes ? huge_page_bytes : tensor_alignment};
+}
+
+inline void* allocate_aligned(std::size_t nbytes) {
+  void* p = ::operator new(nbytes, storage_alignment(nbytes));
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+  // Only a hint: where THP is off or unsupported the call fails and the pages stay small.
+  if (nbytes >= huge_page_bytes) (void)::madvise(p, nbytes / huge_page_bytes * huge_page_bytes, MADV_HUGEPAGE);
+#endif
+  return p;
+}
+
+inline void free_aligned(void* p, std::size_t nbytes) noexcept { ::operator delete(p, storage_alignment(nbytes)); }
 
 // While positive on a thread, tensor factories build abstract tensors (see eval_shape).
 inline thread_local int abstract_tensor_depth = 0;
@@ -120,7 +148,7 @@ class StoragePool {
         return p;
       }
     }
-    return ::operator new(n, std::align_val_t{tensor_alignment});
+    return allocate_aligned(n);
   }
   void give(void* p, std::size_t n) noexcept {
     if (n <= max_cached_block) {
@@ -134,13 +162,13 @@ class StoragePool {
         }
       }
     }
-    ::operator delete(p, std::align_val_t{tensor_alignment});
+    free_aligned(p, n);
   }
   // Frees every cached buffer (memory in use is untouched).
   void release() noexcept {
     std::lock_guard lock(mutex_);
     for (auto& [n, blocks] : free_)
-      for (void* p : blocks) ::operator delete(p, std::align_val_t{tensor_alignment});
+      for (void* p : blocks) free_aligned(p, n);
     free_.clear();
     cached_ = 0;
   }

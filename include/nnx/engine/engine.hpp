@@ -272,7 +272,7 @@ class Engine {
     Model model = merge(variant(weights).prefill, params, prefix_cache_spec_);
     if (served_weights(weights) == weights) return params;
     cast_weights(model, served_weights(weights));
-    return state(model, of<Param>);
+    return contiguous_weights(state(model, of<Param>), params);
   }
   // Fresh random parameters, as the model's constructor initializes them (then quantized).
   State init_params(std::uint64_t seed) const {
@@ -291,7 +291,7 @@ class Engine {
     if (served == weights && !options_.quant.enabled()) return params;
     cast_weights(model, served);
     quantize(model, options_.quant, QuantMode::serve);
-    return state(model, of<Param>);
+    return contiguous_weights(state(model, of<Param>), params);
   }
 
   // ---- decode state ----
@@ -728,6 +728,17 @@ class Engine {
     return options_.weight_dtype == WeightDType::as_stored ? stored : to_dtype(options_.weight_dtype);
   }
   DType default_weights() const { return served_weights(DType::f32); }
+  // The served weights in one buffer (nnx/core/contiguous.hpp): a decode step then streams
+  // them from DRAM as one run of 2 MiB pages. Leaves that conversion left unchanged (shared
+  // with `given`, such as an embedding table that stays f32) stay shared, not copied.
+  static State contiguous_weights(const State& served, const State& given) {
+    return contiguous_copy(served, [&](const Path& path, const VariableState& leaf) {
+      const VariableState* before = given.find(path);
+      const bool unchanged = before && !before->is_quantized() && !leaf.is_quantized() &&
+                             leaf.tensor().shares_storage_with(before->tensor());
+      return !unchanged;
+    });
+  }
 
   std::array<Variant, 3> variants_;  // by variant_index
   State prefix_cache_spec_;  // abstract, [1, S, Hkv, D] per layer
