@@ -50,6 +50,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "nnx/core/contiguous.hpp"
 #include "nnx/core/error.hpp"
 #include "nnx/core/filter.hpp"
 #include "nnx/core/graph.hpp"
