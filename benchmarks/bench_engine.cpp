@@ -167,8 +167,14 @@ std::uint64_t sum_words(const std::byte* data, std::size_t n, std::int64_t strea
 #endif
 }
 
-std::uint64_t sum_buffer(const std::vector<std::uint64_t>& buffer, std::int64_t streams) {
-  return sum_words(reinterpret_cast<const std::byte*>(buffer.data()), buffer.size(), streams);
+// The probe's 1 GiB of words, allocated as tensors are (in 2 MiB pages where the kernel has
+// transparent huge pages, as the weights are): 4 KiB pages would understate the machine.
+nnx::Tensor probe_buffer() {
+  return nnx::Tensor::full({static_cast<std::int64_t>(kBandwidthWords)}, 1, nnx::DType::u64);
+}
+
+std::uint64_t sum_buffer(const nnx::Tensor& buffer, std::int64_t streams) {
+  return sum_words(buffer.raw_data(), buffer.nbytes() / sizeof(std::uint64_t), streams);
 }
 
 double median(std::vector<double> v) {
@@ -179,11 +185,11 @@ double median(std::vector<double> v) {
 }
 
 // Bytes/s of one pass over the buffer (after one untimed pass that faults the pages in).
-double time_pass(const std::vector<std::uint64_t>& buffer, std::int64_t streams) {
+double time_pass(const nnx::Tensor& buffer, std::int64_t streams) {
   benchmark::DoNotOptimize(sum_buffer(buffer, streams));
   const auto t0 = Clock::now();
   benchmark::DoNotOptimize(sum_buffer(buffer, streams));
-  return static_cast<double>(buffer.size() * sizeof(std::uint64_t)) /
+  return static_cast<double>(buffer.nbytes()) /
          std::chrono::duration<double>(Clock::now() - t0).count();
 }
 
@@ -213,7 +219,7 @@ double weight_read_pass(const nnx::State& params, std::int64_t streams) {
 void BM_ReadBandwidth(benchmark::State& state) {
   const std::int64_t threads = state.range(0), streams = state.range(1);
   set_threads(threads);
-  std::vector<std::uint64_t> buffer(kBandwidthWords, 1);  // freed on return: not a model's peak
+  const nnx::Tensor buffer = probe_buffer();  // freed on return: not a model's peak
   benchmark::DoNotOptimize(sum_buffer(buffer, streams));  // fault the pages in
   double seconds = 0.0;
   for (auto _ : state) {
@@ -234,7 +240,7 @@ double bandwidth(std::int64_t threads, std::int64_t streams) {
   auto& v = g_bandwidth[{threads, streams}];
   if (v.empty()) {
     set_threads(threads);
-    const std::vector<std::uint64_t> buffer(kBandwidthWords, 1);
+    const nnx::Tensor buffer = probe_buffer();
     for (int r = 0; r < 3; ++r) v.push_back(time_pass(buffer, streams));
   }
   return median(v);
