@@ -30,6 +30,7 @@
 #include <cstring>
 #include <nnx/kernels/gemm.hpp>
 #include <nnx/core/dtype.hpp>
+#include <nnx/core/tensor.hpp>
 #include <nnx/kernels/gemm_i8.hpp>
 #include <nnx/kernels/gemm_w16.hpp>
 #include <nnx/ops/threads.hpp>
@@ -52,19 +53,27 @@ std::vector<float> random_floats(std::size_t n, unsigned seed) {
   return v;
 }
 
-// One weight matrix of `bytes` bytes, or (cold) enough copies of it to exceed kColdBytes.
+// Bytes in tensor storage (in 2 MiB pages where the kernel has transparent huge pages), as a
+// model's weights and the engine's packed weights are.
+nnx::Tensor tensor_bytes(std::size_t n) {
+  return nnx::Tensor::empty({static_cast<std::int64_t>(n)}, nnx::DType::u8);
+}
+
+// One weight matrix, or (cold) enough copies of it, one after another in one buffer as the
+// engine packs a model's weights, to exceed kColdBytes.
 template <class T>
 struct Weights {
-  std::vector<std::vector<T>> copies;
-  std::size_t next = 0;
-  Weights(const std::vector<T>& w, bool cold) {
+  nnx::Tensor buffer;
+  std::size_t count = 0, elements = 0, next = 0;
+  Weights(const std::vector<T>& w, bool cold) : elements(w.size()) {
     const std::size_t bytes = w.size() * sizeof(T);
-    const std::size_t n = cold ? std::max<std::size_t>(2, (kColdBytes + bytes - 1) / bytes) : 1;
-    copies.assign(n, w);
+    count = cold ? std::max<std::size_t>(2, (kColdBytes + bytes - 1) / bytes) : 1;
+    buffer = tensor_bytes(count * bytes);
+    for (std::size_t c = 0; c < count; ++c) std::memcpy(buffer.raw_data() + c * bytes, w.data(), bytes);
   }
   const T* get() {
-    const T* p = copies[next].data();
-    next = (next + 1) % copies.size();
+    const T* p = reinterpret_cast<const T*>(buffer.raw_data()) + next * elements;
+    next = (next + 1) % count;
     return p;
   }
 };
@@ -294,17 +303,18 @@ void BM_TierQuantizeRows(benchmark::State& state) {
                                                  benchmark::Counter::kIsIterationInvariantRate);
 }
 
-// The memory-bandwidth floor in the same run: a sum over 512 MiB of int64, split between the
-// threads as the kernels split weights.
+// The memory-bandwidth floor in the same run: a sum over 512 MiB of int64 (in tensor storage,
+// as the weights), split between the threads as the kernels split weights.
 void BM_ReadBandwidth(benchmark::State& state) {
   const Threads threads(static_cast<int>(state.range(0)));
   const std::size_t n = (std::size_t{512} << 20) / sizeof(std::int64_t);
-  std::vector<std::int64_t> buf(n, 1);
+  const nnx::Tensor buffer = nnx::Tensor::full({static_cast<i64>(n)}, 1, nnx::DType::i64);
+  const std::int64_t* buf = buffer.data<std::int64_t>();
   std::int64_t sums[2] = {0, 0};
   for (auto _ : state) {
     nnx::kernels::parallel_for(static_cast<i64>(n), [&](i64 b, i64 e, int chunk) noexcept {
       std::int64_t s = 0;
-      for (i64 i = b; i < e; ++i) s += buf[static_cast<std::size_t>(i)];
+      for (i64 i = b; i < e; ++i) s += buf[i];
       sums[chunk] = s;
     });
     benchmark::DoNotOptimize(sums);

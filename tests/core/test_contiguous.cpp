@@ -69,6 +69,14 @@ TEST_CASE("contiguous_copy: same leaves, one buffer in the state's order", "[cor
   packed = nnx::State();
   CHECK(kept.data<float>()[0] == 100.0f);
   CHECK(kept.data<float>()[2] == -1.5f);
+
+  // A state passed by std::move lets go of each old tensor once it is copied.
+  nnx::State given = nnx::state(make_parts());
+  const Tensor old_bias = given.at(Path{"bias"}).tensor();
+  CHECK(old_bias.use_count() == 2);
+  const nnx::State moved = nnx::contiguous_copy(std::move(given));
+  CHECK(old_bias.use_count() == 1);
+  CHECK(nnx::equal(moved.at(Path{"bias"}).tensor(), old_bias));
 }
 
 TEST_CASE("contiguous_copy: leaves not moved stay shared; abstract leaves are kept", "[core][contiguous]") {

@@ -15,6 +15,7 @@
 #include <cstddef>
 #include <cstring>
 #include <memory>
+#include <utility>
 
 #include "nnx/core/state.hpp"
 #include "nnx/core/tensor.hpp"
@@ -22,18 +23,19 @@
 
 namespace nnx {
 
-// A copy of `state` (same paths, kinds, metadata and values) whose concrete tensors, QTensor
-// values and scales included, are laid out one after another, each 64-byte aligned, in one
-// allocation, in the state's order. Leaves for which moved(path, leaf) is false stay shared
-// with `state` as they are; so do abstract and undefined tensors.
+// `state` (same paths, kinds, metadata and values) with its concrete tensors, QTensor values
+// and scales included, copied one after another, each 64-byte aligned, into one allocation, in
+// the state's order. Leaves for which moved(path, leaf) is false stay shared with `state` as
+// they are; so do abstract and undefined tensors. Pass the state with std::move to free each
+// old tensor as soon as it is copied (memory then peaks one tensor above the state's size).
 template <class Moved>
-State contiguous_copy(const State& state, Moved&& moved) {
+State contiguous_copy(State state, Moved&& moved) {
   const auto stored = [](const Tensor& t) { return t.defined() && !t.is_abstract() && t.nbytes() > 0; };
   const auto padded = [](std::size_t n) {
     return (n + detail::tensor_alignment - 1) / detail::tensor_alignment * detail::tensor_alignment;
   };
   std::size_t total = 0;
-  for (const auto& [path, leaf] : state)
+  for (const auto& [path, leaf] : std::as_const(state))
     if (moved(path, leaf))
       map_tensors(leaf.value, [&](const Tensor& t) {
         if (stored(t)) total += padded(t.nbytes());
@@ -51,13 +53,13 @@ State contiguous_copy(const State& state, Moved&& moved) {
     std::shared_ptr<std::byte> view(p, [buffer](std::byte*) noexcept {});
     return Tensor::borrow(p, t.shape(), t.dtype(), std::move(view));
   };
-  return state.map_with_path([&](const Path& path, const VariableState& leaf) {
-    return moved(path, leaf) ? map_tensors(leaf.value, copy) : leaf.value;
-  });
+  for (auto& [path, leaf] : state)
+    if (moved(path, leaf)) leaf.value = map_tensors(leaf.value, copy);  // drops this state's old tensors
+  return state;
 }
 
-inline State contiguous_copy(const State& state) {
-  return contiguous_copy(state, [](const Path&, const VariableState&) { return true; });
+inline State contiguous_copy(State state) {
+  return contiguous_copy(std::move(state), [](const Path&, const VariableState&) { return true; });
 }
 
 }  // namespace nnx

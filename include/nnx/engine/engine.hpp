@@ -270,10 +270,14 @@ class Engine {
     const bool quantized = std::any_of(params.begin(), params.end(), [](const auto& e) { return e.leaf.is_quantized(); });
     if (!quantized) return convert_params(params);
     const DType weights = weight_dtype_of(params);
-    Model model = merge(variant(weights).prefill, params, prefix_cache_spec_);
-    if (served_weights(weights) == weights) return params;
-    cast_weights(model, served_weights(weights));
-    return contiguous_weights(state(model, of<Param>), params);
+    State converted;
+    {
+      Model model = merge(variant(weights).prefill, params, prefix_cache_spec_);
+      if (served_weights(weights) == weights) return params;
+      cast_weights(model, served_weights(weights));
+      converted = state(model, of<Param>);
+    }  // without the model's references, packing frees each converted tensor once copied
+    return contiguous_weights(std::move(converted), params);
   }
   // Fresh random parameters, as the model's constructor initializes them (then quantized).
   State init_params(std::uint64_t seed) const {
@@ -288,11 +292,15 @@ class Engine {
   State convert_params(const State& params) const {
     const DType weights = weight_dtype_of(params);
     const DType served = served_weights(weights);
-    Model model = merge(variant(weights).unquantized, params, prefix_cache_spec_);
-    if (served == weights && !options_.quant.enabled()) return params;
-    cast_weights(model, served);
-    quantize(model, options_.quant, QuantMode::serve);
-    return contiguous_weights(state(model, of<Param>), params);
+    State converted;
+    {
+      Model model = merge(variant(weights).unquantized, params, prefix_cache_spec_);
+      if (served == weights && !options_.quant.enabled()) return params;
+      cast_weights(model, served);
+      quantize(model, options_.quant, QuantMode::serve);
+      converted = state(model, of<Param>);
+    }  // without the model's references, packing frees each converted tensor once copied
+    return contiguous_weights(std::move(converted), params);
   }
 
   // ---- decode state ----
@@ -732,8 +740,8 @@ class Engine {
   // The served weights in one buffer (nnx/core/contiguous.hpp): a decode step then streams
   // them from DRAM as one run of 2 MiB pages. Leaves that conversion left unchanged (shared
   // with `given`, such as an embedding table that stays f32) stay shared, not copied.
-  static State contiguous_weights(const State& served, const State& given) {
-    return contiguous_copy(served, [&](const Path& path, const VariableState& leaf) {
+  static State contiguous_weights(State served, const State& given) {
+    return contiguous_copy(std::move(served), [&](const Path& path, const VariableState& leaf) {
       const VariableState* before = given.find(path);
       const bool unchanged = before && !before->is_quantized() && !leaf.is_quantized() &&
                              leaf.tensor().shares_storage_with(before->tensor());
