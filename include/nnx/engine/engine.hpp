@@ -743,9 +743,7 @@ class Engine {
   static State contiguous_weights(State served, const State& given) {
     return contiguous_copy(std::move(served), [&](const Path& path, const VariableState& leaf) {
       const VariableState* before = given.find(path);
-      const bool unchanged = before && !before->is_quantized() && !leaf.is_quantized() &&
-                             leaf.tensor().shares_storage_with(before->tensor());
-      return !unchanged;
+      return !(before && leaf.primary().shares_storage_with(before->primary()));
     });
   }
 

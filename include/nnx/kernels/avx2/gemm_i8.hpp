@@ -24,9 +24,9 @@
 // about 128 KiB; tiles of up to 4 rows x several output channels pass over each block (the
 // first from memory, the others from L2), so a batch of 8 reads the weights from memory
 // once, and each FMA chain has independent neighbours to overlap with (W8A8 with one row
-// takes one channel at a time instead: see i8_channels). Prefill uses the
-// same tiles, hence the same per-element arithmetic. Single-threaded: nnx/kernels/gemm_i8.hpp
-// splits output channels between threads, which changes no element's arithmetic.
+// takes one channel at a time instead: see i8_channels). Prefill uses the same tiles, hence
+// the same per-element arithmetic. Single-threaded: nnx/kernels/gemm_i8.hpp splits output
+// channels between threads, which changes no element's arithmetic.
 #pragma once
 
 #include "nnx/kernels/avx2/simd.hpp"
