@@ -189,9 +189,10 @@ TEST_CASE("the AVX2 gemm_f32 agrees with the portable one", "[kernels][gemm][avx
 }
 
 TEST_CASE("a row of gemm_f32 is bitwise the same alone and in any batch", "[kernels][gemm][determinism]") {
-  // The M values cross the AVX2 path choices (1-2 rows, >= 3 rows, >= 16 rows), the 6-row
-  // and 2-row tiles and the 96-row block; the shapes select B read in place (1100), copied
-  // panels (1024) and packed B (8200, K > 256 for two K blocks).
+  // The M values cross the AVX2 path choices (1 row, which reads B row by row when ldb == N,
+  // 1-2 rows, >= 3 rows, >= 16 rows), the 6-row and 2-row tiles and the 96-row block; the
+  // shapes select B read in place (1100), copied panels (1024) and packed B (8200, K > 256 for
+  // two K blocks).
   struct Shape2 {
     i64 N, K;
     bool ref_too;  // the portable path has no size-dependent choices: one shape suffices
@@ -362,19 +363,23 @@ TEST_CASE("the avx512 gemm_f32 gives avx2's bits at every shape", "[kernels][gem
   };
   // Decode and small batches (unpacked, 64- and 48-column tiles with partial last vectors),
   // prefill (packed 12 x 32 tiles over several K, N and M blocks), and strides above widths.
-  for (Shape s : {Shape{1, 1, 1}, Shape{1, 77, 33}, Shape{2, 130, 257}, Shape{3, 47, 65}, Shape{8, 200, 300},
-                  Shape{9, 65, 17}, Shape{16, 33, 9}, Shape{17, 801, 513}, Shape{37, 97, 300}, Shape{130, 70, 260}}) {
-    for (bool accumulate : {false, true}) {
-      const i64 lda = s.K + 3, ldb = s.N + 5, ldc = s.N + 7;
+  for (Shape s : {Shape{1, 1, 1}, Shape{1, 77, 33}, Shape{1, 1100, 300}, Shape{2, 130, 257}, Shape{3, 47, 65},
+                  Shape{8, 200, 300}, Shape{9, 65, 17}, Shape{16, 33, 9}, Shape{17, 801, 513}, Shape{37, 97, 300},
+                  Shape{130, 70, 260}}) {
+    // Dense strides too: one row over whole rows of B reads B as one stream (gemv_row_stream).
+    for (bool dense : {false, true}) {
+      const i64 lda = s.K + (dense ? 0 : 3), ldb = s.N + (dense ? 0 : 5), ldc = s.N + (dense ? 0 : 7);
       const auto A = random_floats(static_cast<std::size_t>(s.M * lda), 11);
       const auto B = random_floats(static_cast<std::size_t>(s.K * ldb), 12);
       const auto C0 = random_floats(static_cast<std::size_t>(s.M * ldc), 13);
-      auto C2 = C0, C5 = C0;
-      k::avx2::gemm_f32(s.M, s.N, s.K, A.data(), lda, B.data(), ldb, C2.data(), ldc, accumulate);
-      k::avx512::gemm_f32(s.M, s.N, s.K, A.data(), lda, B.data(), ldb, C5.data(), ldc, accumulate);
-      INFO("M=" << s.M << " N=" << s.N << " K=" << s.K << " accumulate=" << accumulate);
-      // Bitwise, padding between rows included (nothing past N is written).
-      CHECK(std::memcmp(C2.data(), C5.data(), C2.size() * sizeof(float)) == 0);
+      for (bool accumulate : {false, true}) {
+        auto C2 = C0, C5 = C0;
+        k::avx2::gemm_f32(s.M, s.N, s.K, A.data(), lda, B.data(), ldb, C2.data(), ldc, accumulate);
+        k::avx512::gemm_f32(s.M, s.N, s.K, A.data(), lda, B.data(), ldb, C5.data(), ldc, accumulate);
+        INFO("M=" << s.M << " N=" << s.N << " K=" << s.K << " dense=" << dense << " accumulate=" << accumulate);
+        // Bitwise, padding between rows included (nothing past N is written).
+        CHECK(std::memcmp(C2.data(), C5.data(), C2.size() * sizeof(float)) == 0);
+      }
     }
   }
 #endif

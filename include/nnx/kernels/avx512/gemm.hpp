@@ -223,6 +223,26 @@ NNX_TARGET_AVX512 inline void gemm_packed(std::int64_t M, std::int64_t N, std::i
   }
 }
 
+// As avx2::detail::gemv_row_stream (one row of A over whole rows of B, read as one stream),
+// 16 lanes at a time; the same chains, so the same bits.
+NNX_TARGET_AVX512 inline void gemv_row_stream(std::int64_t N, std::int64_t K, const float* a, const float* B,
+                                              std::int64_t ldb, float* c, bool accumulate) noexcept {
+  if (!accumulate) std::fill(c, c + N, 0.0f);
+  const std::int64_t n16 = N - N % 16;
+  const __mmask16 tail = lanes16(N - n16);
+  for (std::int64_t k = 0; k < K; ++k) {
+    const __m512 ak = _mm512_set1_ps(a[k]);
+    const float* bk = B + k * ldb;
+#pragma GCC unroll 4
+    for (std::int64_t j = 0; j < n16; j += 16)
+      _mm512_storeu_ps(c + j, _mm512_fmadd_ps(ak, _mm512_loadu_ps(bk + j), _mm512_loadu_ps(c + j)));
+    if (n16 < N) {
+      const __m512 b_tail = _mm512_maskz_loadu_ps(tail, bk + n16);
+      _mm512_mask_storeu_ps(c + n16, tail, _mm512_fmadd_ps(ak, b_tail, _mm512_maskz_loadu_ps(tail, c + n16)));
+    }
+  }
+}
+
 // The unpacked path (few rows: decode and small batches): B read in place in panels of kb
 // rows; every row tile of up to 8 rows passes over a panel while it is in L2, resuming its
 // chains from C. One or two rows use 64-column tiles (four chains per row per k), more rows
@@ -300,6 +320,8 @@ NNX_TARGET_AVX512 inline void gemm_f32(std::int64_t M, std::int64_t N, std::int6
   if (M >= detail::kPackMinRows)
     if (float* buf = detail::pack_buffer(detail::packed_floats()))
       return detail::gemm_packed(M, N, K, A, lda, B, ldb, C, ldc, accumulate, buf);
+  if (M == 1 && ldb == N && N <= avx2::detail::kRowStreamMaxColumns)
+    return detail::gemv_row_stream(N, K, A, B, ldb, C, accumulate);
   detail::gemm_unpacked(M, N, K, A, lda, B, ldb, C, ldc, accumulate);
 }
 
