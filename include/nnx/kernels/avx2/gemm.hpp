@@ -187,10 +187,12 @@ inline constexpr std::int64_t kRowStreamMaxColumns = 4096;
 // C[0, N) (+)= a · B for one row a, B [K, N] with ldb == N, k ascending: each element's chain
 // is gemm_tile's, so the bits are the same. A tile instead reads a panel of 8 rows as 8
 // streams a row apart, which end before the hardware prefetcher follows them; one stream runs
-// at the plain read rate. Measured on a Zen 4 EPYC, avx512 tier, one thread, B from DRAM in
-// 2 MiB pages (read probe 30 GB/s): K 768 x N 768 19.4 -> 27.1 GB/s, K 3072 x N 768 20.2 ->
-// 26.2, K 768 x N 3072 24.3 -> 25.1. Wider rows (a head's 32000 columns) keep the tiles: C
-// would leave L1 (12 GB/s).
+// at the plain read rate. Measured on a Zen 4 EPYC, one thread, B from DRAM in 2 MiB pages
+// (read probe 32-34 GB/s), avx512: K 768 x N 768 19.5 -> 29.0 GB/s, K 3072 x N 768 18.0 ->
+// 28.4, K 768 x N 3072 24.2 -> 30.9; avx2: 19.1 -> 26.8, 20.1 -> 22.4, 23.0 -> 24.4. The inner
+// loop must be unrolled (13 GB/s without). Wider rows (a head's 32000 columns) keep the tiles:
+// C would leave L1 (12 GB/s). Threads split C's columns, so each would read half of every row
+// (two strided streams, 19-23 GB/s against the tiles' 22-29): only a whole row streams.
 NNX_TARGET_AVX2_FMA inline void gemv_row_stream(std::int64_t N, std::int64_t K, const float* a, const float* B,
                                                 std::int64_t ldb, float* c, bool accumulate) noexcept {
   if (!accumulate) std::fill(c, c + N, 0.0f);
