@@ -184,8 +184,8 @@ NNX_TARGET_AVX2_FMA inline void prefetch_next_panel(const float* next, std::int6
 // back as one stream, row k updating all N floats of C, which stay in L1.
 inline constexpr std::int64_t kRowStreamMaxColumns = 4096;
 
-// C[0, N) (+)= a · B for one row a, B [K, N] with ldb == N, k ascending: each element's chain
-// is gemm_tile's, so the bits are the same. A tile instead reads a panel of 8 rows as 8
+// C[0, N) (+)= a · B for one row a and B [K, N] (row stride ldb; gemm_f32 passes whole rows),
+// k ascending: each element's chain is gemm_tile's, so the bits are the same. A tile instead reads a panel of 8 rows as 8
 // streams a row apart, which end before the hardware prefetcher follows them; one stream runs
 // at the plain read rate. Measured on a Zen 4 EPYC, one thread, B from DRAM in 2 MiB pages
 // (read probe 32-34 GB/s), avx512: K 768 x N 768 19.5 -> 29.0 GB/s, K 3072 x N 768 18.0 ->
