@@ -3,6 +3,7 @@
 // one, leading dimensions and accumulate, and the property the inference engine relies on:
 // a row of C is bitwise the same whether computed alone (M = 1) or in any batch.
 #include <catch2/catch.hpp>
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -32,13 +33,16 @@ std::vector<float> random_floats(std::size_t n, std::uint32_t seed, float lo = -
 
 bool have_avx2() { return k::isa_supported(k::Isa::avx2); }
 
-using GemmFn = void (*)(i64, i64, i64, const float*, i64, const float*, i64, float*, i64, bool);
 using GemmBtFn = void (*)(i64, i64, i64, const float*, i64, const float*, i64, float*, i64);
 
 struct Path {
   const char* name;
-  GemmFn gemm;
+  k::GemmF32Fn gemm_split;
   GemmBtFn gemm_bt;
+  void gemm(i64 M, i64 N, i64 K, const float* A, i64 lda, const float* B, i64 ldb, float* C, i64 ldc,
+            bool accumulate) const {
+    gemm_split(M, N, K, A, lda, B, ldb, C, ldc, accumulate, {});
+  }
 };
 
 // Every tier this CPU runs, with the kernels it dispatches to (its own, or the tier's below
@@ -408,7 +412,7 @@ TEST_CASE("gemm_f32_t with either operand transposed gives gemm_f32's bits on th
             const auto C0 = random_floats(static_cast<std::size_t>(M * N), 93);
             const auto At = transpose(A, M, K, M + 3), Bt = transpose(B, K, N, K + 2);
             auto expected = C0;
-            gemm(M, N, K, A.data(), K, B.data(), N, expected.data(), N, accumulate);
+            gemm(M, N, K, A.data(), K, B.data(), N, expected.data(), N, accumulate, {});
             for (const bool ta : {false, true})
               for (const bool tb : {false, true}) {
                 CAPTURE(ta, tb);
@@ -432,4 +436,124 @@ TEST_CASE("gemm_f32_t with either operand transposed gives gemm_f32's bits on th
   }
   k::set_thread_count(threads);
   CHECK(results[0] == results[1]);
+}
+
+namespace {
+
+// C (+)= A · B by two single-chain calls of a tier's kernel over K's halves [0, K0) and
+// [K0, K), the second from zero, added after: what a split must give, bit for bit.
+std::vector<float> two_half_products(k::GemmF32Fn gemm, i64 M, i64 N, i64 K, i64 K0, const std::vector<float>& A,
+                                     i64 lda, const std::vector<float>& B, i64 ldb, std::vector<float> C, i64 ldc,
+                                     bool accumulate) {
+  std::vector<float> second(static_cast<std::size_t>(M * N));
+  gemm(M, N, K0, A.data(), lda, B.data(), ldb, C.data(), ldc, accumulate, {});
+  gemm(M, N, K - K0, A.data() + K0, lda, B.data() + K0 * ldb, ldb, second.data(), N, false, {});
+  for (i64 i = 0; i < M; ++i)
+    for (i64 j = 0; j < N; ++j)
+      C[static_cast<std::size_t>(i * ldc + j)] += second[static_cast<std::size_t>(i * N + j)];
+  return C;
+}
+
+}  // namespace
+
+TEST_CASE("each tier's one-pass K split gives the bits of its two half products, at any M",
+          "[kernels][gemm][determinism]") {
+  // One row over whole rows of B (row stream, M = 1, ldb == N), decode tiles (M <= 2 with
+  // N > 4096 or ldb > N), small-batch panels (M 3..15: even panels per half), copied panels
+  // (avx2, ldb a multiple of 512) and packed B (M >= 16); odd K gives unequal halves.
+  struct Shape {
+    i64 N, K, ldb_pad;
+    std::vector<i64> Ms;
+  };
+  for (const Shape& s : {Shape{1100, 600, 0, {1, 2, 3, 8, 15, 16, 17, 40}}, Shape{1024, 520, 0, {3, 8, 12}},
+                         Shape{5000, 300, 0, {1, 2}}, Shape{77, 257, 5, {1, 3, 9}}, Shape{40, 1001, 0, {1, 7}}}) {
+    const i64 N = s.N, K = s.K, ldb = N + s.ldb_pad, K0 = K / 2;
+    const auto A = random_floats(static_cast<std::size_t>(40 * K), 51);
+    const auto B = random_floats(static_cast<std::size_t>(K * ldb), 52);
+    for (const Path& p : paths())
+      for (const i64 M : s.Ms)
+        for (const bool accumulate : {false, true}) {
+          INFO(p.name << " M=" << M << " N=" << N << " K=" << K << " ldb=" << ldb << " accumulate=" << accumulate);
+          const auto C0 = random_floats(static_cast<std::size_t>(M * N), 53);
+          const auto expected = two_half_products(p.gemm_split, M, N, K, K0, A, K, B, ldb, C0, N, accumulate);
+          auto C = C0;
+          std::vector<float> second(static_cast<std::size_t>(M * N), NAN);  // every element is written
+          p.gemm_split(M, N, K, A.data(), K, B.data(), ldb, C.data(), N, accumulate, {K0, second.data(), N});
+          for (std::size_t i = 0; i < C.size(); ++i) C[i] += second[i];
+          REQUIRE(std::memcmp(C.data(), expected.data(), C.size() * sizeof(float)) == 0);
+        }
+  }
+}
+
+TEST_CASE("gemm_f32 halves K from kSplitDepth on: a row's bits alone, in any batch, on any thread count",
+          "[kernels][gemm][determinism]") {
+  // Against the active tier's two half products; the 1000 x 4300 product is larger than the
+  // split buffer, so it runs in pieces of column blocks.
+  const k::GemmF32Fn gemm = k::select(k::kGemmF32, k::active_isa());
+  const int threads_before = nnx::num_threads();
+  const i64 min_work_before = k::parallel_min_work();
+  struct Shape {
+    i64 N, K;
+    std::vector<i64> Ms;
+  };
+  for (const Shape& s : {Shape{1100, 600, {1, 2, 3, 8, 17, 40}}, Shape{300, k::kSplitDepth, {1, 5}},
+                         Shape{300, k::kSplitDepth - 1, {1, 5}}, Shape{4300, 256, {1000}}}) {
+    const i64 N = s.N, K = s.K, M_max = *std::max_element(s.Ms.begin(), s.Ms.end());
+    const i64 K0 = K >= k::kSplitDepth ? K / 2 : 0;
+    const auto A = random_floats(static_cast<std::size_t>(M_max * K), 61);
+    const auto B = random_floats(static_cast<std::size_t>(K * N), 62);
+    for (const bool accumulate : {false, true}) {
+      const auto C0 = random_floats(static_cast<std::size_t>(M_max * N), 63);
+      auto expected = C0;
+      if (K0 > 0)
+        expected = two_half_products(gemm, M_max, N, K, K0, A, K, B, N, C0, N, accumulate);
+      else
+        gemm(M_max, N, K, A.data(), K, B.data(), N, expected.data(), N, accumulate, {});
+      for (const int threads : {1, 2})
+        for (const i64 M : s.Ms)
+          for (const i64 r0 : {i64{0}, M_max - M}) {
+            INFO("N=" << N << " K=" << K << " M=" << M << " rows from " << r0 << " threads=" << threads
+                      << " accumulate=" << accumulate);
+            k::set_thread_count(threads);
+            k::set_parallel_min_work(threads == 1 ? min_work_before : 1);
+            std::vector<float> C(C0.begin() + r0 * N, C0.begin() + (r0 + M) * N);
+            k::gemm_f32(M, N, K, A.data() + r0 * K, K, B.data(), N, C.data(), N, accumulate);
+            REQUIRE(std::memcmp(C.data(), expected.data() + r0 * N, C.size() * sizeof(float)) == 0);
+          }
+    }
+  }
+  k::set_thread_count(threads_before);
+  k::set_parallel_min_work(min_work_before);
+}
+
+TEST_CASE("gemm_f32_t gives gemm_f32's bits when K is halved, on any thread count", "[kernels][gemm][train]") {
+  const int threads_before = nnx::num_threads();
+  for (const i64 M : {1, 5, 40})
+    for (const i64 N : {17, 300})
+      for (const i64 K : {k::kSplitDepth, i64{601}}) {
+        const auto A = random_floats(static_cast<std::size_t>(M * K), 71);
+        const auto B = random_floats(static_cast<std::size_t>(K * N), 72);
+        std::vector<float> At(A.size()), Bt(B.size());
+        for (i64 i = 0; i < M; ++i)
+          for (i64 kk = 0; kk < K; ++kk)
+            At[static_cast<std::size_t>(kk * M + i)] = A[static_cast<std::size_t>(i * K + kk)];
+        for (i64 kk = 0; kk < K; ++kk)
+          for (i64 j = 0; j < N; ++j)
+            Bt[static_cast<std::size_t>(j * K + kk)] = B[static_cast<std::size_t>(kk * N + j)];
+        std::vector<float> expected(static_cast<std::size_t>(M * N));
+        k::set_thread_count(1);
+        k::gemm_f32(M, N, K, A.data(), K, B.data(), N, expected.data(), N);
+        for (const int threads : {1, 2}) {
+          k::set_thread_count(threads);
+          for (const bool ta : {false, true})
+            for (const bool tb : {false, true}) {
+              INFO("M=" << M << " N=" << N << " K=" << K << " threads=" << threads << " ta=" << ta << " tb=" << tb);
+              std::vector<float> c(expected.size());
+              k::gemm_f32_t(ta, tb, M, N, K, ta ? At.data() : A.data(), ta ? M : K, tb ? Bt.data() : B.data(),
+                            tb ? K : N, c.data(), N);
+              REQUIRE(std::memcmp(c.data(), expected.data(), c.size() * sizeof(float)) == 0);
+            }
+        }
+      }
+  k::set_thread_count(threads_before);
 }

@@ -20,6 +20,7 @@
 #pragma once
 
 #include "nnx/kernels/avx2/simd.hpp"
+#include "nnx/kernels/ref/gemm.hpp"
 
 #if NNX_KERNELS_X86_DISPATCH
 
@@ -193,12 +194,15 @@ inline constexpr std::int64_t kRowStreamMaxColumns = 4096;
 // loop must be unrolled (13 GB/s without). Wider rows (a head's 32000 columns) keep the tiles:
 // C would leave L1 (12 GB/s). Threads split C's columns, so each would read half of every row
 // (two strided streams, 19-23 GB/s against the tiles' 22-29): only a whole row streams.
+// With a split, the stream goes on unbroken into the second half's chains.
 NNX_TARGET_AVX2_FMA inline void gemv_row_stream(std::int64_t N, std::int64_t K, const float* a, const float* B,
-                                                std::int64_t ldb, float* c, bool accumulate) noexcept {
+                                                std::int64_t ldb, float* c, bool accumulate,
+                                                const KSplit& split = {}) noexcept {
   if (!accumulate) std::fill(c, c + N, 0.0f);
   const std::int64_t n8 = N - N % 8;
   const __m256i tail = lane_mask(N - n8);
   for (std::int64_t k = 0; k < K; ++k) {
+    if (split.out && k == split.at) std::fill(c = split.out, split.out + N, 0.0f);
     const __m256 ak = _mm256_set1_ps(a[k]);
     const float* bk = B + k * ldb;
 #pragma GCC unroll 4
@@ -218,15 +222,30 @@ NNX_TARGET_AVX2_FMA inline void gemv_row_stream(std::int64_t N, std::int64_t K, 
 // When B's row stride is a multiple of 2 KiB (e.g. N = 3072 or 4096), the rows of a panel
 // fall into one or two L1 sets and evict each other; with `panel` given, each k panel is
 // then first copied there with a stride of an odd number of cache lines.
+//
+// With a split, panels end at the split row and the second half's panels write its output:
+// one pass over B, its prefetching unbroken.
 NNX_TARGET_AVX2_FMA inline void gemm_unpacked(std::int64_t M, std::int64_t N, std::int64_t K, const float* A,
-                                              std::int64_t lda, const float* B, std::int64_t ldb, float* C,
-                                              std::int64_t ldc, bool accumulate, float* panel = nullptr) noexcept {
+                                              std::int64_t lda, const float* B, std::int64_t ldb, float* C_first,
+                                              std::int64_t ldc_first, bool accumulate, float* panel = nullptr,
+                                              const KSplit& split = {}) noexcept {
   const std::int64_t kb_max = unpacked_panel_rows(M, N);
   const std::int64_t ldp = unpacked_panel_stride(N);
   const __m256i all = lane_mask(8);
-  for (std::int64_t k0 = 0; k0 < K; k0 += kb_max) {
-    const std::int64_t kb = std::min(kb_max, K - k0);
-    const bool load_c = accumulate || k0 > 0;
+  // With a split, each half in panels of equal size (a short panel would leave the next one
+  // prefetched only in part).
+  const auto even_panels = [&](std::int64_t rows) {
+    const std::int64_t panels = (rows + kb_max - 1) / kb_max;
+    return (rows + panels - 1) / panels;
+  };
+  std::int64_t kb_half = split.out ? even_panels(split.at) : kb_max;
+  for (std::int64_t k0 = 0, kb = 0; k0 < K; k0 += kb) {
+    const bool second = split.out && k0 >= split.at;
+    if (second && k0 == split.at) kb_half = even_panels(K - split.at);
+    kb = std::min(kb_half, (split.out && !second ? split.at : K) - k0);
+    const bool load_c = second ? k0 > split.at : accumulate || k0 > 0;
+    float* const C = second ? split.out : C_first;
+    const std::int64_t ldc = second ? split.ld : ldc_first;
     const float* b = B + k0 * ldb;
     // A panel is kb short row streams the hardware prefetcher does not follow. So the first
     // tile row of M > 2 rows, which reads the panel from memory, prefetches the next one as it
@@ -490,9 +509,11 @@ NNX_TARGET_AVX2_FMA inline void gemm_bt_tile_rows(int mr, std::int64_t K, const 
 
 // C[M, N] (+)= A[M, K] · B[K, N]; same contract as nnx::kernels::ref::gemm_f32, order as in
 // the header comment. Requires AVX2 and FMA. Never throws.
-NNX_TARGET_AVX2_FMA inline void gemm_f32(std::int64_t M, std::int64_t N, std::int64_t K, const float* A,
-                                         std::int64_t lda, const float* B, std::int64_t ldb, float* C, std::int64_t ldc,
-                                         bool accumulate = false) noexcept {
+// As gemm_f32, with K reduced in two halves when split.out is given: k < split.at into C,
+// the rest from 0 into split.out (nnx/kernels/gemm.hpp adds them).
+NNX_TARGET_AVX2_FMA inline void gemm_f32_split(std::int64_t M, std::int64_t N, std::int64_t K, const float* A,
+                                               std::int64_t lda, const float* B, std::int64_t ldb, float* C,
+                                               std::int64_t ldc, bool accumulate, const KSplit& split) noexcept {
   if (M <= 0 || N <= 0) return;
   if (K <= 0) {
     if (!accumulate)
@@ -502,16 +523,24 @@ NNX_TARGET_AVX2_FMA inline void gemm_f32(std::int64_t M, std::int64_t N, std::in
   if (M >= detail::kPackMinRows && N >= detail::kPackMinCols) {
     const auto floats = static_cast<std::size_t>(detail::kKc * (detail::kNc + 16 + detail::kMc + 6));
     if (float* buf = detail::pack_buffer(floats)) {
-      detail::gemm_packed(M, N, K, A, lda, B, ldb, C, ldc, accumulate, buf);
-      return;
+      if (!split.out) return detail::gemm_packed(M, N, K, A, lda, B, ldb, C, ldc, accumulate, buf);
+      detail::gemm_packed(M, N, split.at, A, lda, B, ldb, C, ldc, accumulate, buf);
+      return detail::gemm_packed(M, N, K - split.at, A + split.at, lda, B + split.at * ldb, ldb, split.out, split.ld,
+                                 false, buf);
     }
   }
   if (M == 1 && ldb == N && N <= detail::kRowStreamMaxColumns)
-    return detail::gemv_row_stream(N, K, A, B, ldb, C, accumulate);
+    return detail::gemv_row_stream(N, K, A, B, ldb, C, accumulate, split);
   float* panel = nullptr;
   if (M >= detail::kCopyMinRows && ldb % 512 == 0)
     panel = detail::pack_buffer(static_cast<std::size_t>(detail::unpacked_panel_floats(M, N)));
-  detail::gemm_unpacked(M, N, K, A, lda, B, ldb, C, ldc, accumulate, panel);
+  detail::gemm_unpacked(M, N, K, A, lda, B, ldb, C, ldc, accumulate, panel, split);
+}
+
+NNX_TARGET_AVX2_FMA inline void gemm_f32(std::int64_t M, std::int64_t N, std::int64_t K, const float* A,
+                                         std::int64_t lda, const float* B, std::int64_t ldb, float* C, std::int64_t ldc,
+                                         bool accumulate = false) noexcept {
+  gemm_f32_split(M, N, K, A, lda, B, ldb, C, ldc, accumulate, {});
 }
 
 namespace detail {

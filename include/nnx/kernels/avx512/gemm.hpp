@@ -226,11 +226,13 @@ NNX_TARGET_AVX512 inline void gemm_packed(std::int64_t M, std::int64_t N, std::i
 // As avx2::detail::gemv_row_stream (one row of A over whole rows of B, read as one stream),
 // 16 lanes at a time; the same chains, so the same bits.
 NNX_TARGET_AVX512 inline void gemv_row_stream(std::int64_t N, std::int64_t K, const float* a, const float* B,
-                                              std::int64_t ldb, float* c, bool accumulate) noexcept {
+                                              std::int64_t ldb, float* c, bool accumulate,
+                                              const KSplit& split = {}) noexcept {
   if (!accumulate) std::fill(c, c + N, 0.0f);
   const std::int64_t n16 = N - N % 16;
   const __mmask16 tail = lanes16(N - n16);
   for (std::int64_t k = 0; k < K; ++k) {
+    if (split.out && k == split.at) std::fill(c = split.out, split.out + N, 0.0f);
     const __m512 ak = _mm512_set1_ps(a[k]);
     const float* bk = B + k * ldb;
 #pragma GCC unroll 4
@@ -246,14 +248,26 @@ NNX_TARGET_AVX512 inline void gemv_row_stream(std::int64_t N, std::int64_t K, co
 // The unpacked path (few rows: decode and small batches): B read in place in panels of kb
 // rows; every row tile of up to 8 rows passes over a panel while it is in L2, resuming its
 // chains from C. One or two rows use 64-column tiles (four chains per row per k), more rows
-// 48-column tiles (up to 24 accumulators).
+// 48-column tiles (up to 24 accumulators). A split is handled as avx2's.
 NNX_TARGET_AVX512 inline void gemm_unpacked(std::int64_t M, std::int64_t N, std::int64_t K, const float* A,
-                                            std::int64_t lda, const float* B, std::int64_t ldb, float* C,
-                                            std::int64_t ldc, bool accumulate) noexcept {
+                                            std::int64_t lda, const float* B, std::int64_t ldb, float* C_first,
+                                            std::int64_t ldc_first, bool accumulate,
+                                            const KSplit& split = {}) noexcept {
   const std::int64_t kb_max = M <= 2 ? 8 : std::clamp<std::int64_t>(256 * 1024 / 4 / N, 16, 128);
-  for (std::int64_t k0 = 0; k0 < K; k0 += kb_max) {
-    const std::int64_t kb = std::min(kb_max, K - k0);
-    const bool load_c = accumulate || k0 > 0;
+  // With a split, each half in panels of equal size (a short panel would leave the next one
+  // prefetched only in part).
+  const auto even_panels = [&](std::int64_t rows) {
+    const std::int64_t panels = (rows + kb_max - 1) / kb_max;
+    return (rows + panels - 1) / panels;
+  };
+  std::int64_t kb_half = split.out ? even_panels(split.at) : kb_max;
+  for (std::int64_t k0 = 0, kb = 0; k0 < K; k0 += kb) {
+    const bool second = split.out && k0 >= split.at;
+    if (second && k0 == split.at) kb_half = even_panels(K - split.at);
+    kb = std::min(kb_half, (split.out && !second ? split.at : K) - k0);
+    const bool load_c = second ? k0 > split.at : accumulate || k0 > 0;
+    float* const C = second ? split.out : C_first;
+    const std::int64_t ldc = second ? split.ld : ldc_first;
     const float* b = B + k0 * ldb;
     // The next panel, prefetched by the first tile row of M > 2 rows as avx2's does (see
     // there). M = 8 from DRAM on a Zen 4, one thread: K 768 x N 3072 9.3 -> 17.5 GB/s, K 3072 x
@@ -308,9 +322,11 @@ inline constexpr std::int64_t kPackMinRows = 16;
 
 // C[M, N] (+)= A[M, K] · B[K, N]; same contract as nnx::kernels::ref::gemm_f32, bits as
 // avx2::gemm_f32 (see the header comment). Requires the avx512 tier. Never throws.
-NNX_TARGET_AVX512 inline void gemm_f32(std::int64_t M, std::int64_t N, std::int64_t K, const float* A,
-                                       std::int64_t lda, const float* B, std::int64_t ldb, float* C, std::int64_t ldc,
-                                       bool accumulate = false) noexcept {
+// As avx2::gemm_f32_split (K in two halves when split.out is given).
+NNX_TARGET_AVX512 inline void gemm_f32_split(std::int64_t M, std::int64_t N, std::int64_t K, const float* A,
+                                             std::int64_t lda, const float* B, std::int64_t ldb, float* C,
+                                             std::int64_t ldc, bool accumulate,
+                                             const KSplit& split) noexcept {
   if (M <= 0 || N <= 0) return;
   if (K <= 0) {
     if (!accumulate)
@@ -318,11 +334,21 @@ NNX_TARGET_AVX512 inline void gemm_f32(std::int64_t M, std::int64_t N, std::int6
     return;
   }
   if (M >= detail::kPackMinRows)
-    if (float* buf = detail::pack_buffer(detail::packed_floats()))
-      return detail::gemm_packed(M, N, K, A, lda, B, ldb, C, ldc, accumulate, buf);
+    if (float* buf = detail::pack_buffer(detail::packed_floats())) {
+      if (!split.out) return detail::gemm_packed(M, N, K, A, lda, B, ldb, C, ldc, accumulate, buf);
+      detail::gemm_packed(M, N, split.at, A, lda, B, ldb, C, ldc, accumulate, buf);
+      return detail::gemm_packed(M, N, K - split.at, A + split.at, lda, B + split.at * ldb, ldb, split.out, split.ld,
+                                 false, buf);
+    }
   if (M == 1 && ldb == N && N <= avx2::detail::kRowStreamMaxColumns)
-    return detail::gemv_row_stream(N, K, A, B, ldb, C, accumulate);
-  detail::gemm_unpacked(M, N, K, A, lda, B, ldb, C, ldc, accumulate);
+    return detail::gemv_row_stream(N, K, A, B, ldb, C, accumulate, split);
+  detail::gemm_unpacked(M, N, K, A, lda, B, ldb, C, ldc, accumulate, split);
+}
+
+NNX_TARGET_AVX512 inline void gemm_f32(std::int64_t M, std::int64_t N, std::int64_t K, const float* A,
+                                       std::int64_t lda, const float* B, std::int64_t ldb, float* C, std::int64_t ldc,
+                                       bool accumulate = false) noexcept {
+  gemm_f32_split(M, N, K, A, lda, B, ldb, C, ldc, accumulate, {});
 }
 
 // As avx2::gemm_f32_t (either operand transposed), bits as gemm_f32 on transposed copies.

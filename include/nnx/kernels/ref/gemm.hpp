@@ -18,6 +18,19 @@
 #include <algorithm>
 #include <cstdint>
 
+namespace nnx::kernels {
+
+// The second half of a product whose K is reduced in two halves (nnx/kernels/gemm.hpp): from
+// row `at` of K on, chains start again from 0 and go to `out` (row stride ld) instead of C.
+// out == nullptr: no split.
+struct KSplit {
+  std::int64_t at = 0;
+  float* out = nullptr;
+  std::int64_t ld = 0;
+};
+
+}  // namespace nnx::kernels
+
 namespace nnx::kernels::ref {
 
 namespace detail {
@@ -58,6 +71,16 @@ inline void gemm_f32(std::int64_t M, std::int64_t N, std::int64_t K, const float
       detail::gemm_rows<4>(nb, K, A + i * lda, lda, B + j0, ldb, C + i * ldc + j0, ldc, accumulate);
     for (; i < M; ++i) detail::gemm_rows<1>(nb, K, A + i * lda, lda, B + j0, ldb, C + i * ldc + j0, ldc, accumulate);
   }
+}
+
+// As gemm_f32, with K reduced in two halves when split.out is given: k < split.at into C, the
+// rest from 0 into split.out (nnx/kernels/gemm.hpp adds them).
+inline void gemm_f32_split(std::int64_t M, std::int64_t N, std::int64_t K, const float* A, std::int64_t lda,
+                           const float* B, std::int64_t ldb, float* C, std::int64_t ldc, bool accumulate,
+                           const KSplit& split) noexcept {
+  if (!split.out) return gemm_f32(M, N, K, A, lda, B, ldb, C, ldc, accumulate);
+  gemm_f32(M, N, split.at, A, lda, B, ldb, C, ldc, accumulate);
+  gemm_f32(M, N, K - split.at, A + split.at, lda, B + split.at * ldb, ldb, split.out, split.ld);
 }
 
 // C[M, N] (+)= op(A) · op(B): op(A) = A [M, K], or Aᵀ of A stored [K, M] when trans_a (lda >=
