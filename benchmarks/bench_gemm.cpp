@@ -72,7 +72,8 @@ void BM_NnxGemm(benchmark::State& state) {
   set_flops(state, M, N, K);
 }
 
-// The tier's own gemm_f32 (single-threaded), for every tier the CPU runs. Args: tier, M, K, N.
+// The tier's own gemm_f32 (single-threaded, one chain over K: the dispatching gemm_f32 of
+// BM_NnxGemm halves K from kSplitDepth on), for every tier the CPU runs. Args: tier, M, K, N.
 void BM_TierGemm(benchmark::State& state) {
   const auto isa = static_cast<nnx::kernels::Isa>(state.range(0));
   const std::int64_t M = state.range(1), K = state.range(2), N = state.range(3);
@@ -81,7 +82,7 @@ void BM_TierGemm(benchmark::State& state) {
   state.SetLabel(std::string(nnx::kernels::isa_name(isa)));
   Buffers buf(M, N, K);
   for (auto _ : state) {
-    gemm(M, N, K, buf.a.data(), K, buf.b.data(), N, buf.c.data(), N, false);
+    gemm(M, N, K, buf.a.data(), K, buf.b.data(), N, buf.c.data(), N, false, {});
     benchmark::DoNotOptimize(buf.c.data());
     benchmark::ClobberMemory();
   }
