@@ -487,8 +487,8 @@ TEST_CASE("each tier's one-pass K split gives the bits of its two half products,
 
 TEST_CASE("gemm_f32 halves K from kSplitDepth on: a row's bits alone, in any batch, on any thread count",
           "[kernels][gemm][determinism]") {
-  // Against the active tier's two half products; the 1000 x 4300 product is larger than the
-  // split buffer, so it runs in pieces of column blocks.
+  // Against the active tier's two half products; the 1000 x 4300 product's runs of columns
+  // hold more rows than a thread's partial-product buffer, so each goes in pieces of rows.
   const k::GemmF32Fn gemm = k::select(k::kGemmF32, k::active_isa());
   const int threads_before = nnx::num_threads();
   const i64 min_work_before = k::parallel_min_work();

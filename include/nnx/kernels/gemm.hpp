@@ -64,9 +64,11 @@ inline constexpr std::int64_t kGemmColumnBlock = 192;
 // Depth from which K is reduced in two halves (see the header comment).
 inline constexpr std::int64_t kSplitDepth = 256;
 
-// Floats of the per-thread buffer holding the second half's partial products of a piece of C
-// (16 MiB, at most the size of C); a larger C is done in pieces of whole column blocks.
-inline constexpr std::int64_t kSplitBufferFloats = std::int64_t{1} << 22;
+// Floats of the buffers holding the second half's partial products: one or two rows (decode)
+// keep C's whole rows there (4 MiB at most); more rows keep one run of C per thread (512 KiB,
+// while it is in L2).
+inline constexpr std::int64_t kSplitBufferFloats = std::int64_t{1} << 20;
+inline constexpr std::int64_t kSplitRunFloats = std::int64_t{1} << 17;
 
 // Floats of C one tier kernel call covers at most (256 KiB, rows x columns): a call passes
 // over C once per panel of K, and with a few rows of C on a 32000-wide head C must stay in L2
@@ -88,10 +90,14 @@ inline std::int64_t columns_within(std::int64_t floats, std::int64_t rows) noexc
   return std::max(kGemmColumnBlock, fit / unit * unit);
 }
 
-// Calls call(j0, j1) over [c0, c1) in runs covering at most kCallFloats of C's `rows` rows.
+// Columns of the runs in_column_runs cuts: at most kCallFloats of C's `rows` rows.
+inline std::int64_t run_columns(std::int64_t rows) noexcept {
+  return std::max(kGemmWideBlock, columns_within(kCallFloats, rows));
+}
+
+// Calls call(j0, j1) over [c0, c1) in runs of `width` columns.
 template <class Call>
-void in_column_runs(std::int64_t rows, std::int64_t c0, std::int64_t c1, const Call& call) noexcept {
-  const std::int64_t width = std::max(kGemmWideBlock, columns_within(kCallFloats, rows));
+void in_column_runs(std::int64_t width, std::int64_t c0, std::int64_t c1, const Call& call) noexcept {
   for (std::int64_t j = c0; j < c1; j += width) call(j, std::min(c1, j + width));
 }
 
@@ -127,55 +133,63 @@ inline float* split_buffer(std::int64_t wanted, std::int64_t& got) noexcept {
 // C[M, N] (+)= the product in two halves of K (K0 = split_point(K) > 0), piece by piece of C:
 // product(i0, rows, j0, cols, half0, half1, partial, ldp) computes rows [i0, i0 + rows) and
 // columns [j0, j0 + cols) of the first half into C (half0) and of the second into partial
-// (half1, stride ldp), which is then added to C. A few rows (decode) give each thread one
-// half of K over all columns, so the weights are read as two contiguous halves; more rows
+// (half1, stride ldp), which is then added to C. One or two rows (decode) give each thread
+// one half of K over all columns, so the weights are read as two contiguous halves; more rows
 // give each thread columns over both halves (one call, so one pass over B: the tier kernels
-// go on from one half into the other without a break).
+// go on from one half into the other without a break), a run of C at a time, whose partial
+// products are added while they are still in cache.
 template <class Product>
 void gemm_halves(std::int64_t M, std::int64_t N, std::int64_t K, float* C, std::int64_t ldc,
                  const Product& product) noexcept {
-  std::int64_t capacity = 0;
-  float* partial = split_buffer(M * N, capacity);
-  // Pieces of whole rows of C when they fit, else of column blocks of as many rows as fit.
-  const std::int64_t piece_cols = M * N <= capacity ? N : std::min(N, columns_within(capacity, M));
-  const std::int64_t piece_rows = std::min(M, capacity / piece_cols);
-  for (std::int64_t i0 = 0; i0 < M; i0 += piece_rows) {
-    const std::int64_t rows = std::min(piece_rows, M - i0);
-    for (std::int64_t j0 = 0; j0 < N; j0 += piece_cols) {
-      const std::int64_t cols = std::min(piece_cols, N - j0);
-      const std::int64_t blocks = (cols + kGemmColumnBlock - 1) / kGemmColumnBlock;
-      const auto call = [&](std::int64_t c0, std::int64_t c1, bool half0, bool half1) noexcept {
-        in_column_runs(rows, c0, c1, [&](std::int64_t r0, std::int64_t r1) noexcept {
-          product(i0, rows, j0 + r0, r1 - r0, half0, half1, partial + r0, cols);
-        });
-      };
-      const int threads = threads_for_work(double(rows) * double(cols) * double(K));
-      const auto block_end = [&](std::int64_t b) { return std::min(cols, b * kGemmColumnBlock); };
-      if (rows <= 2) {
-        // Items: the first half's column blocks, then the second's.
-        parallel_for(2 * blocks, threads, [&](std::int64_t item0, std::int64_t item1) noexcept {
-          if (item0 == 0 && item1 == 2 * blocks) return call(0, cols, true, true);
-          for (std::int64_t half = 0; half < 2; ++half) {
-            const std::int64_t b0 = std::max(item0 - half * blocks, std::int64_t{0});
-            const std::int64_t b1 = std::min(item1 - half * blocks, blocks);
-            if (b0 < b1) call(block_end(b0), block_end(b1), half == 0, half == 1);
-          }
-        });
-      } else {
-        parallel_for(blocks, threads, [&](std::int64_t b0, std::int64_t b1) noexcept {
-          call(block_end(b0), block_end(b1), true, true);
-        });
-      }
-      parallel_blocks(cols, kGemmColumnBlock, double(rows) * double(cols),
-                      [&](std::int64_t c0, std::int64_t c1) noexcept {
-                        for (std::int64_t i = 0; i < rows; ++i) {
-                          float* c = C + (i0 + i) * ldc + j0;
-                          const float* p = partial + i * cols;
-                          for (std::int64_t j = c0; j < c1; ++j) c[j] += p[j];
-                        }
-                      });
+  const std::int64_t blocks = (N + kGemmColumnBlock - 1) / kGemmColumnBlock;
+  const auto block_end = [&](std::int64_t b) { return std::min(N, b * kGemmColumnBlock); };
+  const auto add_partial = [&](std::int64_t i0, std::int64_t rows, std::int64_t j0, std::int64_t j1,
+                               const float* partial, std::int64_t ldp) noexcept {
+    for (std::int64_t i = 0; i < rows; ++i) {
+      float* c = C + (i0 + i) * ldc;
+      const float* p = partial + i * ldp - j0;
+      for (std::int64_t j = j0; j < j1; ++j) c[j] += p[j];
     }
+  };
+  const int threads = threads_for_work(double(M) * double(N) * double(K));
+  std::int64_t capacity = 0;
+  float* partial = M <= 2 ? split_buffer(M * N, capacity) : nullptr;
+  if (capacity >= M * N) {
+    // Shared partial products of whole rows. Items: the first half's column blocks, then the
+    // second's.
+    const auto call = [&](std::int64_t c0, std::int64_t c1, bool half0, bool half1) noexcept {
+      in_column_runs(run_columns(M), c0, c1, [&](std::int64_t j0, std::int64_t j1) noexcept {
+        product(0, M, j0, j1 - j0, half0, half1, partial + j0, N);
+      });
+    };
+    parallel_for(2 * blocks, threads, [&](std::int64_t item0, std::int64_t item1) noexcept {
+      if (item0 == 0 && item1 == 2 * blocks) return call(0, N, true, true);
+      for (std::int64_t half = 0; half < 2; ++half) {
+        const std::int64_t b0 = std::max(item0 - half * blocks, std::int64_t{0});
+        const std::int64_t b1 = std::min(item1 - half * blocks, blocks);
+        if (b0 < b1) call(block_end(b0), block_end(b1), half == 0, half == 1);
+      }
+    });
+    return parallel_blocks(N, kGemmColumnBlock, double(M) * double(N), [&](std::int64_t j0, std::int64_t j1) noexcept {
+      add_partial(0, M, j0, j1, partial + j0, N);
+    });
   }
+  // More rows (or one or two rows wider than the shared buffer): runs per thread.
+  parallel_for(blocks, threads, [&](std::int64_t b0, std::int64_t b1) noexcept {
+    std::int64_t run_capacity = 0;
+    float* run_partial = split_buffer(kSplitRunFloats, run_capacity);
+    // Without the buffer (memory exhausted): one column block of one row at a time.
+    const std::int64_t width = run_capacity < kSplitRunFloats ? kGemmColumnBlock : run_columns(M);
+    const std::int64_t floats = std::min(run_capacity, kSplitRunFloats);
+    in_column_runs(width, block_end(b0), block_end(b1), [&](std::int64_t j0, std::int64_t j1) noexcept {
+      const std::int64_t piece_rows = floats / (j1 - j0);
+      for (std::int64_t i0 = 0; i0 < M; i0 += piece_rows) {
+        const std::int64_t rows = std::min(piece_rows, M - i0);
+        product(i0, rows, j0, j1 - j0, true, true, run_partial, j1 - j0);
+        add_partial(i0, rows, j0, j1, run_partial, j1 - j0);
+      }
+    });
+  });
 }
 
 }  // namespace detail
@@ -201,7 +215,7 @@ inline void gemm_f32(std::int64_t M, std::int64_t N, std::int64_t K, const float
                                    f(rows, cols, K - K0, a + K0, lda, B + K0 * ldb + j0, ldb, partial, ldp, false, {});
                                });
   parallel_blocks(N, kGemmColumnBlock, double(M) * double(N) * double(K), [&](std::int64_t c0, std::int64_t c1) noexcept {
-    detail::in_column_runs(M, c0, c1, [&](std::int64_t j0, std::int64_t j1) noexcept {
+    detail::in_column_runs(detail::run_columns(M), c0, c1, [&](std::int64_t j0, std::int64_t j1) noexcept {
       f(M, j1 - j0, K, A, lda, B + j0, ldb, C + j0, ldc, accumulate, {});
     });
   });

@@ -419,10 +419,14 @@ NNX_TARGET_AVX2_FMA inline void gemm_packed(std::int64_t M, std::int64_t N, std:
                                             std::int64_t lda, const float* B, std::int64_t ldb, float* C,
                                             std::int64_t ldc, bool accumulate, float* buf) noexcept {
   float* abuf = buf + kKc * (kNc + 16);
+  // K in blocks of equal depth (K 384: 192 + 192, not 256 + 128); block boundaries do not
+  // change a chain, which resumes from C.
+  const std::int64_t k_blocks = std::max<std::int64_t>(1, (K + kKc - 1) / kKc);
+  const std::int64_t kc_even = (K + k_blocks - 1) / k_blocks;
   for (std::int64_t jc = 0; jc < N; jc += kNc) {
     const std::int64_t nc = std::min(kNc, N - jc);
-    for (std::int64_t pc = 0; pc < K; pc += kKc) {
-      const std::int64_t kc = std::min(kKc, K - pc);
+    for (std::int64_t pc = 0, kc = 0; pc < K; pc += kc) {
+      kc = std::min(kc_even, K - pc);
       pack_b<kTransB>(kc, nc, kTransB ? B + jc * ldb + pc : B + pc * ldb + jc, ldb, buf);
       // Later K blocks resume each element's chain from C.
       const bool load_c = accumulate || pc > 0;
