@@ -22,7 +22,8 @@
 // two threads then reads the matrix as two contiguous halves, one per thread, at the read
 // bandwidth of two cores, where strided half-rows of every row were served no faster than
 // one core's stream (Zen 4, M = 1, two threads, K 768 x N 768: 22 -> 30 GB/s; a 162M Llama f32
-// decode step: 23.0 -> 19.7 ms; benchmarks/RESULTS.md).
+// decode step on two threads: 23.0 -> 19.7 ms on the Zen 4, 24.5 -> 21.9 ms on an AVX-512 Xeon;
+// benchmarks/RESULTS.md).
 // Safe to call from several threads at once (scratch buffers are per-thread and kept, so
 // repeated calls of one shape do not allocate). Never throw: callers check shapes
 // (nnx/ops/matmul.hpp does).
