@@ -8,7 +8,9 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <fstream>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "nnx/kernels/gemm_i8.hpp"
@@ -303,8 +305,9 @@ TEST_CASE("quantize then multiply approximates the float product", "[kernels][ge
 TEST_CASE("the avx512 VNNI W8A8 product gives avx2's bits at every shape", "[kernels][gemm_i8][avx512]") {
   if (test_support::skip_tier("avx512", k::isa_supported(k::Isa::avx512))) return;
 #if NNX_KERNELS_X86_DISPATCH
-  // Every row-tile height 1..8 (decode's single pass) and beyond (blocked), channel tails, K
-  // tails, more weight rows than one block, and long K.
+  // Every row-tile height 1..8 (decode's single pass; at 1-2 rows the public entry runs this
+  // kernel on an Intel CPU, avx2's on an AMD one) and beyond (blocked), channel tails, K tails,
+  // more weight rows than one block, and long K.
   for (i64 M : {1, 2, 3, 5, 7, 8, 9, 17, 130})
     for (auto [N, K] : {std::pair<i64, i64>{13, 1}, {130, 257}, {77, 63}, {50, 1000}, {1100, 129}, {9, 4096 + 21}}) {
       const Problem pr(M, N, K, 600u + static_cast<std::uint32_t>(M * 7 + N + K));
@@ -312,4 +315,18 @@ TEST_CASE("the avx512 VNNI W8A8 product gives avx2's bits at every shape", "[ker
       REQUIRE(same_bits(pr.run_i8(&k::avx512::gemm_i8_i8), pr.run_i8(&k::avx2::gemm_i8_i8)));
     }
 #endif
+}
+
+TEST_CASE("cpu_vendor names the vendor the kernel reports", "[kernels][gemm_i8]") {
+  // The one-or-two-row W8A8 kernel is chosen by vendor; check CPUID against Linux's reading.
+  std::ifstream cpuinfo("/proc/cpuinfo");
+  std::string line, vendor_id;
+  while (vendor_id.empty() && std::getline(cpuinfo, line))
+    if (line.rfind("vendor_id", 0) == 0) vendor_id = line.substr(line.find(':') + 2);
+  if (vendor_id.empty()) return;  // not Linux on x86
+  INFO("vendor_id " << vendor_id);
+  const k::CpuVendor expected = vendor_id == "GenuineIntel"   ? k::CpuVendor::intel
+                                : vendor_id == "AuthenticAMD" ? k::CpuVendor::amd
+                                                              : k::CpuVendor::other;
+  CHECK(k::cpu_vendor() == expected);
 }

@@ -48,6 +48,17 @@ inline constexpr TierTable<GemmF32W8Fn> kGemmF32W8{&ref::gemm_f32_w8, NNX_X86_EN
 inline constexpr TierTable<GemmI8I8Fn> kGemmI8I8{&ref::gemm_i8_i8, NNX_X86_ENTRY(avx2::gemm_i8_i8),
                                                  NNX_X86_ENTRY(avx512::gemm_i8_i8)};
 
+// The W8A8 entry for `isa` at M rows. One or two rows (batch-1 decode) only stream the weights,
+// and which of two same-bits GEMVs streams them faster is a matter of the core, not of the
+// ISA: inside a Llama-162M W8A8 decode step an AMD Zen 4 ran avx2's one-stream GEMV faster
+// than avx512's row tile (5.0 against 6.6 ms per token), an Intel Xeon (AVX-512, AMX) ran
+// avx512's faster (11.7 against 14.3 ms on one thread, 6.1 against 8.1 on two). So avx512 on
+// an AMD CPU keeps avx2's GEMV for M <= 2; everywhere else each tier runs its own kernel.
+inline GemmI8I8Fn gemm_i8_i8_entry(Isa isa, std::int64_t M) noexcept {
+  if (isa == Isa::avx512 && M <= 2 && kGemmI8I8.avx2 && cpu_vendor() == CpuVendor::amd) return kGemmI8I8.avx2;
+  return select(kGemmI8I8, isa);
+}
+
 // Output channels per block when threads split a product: a multiple of every tier's tile
 // width, so only the last block has a partial tile.
 inline constexpr std::int64_t kGemmI8ChannelBlock = 48;
@@ -71,7 +82,7 @@ inline void gemm_i8_i8(std::int64_t M, std::int64_t N, std::int64_t K, const std
                        const float* xscale, const std::int8_t* q, std::int64_t ldq, const float* wscale, float* y,
                        std::int64_t ldy) noexcept {
   if (M <= 0 || N <= 0) return;
-  const auto f = select(kGemmI8I8, active_isa());
+  const auto f = gemm_i8_i8_entry(active_isa(), M);
   parallel_blocks(N, kGemmI8ChannelBlock, double(M) * double(N) * double(K), [&](std::int64_t n0, std::int64_t n1) noexcept {
     f(M, n1 - n0, K, xq, ldx, xscale, q + n0 * ldq, ldq, wscale + n0, y + n0, ldy);
   });

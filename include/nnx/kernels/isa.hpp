@@ -110,6 +110,26 @@ inline bool cpu_has_avx512_bf16() noexcept {
 #endif
 }
 
+// The CPU's vendor (CPUID leaf 0). Tiers never depend on it; it only chooses between kernels
+// that give the same bits where the vendors' cores rank them differently (see gemm_i8.hpp).
+enum class CpuVendor : int { other = 0, intel = 1, amd = 2 };
+
+inline CpuVendor cpu_vendor() noexcept {
+#if NNX_KERNELS_X86_DISPATCH
+  static const CpuVendor vendor = [] {
+    unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+    if (!__get_cpuid(0, &eax, &ebx, &ecx, &edx)) return CpuVendor::other;
+    // The 12-byte name is EBX, EDX, ECX: "GenuineIntel" or "AuthenticAMD".
+    if (ebx == 0x756e6547u && edx == 0x49656e69u && ecx == 0x6c65746eu) return CpuVendor::intel;
+    if (ebx == 0x68747541u && edx == 0x69746e65u && ecx == 0x444d4163u) return CpuVendor::amd;
+    return CpuVendor::other;
+  }();
+  return vendor;
+#else
+  return CpuVendor::other;
+#endif
+}
+
 // The best tier at or below `wanted` that this CPU supports.
 inline Isa best_isa_up_to(Isa wanted) noexcept {
   for (int i = static_cast<int>(wanted); i > 0; --i)

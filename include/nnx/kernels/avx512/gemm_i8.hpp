@@ -163,11 +163,7 @@ NNX_TARGET_AVX512 inline void gemm_i8_i8(std::int64_t M, std::int64_t N, std::in
                                          const float* wscale, float* y, std::int64_t ldy) noexcept {
   namespace d = detail::i8;
   if (M <= 0 || N <= 0) return;
-  // One or two rows (batch-1 decode) are bound by reading the weights: avx2's kernel, with the
-  // same bits, read them faster inside a model step (6.6 against 5.0 ms per Llama-162M token,
-  // same run; in isolation the two were within 10 %).
-  if (M <= 2) return avx2::gemm_i8_i8(M, N, K, xq, ldx, xscale, q, ldq, wscale, y, ldy);
-  if (M <= d::kRowTile) {  // batched decode: one pass over the weights, straight from memory
+  if (M <= d::kRowTile) {  // decode: one pass over the weights, straight from memory
     std::uint32_t rowsum[d::kRowTile];
     d::row_sums(M, K, xq, ldx, rowsum);
     return d::rows_any(static_cast<int>(M), N, K, xq, ldx, xscale, rowsum, q, ldq, wscale, y, ldy);
