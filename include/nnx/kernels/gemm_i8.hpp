@@ -55,7 +55,7 @@ inline constexpr TierTable<GemmI8I8Fn> kGemmI8I8{&ref::gemm_i8_i8, NNX_X86_ENTRY
 // avx512's faster (11.7 against 14.3 ms on one thread, 6.1 against 8.1 on two). So avx512 on
 // an AMD CPU keeps avx2's GEMV for M <= 2; everywhere else each tier runs its own kernel.
 inline GemmI8I8Fn gemm_i8_i8_entry(Isa isa, std::int64_t M) noexcept {
-  if (isa == Isa::avx512 && M <= 2 && kGemmI8I8.avx2 && cpu_vendor() == CpuVendor::amd) return kGemmI8I8.avx2;
+  if (isa == Isa::avx512 && M <= 2 && cpu_vendor() == CpuVendor::amd) return kGemmI8I8.avx2;
   return select(kGemmI8I8, isa);
 }
 

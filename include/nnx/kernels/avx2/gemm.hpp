@@ -232,20 +232,8 @@ NNX_TARGET_AVX2_FMA inline void gemm_unpacked(std::int64_t M, std::int64_t N, st
   const std::int64_t kb_max = unpacked_panel_rows(M, N);
   const std::int64_t ldp = unpacked_panel_stride(N);
   const __m256i all = lane_mask(8);
-  // With a split, each half in panels of equal size (a short panel would leave the next one
-  // prefetched only in part).
-  const auto even_panels = [&](std::int64_t rows) {
-    const std::int64_t panels = (rows + kb_max - 1) / kb_max;
-    return (rows + panels - 1) / panels;
-  };
-  std::int64_t kb_half = split.out ? even_panels(split.at) : kb_max;
-  for (std::int64_t k0 = 0, kb = 0; k0 < K; k0 += kb) {
-    const bool second = split.out && k0 >= split.at;
-    if (second && k0 == split.at) kb_half = even_panels(K - split.at);
-    kb = std::min(kb_half, (split.out && !second ? split.at : K) - k0);
-    const bool load_c = second ? k0 > split.at : accumulate || k0 > 0;
-    float* const C = second ? split.out : C_first;
-    const std::int64_t ldc = second ? split.ld : ldc_first;
+  for (KPanels p(K, kb_max, C_first, ldc_first, accumulate, split); !p.done(); p.next()) {
+    const auto [k0, kb, C, ldc, load_c] = p.panel();
     const float* b = B + k0 * ldb;
     // A panel is kb short row streams the hardware prefetcher does not follow. So the first
     // tile row of M > 2 rows, which reads the panel from memory, prefetches the next one as it
@@ -419,10 +407,8 @@ NNX_TARGET_AVX2_FMA inline void gemm_packed(std::int64_t M, std::int64_t N, std:
                                             std::int64_t lda, const float* B, std::int64_t ldb, float* C,
                                             std::int64_t ldc, bool accumulate, float* buf) noexcept {
   float* abuf = buf + kKc * (kNc + 16);
-  // K in blocks of equal depth (K 384: 192 + 192, not 256 + 128); block boundaries do not
-  // change a chain, which resumes from C.
-  const std::int64_t k_blocks = std::max<std::int64_t>(1, (K + kKc - 1) / kKc);
-  const std::int64_t kc_even = (K + k_blocks - 1) / k_blocks;
+  // K in blocks of equal depth (even_depth); each chain resumes from C at a block boundary.
+  const std::int64_t kc_even = even_depth(K, kKc);
   for (std::int64_t jc = 0; jc < N; jc += kNc) {
     const std::int64_t nc = std::min(kNc, N - jc);
     for (std::int64_t pc = 0, kc = 0; pc < K; pc += kc) {

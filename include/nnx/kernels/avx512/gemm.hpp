@@ -196,10 +196,8 @@ NNX_TARGET_AVX512 inline void gemm_packed(std::int64_t M, std::int64_t N, std::i
                                           std::int64_t lda, const float* B, std::int64_t ldb, float* C,
                                           std::int64_t ldc, bool accumulate, float* buf) noexcept {
   float* abuf = buf + kKc * (kNc + kPanelCols);
-  // K in blocks of equal depth (K 384: 192 + 192, not 256 + 128); block boundaries do not
-  // change a chain, which resumes from C.
-  const std::int64_t k_blocks = std::max<std::int64_t>(1, (K + kKc - 1) / kKc);
-  const std::int64_t kc_even = (K + k_blocks - 1) / k_blocks;
+  // K in blocks of equal depth (even_depth); each chain resumes from C at a block boundary.
+  const std::int64_t kc_even = even_depth(K, kKc);
   for (std::int64_t jc = 0; jc < N; jc += kNc) {
     const std::int64_t nc = std::min(kNc, N - jc);
     for (std::int64_t pc = 0, kc = 0; pc < K; pc += kc) {
@@ -258,20 +256,8 @@ NNX_TARGET_AVX512 inline void gemm_unpacked(std::int64_t M, std::int64_t N, std:
                                             std::int64_t ldc_first, bool accumulate,
                                             const KSplit& split = {}) noexcept {
   const std::int64_t kb_max = M <= 2 ? 8 : std::clamp<std::int64_t>(256 * 1024 / 4 / N, 16, 128);
-  // With a split, each half in panels of equal size (a short panel would leave the next one
-  // prefetched only in part).
-  const auto even_panels = [&](std::int64_t rows) {
-    const std::int64_t panels = (rows + kb_max - 1) / kb_max;
-    return (rows + panels - 1) / panels;
-  };
-  std::int64_t kb_half = split.out ? even_panels(split.at) : kb_max;
-  for (std::int64_t k0 = 0, kb = 0; k0 < K; k0 += kb) {
-    const bool second = split.out && k0 >= split.at;
-    if (second && k0 == split.at) kb_half = even_panels(K - split.at);
-    kb = std::min(kb_half, (split.out && !second ? split.at : K) - k0);
-    const bool load_c = second ? k0 > split.at : accumulate || k0 > 0;
-    float* const C = second ? split.out : C_first;
-    const std::int64_t ldc = second ? split.ld : ldc_first;
+  for (KPanels p(K, kb_max, C_first, ldc_first, accumulate, split); !p.done(); p.next()) {
+    const auto [k0, kb, C, ldc, load_c] = p.panel();
     const float* b = B + k0 * ldb;
     // The next panel, prefetched by the first tile row of M > 2 rows as avx2's does (see
     // there). M = 8 from DRAM on a Zen 4, one thread: K 768 x N 3072 9.3 -> 17.5 GB/s, K 3072 x

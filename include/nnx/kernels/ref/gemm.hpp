@@ -29,6 +29,59 @@ struct KSplit {
   std::int64_t ld = 0;
 };
 
+// The depth of each block when `rows` of K go in blocks of at most `max_depth`, all equal but
+// the last (K 384 at most 256: 192 + 192, not 256 + 128). Block boundaries never change a
+// chain, so the tiers use this freely: equal blocks keep every block's tiles and prefetches
+// whole.
+constexpr std::int64_t even_depth(std::int64_t rows, std::int64_t max_depth) noexcept {
+  const std::int64_t blocks = std::max<std::int64_t>(1, (rows + max_depth - 1) / max_depth);
+  return (rows + blocks - 1) / blocks;
+}
+
+// One panel of K rows [k0, k0 + kb): its chains go to c (row stride ldc), resuming from what c
+// holds when load_c.
+struct KPanel {
+  std::int64_t k0, kb;
+  float* c;
+  std::int64_t ldc;
+  bool load_c;
+};
+
+// K in panels of at most max_depth rows for C (+)= A · B, with an optional split: a split's two
+// halves each go in panels of equal depth (a short panel would leave the next one prefetched
+// only in part), the second half's chains starting from 0 in split.out. Without a split, full
+// panels and a short last one. Usage:
+//   for (KPanels p(K, depth, C, ldc, accumulate, split); !p.done(); p.next()) { KPanel x = p.panel(); ... }
+class KPanels {
+ public:
+  KPanels(std::int64_t K, std::int64_t max_depth, float* C, std::int64_t ldc, bool accumulate,
+          const KSplit& split) noexcept
+      : K_(K), max_depth_(max_depth), C_(C), ldc_(ldc), accumulate_(accumulate), split_(split) {
+    start(0);
+  }
+  bool done() const noexcept { return panel_.k0 >= K_; }
+  void next() noexcept { start(panel_.k0 + panel_.kb); }
+  const KPanel& panel() const noexcept { return panel_; }
+
+ private:
+  void start(std::int64_t k0) noexcept {
+    const bool second = split_.out && k0 >= split_.at;
+    const std::int64_t half_begin = second ? split_.at : 0;
+    const std::int64_t half_end = split_.out && !second ? split_.at : K_;
+    if (k0 == half_begin) depth_ = split_.out ? even_depth(half_end - half_begin, max_depth_) : max_depth_;
+    panel_ = {k0, std::min(depth_, half_end - k0), second ? split_.out : C_, second ? split_.ld : ldc_,
+              second ? k0 > split_.at : accumulate_ || k0 > 0};
+  }
+
+  std::int64_t K_, max_depth_;
+  float* C_;
+  std::int64_t ldc_;
+  bool accumulate_;
+  KSplit split_;
+  std::int64_t depth_ = 0;
+  KPanel panel_{};
+};
+
 }  // namespace nnx::kernels
 
 namespace nnx::kernels::ref {
