@@ -389,6 +389,59 @@ TEST_CASE("the avx512 gemm_f32 gives avx2's bits at every shape", "[kernels][gem
 #endif
 }
 
+#if NNX_KERNELS_X86_DISPATCH
+namespace {
+
+// Which of the row stream and the tiles a row wider than L1 takes depends on the CPU's vendor
+// (row_stream_max_columns), so both run here directly, with and without a K split.
+using WideRowFn = void (*)(i64 N, i64 K, const float* a, const float* B, i64 ldb, float* c, bool accumulate,
+                           const k::KSplit& split);
+
+void check_wide_row_paths(WideRowFn stream, WideRowFn tiles) {
+  for (auto [N, K] : {std::pair<i64, i64>{4099, 300}, {20011, 37}}) {
+    const auto A = random_floats(static_cast<std::size_t>(K), 61);
+    const auto B = random_floats(static_cast<std::size_t>(K * N), 62);
+    const auto C0 = random_floats(static_cast<std::size_t>(N), 63);
+    for (bool accumulate : {false, true})
+      for (bool split : {false, true}) {
+        INFO("N=" << N << " K=" << K << " accumulate=" << accumulate << " split=" << split);
+        auto Cs = C0, Ct = C0;
+        std::vector<float> second_s(static_cast<std::size_t>(N), NAN), second_t(second_s);
+        stream(N, K, A.data(), B.data(), N, Cs.data(), accumulate,
+               split ? k::KSplit{K / 2, second_s.data(), N} : k::KSplit{});
+        tiles(N, K, A.data(), B.data(), N, Ct.data(), accumulate,
+              split ? k::KSplit{K / 2, second_t.data(), N} : k::KSplit{});
+        REQUIRE(std::memcmp(Cs.data(), Ct.data(), Cs.size() * sizeof(float)) == 0);
+        if (split) REQUIRE(std::memcmp(second_s.data(), second_t.data(), second_s.size() * sizeof(float)) == 0);
+      }
+  }
+}
+
+}  // namespace
+#endif
+
+TEST_CASE("avx2: one row over rows wider than L1 gives the same bits as a stream and as tiles",
+          "[kernels][gemm][avx2]") {
+  if (test_support::skip_tier("avx2", have_avx2())) return;
+#if NNX_KERNELS_X86_DISPATCH
+  check_wide_row_paths(&k::avx2::detail::gemv_row_stream, [](i64 N, i64 K, const float* a, const float* B, i64 ldb,
+                                                             float* c, bool acc, const k::KSplit& split) {
+    k::avx2::detail::gemm_unpacked(1, N, K, a, K, B, ldb, c, N, acc, nullptr, split);
+  });
+#endif
+}
+
+TEST_CASE("avx512: one row over rows wider than L1 gives the same bits as a stream and as tiles",
+          "[kernels][gemm][avx512]") {
+  if (test_support::skip_tier("avx512", k::isa_supported(k::Isa::avx512))) return;
+#if NNX_KERNELS_X86_DISPATCH
+  check_wide_row_paths(&k::avx512::detail::gemv_row_stream, [](i64 N, i64 K, const float* a, const float* B, i64 ldb,
+                                                               float* c, bool acc, const k::KSplit& split) {
+    k::avx512::detail::gemm_unpacked(1, N, K, a, K, B, ldb, c, N, acc, split);
+  });
+#endif
+}
+
 TEST_CASE("gemm_f32_t with either operand transposed gives gemm_f32's bits on the transposed copies",
           "[kernels][gemm][train]") {
   // Transposes of A [M, K] and B [K, N] into buffers with padded rows.
@@ -459,8 +512,9 @@ std::vector<float> two_half_products(k::GemmF32Fn gemm, i64 M, i64 N, i64 K, i64
 TEST_CASE("each tier's one-pass K split gives the bits of its two half products, at any M",
           "[kernels][gemm][determinism]") {
   // One row over whole rows of B (row stream, M = 1, ldb == N), decode tiles (M <= 2 with
-  // N > 4096 or ldb > N), small-batch panels (M 3..15: even panels per half), copied panels
-  // (avx2, ldb a multiple of 512) and packed B (M >= 16); odd K gives unequal halves.
+  // ldb > N, or N > 4096 where wide rows take tiles), small-batch panels (M 3..15: even panels
+  // per half), copied panels (avx2, ldb a multiple of 512) and packed B (M >= 16); odd K gives
+  // unequal halves.
   struct Shape {
     i64 N, K, ldb_pad;
     std::vector<i64> Ms;

@@ -330,7 +330,7 @@ NNX_TARGET_AVX512 inline void gemm_f32_split(std::int64_t M, std::int64_t N, std
       return detail::gemm_packed(M, N, K - split.at, A + split.at, lda, B + split.at * ldb, ldb, split.out, split.ld,
                                  false, buf);
     }
-  if (M == 1 && ldb == N && N <= avx2::detail::kRowStreamMaxColumns)
+  if (M == 1 && ldb == N && N <= avx2::detail::row_stream_max_columns())
     return detail::gemv_row_stream(N, K, A, B, ldb, C, accumulate, split);
   detail::gemm_unpacked(M, N, K, A, lda, B, ldb, C, ldc, accumulate, split);
 }
