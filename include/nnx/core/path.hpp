@@ -177,12 +177,19 @@ class Path {
     return out;
   }
 
+  // Each key's bits go through a full 64-bit mix (splitmix64's finalizer) before the next
+  // key: a name's bits are its interned pointer, so names allocated a few bytes apart differ
+  // in a few low bits, and a shift-xor combine let 150 leaves of one tree collide, depending
+  // on where the heap put the names. State tables index by the low bits of this hash.
   std::size_t hash() const noexcept {
-    std::uint64_t h = 0x9e3779b97f4a7c15ull ^ depth_;
-    for (std::size_t i = 0; i < depth_; ++i) {
-      h ^= keys_[i].bits() + 0x9e3779b97f4a7c15ull + (h << 6) + (h >> 2);
-    }
-    return static_cast<std::size_t>(h ^ (h >> 29));
+    const auto mix = [](std::uint64_t x) noexcept {
+      x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+      x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+      return x ^ (x >> 31);
+    };
+    std::uint64_t h = mix(0x9e3779b97f4a7c15ull ^ depth_);
+    for (std::size_t i = 0; i < depth_; ++i) h = mix(h ^ keys_[i].bits());
+    return static_cast<std::size_t>(h);
   }
 
   friend bool operator==(const Path& a, const Path& b) noexcept {
