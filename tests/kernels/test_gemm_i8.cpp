@@ -235,7 +235,8 @@ TEST_CASE("gemm_i8_i8 stays exact at the extremes of the int8 range", "[kernels]
 TEST_CASE("a row of an int8 product is bitwise the same alone or in any batch", "[kernels][gemm_i8][determinism]") {
   for (const Path& p : paths())
     for (i64 M : {9, 33})
-      for (auto [N, K] : {std::pair<i64, i64>{63, 100}, {130, 257}, {17, 33}}) {
+      // K 128 and 768: on a CPU with AMX-INT8 the batch runs on the tiles, the lone row not.
+      for (auto [N, K] : {std::pair<i64, i64>{63, 100}, {130, 257}, {17, 33}, {50, 128}, {97, 768}}) {
         const Problem batch(M, N, K, 400u + static_cast<std::uint32_t>(N + K + M));
         const auto yb_w8 = batch.run_w8(p.w8);
         const auto yb_i8 = batch.run_i8(p.i8);
@@ -257,7 +258,8 @@ TEST_CASE("a row of an int8 product is bitwise the same alone or in any batch", 
 
 TEST_CASE("int8 products give the same bits on any thread count", "[kernels][gemm_i8][determinism]") {
   ThreadSettings restore;
-  for (auto [M, N, K] : {std::tuple<i64, i64, i64>{1, 130, 257}, {9, 131, 100}, {33, 63, 33}, {2, 1000, 768}}) {
+  for (auto [M, N, K] : {std::tuple<i64, i64, i64>{1, 130, 257}, {9, 131, 100}, {33, 63, 33}, {2, 1000, 768},
+                            {33, 1000, 768}}) {
     const Problem pr(M, N, K, 500u + static_cast<std::uint32_t>(M + N + K), 1);
     nnx::set_num_threads(1);
     const auto w8_one = pr.run_w8(&k::gemm_f32_w8);
@@ -313,6 +315,43 @@ TEST_CASE("the avx512 VNNI W8A8 product gives avx2's bits at every shape", "[ker
       const Problem pr(M, N, K, 600u + static_cast<std::uint32_t>(M * 7 + N + K));
       INFO("M=" << M << " N=" << N << " K=" << K);
       REQUIRE(same_bits(pr.run_i8(&k::avx512::gemm_i8_i8), pr.run_i8(&k::avx2::gemm_i8_i8)));
+    }
+#endif
+}
+
+TEST_CASE("the AMX W8A8 product equals the exact reference and the VNNI tiles bit for bit", "[kernels][gemm_i8][amx]") {
+  if (test_support::skip_tier("amx", k::isa_supported(k::Isa::avx512) && k::cpu_has_amx_int8())) return;
+#if NNX_KERNELS_X86_DISPATCH
+  namespace amx = k::avx512::detail::amx;
+  // Rows: below and above the public entry's threshold (the tiles run any row count), one
+  // pass (<= 16 rows) and several, a pass of fewer rows after full ones (the tiles are
+  // configured again). Shapes: one tile of channels, groups of three with a partial last
+  // group and channels past the last 16 (the VNNI tiles take those), K of one tile and many,
+  // K whose packed rows fill the stack (4160: 15 rows a pass; 16448: 3), weights in several
+  // L2 blocks (1100 channels at K 768 with more than one pass), row strides wider than K.
+  for (i64 M : {1, 2, 8, 9, 16, 17, 33, 130})
+    for (auto [N, K] : {std::pair<i64, i64>{16, 64}, {47, 768}, {50, 128}, {97, 3072}, {40, 4160}, {17, 16448},
+                        {1100, 768}}) {
+      if (M * N * K > 40'000'000) continue;  // the exact reference is a scalar loop
+      REQUIRE(amx::shape_fits(N, K));
+      const Problem pr(M, N, K, 700u + static_cast<std::uint32_t>(M * 7 + N + K), 3);
+      INFO("M=" << M << " N=" << N << " K=" << K);
+      const auto tiles = pr.run_i8(&amx::gemm_i8_i8);  // channels [0, N - N % 16)
+      const auto vnni = pr.run_i8(&k::avx512::gemm_i8_i8_vnni);
+      const auto entry = pr.run_i8(&k::avx512::gemm_i8_i8);
+      const i64 tiled = N / amx::kChannels * amx::kChannels;
+      for (i64 m = 0; m < M; ++m)
+        for (i64 n = 0; n < pr.ldy; ++n) {
+          const auto i = static_cast<std::size_t>(m * pr.ldy + n);
+          if (n >= tiled) {
+            REQUIRE(tiles[i] == 7.0f);  // never written
+            continue;
+          }
+          const float want = i8_reference(K, pr.xq.data() + m * pr.ldx, pr.q.data() + n * pr.ldq,
+                                          pr.xs[static_cast<std::size_t>(m)], pr.ws[static_cast<std::size_t>(n)]);
+          REQUIRE(bits(tiles[i]) == bits(want));
+        }
+      REQUIRE(same_bits(entry, vnni));
     }
 #endif
 }

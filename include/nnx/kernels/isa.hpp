@@ -5,7 +5,8 @@
 //   ref     portable C++ (nnx/kernels/ref/): the fallback on every CPU and the tests' oracle
 //   avx2    AVX2 + FMA + F16C (nnx/kernels/avx2/): Zen 3, Haswell and later
 //   avx512  AVX-512 F/BW/VL/DQ + VNNI (nnx/kernels/avx512/): Zen 4/5, Ice Lake and later;
-//           AVX512_BF16 is used inside this tier where cpu_has_avx512_bf16() says so
+//           AVX512_BF16 is used inside this tier where cpu_has_avx512_bf16() says so, and
+//           AMX-INT8 tiles (W8A8 products) where cpu_has_amx_int8() does
 //
 // The tier is chosen once per process, at the first kernel call: the best one the CPU (and
 // OS) supports, or the one NNX_ISA=ref|avx2|avx512 names (a tier the CPU lacks gives the best
@@ -27,6 +28,10 @@
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #include <cpuid.h>
+#endif
+#if defined(__x86_64__) && defined(__linux__)
+#include <sys/syscall.h>
+#include <unistd.h>
 #endif
 
 // NNX_KERNELS_X86_DISPATCH is 1 where the x86 tiers are compiled: x86-64 with GCC or Clang,
@@ -110,8 +115,30 @@ inline bool cpu_has_avx512_bf16() noexcept {
 #endif
 }
 
+// AMX tiles with int8 products (AMX-TILE + AMX-INT8, CPUID leaf 7 EDX bits 24-25) on top of
+// the avx512 tier, and Linux's permission to use them: the tile data state is enabled per
+// process on request (arch_prctl ARCH_REQ_XCOMP_PERM, kernel 5.16+), made here once.
+// NNX_AMX=0 turns them off (the VNNI tiles give the same bits), to compare the two.
+inline bool cpu_has_amx_int8() noexcept {
+#if NNX_KERNELS_X86_DISPATCH && defined(__linux__)
+  static const bool has = [] {
+    const char* env = std::getenv("NNX_AMX");
+    if (env && std::string_view(env) == "0") return false;
+    unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+    if (!isa_supported(Isa::avx512) || !__get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx)) return false;
+    if ((edx & (1u << 24)) == 0 || (edx & (1u << 25)) == 0) return false;
+    constexpr long kReqXcompPerm = 0x1023, kXfeatureXtiledata = 18;
+    return syscall(SYS_arch_prctl, kReqXcompPerm, kXfeatureXtiledata) == 0;
+  }();
+  return has;
+#else
+  return false;
+#endif
+}
+
 // The CPU's vendor (CPUID leaf 0). Tiers never depend on it; it only chooses between kernels
-// that give the same bits where the vendors' cores rank them differently (see gemm_i8.hpp).
+// that give the same bits where the vendors' cores rank them differently (gemm_i8.hpp's W8A8
+// entry, avx2/gemm.hpp's row_stream_max_columns).
 enum class CpuVendor : int { other = 0, intel = 1, amd = 2 };
 
 inline CpuVendor cpu_vendor() noexcept {

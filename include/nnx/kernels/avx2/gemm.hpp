@@ -195,16 +195,17 @@ inline std::int64_t row_stream_max_columns() noexcept {
 }
 
 // C[0, N) (+)= a · B for one row a and B [K, N] (row stride ldb; gemm_f32 passes whole rows),
-// k ascending: each element's chain is gemm_tile's, so the bits are the same. A tile instead reads a panel of 8 rows as 8
-// streams a row apart, which end before the hardware prefetcher follows them; one stream runs
-// at the plain read rate. Measured on a Zen 4 EPYC, one thread, B from DRAM in 2 MiB pages
-// (read probe 32-34 GB/s), avx512: K 768 x N 768 19.5 -> 29.0 GB/s, K 3072 x N 768 18.0 ->
-// 28.4, K 768 x N 3072 24.2 -> 30.9; avx2: 19.1 -> 26.8, 20.1 -> 22.4, 23.0 -> 24.4. The inner
-// loop must be unrolled (13 GB/s without). Wider rows (a head's 32000-50257 columns) keep C in
-// L2: on the Zen 4 that ran at 12 GB/s and such rows keep the tiles, on an Intel Xeon (48 KiB
-// L1, 4 MiB L2) it beats them: M = 1, K 768 x N 50257 from DRAM, avx512, one thread 14.7-15.0
-// -> 9.8-9.9 ms, two 7.3-7.4 -> 5.1-5.2 (avx2 the same within 4 %); a Llama-162M f32 decode
-// step 45.0-45.2 -> 42.3-44.4 ms on one thread, 25.6-25.8 -> 23.5-24.6 on two. Threads split C's columns, so each would read half
+// k ascending: each element's chain is gemm_tile's, so the bits are the same. A tile instead
+// reads a panel of 8 rows as 8 streams a row apart, which end before the hardware prefetcher
+// follows them; one stream runs at the plain read rate. Measured on a Zen 4 EPYC, one thread,
+// B from DRAM in 2 MiB pages (read probe 32-34 GB/s), avx512: K 768 x N 768 19.5 -> 29.0 GB/s,
+// K 3072 x N 768 18.0 -> 28.4, K 768 x N 3072 24.2 -> 30.9; avx2: 19.1 -> 26.8, 20.1 -> 22.4,
+// 23.0 -> 24.4. The inner loop must be unrolled (13 GB/s without). Wider rows (a head's
+// 32000-50257 columns) keep C in L2: on the Zen 4 that ran at 12 GB/s and such rows keep the
+// tiles, on an Intel Xeon (48 KiB L1, 4 MiB L2) it beats them: M = 1, K 768 x N 50257 from
+// DRAM, avx512, one thread 14.7-15.0 -> 9.8-9.9 ms, two 7.3-7.4 -> 5.1-5.2 (avx2 the same
+// within 4 %); a Llama-162M f32 decode step 45.0-45.2 -> 42.3-44.4 ms on one thread,
+// 25.6-25.8 -> 23.5-24.6 on two. Threads split C's columns, so each would read half
 // of every row (two strided streams, 19-23 GB/s against the tiles' 22-29): only a whole row
 // streams (the K-split gives each thread one half of K over whole rows instead).
 // With a split, the stream goes on unbroken into the second half's chains.

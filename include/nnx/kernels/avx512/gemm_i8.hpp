@@ -1,4 +1,5 @@
-// nnx/kernels/avx512/gemm_i8.hpp — W8A8 int8 matrix product with AVX-512 VNNI (vpdpbusd).
+// nnx/kernels/avx512/gemm_i8.hpp — W8A8 int8 matrix product with AVX-512 VNNI (vpdpbusd),
+// and on AMX tiles (nnx/kernels/avx512/gemm_i8_amx.hpp) from 9 rows up where the CPU has them.
 //
 // Compiled with per-function target attributes; call only where isa_supported(Isa::avx512)
 // (nnx/kernels/gemm_i8.hpp does). On other platforms the header declares nothing. The
@@ -17,10 +18,12 @@
 // Why it is faster: one vpdpbusd does 64 multiply-adds where avx2 needs vpmaddubsw, vpmaddwd
 // and vpaddd for 32 (and a sign fix-up), so compute-bound shapes (prefill, batched decode) run
 // several times faster (measured at K 768, N 3072: M = 128 3.8x avx2, 3.1x the avx512 f32
-// GEMM; M = 8 3.1x avx2 from memory).
+// GEMM; M = 8 3.1x avx2 from memory). On a Xeon with AMX-INT8, tdpbssd takes 16 x 64 bytes
+// of weights at once and prefill runs 3.4x faster again.
 #pragma once
 
 #include "nnx/kernels/avx2/gemm_i8.hpp"
+#include "nnx/kernels/avx512/gemm_i8_amx.hpp"
 #include "nnx/kernels/avx512/simd.hpp"
 #include "nnx/kernels/isa.hpp"
 
@@ -38,7 +41,8 @@ namespace detail::i8 {
 // The sixteen int32 lanes summed (mod 2^32). Not _mm512_reduce_add_epi32: GCC 12 warns inside
 // it and in _mm512_castsi512_si256 (an "uninitialized" undefined vector in their extraction).
 NNX_TARGET_AVX512 inline std::uint32_t hsum_epi32(__m512i v) noexcept {
-  const __m256i h = _mm256_add_epi32(_mm512_maskz_extracti64x4_epi64(0xff, v, 0), _mm512_maskz_extracti64x4_epi64(0xff, v, 1));
+  const __m256i h =
+      _mm256_add_epi32(_mm512_maskz_extracti64x4_epi64(0xff, v, 0), _mm512_maskz_extracti64x4_epi64(0xff, v, 1));
   __m128i s = _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
   s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(1, 0, 3, 2)));
   s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(2, 3, 0, 1)));
@@ -155,12 +159,11 @@ inline std::int64_t weight_block_rows(std::int64_t K) noexcept {
 
 }  // namespace detail::i8
 
-// W8A8: y[m][n] = (float(Σ_k xq[m][k] * q[n][k]) * xscale[m]) * wscale[n], the sum exact in
-// int32; same contract and bits as nnx::kernels::ref::gemm_i8_i8 (values in [-127, 127]).
-// Requires the avx512 tier. Never throws.
-NNX_TARGET_AVX512 inline void gemm_i8_i8(std::int64_t M, std::int64_t N, std::int64_t K, const std::int8_t* xq,
-                                         std::int64_t ldx, const float* xscale, const std::int8_t* q, std::int64_t ldq,
-                                         const float* wscale, float* y, std::int64_t ldy) noexcept {
+// W8A8 on the VNNI tiles alone: the contract and bits of gemm_i8_i8 below, at any shape.
+NNX_TARGET_AVX512 inline void gemm_i8_i8_vnni(std::int64_t M, std::int64_t N, std::int64_t K, const std::int8_t* xq,
+                                              std::int64_t ldx, const float* xscale, const std::int8_t* q,
+                                              std::int64_t ldq, const float* wscale, float* y,
+                                              std::int64_t ldy) noexcept {
   namespace d = detail::i8;
   if (M <= 0 || N <= 0) return;
   if (M <= d::kRowTile) {  // decode: one pass over the weights, straight from memory
@@ -180,6 +183,28 @@ NNX_TARGET_AVX512 inline void gemm_i8_i8(std::int64_t M, std::int64_t N, std::in
                   y + m0 * ldy + n0, ldy);
     }
   }
+}
+
+// Rows from which the AMX tiles take a product where the CPU has them. Up to the VNNI row
+// tile's 8 rows a product streams its weights from memory once and tdpbssd gains nothing on a
+// Xeon (M 8, K 768 x N 3072 from DRAM: 175-195 us VNNI, 197-206 AMX; a batch-8 Llama-162M
+// decode step the same within noise); beyond, the VNNI tiles run at the multiply-add port's
+// rate and AMX is 3.4x faster (M 128: 1720 -> 511 us). benchmarks/RESULTS.md has the runs.
+inline constexpr std::int64_t kAmxMinRows = detail::i8::kRowTile + 1;
+
+// W8A8: y[m][n] = (float(Σ_k xq[m][k] * q[n][k]) * xscale[m]) * wscale[n], the sum exact in
+// int32; same contract and bits as nnx::kernels::ref::gemm_i8_i8 (values in [-127, 127]).
+// On a CPU with AMX-INT8, products of kAmxMinRows rows or more whose shape the tiles take run
+// there (all but the last N % 16 channels). Requires the avx512 tier. Never throws.
+NNX_TARGET_AVX512 inline void gemm_i8_i8(std::int64_t M, std::int64_t N, std::int64_t K, const std::int8_t* xq,
+                                         std::int64_t ldx, const float* xscale, const std::int8_t* q, std::int64_t ldq,
+                                         const float* wscale, float* y, std::int64_t ldy) noexcept {
+  if (M >= kAmxMinRows && detail::amx::shape_fits(N, K) && cpu_has_amx_int8()) {
+    detail::amx::gemm_i8_i8(M, N, K, xq, ldx, xscale, q, ldq, wscale, y, ldy);
+    const std::int64_t done = N / detail::amx::kChannels * detail::amx::kChannels;
+    return gemm_i8_i8_vnni(M, N - done, K, xq, ldx, xscale, q + done * ldq, ldq, wscale + done, y + done, ldy);
+  }
+  gemm_i8_i8_vnni(M, N, K, xq, ldx, xscale, q, ldq, wscale, y, ldy);
 }
 
 }  // namespace nnx::kernels::avx512
