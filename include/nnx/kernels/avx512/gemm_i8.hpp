@@ -19,7 +19,7 @@
 // and vpaddd for 32 (and a sign fix-up), so compute-bound shapes (prefill, batched decode) run
 // several times faster (measured at K 768, N 3072: M = 128 3.8x avx2, 3.1x the avx512 f32
 // GEMM; M = 8 3.1x avx2 from memory). On a Xeon with AMX-INT8, tdpbssd takes 16 x 64 bytes
-// of weights at once and prefill runs 3.4x faster again.
+// of weights at once and prefill's products run ~4x faster again.
 #pragma once
 
 #include "nnx/kernels/avx2/gemm_i8.hpp"
@@ -189,7 +189,7 @@ NNX_TARGET_AVX512 inline void gemm_i8_i8_vnni(std::int64_t M, std::int64_t N, st
 // tile's 8 rows a product streams its weights from memory once and tdpbssd gains nothing on a
 // Xeon (M 8, K 768 x N 3072 from DRAM: 175-195 us VNNI, 197-206 AMX; a batch-8 Llama-162M
 // decode step the same within noise); beyond, the VNNI tiles run at the multiply-add port's
-// rate and AMX is 3.4x faster (M 128: 1720 -> 511 us). benchmarks/RESULTS.md has the runs.
+// rate and AMX is ~4x faster (M 128: 1855-1905 -> 460-468 us). benchmarks/RESULTS.md.
 inline constexpr std::int64_t kAmxMinRows = detail::i8::kRowTile + 1;
 
 // W8A8: y[m][n] = (float(Σ_k xq[m][k] * q[n][k]) * xscale[m]) * wscale[n], the sum exact in

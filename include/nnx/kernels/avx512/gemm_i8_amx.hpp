@@ -17,9 +17,10 @@
 //
 // Why: one tdpbssd does 16 x 16 x 64 multiply-adds, a VNNI vpdpbusd 64, so products of many
 // rows, which the VNNI tiles run at the multiply-add port's rate, become several times faster
-// (a Xeon, M 128 x K 768 x N 3072: 1720 -> 511 us; Llama-162M W8A8 prefill of 128 tokens
-// 119-126 -> 72-76 ms; benchmarks/RESULTS.md). K must be a multiple of 64 (every Llama and
-// GPT width is); the channels past the last multiple of 16 go to the VNNI tiles.
+// (a Xeon, one thread, M 128 x K 768 x N 3072: 1855-1905 -> 460-468 us; a Llama-162M W8A8
+// prefill of 128 tokens 121-128 -> 56-57 ms; benchmarks/RESULTS.md). K must be a multiple of
+// 64 (every Llama and GPT width is); the channels past the last multiple of 16 go to the VNNI
+// tiles.
 #pragma once
 
 #include "nnx/kernels/avx512/simd.hpp"
