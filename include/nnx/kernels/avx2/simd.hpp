@@ -20,6 +20,8 @@ namespace nnx::kernels::avx2 {
 // GCC counts a function that only prefetches as free of side effects and deletes calls to it
 // (the i8 attention's prefetch helper compiled to nothing).
 inline void prefetch_l1(const void* p) noexcept { asm volatile("prefetcht0 (%0)" : : "r"(p)); }
+// The same into L2.
+inline void prefetch_l2(const void* p) noexcept { asm volatile("prefetcht1 (%0)" : : "r"(p)); }
 
 // How far ahead of a tile's reads its weights are prefetched, into L2. A tile's rows are
 // short streams (768 bytes at K = 768), too short for the hardware prefetcher to lock on to

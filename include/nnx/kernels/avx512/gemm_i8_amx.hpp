@@ -23,7 +23,6 @@
 // tiles.
 #pragma once
 
-#include "nnx/kernels/avx512/simd.hpp"
 #include "nnx/kernels/isa.hpp"
 
 #if NNX_KERNELS_X86_DISPATCH
@@ -108,12 +107,17 @@ inline void configure(std::int64_t mr) noexcept {
   asm volatile("ldtilecfg %0" ::"m"(c) : "memory");
 }
 
+// Lane i holds i * stride: the offsets of the 16 lanes of a scatter or gather.
+NNX_TARGET_AVX512 inline __m512i lane_offsets(std::int64_t stride) noexcept {
+  return _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                            _mm512_set1_epi32(static_cast<int>(stride)));
+}
+
 // xp[g][m][0..4) = xq[m][4g..4g+4) for m < mr, g < K/4: each 64-byte stretch of a row is 16
 // groups, scattered mr groups apart.
 NNX_TARGET_AVX512 inline void pack_rows(std::int64_t mr, std::int64_t K, const std::int8_t* xq, std::int64_t ldx,
                                         std::int8_t* xp) noexcept {
-  const __m512i group_offsets = _mm512_mullo_epi32(
-      _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), _mm512_set1_epi32(static_cast<int>(mr)));
+  const __m512i group_offsets = lane_offsets(mr);
   for (std::int64_t m = 0; m < mr; ++m)
     for (std::int64_t k = 0; k < K; k += kDepth)
       _mm512_i32scatter_epi32(xp + (k * mr + 4 * m), group_offsets, _mm512_loadu_si512(xq + m * ldx + k), 4);
@@ -122,8 +126,7 @@ NNX_TARGET_AVX512 inline void pack_rows(std::int64_t mr, std::int64_t K, const s
 // y[m][0, 16) for m < mr from an accumulator tile stored as acc[channel][row].
 NNX_TARGET_AVX512 inline void write_rows(const std::int32_t* acc, std::int64_t mr, const float* xs, const float* ws,
                                          float* y, std::int64_t ldy) noexcept {
-  const __m512i column = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
-                                            _mm512_set1_epi32(static_cast<int>(kChannels)));
+  const __m512i column = lane_offsets(kChannels);
   const __m512 w = _mm512_loadu_ps(ws);
   // The masked forms: GCC 12 warns inside the plain ones (an "uninitialized" undefined vector).
   constexpr __mmask16 all = 0xffff;
