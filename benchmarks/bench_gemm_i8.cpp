@@ -14,6 +14,9 @@
 //                 threads as the entry points split it: tier ratios from one run
 //   BM_TierQuantizeRows  one tier's quantize_rows_absmax (activations), one thread
 //   BM_ReadBandwidth  sums a 512 MiB buffer (1 and 2 threads): the DRAM floor decode is held to
+//   BM_VnniPeak   one core's vpdpbusd peak, 512 or 256 bits wide (registers only): the ceiling
+//                 of the VNNI tiles, in BM_I8Gemm's GOP/s (an AMX Xeon: ~290 on zmm, ~340 on
+//                 ymm, so 512 bits bought nothing there)
 // Shapes (args M, K, N, threads, cold): M = 1, 8 (decode) and 128 (prefill); K x N = 768 x
 // 2304 (QKV), 768 x 3072 (MLP up), 3072 x 768 (MLP down), 768 x 50257 (logits); 1 and 2
 // threads (nnx::set_num_threads). cold = 1 rotates through copies of the weights totalling
@@ -303,6 +306,60 @@ void BM_TierQuantizeRows(benchmark::State& state) {
                                                  benchmark::Counter::kIsIterationInvariantRate);
 }
 
+#if NNX_KERNELS_X86_DISPATCH
+// kVnniChains independent vpdpbusd chains, kVnniIters steps (registers only: the empty asm
+// keeps a and b in registers and unknown to the compiler). Returns a lane of each chain so
+// none is dropped.
+constexpr int kVnniChains = 24;
+constexpr std::int64_t kVnniIters = 1 << 16;
+
+NNX_TARGET_AVX512 std::int64_t vnni_chains_512() {
+  __m512i acc[kVnniChains];
+  for (int i = 0; i < kVnniChains; ++i) acc[i] = _mm512_set1_epi32(i);
+  __m512i a = _mm512_set1_epi8(3), b = _mm512_set1_epi8(5);
+  for (std::int64_t it = 0; it < kVnniIters; ++it) {
+#pragma GCC unroll 24
+    for (int i = 0; i < kVnniChains; ++i) acc[i] = _mm512_dpbusd_epi32(acc[i], a, b);
+    asm volatile("" : "+v"(a), "+v"(b));
+  }
+  std::int64_t sum = 0;
+  alignas(64) std::int32_t lanes[16];
+  for (int i = 0; i < kVnniChains; ++i) {
+    _mm512_store_si512(lanes, acc[i]);
+    sum += lanes[0];
+  }
+  return sum;
+}
+
+NNX_TARGET_AVX512 std::int64_t vnni_chains_256() {
+  __m256i acc[kVnniChains];
+  for (int i = 0; i < kVnniChains; ++i) acc[i] = _mm256_set1_epi32(i);
+  __m256i a = _mm256_set1_epi8(3), b = _mm256_set1_epi8(5);
+  for (std::int64_t it = 0; it < kVnniIters; ++it) {
+#pragma GCC unroll 24
+    for (int i = 0; i < kVnniChains; ++i) acc[i] = _mm256_dpbusd_epi32(acc[i], a, b);
+    asm volatile("" : "+v"(a), "+v"(b));
+  }
+  std::int64_t sum = 0;
+  alignas(32) std::int32_t lanes[8];
+  for (int i = 0; i < kVnniChains; ++i) {
+    _mm256_store_si256(reinterpret_cast<__m256i*>(lanes), acc[i]);
+    sum += lanes[0];
+  }
+  return sum;
+}
+
+// Args: bits (512, 256). GOP/s: 2 per byte product, as BM_I8Gemm counts them.
+void BM_VnniPeak(benchmark::State& state) {
+  if (!nnx::kernels::isa_supported(nnx::kernels::Isa::avx512))
+    return state.SkipWithError("AVX512_VNNI not available on this CPU");
+  const int bits = static_cast<int>(state.range(0));
+  for (auto _ : state) benchmark::DoNotOptimize(bits == 512 ? vnni_chains_512() : vnni_chains_256());
+  state.counters["GOP/s"] = benchmark::Counter(2.0 * (bits / 8) * kVnniChains * double(kVnniIters) * 1e-9,
+                                               benchmark::Counter::kIsIterationInvariantRate);
+}
+#endif
+
 // The memory-bandwidth floor in the same run: a sum over 512 MiB of int64 (in tensor storage,
 // as the weights), split between the threads as the kernels split weights.
 void BM_ReadBandwidth(benchmark::State& state) {
@@ -377,6 +434,9 @@ void tier_quantize_shapes(benchmark::internal::Benchmark* b) {
 BENCHMARK(BM_TierI8Gemm)->Apply(tier_shapes);
 BENCHMARK(BM_TierW8Gemm)->Apply(tier_shapes);
 BENCHMARK(BM_TierQuantizeRows)->Apply(tier_quantize_shapes);
+#if NNX_KERNELS_X86_DISPATCH
+BENCHMARK(BM_VnniPeak)->ArgName("bits")->Arg(512)->Arg(256)->UseRealTime();
+#endif
 BENCHMARK(BM_ReadBandwidth)->ArgName("threads")->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_F32Gemm)->Apply(decode_and_prefill);
 BENCHMARK(BM_W8Gemm)->Apply(decode_and_prefill);
