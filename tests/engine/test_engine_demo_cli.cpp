@@ -86,7 +86,10 @@ TEST_CASE("engine_demo prints each request's tokens as the engine computes them 
     CHECK(std::stoul(m[4].str()) == want.tokens.size());
     CHECK(m[5].str() == nnx::finish_reason_name(want.finish));
     std::string first;  // the demo shows the first 12 tokens, then " ..." if there are more
-    for (std::size_t t = 0; t < want.tokens.size() && t < 12; ++t) first += (t ? " " : "") + std::to_string(want.tokens[t]);
+    for (std::size_t t = 0; t < want.tokens.size() && t < 12; ++t) {
+      if (t) first += ' ';
+      first += std::to_string(want.tokens[t]);
+    }
     CHECK(m[6].str() == first);
     CHECK(m[7].matched == (want.tokens.size() > 12));
   }

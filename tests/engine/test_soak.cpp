@@ -35,7 +35,10 @@ std::int64_t resident_bytes() {
 
 std::string ids_json(const Ids& ids) {
   std::string s = "[";
-  for (std::size_t i = 0; i < ids.size(); ++i) s += (i ? "," : "") + std::to_string(ids[i]);
+  for (std::size_t i = 0; i < ids.size(); ++i) {
+    if (i) s += ',';
+    s += std::to_string(ids[i]);  // appended, not `"," + ...`: GCC 12 warns (-Wrestrict) on that
+  }
   return s + "]";
 }
 
