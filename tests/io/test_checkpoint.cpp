@@ -688,6 +688,23 @@ TEST_CASE("checkpoint: overwrite_foreign replaces a foreign model whole", "[io][
   }
 }
 
+// A foreign index may name shards that are not there, even ones no file system could hold: a
+// forced save removes what is there and saves (fuzz_checkpoint found the save refusing,
+// "cannot remove it to replace it: File name too long").
+TEST_CASE("checkpoint: overwrite_foreign passes over shards a foreign index names but lacks", "[io][checkpoint]") {
+  const State state = state_of(make_net(8, 2, 22));
+  TempDir tmp;
+  const std::string too_long = std::string(300, 'x') + ".safetensors";
+  write_bytes(tmp.path / "model.safetensors.index.json",
+              R"({"metadata": {}, "weight_map": {"a": ")" + too_long + R"(", "b": "missing.safetensors"}})");
+  CHECK_FALSE(io::foreign_checkpoint_content(tmp.path).empty());
+  io::CheckpointOptions force;
+  force.overwrite_foreign = true;
+  io::save_checkpoint(tmp.path, state, {}, nullptr, force);
+  CHECK(io::restore_checkpoint(tmp.path, abstract_state(8, 2)) == state);
+  CHECK(io::foreign_checkpoint_content(tmp.path).empty());
+}
+
 // ---- checksums ------------------------------------------------------------------------------
 
 namespace {

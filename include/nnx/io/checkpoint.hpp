@@ -552,10 +552,13 @@ inline ForeignContent foreign_content(const fs::path& dir) {
                           "\" (not an nnx checkpoint's index)");
       out.weights.push_back(index);
       const auto map = j.is_object() ? j.find("weight_map") : j.end();
+      // Only shards that are there: a name the index makes up (one past NAME_MAX, say) is
+      // nothing to remove, and removing it would fail.
       if (map != j.end() && map->is_object())
         for (const auto& file : *map)
           if (file.is_string() && is_plain_file_name(file.get<std::string>()) &&
-              file.get<std::string>().ends_with(".safetensors"))
+              file.get<std::string>().ends_with(".safetensors") &&
+              fs::exists(fs::symlink_status(dir / file.get<std::string>(), ec)))
             out.weights.push_back(dir / file.get<std::string>());
     } catch (const Error& e) {
       out.found.push_back(std::string(checkpoint_index_name) + " that cannot be read (" + e.what() + ")");
