@@ -234,9 +234,10 @@ TEST_CASE("gemm_i8_i8 stays exact at the extremes of the int8 range", "[kernels]
 
 TEST_CASE("a row of an int8 product is bitwise the same alone or in any batch", "[kernels][gemm_i8][determinism]") {
   for (const Path& p : paths())
-    for (i64 M : {9, 33})
-      // K 128 and 768: on a CPU with AMX-INT8 the batch runs on the tiles, the lone row not.
-      for (auto [N, K] : {std::pair<i64, i64>{63, 100}, {130, 257}, {17, 33}, {50, 128}, {97, 768}}) {
+    for (i64 M : {6, 9, 33})
+      // On a CPU with AMX-INT8 the batch runs on the tiles, the lone row not: K 128 and 768
+      // from 9 rows, K 3072 from 5 (amx_takes).
+      for (auto [N, K] : {std::pair<i64, i64>{63, 100}, {130, 257}, {17, 33}, {50, 128}, {97, 768}, {40, 3072}}) {
         const Problem batch(M, N, K, 400u + static_cast<std::uint32_t>(N + K + M));
         const auto yb_w8 = batch.run_w8(p.w8);
         const auto yb_i8 = batch.run_i8(p.i8);
@@ -323,13 +324,13 @@ TEST_CASE("the AMX W8A8 product equals the exact reference and the VNNI tiles bi
   if (test_support::skip_tier("amx", k::isa_supported(k::Isa::avx512) && k::cpu_has_amx_int8())) return;
 #if NNX_KERNELS_X86_DISPATCH
   namespace amx = k::avx512::detail::amx;
-  // Rows: below and above the public entry's threshold (the tiles run any row count), one
-  // pass (<= 16 rows) and several, a pass of fewer rows after full ones (the tiles are
-  // configured again). Shapes: one tile of channels, groups of three with a partial last
+  // Rows: below and above the public entry's thresholds (amx_takes: 9 rows, 5 at K >= 3072;
+  // the tiles run any row count), one pass (<= 16 rows) and several, a pass of fewer rows
+  // after full ones (the tiles are configured again). Shapes: one tile of channels, groups of three with a partial last
   // group and channels past the last 16 (the VNNI tiles take those), K of one tile and many,
   // K whose packed rows fill the stack (4160: 15 rows a pass; 16448: 3), weights in several
   // L2 blocks (1100 channels at K 768 with more than one pass), row strides wider than K.
-  for (i64 M : {1, 2, 8, 9, 16, 17, 33, 130})
+  for (i64 M : {1, 2, 4, 5, 8, 9, 16, 17, 33, 130})
     for (auto [N, K] : {std::pair<i64, i64>{16, 64}, {47, 768}, {50, 128}, {97, 3072}, {40, 4160}, {17, 16448},
                         {1100, 768}}) {
       if (M * N * K > 40'000'000) continue;  // the exact reference is a scalar loop

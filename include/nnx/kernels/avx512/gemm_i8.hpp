@@ -1,5 +1,6 @@
 // nnx/kernels/avx512/gemm_i8.hpp — W8A8 int8 matrix product with AVX-512 VNNI (vpdpbusd),
-// and on AMX tiles (nnx/kernels/avx512/gemm_i8_amx.hpp) from 9 rows up where the CPU has them.
+// and on AMX tiles (nnx/kernels/avx512/gemm_i8_amx.hpp) where the CPU has them, from 9 rows
+// up (from 5 when rows are long: amx_takes).
 //
 // Compiled with per-function target attributes; call only where isa_supported(Isa::avx512)
 // (nnx/kernels/gemm_i8.hpp does). On other platforms the header declares nothing. The
@@ -186,20 +187,32 @@ NNX_TARGET_AVX512 inline void gemm_i8_i8_vnni(std::int64_t M, std::int64_t N, st
 }
 
 // Rows from which the AMX tiles take a product where the CPU has them. Up to the VNNI row
-// tile's 8 rows a product streams its weights from memory once and tdpbssd gains nothing on a
-// Xeon (M 8, K 768 x N 3072 from DRAM: 175-195 us VNNI, 197-206 AMX; a batch-8 Llama-162M
-// decode step the same within noise); beyond, the VNNI tiles run at the multiply-add port's
-// rate and AMX is ~4x faster (M 128: 1855-1905 -> 460-468 us). benchmarks/RESULTS.md.
+// tile's 8 rows a product streams its weights from memory once, and whether tdpbssd gains
+// depends on the depth K each 48-channel group of weight rows runs through. Short rows read
+// slower on the tiles (a Xeon, M 8, K 768 x N 3072 from DRAM: 175-195 us VNNI, 197-214 AMX:
+// twelve steps a group over rows 768 bytes apart, which the prefetchers follow poorly); long
+// rows faster from 5 rows up, where the VNNI tiles' multiply-adds per weight byte outgrow what
+// their port retires at the memory's rate (M 8, K 3072 x N 768: 160-163 -> 140-149 us; K 5632
+// x N 2048: 930-966 -> 644-724; the same at 3-6 rows). Beyond 8 rows the VNNI tiles run at the
+// multiply-add port's rate and AMX is ~4x faster (M 128: 1855-1905 -> 460-468 us).
+// benchmarks/RESULTS.md.
 inline constexpr std::int64_t kAmxMinRows = detail::i8::kRowTile + 1;
+inline constexpr std::int64_t kAmxMinRowsLongRows = 5;
+inline constexpr std::int64_t kAmxLongRowBytes = 3072;
+
+// Whether the AMX tiles take an M-row product of depth K (where its shape fits them).
+constexpr bool amx_takes(std::int64_t M, std::int64_t K) noexcept {
+  return M >= kAmxMinRows || (M >= kAmxMinRowsLongRows && K >= kAmxLongRowBytes);
+}
 
 // W8A8: y[m][n] = (float(Σ_k xq[m][k] * q[n][k]) * xscale[m]) * wscale[n], the sum exact in
 // int32; same contract and bits as nnx::kernels::ref::gemm_i8_i8 (values in [-127, 127]).
-// On a CPU with AMX-INT8, products of kAmxMinRows rows or more whose shape the tiles take run
+// On a CPU with AMX-INT8, products amx_takes() gives to the tiles, of a shape they take, run
 // there (all but the last N % 16 channels). Requires the avx512 tier. Never throws.
 NNX_TARGET_AVX512 inline void gemm_i8_i8(std::int64_t M, std::int64_t N, std::int64_t K, const std::int8_t* xq,
                                          std::int64_t ldx, const float* xscale, const std::int8_t* q, std::int64_t ldq,
                                          const float* wscale, float* y, std::int64_t ldy) noexcept {
-  if (M >= kAmxMinRows && detail::amx::shape_fits(N, K) && cpu_has_amx_int8()) {
+  if (amx_takes(M, K) && detail::amx::shape_fits(N, K) && cpu_has_amx_int8()) {
     detail::amx::gemm_i8_i8(M, N, K, xq, ldx, xscale, q, ldq, wscale, y, ldy);
     const std::int64_t done = N / detail::amx::kChannels * detail::amx::kChannels;
     return gemm_i8_i8_vnni(M, N - done, K, xq, ldx, xscale, q + done * ldq, ldq, wscale + done, y + done, ldy);

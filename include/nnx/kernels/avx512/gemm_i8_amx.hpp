@@ -2,7 +2,7 @@
 // avx512 tier on CPUs that have AMX-INT8 (Sapphire Rapids and later Xeons; cpu_has_amx_int8()).
 //
 // The tile instructions are inline assembly inside avx512-target functions (no -mamx needed);
-// call only where cpu_has_amx_int8() is true (avx512::gemm_i8_i8 does, from 9 rows up). On
+// call only where cpu_has_amx_int8() is true (avx512::gemm_i8_i8 does, see amx_takes). On
 // other platforms the header declares nothing.
 //
 // Cross-tier class: BIT-IDENTICAL to ref, avx2 and avx512's VNNI tiles. tdpbssd multiplies
