@@ -19,7 +19,9 @@
 //                 ymm, so 512 bits bought nothing there)
 // Shapes (args M, K, N, threads, cold): M = 1, 8 (decode) and 128 (prefill); K x N = 768 x
 // 2304 (QKV), 768 x 3072 (MLP up), 3072 x 768 (MLP down), 768 x 50257 (logits); 1 and 2
-// threads (nnx::set_num_threads). cold = 1 rotates through copies of the weights totalling
+// threads (nnx::set_num_threads). BM_I8Gemm also runs M = 2-8 from DRAM at 3072 x 768, 2048 x
+// 2048 and 5632 x 2048, where the avx512 entry moves from its VNNI tiles to AMX (compare with
+// NNX_AMX=0). cold = 1 rotates through copies of the weights totalling
 // more than 192 MiB, so they come from DRAM as in a model too large for the L3 cache; cold = 0
 // reuses one copy (which fits in the 32 MiB L3 except for the logits).
 // Counters: GOP/s = 2 M N K per iteration (a multiply and an add each; integer ops for
@@ -393,6 +395,18 @@ void decode_and_prefill(benchmark::internal::Benchmark* b) {
   b->Unit(benchmark::kMicrosecond)->UseRealTime();
 }
 
+// 2-8 rows, weights from DRAM, shallow and deep (a ~1B Llama's 2048 x 2048 and 5632 x 2048
+// beside the 162M's 3072 x 768): where avx512's W8A8 entry hands a product from the VNNI tiles
+// to AMX (amx_takes in kernels/avx512/gemm_i8.hpp); run again with NNX_AMX=0 for the VNNI side.
+void amx_depth_shapes(benchmark::internal::Benchmark* b) {
+  b->ArgNames({"M", "K", "N", "threads", "cold"});
+  for (int threads : {1, 2})
+    for (i64 M : {2, 4, 5, 6, 7, 8})
+      for (auto [K, N] : {std::pair<i64, i64>{3072, 768}, {2048, 2048}, {5632, 2048}})
+        if (M != 8 || K != 3072) b->Args({M, K, N, threads, 1});  // decode_and_prefill has that one
+  b->Unit(benchmark::kMicrosecond)->UseRealTime();
+}
+
 void logits_only(benchmark::internal::Benchmark* b) {
   b->ArgNames({"M", "K", "N", "threads", "cold"});
   for (int threads : {1, 2})
@@ -442,6 +456,7 @@ BENCHMARK(BM_F32Gemm)->Apply(decode_and_prefill);
 BENCHMARK(BM_W8Gemm)->Apply(decode_and_prefill);
 BENCHMARK(BM_Bf16Gemm)->Apply(decode_and_prefill);
 BENCHMARK(BM_I8Gemm)->Apply(decode_and_prefill);
+BENCHMARK(BM_I8Gemm)->Apply(amx_depth_shapes);
 BENCHMARK(BM_I8Linear)->Apply(decode_and_prefill);
 BENCHMARK(BM_F32GemmBt)->Apply(logits_only);
 BENCHMARK(BM_QuantizeColumns)->Apply(quantize_shapes);
