@@ -21,9 +21,9 @@
 // 2304 (QKV), 768 x 3072 (MLP up), 3072 x 768 (MLP down), 768 x 50257 (logits); 1 and 2
 // threads (nnx::set_num_threads). BM_I8Gemm also runs M = 2-8 from DRAM at 3072 x 768, 2048 x
 // 2048 and 5632 x 2048, where the avx512 entry moves from its VNNI tiles to AMX (compare with
-// NNX_AMX=0). cold = 1 rotates through copies of the weights totalling
-// more than 192 MiB, so they come from DRAM as in a model too large for the L3 cache; cold = 0
-// reuses one copy (which fits in the 32 MiB L3 except for the logits).
+// NNX_AMX=0). cold = 1 rotates through copies of the weights totalling more than 192 MiB, so
+// they come from DRAM as in a model too large for the L3 cache; cold = 0 reuses one copy
+// (which fits in the 32 MiB L3 except for the logits).
 // Counters: GOP/s = 2 M N K per iteration (a multiply and an add each; integer ops for
 // W8A8); weight GB/s = bytes of weights read per second (int8: N K, bf16: 2 N K, f32: 4 N K), the figure
 // to hold against DRAM bandwidth for decode. Wall-clock time (the machines are shared):

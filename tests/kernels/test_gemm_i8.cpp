@@ -326,10 +326,11 @@ TEST_CASE("the AMX W8A8 product equals the exact reference and the VNNI tiles bi
   namespace amx = k::avx512::detail::amx;
   // Rows: below and above the public entry's thresholds (amx_takes: 9 rows, 5 at K >= 3072;
   // the tiles run any row count), one pass (<= 16 rows) and several, a pass of fewer rows
-  // after full ones (the tiles are configured again). Shapes: one tile of channels, groups of three with a partial last
-  // group and channels past the last 16 (the VNNI tiles take those), K of one tile and many,
-  // K whose packed rows fill the stack (4160: 15 rows a pass; 16448: 3), weights in several
-  // L2 blocks (1100 channels at K 768 with more than one pass), row strides wider than K.
+  // after full ones (the tiles are configured again). Shapes: one tile of channels, groups of
+  // three with a partial last group and channels past the last 16 (the VNNI tiles take those),
+  // K of one tile and many, K whose packed rows fill the stack (4160: 15 rows a pass; 16448:
+  // 3), weights in several L2 blocks (1100 channels at K 768 with more than one pass), row
+  // strides wider than K.
   for (i64 M : {1, 2, 4, 5, 8, 9, 16, 17, 33, 130})
     for (auto [N, K] : {std::pair<i64, i64>{16, 64}, {47, 768}, {50, 128}, {97, 3072}, {40, 4160}, {17, 16448},
                         {1100, 768}}) {
