@@ -189,18 +189,54 @@ TEST_CASE("a row of a 16-bit weight product is bitwise the same alone, in any ba
       }
 }
 
-TEST_CASE("the AVX-512 16-bit weight kernels give the AVX2 kernels' bits", "[kernels][gemm_w16][avx512]") {
+TEST_CASE("the AVX-512 f16 kernel gives the AVX2 kernel's bits", "[kernels][gemm_w16][avx512]") {
 #if NNX_KERNELS_X86_DISPATCH
   if (test_support::skip_tier("avx512", k::isa_supported(k::Isa::avx512))) return;
   // Odd channel counts (a last single channel), every row tile, K with and without a tail.
-  for (Half h : kHalves)
-    for (i64 M : {1, 2, 3, 4, 5, 9})
-      for (auto [N, K] : {std::pair<i64, i64>{131, 257}, {77, 768}, {24, 31}, {1, 40}, {2, 7}, {9, 64}}) {
-        const Problem pr(h, M, N, K, 600u + static_cast<std::uint32_t>(M + N + K), 1);
-        INFO(half_name(h) << " M=" << M << " N=" << N << " K=" << K);
-        REQUIRE(same_bits(pr.run(h == Half::bf16 ? &k::avx512::gemm_f32_bf16 : &k::avx512::gemm_f32_f16),
-                          pr.run(h == Half::bf16 ? &k::avx2::gemm_f32_bf16 : &k::avx2::gemm_f32_f16)));
-      }
+  for (i64 M : {1, 2, 3, 4, 5, 9})
+    for (auto [N, K] : {std::pair<i64, i64>{131, 257}, {77, 768}, {24, 31}, {1, 40}, {2, 7}, {9, 64}}) {
+      const Problem pr(Half::f16, M, N, K, 600u + static_cast<std::uint32_t>(M + N + K), 1);
+      INFO("M=" << M << " N=" << N << " K=" << K);
+      REQUIRE(same_bits(pr.run(&k::avx512::gemm_f32_f16), pr.run(&k::avx2::gemm_f32_f16)));
+    }
+#else
+  test_support::skip_tier("avx512", false);  // AVX-512 kernels not compiled on this platform
+#endif
+}
+
+#if NNX_KERNELS_X86_DISPATCH
+namespace {
+
+// avx512's bf16 order computed one element at a time by its scalar definition.
+std::vector<float> bf16_chains_oracle(const Problem& pr) {
+  std::vector<float> y(static_cast<std::size_t>(pr.M * pr.ldy), 7.0f);
+  for (i64 m = 0; m < pr.M; ++m)
+    for (i64 n = 0; n < pr.N; ++n)
+      y[static_cast<std::size_t>(m * pr.ldy + n)] =
+          k::avx512::detail::w16::dot_bf16_chains(pr.K, pr.x.data() + m * pr.ldx, pr.w.data() + n * pr.ldw);
+  return y;
+}
+
+}  // namespace
+#endif
+
+TEST_CASE("the AVX-512 bf16 kernel computes its 32-chain order exactly, at every tile shape and block tail",
+          "[kernels][gemm_w16][avx512]") {
+#if NNX_KERNELS_X86_DISPATCH
+  if (test_support::skip_tier("avx512", k::isa_supported(k::Isa::avx512))) return;
+  // Rows 1-9 (every row tile and remainder), channels with and without a last partial group of
+  // three, K at every offset around the 32-blocks, padded strides.
+  for (i64 M : {1, 2, 3, 4, 5, 7, 9})
+    for (i64 N : {1, 2, 3, 7, 14})
+      for (i64 K : {1, 2, 15, 16, 17, 31, 32, 33, 47, 63, 64, 65, 97, 200, 770})
+        for (i64 pad : {0, 5}) {
+          const Problem pr(Half::bf16, M, N, K, 700u + static_cast<std::uint32_t>(M * 31 + N * 7 + K + pad), pad);
+          INFO("M=" << M << " N=" << N << " K=" << K << " pad=" << pad);
+          REQUIRE(same_bits(pr.run(&k::avx512::gemm_f32_bf16), bf16_chains_oracle(pr)));
+        }
+  // More rows than one piece of permuted activations (2^19 floats: 64 rows at K = 8192).
+  const Problem big(Half::bf16, 70, 5, 8192, 800u);
+  REQUIRE(same_bits(big.run(&k::avx512::gemm_f32_bf16), bf16_chains_oracle(big)));
 #else
   test_support::skip_tier("avx512", false);  // AVX-512 kernels not compiled on this platform
 #endif

@@ -7,12 +7,14 @@
 //   nnx::kernels::gemm_f32_bf16(T, F, C, x, C, w, C, y, F);   // y[T, F] = x[T, C] · wᵀ
 //
 // Layout: w[N, K] one row per output channel, K contiguous; x[M, K], y[M, N]; row strides
-// given, y overlapping nothing. Order and determinism: the eight-lane order of
-// nnx/kernels/ref/gemm_w16.hpp, fixed by K alone; a row of y is bitwise the same alone or in
-// any batch and on any thread count (threads split the output channels, never K). The avx512
-// tier gives avx2's bits (two channels per register, nnx/kernels/avx512/gemm_w16.hpp);
+// given, y overlapping nothing. Order and determinism: each tier's order is fixed by K alone,
+// so a row of y is bitwise the same alone or in any batch and on any thread count (threads
+// split the output channels, never K). ref and avx2 sum in eight lanes
+// (nnx/kernels/ref/gemm_w16.hpp); avx512 gives avx2's bits for f16 and sums bf16 in 32 chains
+// of its own, within the same error bound (nnx/kernels/avx512/gemm_w16.hpp says why).
 // AVX512_BF16's vdpbf16ps is not used, as it would round the activations to bf16.
-// Safe to call from several threads at once; allocates nothing; never throws.
+// Safe to call from several threads at once; never throws; allocates nothing per call (the
+// avx512 bf16 path keeps one buffer per thread for the permuted activations, grown once).
 #pragma once
 
 #include <cstdint>

@@ -30,7 +30,6 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
-#include <new>
 
 namespace nnx::kernels::avx2 {
 
@@ -292,20 +291,8 @@ NNX_TARGET_AVX2_FMA inline void gemm_unpacked(std::int64_t M, std::int64_t N, st
 // A per-thread buffer for packed panels of B, grown once and kept (no allocation per call
 // after the first). nullptr when memory is exhausted: callers then use the unpacked path,
 // which gives the same bits.
-inline float* pack_buffer(std::size_t floats) noexcept {
-  struct Buffer {
-    float* data = nullptr;
-    std::size_t size = 0;
-    ~Buffer() { ::operator delete (data, std::align_val_t{64}); }
-  };
-  static thread_local Buffer buffer;
-  if (buffer.size < floats) {
-    ::operator delete (buffer.data, std::align_val_t{64});
-    buffer.data = static_cast<float*>(::operator new (floats * sizeof(float), std::align_val_t{64}, std::nothrow));
-    buffer.size = buffer.data ? floats : 0;
-  }
-  return buffer.data;
-}
+struct PackTag;
+inline float* pack_buffer(std::size_t floats) noexcept { return thread_floats<PackTag>(floats); }
 
 // Eight floats [k, k + 8) of each of 8 rows (row r at src + r * ld; rows from rows_valid on
 // are not read and count as zeros), transposed: lane r of out[kk] is row r's float k + kk.

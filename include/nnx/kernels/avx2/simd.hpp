@@ -1,5 +1,6 @@
 // nnx/kernels/avx2/simd.hpp — the AVX2+FMA helpers every avx2 kernel shares: tail masks,
-// horizontal sums in one fixed order, and exp for softmax.
+// horizontal sums in one fixed order, exp for softmax, and per-thread scratch buffers (which
+// the avx512 tier uses too).
 //
 // The fixed orders are part of the kernels' numerics: the avx512 tier reproduces hsum's tree
 // on each 256-bit half to give bit-identical results (nnx/kernels/avx512/simd.hpp).
@@ -12,9 +13,30 @@
 
 #include <immintrin.h>
 
+#include <cstddef>
 #include <cstdint>
+#include <new>
 
 namespace nnx::kernels::avx2 {
+
+// This thread's buffer of at least n floats (64-byte aligned), grown once and kept: kernels
+// allocate nothing per call after the first. One per Tag, so no two kernels share one.
+// nullptr when memory is exhausted.
+template <class Tag>
+inline float* thread_floats(std::size_t n) noexcept {
+  struct Buffer {
+    float* data = nullptr;
+    std::size_t size = 0;
+    ~Buffer() { ::operator delete(data, std::align_val_t{64}); }
+  };
+  static thread_local Buffer buffer;
+  if (buffer.size < n) {
+    ::operator delete(buffer.data, std::align_val_t{64});
+    buffer.data = static_cast<float*>(::operator new(n * sizeof(float), std::align_val_t{64}, std::nothrow));
+    buffer.size = buffer.data ? n : 0;
+  }
+  return buffer.data;
+}
 
 // The cache line holding p into L1 ahead of use. An asm statement rather than _mm_prefetch:
 // GCC counts a function that only prefetches as free of side effects and deletes calls to it

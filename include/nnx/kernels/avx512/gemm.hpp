@@ -27,7 +27,6 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
-#include <new>
 
 namespace nnx::kernels::avx512 {
 
@@ -121,20 +120,8 @@ inline constexpr std::int64_t kNc = 768;
 // A per-thread buffer for packed panels, grown once and kept (no allocation per call after
 // the first). nullptr when memory is exhausted: callers then use the unpacked path, which
 // gives the same bits.
-inline float* pack_buffer(std::size_t floats) noexcept {
-  struct Buffer {
-    float* data = nullptr;
-    std::size_t size = 0;
-    ~Buffer() { ::operator delete(data, std::align_val_t{64}); }
-  };
-  static thread_local Buffer buffer;
-  if (buffer.size < floats) {
-    ::operator delete(buffer.data, std::align_val_t{64});
-    buffer.data = static_cast<float*>(::operator new(floats * sizeof(float), std::align_val_t{64}, std::nothrow));
-    buffer.size = buffer.data ? floats : 0;
-  }
-  return buffer.data;
-}
+struct PackTag;
+inline float* pack_buffer(std::size_t floats) noexcept { return avx2::thread_floats<PackTag>(floats); }
 
 // B[0:kc, 0:nc] into panels of 32 columns, each [kc][32] contiguous, the last zero-padded.
 // With kTransB, b holds Bᵀ (row j is column j of B, stride ldb), read row by row.
