@@ -91,10 +91,13 @@ TEST_CASE("generate prints the greedy tokens and dumps the prompt's logits", "[c
   }
 }
 
-// Kernel tiers (nnx/kernels/isa.hpp): each run of generate is pinned to one with NNX_ISA. Every
-// avx512 kernel keeps avx2's reduction orders, so the two give the same bits: a server on a Zen 3
-// (avx2) and one on a Zen 5 (avx512) answer with the same tokens. The portable tier differs
-// from them by rounding only.
+// Kernel tiers (nnx/kernels/isa.hpp): each run of generate is pinned to one with NNX_ISA. The
+// avx512 kernels keep avx2's reduction orders, so the two give the same bits: a server on a
+// Zen 3 (avx2) and one on a Zen 5 (avx512) answer with the same tokens. One exception, stated
+// in nnx/kernels/avx512/gemm_w16.hpp: bf16 weights, whose avx512 products sum in an order of
+// their own (identity would cost one tier or the other 10-25 %); there the two tiers' logits
+// differ by rounding (3.8e-6 at most on this fixture, logits up to 7.5). The portable tier
+// differs from them by rounding only.
 TEST_CASE("generate gives the same tokens on every kernel tier, and avx2 and avx512 the same logits bits",
           "[cli][generate][isa]") {
   for (const char* name : {"gpt2_tiny", "llama_tiny", "llama_gqa4", "llama_head_dim", "llama_tiny_bf16"}) {
@@ -120,7 +123,10 @@ TEST_CASE("generate gives the same tokens on every kernel tier, and avx2 and avx
       const nnx::Tensor& a = logits["avx2"];
       const nnx::Tensor& b = logits["avx512"];
       REQUIRE(a.nbytes() == b.nbytes());
-      CHECK(std::memcmp(a.raw_data(), b.raw_data(), static_cast<std::size_t>(a.nbytes())) == 0);
+      if (std::string(name).find("bf16") != std::string::npos)
+        CHECK(fixture::max_abs_diff(a, b) <= 2e-5);
+      else
+        CHECK(std::memcmp(a.raw_data(), b.raw_data(), static_cast<std::size_t>(a.nbytes())) == 0);
     }
   }
 }
