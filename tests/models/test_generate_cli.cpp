@@ -98,7 +98,8 @@ TEST_CASE("generate prints the greedy tokens and dumps the prompt's logits", "[c
 // their own (identity would cost one tier or the other 10-25 %); there the two tiers' logits
 // differ by rounding (3.8e-6 at most on this fixture, logits up to 7.5). The portable tier
 // differs from them by rounding only.
-TEST_CASE("generate gives the same tokens on every kernel tier, and avx2 and avx512 the same logits bits",
+TEST_CASE("generate gives the same tokens on every kernel tier, and avx2 and avx512 the same logits bits "
+          "(bf16 weights: the same logits within rounding)",
           "[cli][generate][isa]") {
   for (const char* name : {"gpt2_tiny", "llama_tiny", "llama_gqa4", "llama_head_dim", "llama_tiny_bf16"}) {
     INFO(name);

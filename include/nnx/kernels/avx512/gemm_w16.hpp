@@ -31,6 +31,7 @@
 #include "nnx/kernels/avx2/gemm_i8.hpp"
 #include "nnx/kernels/avx512/simd.hpp"
 #include "nnx/kernels/isa.hpp"
+#include "nnx/kernels/ref/gemm_w16.hpp"
 
 #if NNX_KERNELS_X86_DISPATCH
 
@@ -158,14 +159,9 @@ inline constexpr std::int64_t kBf16Block = 32;
 inline float dot_bf16_chains(std::int64_t K, const float* x, const std::uint16_t* w) noexcept {
   float s[kBf16Block] = {};
   const std::int64_t blocks = (K + kBf16Block - 1) / kBf16Block;
-  for (std::int64_t k = 0; k < blocks * kBf16Block; ++k) {
-    float wk = 0.0f;
-    if (k < K) {
-      const std::uint32_t bits = static_cast<std::uint32_t>(w[k]) << 16;
-      std::memcpy(&wk, &bits, sizeof wk);
-    }
-    s[k % kBf16Block] = std::fma(k < K ? x[k] : 0.0f, wk, s[k % kBf16Block]);
-  }
+  for (std::int64_t k = 0; k < blocks * kBf16Block; ++k)
+    s[k % kBf16Block] =
+        std::fma(k < K ? x[k] : 0.0f, k < K ? ref::detail::w16::bf16_value(w[k]) : 0.0f, s[k % kBf16Block]);
   float t[16], u[8];
   for (int i = 0; i < 16; ++i) t[i] = s[2 * i] + s[2 * i + 1];
   for (int i = 0; i < 8; ++i) u[i] = t[i] + t[i + 8];
