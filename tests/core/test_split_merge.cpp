@@ -80,7 +80,7 @@ struct Mlp {
   NNX_FIELDS(act, fc, out)
 };
 
-struct Block {
+struct SplitBlock {
   Attn attn;
   Mlp mlp;
   std::optional<nnx::Param> gate;
@@ -99,7 +99,7 @@ struct Model {
   Act act = Act::relu;
   double eps = 0;
   std::vector<int> dims;
-  std::vector<Block> blocks;
+  std::vector<SplitBlock> blocks;
   Embed embed;
   std::optional<Lin> head;
   std::optional<Lin> unused;
@@ -118,7 +118,7 @@ Model make_model() {
   m.eps = 1e-5;
   m.dims = {V, D, H};
   for (int i = 0; i < 3; ++i) {
-    Block b;
+    SplitBlock b;
     b.attn.heads = 2;
     b.attn.qkv = nnx::Param(filled({D, 3 * D}), {"embed", "qkv"});
     b.attn.proj = make_lin(D, D, true);

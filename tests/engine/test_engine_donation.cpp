@@ -13,7 +13,7 @@
 
 namespace {
 
-nnx::LlamaConfig small_llama() {
+nnx::LlamaConfig donation_llama() {
   nnx::LlamaConfig c;
   c.vocab_size = 61;
   c.hidden_size = 32;
@@ -73,7 +73,7 @@ bool holds_prefix(const nnx::DecodeState& s, const nnx::Prefix& p, std::int64_t 
 }
 
 struct Setup {
-  Engine e{small_llama(), {.max_prefill_length = 8, .max_target_length = 24, .slots = 3}};
+  Engine e{donation_llama(), {.max_prefill_length = 8, .max_target_length = 24, .slots = 3}};
   nnx::State params = e.init_params(3);
   nnx::Prefix prefix = e.prefill(params, nnx::Tensor::from_vector(std::vector<std::int32_t>{7, 2, 9, 4, 4, 1}, {6}),
                                  6, {}, nnx::key_from_seed(5));

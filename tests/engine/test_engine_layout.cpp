@@ -17,16 +17,11 @@
 #include <nnx/models.hpp>
 
 #include "engine_test_util.hpp"
+#include "../io/io_test_util.hpp"
 
 namespace {
 
 namespace fs = std::filesystem;
-
-struct TempDir {
-  fs::path path = fs::temp_directory_path() / ("nnx_engine_layout_" + std::to_string(::getpid()));
-  TempDir() { fs::create_directories(path); }
-  ~TempDir() { fs::remove_all(path); }
-};
 
 // Two requests in two slots, decoded together: every token of both.
 template <class Model>
@@ -53,7 +48,7 @@ std::vector<std::int32_t> two_slots(const nnx::Engine<Model>& engine, const nnx:
 
 TEST_CASE("Engine with stacked layers: the per-layer engine's tokens, from either checkpoint layout",
           "[engine][layout]") {
-  TempDir tmp;
+  io_test::TempDir tmp;
   const nnx::LlamaConfig cfg = engine_test::small_llama();
   nnx::Rngs rngs{11};
   nnx::Llama model(cfg, nnx::Mode::train, rngs);
@@ -98,7 +93,7 @@ TEST_CASE("Engine with stacked layers: the per-layer engine's tokens, from eithe
 }
 
 TEST_CASE("Engine with stacked layers serves a LoRA adapter trained per layer", "[engine][layout][lora]") {
-  TempDir tmp;
+  io_test::TempDir tmp;
   const nnx::LlamaConfig cfg = engine_test::small_llama();
   nnx::Rngs rngs{12};
   nnx::Llama model(cfg, nnx::Mode::train, rngs);

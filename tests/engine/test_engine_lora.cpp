@@ -18,16 +18,11 @@
 #include <nnx/models.hpp>
 
 #include "engine_test_util.hpp"
+#include "../io/io_test_util.hpp"
 
 namespace {
 
 namespace fs = std::filesystem;
-
-struct TempDir {
-  fs::path path = fs::temp_directory_path() / ("nnx_engine_lora_" + std::to_string(::getpid()));
-  TempDir() { fs::create_directories(path); }
-  ~TempDir() { fs::remove_all(path); }
-};
 
 double max_abs_diff(const nnx::Tensor& a, const nnx::Tensor& b) {
   double d = 0;
@@ -38,7 +33,7 @@ double max_abs_diff(const nnx::Tensor& a, const nnx::Tensor& b) {
 }  // namespace
 
 TEST_CASE("Engine with a LoRA adapter: the merged model's tokens, over f32, bf16 and int8 weights", "[engine][lora]") {
-  TempDir tmp;
+  io_test::TempDir tmp;
   const nnx::LlamaConfig cfg = engine_test::small_llama();
   nnx::Rngs rngs{5};
   nnx::Llama model(cfg, nnx::Mode::train, rngs);

@@ -11,12 +11,13 @@
 #include "nnx/kernels/activation.hpp"
 #include "nnx/kernels/parallel.hpp"
 
+#include "../support/numeric.hpp"
+
 namespace {
 
 namespace k = nnx::kernels;
 using i64 = std::int64_t;
-constexpr double kUnit = 0x1p-24;
-
+using test_support::kUnit;
 double gelu_tanh_tanh_form(double x) {
   const double u = std::sqrt(2.0 / M_PI) * (x + 0.044715 * x * x * x);
   return 0.5 * x * (1.0 + std::tanh(u));

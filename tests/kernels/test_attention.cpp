@@ -14,20 +14,14 @@
 
 #include "nnx/core/dtype.hpp"
 #include "nnx/kernels/attention.hpp"
+#include "../support/numeric.hpp"
 #include "../support/tier.hpp"
 
 namespace {
 
 namespace k = nnx::kernels;
 using i64 = std::int64_t;
-
-std::vector<float> random_floats(std::size_t n, std::uint32_t seed, float lo, float hi) {
-  std::mt19937 gen(seed);
-  std::uniform_real_distribution<float> dist(lo, hi);
-  std::vector<float> v(n);
-  for (auto& x : v) x = dist(gen);
-  return v;
-}
+using test_support::random_floats;
 
 // softmax(scale q.k_j) . v_j in double.
 std::vector<double> attend_double(const float* q, const float* keys, const float* values, i64 stride, i64 n, i64 D,

@@ -17,18 +17,13 @@
 #include "nnx/kernels/optimizer.hpp"
 #include "nnx/kernels/softmax.hpp"
 
+#include "../support/numeric.hpp"
+
 namespace {
 
 namespace k = nnx::kernels;
 using i64 = std::int64_t;
-
-std::vector<float> random_floats(std::size_t n, std::uint32_t seed, float lo = -1.0f, float hi = 1.0f) {
-  std::mt19937 gen(seed);
-  std::uniform_real_distribution<float> dist(lo, hi);
-  std::vector<float> v(n);
-  for (auto& x : v) x = dist(gen);
-  return v;
-}
+using test_support::random_floats;
 
 double max_abs(const std::vector<double>& v) {
   double m = 0;

@@ -7,14 +7,12 @@
 
 #include "nnx/kernels/elementwise.hpp"
 
+#include "../support/numeric.hpp"
+
 namespace {
 
-std::vector<float> random_floats(std::size_t n, std::uint32_t seed) {
-  std::mt19937 gen(seed);
-  std::uniform_real_distribution<float> dist(-100.0f, 100.0f);
-  std::vector<float> v(n);
-  for (auto& x : v) x = dist(gen);
-  return v;
+std::vector<float> wide_floats(std::size_t n, std::uint32_t seed) {
+  return test_support::random_floats(n, seed, -100.0f, 100.0f);
 }
 
 }  // namespace
@@ -22,8 +20,8 @@ std::vector<float> random_floats(std::size_t n, std::uint32_t seed) {
 TEST_CASE("add_bias_rows adds the bias to every row", "[kernels][elementwise]") {
   for (std::int64_t rows : {1, 3, 7})
     for (std::int64_t cols : {1, 17, 129}) {
-      const auto y0 = random_floats(static_cast<std::size_t>(rows * cols), 1);
-      const auto b = random_floats(static_cast<std::size_t>(cols), 2);
+      const auto y0 = wide_floats(static_cast<std::size_t>(rows * cols), 1);
+      const auto b = wide_floats(static_cast<std::size_t>(cols), 2);
       std::vector<float> y = y0;
       nnx::kernels::add_bias_rows(y.data(), b.data(), rows, cols);
       for (std::int64_t r = 0; r < rows; ++r)
@@ -35,7 +33,7 @@ TEST_CASE("add_bias_rows adds the bias to every row", "[kernels][elementwise]") 
 }
 
 TEST_CASE("add_f32 sums elementwise, also in place", "[kernels][elementwise]") {
-  const auto a = random_floats(1001, 3), b = random_floats(1001, 4);
+  const auto a = wide_floats(1001, 3), b = wide_floats(1001, 4);
   std::vector<float> out(a.size());
   nnx::kernels::add_f32(a.data(), b.data(), out.data(), 1001);
   for (std::size_t i = 0; i < a.size(); ++i) REQUIRE(out[i] == static_cast<float>(static_cast<double>(a[i]) + b[i]));
@@ -47,7 +45,7 @@ TEST_CASE("add_f32 sums elementwise, also in place", "[kernels][elementwise]") {
 TEST_CASE("add_f32 and add_bias_rows: every tier and thread count rounds each sum once", "[kernels][elementwise]") {
   namespace k = nnx::kernels;
   for (std::int64_t n : {1, 7, 8, 31, 33, 4097, 9001}) {
-    const auto a = random_floats(static_cast<std::size_t>(n), 5), b = random_floats(static_cast<std::size_t>(n), 6);
+    const auto a = wide_floats(static_cast<std::size_t>(n), 5), b = wide_floats(static_cast<std::size_t>(n), 6);
     std::vector<float> want(a.size());
     for (std::size_t i = 0; i < a.size(); ++i) want[i] = static_cast<float>(static_cast<double>(a[i]) + b[i]);
     for (k::Isa isa : k::kAllIsas) {
@@ -67,7 +65,7 @@ TEST_CASE("add_f32 and add_bias_rows: every tier and thread count rounds each su
   k::set_thread_count(2);
   k::set_parallel_min_work(1);
   const std::int64_t rows = 5, cols = 9001;
-  const auto a = random_floats(static_cast<std::size_t>(rows * cols), 7), b = random_floats(a.size(), 8);
+  const auto a = wide_floats(static_cast<std::size_t>(rows * cols), 7), b = wide_floats(a.size(), 8);
   std::vector<float> out(a.size()), y = a;
   k::add_f32(a.data(), b.data(), out.data(), rows * cols);
   k::add_bias_rows(y.data(), b.data(), rows, cols);

@@ -14,28 +14,21 @@
 
 #include "nnx/kernels/gemm.hpp"
 
+#include "../support/numeric.hpp"
 #include "../support/tier.hpp"
 
 namespace {
 
 namespace k = nnx::kernels;
 using i64 = std::int64_t;
-
-constexpr double kUnit = 0x1p-24;  // unit roundoff of float
-
-std::vector<float> random_floats(std::size_t n, std::uint32_t seed, float lo = -1.0f, float hi = 1.0f) {
-  std::mt19937 gen(seed);
-  std::uniform_real_distribution<float> dist(lo, hi);
-  std::vector<float> v(n);
-  for (auto& x : v) x = dist(gen);
-  return v;
-}
+using test_support::kUnit;
+using test_support::random_floats;
 
 bool have_avx2() { return k::isa_supported(k::Isa::avx2); }
 
 using GemmBtFn = void (*)(i64, i64, i64, const float*, i64, const float*, i64, float*, i64);
 
-struct Path {
+struct GemmPath {
   const char* name;
   k::GemmF32Fn gemm_split;
   GemmBtFn gemm_bt;
@@ -47,8 +40,8 @@ struct Path {
 
 // Every tier this CPU runs, with the kernels it dispatches to (its own, or the tier's below
 // where it has none); the dispatching entry points are checked against these at the end.
-std::vector<Path> paths() {
-  std::vector<Path> p;
+std::vector<GemmPath> gemm_paths() {
+  std::vector<GemmPath> p;
   for (k::Isa isa : k::kAllIsas)
     if (k::isa_supported(isa))
       p.push_back({k::isa_name(isa).data(), k::select(k::kGemmF32, isa), k::select(k::kGemmF32Bt, isa)});
@@ -85,7 +78,7 @@ const i64 kOddSizes[] = {1, 3, 7, 17, 33, 65, 129};
 }  // namespace
 
 TEST_CASE("gemm_f32 matches a double reference at odd sizes on every path", "[kernels][gemm]") {
-  for (const Path& p : paths()) {
+  for (const GemmPath& p : gemm_paths()) {
     for (i64 M : kOddSizes)
       for (i64 N : kOddSizes)
         for (i64 K : kOddSizes) {
@@ -107,7 +100,7 @@ TEST_CASE("gemm_f32 on every AVX2 path and block edge matches the reference", "[
   struct Case {
     i64 M, N, K;
   };
-  for (const Path& p : paths()) {
+  for (const GemmPath& p : gemm_paths()) {
     for (Case c : {Case{17, 8200, 300}, Case{100, 8195, 20}, Case{15, 1030, 300}, Case{5, 1024, 129}, Case{20, 512, 77},
                    Case{2, 2048, 70}, Case{130, 37, 1}, Case{1, 9000, 65}}) {
       const auto A = random_floats(static_cast<std::size_t>(c.M * c.K), 11);
@@ -121,7 +114,7 @@ TEST_CASE("gemm_f32 on every AVX2 path and block edge matches the reference", "[
 }
 
 TEST_CASE("gemm_f32 honours leading dimensions and accumulate, and leaves padding alone", "[kernels][gemm]") {
-  for (const Path& p : paths()) {
+  for (const GemmPath& p : gemm_paths()) {
     for (i64 M : {1, 5, 20}) {
       const i64 N = 37, K = 29, lda = K + 3, ldb = N + 5, ldc = N + 7;
       const auto A = random_floats(static_cast<std::size_t>(M * lda), 21);
@@ -143,7 +136,7 @@ TEST_CASE("gemm_f32 honours leading dimensions and accumulate, and leaves paddin
 }
 
 TEST_CASE("gemm_f32 with an empty dimension", "[kernels][gemm]") {
-  for (const Path& p : paths()) {
+  for (const GemmPath& p : gemm_paths()) {
     std::vector<float> C(6, 7.0f);
     const float a = 1.0f, b = 2.0f;
     p.gemm(2, 3, 0, &a, 0, &b, 3, C.data(), 3, true);
@@ -209,7 +202,7 @@ TEST_CASE("a row of gemm_f32 is bitwise the same alone and in any batch", "[kern
     const auto A = random_floats(static_cast<std::size_t>(128 * K), 41);
     const auto B = random_floats(static_cast<std::size_t>(K * N), 42);
     const auto C0 = random_floats(static_cast<std::size_t>(128 * N), 43);
-    for (const Path& p : paths()) {
+    for (const GemmPath& p : gemm_paths()) {
       if (!s.ref_too && std::string(p.name) == "ref") continue;
       for (bool accumulate : {false, true}) {
         // Each row alone.
@@ -261,7 +254,7 @@ TEST_CASE("gemm_f32 called from several threads at once gives the single-thread 
 }
 
 TEST_CASE("gemm_f32_bt matches a double reference at odd sizes on every path", "[kernels][gemm]") {
-  for (const Path& p : paths()) {
+  for (const GemmPath& p : gemm_paths()) {
     for (i64 M : kOddSizes)
       for (i64 N : kOddSizes)
         for (i64 K : kOddSizes) {
@@ -276,7 +269,7 @@ TEST_CASE("gemm_f32_bt matches a double reference at odd sizes on every path", "
 }
 
 TEST_CASE("gemm_f32_bt honours leading dimensions", "[kernels][gemm]") {
-  for (const Path& p : paths()) {
+  for (const GemmPath& p : gemm_paths()) {
     for (i64 M : {1, 3, 9}) {
       const i64 N = 19, K = 45, lda = K + 1, ldb = K + 3, ldc = N + 2;
       const auto A = random_floats(static_cast<std::size_t>(M * lda), 61);
@@ -295,7 +288,7 @@ TEST_CASE("a row of gemm_f32_bt is bitwise the same alone and in any batch", "[k
   const i64 N = 203, K = 771;  // K % 8 != 0: the masked last lane group too
   const auto A = random_floats(static_cast<std::size_t>(64 * K), 71);
   const auto B = random_floats(static_cast<std::size_t>(N * K), 72);
-  for (const Path& p : paths()) {
+  for (const GemmPath& p : gemm_paths()) {
     std::vector<float> alone(static_cast<std::size_t>(64 * N));
     for (i64 r = 0; r < 64; ++r) p.gemm_bt(1, N, K, A.data() + r * K, K, B.data(), K, alone.data() + r * N, N);
     for (i64 M : {1, 2, 3, 4, 5, 7, 8, 33, 64}) {
@@ -348,7 +341,7 @@ TEST_CASE("the dispatching entry points run the active ISA's kernel", "[kernels]
     const auto A = random_floats(static_cast<std::size_t>(c.M * c.K), 91);
     const auto B = random_floats(static_cast<std::size_t>(c.K * c.N), 92);
     std::vector<float> Cd(static_cast<std::size_t>(c.M * c.N)), Ce(Cd.size());
-    const Path p{"active", k::select(k::kGemmF32, k::active_isa()), k::select(k::kGemmF32Bt, k::active_isa())};
+    const GemmPath p{"active", k::select(k::kGemmF32, k::active_isa()), k::select(k::kGemmF32Bt, k::active_isa())};
     k::gemm_f32(c.M, c.N, c.K, A.data(), c.K, B.data(), c.N, Cd.data(), c.N);
     p.gemm(c.M, c.N, c.K, A.data(), c.K, B.data(), c.N, Ce.data(), c.N, false);
     CHECK(std::memcmp(Cd.data(), Ce.data(), Cd.size() * sizeof(float)) == 0);
@@ -524,7 +517,7 @@ TEST_CASE("each tier's one-pass K split gives the bits of its two half products,
     const i64 N = s.N, K = s.K, ldb = N + s.ldb_pad, K0 = K / 2;
     const auto A = random_floats(static_cast<std::size_t>(40 * K), 51);
     const auto B = random_floats(static_cast<std::size_t>(K * ldb), 52);
-    for (const Path& p : paths())
+    for (const GemmPath& p : gemm_paths())
       for (const i64 M : s.Ms)
         for (const bool accumulate : {false, true}) {
           INFO(p.name << " M=" << M << " N=" << N << " K=" << K << " ldb=" << ldb << " accumulate=" << accumulate);

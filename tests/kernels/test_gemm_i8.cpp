@@ -17,31 +17,19 @@
 #include "nnx/kernels/quantize.hpp"
 #include "nnx/ops/threads.hpp"
 
+#include "../support/numeric.hpp"
+#include "../support/thread_settings.hpp"
 #include "../support/tier.hpp"
 
 namespace {
 
 namespace k = nnx::kernels;
 using i64 = std::int64_t;
-
-constexpr double kUnit = 0x1p-24;  // unit roundoff of float
-
-struct ThreadSettings {
-  int threads = nnx::num_threads();
-  i64 min_work = k::parallel_min_work();
-  ~ThreadSettings() {
-    nnx::set_num_threads(threads);
-    k::set_parallel_min_work(min_work);
-  }
-};
-
-std::vector<float> random_floats(std::size_t n, std::uint32_t seed, float lo = -1.0f, float hi = 1.0f) {
-  std::mt19937 gen(seed);
-  std::uniform_real_distribution<float> dist(lo, hi);
-  std::vector<float> v(n);
-  for (auto& x : v) x = dist(gen);
-  return v;
-}
+using test_support::ThreadSettings;
+using test_support::bits;
+using test_support::kUnit;
+using test_support::random_floats;
+using test_support::same_bits;
 
 // Uniform in [-127, 127], the quantizers' range.
 std::vector<std::int8_t> random_i8(std::size_t n, std::uint32_t seed) {
@@ -52,17 +40,11 @@ std::vector<std::int8_t> random_i8(std::size_t n, std::uint32_t seed) {
   return v;
 }
 
-std::uint32_t bits(float f) {
-  std::uint32_t b;
-  std::memcpy(&b, &f, sizeof b);
-  return b;
-}
-
 using W8Fn = void (*)(i64, i64, i64, const float*, i64, const std::int8_t*, i64, const float*, float*, i64);
 using I8Fn = void (*)(i64, i64, i64, const std::int8_t*, i64, const float*, const std::int8_t*, i64, const float*,
                       float*, i64);
 
-struct Path {
+struct I8Path {
   const char* name;
   W8Fn w8;
   I8Fn i8;
@@ -70,8 +52,8 @@ struct Path {
 
 // The dispatching entry points and every tier this CPU runs, with the kernels it dispatches to
 // (its own, or the tier's below where it has none).
-std::vector<Path> paths() {
-  std::vector<Path> p{{"dispatch", &k::gemm_f32_w8, &k::gemm_i8_i8}};
+std::vector<I8Path> i8_paths() {
+  std::vector<I8Path> p{{"dispatch", &k::gemm_f32_w8, &k::gemm_i8_i8}};
   for (k::Isa isa : k::kAllIsas)
     if (k::isa_supported(isa))
       p.push_back({k::isa_name(isa).data(), k::select(k::kGemmF32W8, isa), k::select(k::kGemmI8I8, isa)});
@@ -100,15 +82,15 @@ double w8_error_ratio(i64 K, const float* x, const std::int8_t* q, float ws, flo
   return std::fabs(static_cast<double>(y) - exact) / bound;
 }
 
-const i64 kRows[] = {1, 2, 3, 7, 9, 33};
-const i64 kCols[] = {1, 5, 17, 63, 130};
-const i64 kDepths[] = {1, 3, 31, 32, 33, 100, 257};
+const i64 kI8Rows[] = {1, 2, 3, 7, 9, 33};
+const i64 kI8Cols[] = {1, 5, 17, 63, 130};
+const i64 kI8Depths[] = {1, 3, 31, 32, 33, 100, 257};
 
-struct Problem {
+struct I8Problem {
   i64 M, N, K, ldx, ldq, ldy;
   std::vector<float> x, xs, ws;
   std::vector<std::int8_t> xq, q;
-  Problem(i64 M_, i64 N_, i64 K_, std::uint32_t seed, i64 pad = 0)
+  I8Problem(i64 M_, i64 N_, i64 K_, std::uint32_t seed, i64 pad = 0)
       : M(M_),
         N(N_),
         K(K_),
@@ -132,21 +114,14 @@ struct Problem {
   }
 };
 
-bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
-  if (a.size() != b.size()) return false;
-  for (std::size_t i = 0; i < a.size(); ++i)
-    if (bits(a[i]) != bits(b[i])) return false;
-  return true;
-}
-
 }  // namespace
 
 TEST_CASE("gemm_i8_i8 equals the exact int64 reference bit for bit on every path", "[kernels][gemm_i8]") {
-  for (const Path& p : paths())
-    for (i64 M : kRows)
-      for (i64 N : kCols)
-        for (i64 K : kDepths) {
-          const Problem pr(M, N, K, 100u + static_cast<std::uint32_t>(M * 1000 + N * 10 + K), 3);
+  for (const I8Path& p : i8_paths())
+    for (i64 M : kI8Rows)
+      for (i64 N : kI8Cols)
+        for (i64 K : kI8Depths) {
+          const I8Problem pr(M, N, K, 100u + static_cast<std::uint32_t>(M * 1000 + N * 10 + K), 3);
           const auto y = pr.run_i8(p.i8);
           INFO(p.name << " M=" << M << " N=" << N << " K=" << K);
           for (i64 m = 0; m < M; ++m) {
@@ -161,11 +136,11 @@ TEST_CASE("gemm_i8_i8 equals the exact int64 reference bit for bit on every path
 }
 
 TEST_CASE("gemm_f32_w8 is within the summation error bound of a double reference on every path", "[kernels][gemm_i8]") {
-  for (const Path& p : paths())
-    for (i64 M : kRows)
-      for (i64 N : kCols)
-        for (i64 K : kDepths) {
-          const Problem pr(M, N, K, 200u + static_cast<std::uint32_t>(M * 1000 + N * 10 + K), 2);
+  for (const I8Path& p : i8_paths())
+    for (i64 M : kI8Rows)
+      for (i64 N : kI8Cols)
+        for (i64 K : kI8Depths) {
+          const I8Problem pr(M, N, K, 200u + static_cast<std::uint32_t>(M * 1000 + N * 10 + K), 2);
           const auto y = pr.run_w8(p.w8);
           INFO(p.name << " M=" << M << " N=" << N << " K=" << K);
           double worst = 0.0;
@@ -185,7 +160,7 @@ TEST_CASE("the AVX2 int8 kernels against the portable ones", "[kernels][gemm_i8]
   if (test_support::skip_tier("avx2", k::isa_supported(k::Isa::avx2))) return;
   for (i64 M : {1, 4, 8, 9, 33, 130})
     for (auto [N, K] : {std::pair<i64, i64>{130, 257}, {77, 768}, {50, 1000}, {24, 31}}) {
-      const Problem pr(M, N, K, 300u + static_cast<std::uint32_t>(M + N + K));
+      const I8Problem pr(M, N, K, 300u + static_cast<std::uint32_t>(M + N + K));
       INFO("M=" << M << " N=" << N << " K=" << K);
       // W8A8: integer sums, so the same bits.
       REQUIRE(same_bits(pr.run_i8(&k::avx2::gemm_i8_i8), pr.run_i8(&k::ref::gemm_i8_i8)));
@@ -220,7 +195,7 @@ TEST_CASE("gemm_i8_i8 stays exact at the extremes of the int8 range", "[kernels]
     for (i64 kk = 0; kk < K; ++kk)
       q[static_cast<std::size_t>(n * K + kk)] = static_cast<std::int8_t>(n % 2 ? 127 : (kk % 3 == 0 ? -127 : 127));
   const std::vector<float> xs(M, 1.0f), ws(N, 1.0f);
-  for (const Path& p : paths()) {
+  for (const I8Path& p : i8_paths()) {
     std::vector<float> y(static_cast<std::size_t>(M * N));
     p.i8(M, N, K, xq.data(), K, xs.data(), q.data(), K, ws.data(), y.data(), N);
     INFO(p.name);
@@ -233,12 +208,12 @@ TEST_CASE("gemm_i8_i8 stays exact at the extremes of the int8 range", "[kernels]
 }
 
 TEST_CASE("a row of an int8 product is bitwise the same alone or in any batch", "[kernels][gemm_i8][determinism]") {
-  for (const Path& p : paths())
+  for (const I8Path& p : i8_paths())
     for (i64 M : {6, 9, 33})
       // On a CPU with AMX-INT8 the batch runs on the tiles, the lone row not: K 128 and 768
       // from 9 rows, K 3072 from 5 (amx_takes).
       for (auto [N, K] : {std::pair<i64, i64>{63, 100}, {130, 257}, {17, 33}, {50, 128}, {97, 768}, {40, 3072}}) {
-        const Problem batch(M, N, K, 400u + static_cast<std::uint32_t>(N + K + M));
+        const I8Problem batch(M, N, K, 400u + static_cast<std::uint32_t>(N + K + M));
         const auto yb_w8 = batch.run_w8(p.w8);
         const auto yb_i8 = batch.run_i8(p.i8);
         INFO(p.name << " M=" << M << " N=" << N << " K=" << K);
@@ -261,7 +236,7 @@ TEST_CASE("int8 products give the same bits on any thread count", "[kernels][gem
   ThreadSettings restore;
   for (auto [M, N, K] : {std::tuple<i64, i64, i64>{1, 130, 257}, {9, 131, 100}, {33, 63, 33}, {2, 1000, 768},
                             {33, 1000, 768}}) {
-    const Problem pr(M, N, K, 500u + static_cast<std::uint32_t>(M + N + K), 1);
+    const I8Problem pr(M, N, K, 500u + static_cast<std::uint32_t>(M + N + K), 1);
     nnx::set_num_threads(1);
     const auto w8_one = pr.run_w8(&k::gemm_f32_w8);
     const auto i8_one = pr.run_i8(&k::gemm_i8_i8);
@@ -313,7 +288,7 @@ TEST_CASE("the avx512 VNNI W8A8 product gives avx2's bits at every shape", "[ker
   // more weight rows than one block, and long K.
   for (i64 M : {1, 2, 3, 5, 7, 8, 9, 17, 130})
     for (auto [N, K] : {std::pair<i64, i64>{13, 1}, {130, 257}, {77, 63}, {50, 1000}, {1100, 129}, {9, 4096 + 21}}) {
-      const Problem pr(M, N, K, 600u + static_cast<std::uint32_t>(M * 7 + N + K));
+      const I8Problem pr(M, N, K, 600u + static_cast<std::uint32_t>(M * 7 + N + K));
       INFO("M=" << M << " N=" << N << " K=" << K);
       REQUIRE(same_bits(pr.run_i8(&k::avx512::gemm_i8_i8), pr.run_i8(&k::avx2::gemm_i8_i8)));
     }
@@ -336,7 +311,7 @@ TEST_CASE("the AMX W8A8 product equals the exact reference and the VNNI tiles bi
                         {1100, 768}}) {
       if (M * N * K > 40'000'000) continue;  // the exact reference is a scalar loop
       REQUIRE(amx::shape_fits(N, K));
-      const Problem pr(M, N, K, 700u + static_cast<std::uint32_t>(M * 7 + N + K), 3);
+      const I8Problem pr(M, N, K, 700u + static_cast<std::uint32_t>(M * 7 + N + K), 3);
       INFO("M=" << M << " N=" << N << " K=" << K);
       const auto tiles = pr.run_i8(&amx::gemm_i8_i8);  // channels [0, N - N % 16)
       const auto vnni = pr.run_i8(&k::avx512::gemm_i8_i8_vnni);

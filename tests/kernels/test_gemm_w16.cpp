@@ -14,14 +14,15 @@
 #include "nnx/kernels/gemm_w16.hpp"
 #include "nnx/ops/threads.hpp"
 
+#include "../support/numeric.hpp"
 #include "../support/tier.hpp"
 
 namespace {
 
 namespace k = nnx::kernels;
 using i64 = std::int64_t;
-
-constexpr double kUnit = 0x1p-24;  // unit roundoff of float
+using test_support::kUnit;
+using test_support::same_bits;
 
 enum class Half { bf16, f16 };
 
@@ -31,15 +32,15 @@ float half_value(Half h, std::uint16_t b) {
 
 std::uint16_t half_bits(Half h, float f) { return h == Half::bf16 ? nnx::f32_to_bf16_bits(f) : nnx::f32_to_f16_bits(f); }
 
-struct Path {
+struct W16Path {
   std::string name;
   k::GemmF32W16Fn fn;
 };
 
 // The dispatching entry point and every tier this CPU runs.
-std::vector<Path> paths(Half h) {
+std::vector<W16Path> w16_paths(Half h) {
   const auto& table = h == Half::bf16 ? k::kGemmF32Bf16 : k::kGemmF32F16;
-  std::vector<Path> p{{"dispatch", h == Half::bf16 ? &k::gemm_f32_bf16 : &k::gemm_f32_f16}};
+  std::vector<W16Path> p{{"dispatch", h == Half::bf16 ? &k::gemm_f32_bf16 : &k::gemm_f32_f16}};
   for (k::Isa isa : k::kAllIsas)
     if (k::isa_supported(isa)) p.push_back({std::string(k::isa_name(isa)), k::select(table, isa)});
   return p;
@@ -47,12 +48,12 @@ std::vector<Path> paths(Half h) {
 
 // x[M, K] and w[N, K] with row strides padded by `pad`; weights spread over many binades,
 // with a few f16 subnormals (|w| < 2^-14).
-struct Problem {
+struct W16Problem {
   i64 M, N, K, ldx, ldw, ldy;
   Half half;
   std::vector<float> x;
   std::vector<std::uint16_t> w;
-  Problem(Half h, i64 M_, i64 N_, i64 K_, std::uint32_t seed, i64 pad = 0)
+  W16Problem(Half h, i64 M_, i64 N_, i64 K_, std::uint32_t seed, i64 pad = 0)
       : M(M_), N(N_), K(K_), ldx(K_ + pad), ldw(K_ + pad), ldy(N_ + pad), half(h) {
     std::mt19937 gen(seed);
     std::uniform_real_distribution<float> unit(-1.0f, 1.0f);
@@ -80,10 +81,6 @@ struct Problem {
   }
 };
 
-bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
-  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
-}
-
 const Half kHalves[] = {Half::bf16, Half::f16};
 const char* half_name(Half h) { return h == Half::bf16 ? "bf16" : "f16"; }
 
@@ -92,11 +89,11 @@ const char* half_name(Half h) { return h == Half::bf16 ? "bf16" : "f16"; }
 TEST_CASE("gemm_f32_bf16 and gemm_f32_f16 are within the summation error bound of a double reference on every path",
           "[kernels][gemm_w16]") {
   for (Half h : kHalves)
-    for (const Path& p : paths(h))
+    for (const W16Path& p : w16_paths(h))
       for (i64 M : {1, 2, 3, 5, 9})
         for (i64 N : {1, 7, 25, 130})
           for (i64 K : {1, 7, 8, 31, 33, 100, 257}) {
-            const Problem pr(h, M, N, K, 100u + static_cast<std::uint32_t>(M * 1000 + N * 10 + K), 3);
+            const W16Problem pr(h, M, N, K, 100u + static_cast<std::uint32_t>(M * 1000 + N * 10 + K), 3);
             const auto y = pr.run(p.fn);
             INFO(half_name(h) << " " << p.name << " M=" << M << " N=" << N << " K=" << K);
             double worst = 0.0;
@@ -120,7 +117,7 @@ TEST_CASE("16-bit weights are widened exactly, subnormals, infinities and NaN in
     w.push_back(1);                                           // smallest subnormal
     const i64 N = static_cast<i64>(w.size());
     const float one = 1.0f;
-    for (const Path& p : paths(h)) {
+    for (const W16Path& p : w16_paths(h)) {
       std::vector<float> y(static_cast<std::size_t>(N));
       p.fn(1, N, 1, &one, 1, w.data(), 1, y.data(), N);
       INFO(half_name(h) << " " << p.name);
@@ -142,7 +139,7 @@ TEST_CASE("the AVX2 16-bit weight kernels against the portable ones", "[kernels]
   for (Half h : kHalves)
     for (i64 M : {1, 4, 8, 9})
       for (auto [N, K] : {std::pair<i64, i64>{130, 257}, {77, 768}, {24, 31}}) {
-        const Problem pr(h, M, N, K, 300u + static_cast<std::uint32_t>(M + N + K));
+        const W16Problem pr(h, M, N, K, 300u + static_cast<std::uint32_t>(M + N + K));
         const auto ya = pr.run(h == Half::bf16 ? &k::avx2::gemm_f32_bf16 : &k::avx2::gemm_f32_f16);
         const auto yr = pr.run(h == Half::bf16 ? &k::ref::gemm_f32_bf16 : &k::ref::gemm_f32_f16);
         INFO(half_name(h) << " M=" << M << " N=" << N << " K=" << K);
@@ -167,9 +164,9 @@ TEST_CASE("a row of a 16-bit weight product is bitwise the same alone, in any ba
   const int threads_before = nnx::num_threads();
   const i64 min_work_before = k::parallel_min_work();
   for (Half h : kHalves)
-    for (const Path& p : paths(h))
+    for (const W16Path& p : w16_paths(h))
       for (auto [M, N, K] : {std::tuple<i64, i64, i64>{9, 131, 100}, {6, 63, 257}}) {
-        const Problem batch(h, M, N, K, 400u + static_cast<std::uint32_t>(M + N + K));
+        const W16Problem batch(h, M, N, K, 400u + static_cast<std::uint32_t>(M + N + K));
         nnx::set_num_threads(1);
         const auto yb = batch.run(p.fn);
         INFO(half_name(h) << " " << p.name << " M=" << M << " N=" << N << " K=" << K);
@@ -195,7 +192,7 @@ TEST_CASE("the AVX-512 f16 kernel gives the AVX2 kernel's bits", "[kernels][gemm
   // Odd channel counts (a last single channel), every row tile, K with and without a tail.
   for (i64 M : {1, 2, 3, 4, 5, 9})
     for (auto [N, K] : {std::pair<i64, i64>{131, 257}, {77, 768}, {24, 31}, {1, 40}, {2, 7}, {9, 64}}) {
-      const Problem pr(Half::f16, M, N, K, 600u + static_cast<std::uint32_t>(M + N + K), 1);
+      const W16Problem pr(Half::f16, M, N, K, 600u + static_cast<std::uint32_t>(M + N + K), 1);
       INFO("M=" << M << " N=" << N << " K=" << K);
       REQUIRE(same_bits(pr.run(&k::avx512::gemm_f32_f16), pr.run(&k::avx2::gemm_f32_f16)));
     }
@@ -208,7 +205,7 @@ TEST_CASE("the AVX-512 f16 kernel gives the AVX2 kernel's bits", "[kernels][gemm
 namespace {
 
 // avx512's bf16 order computed one element at a time by its scalar definition.
-std::vector<float> bf16_chains_oracle(const Problem& pr) {
+std::vector<float> bf16_chains_oracle(const W16Problem& pr) {
   std::vector<float> y(static_cast<std::size_t>(pr.M * pr.ldy), 7.0f);
   for (i64 m = 0; m < pr.M; ++m)
     for (i64 n = 0; n < pr.N; ++n)
@@ -230,12 +227,12 @@ TEST_CASE("the AVX-512 bf16 kernel computes its 32-chain order exactly, at every
     for (i64 N : {1, 2, 3, 7, 14})
       for (i64 K : {1, 2, 15, 16, 17, 31, 32, 33, 47, 63, 64, 65, 97, 200, 770})
         for (i64 pad : {0, 5}) {
-          const Problem pr(Half::bf16, M, N, K, 700u + static_cast<std::uint32_t>(M * 31 + N * 7 + K + pad), pad);
+          const W16Problem pr(Half::bf16, M, N, K, 700u + static_cast<std::uint32_t>(M * 31 + N * 7 + K + pad), pad);
           INFO("M=" << M << " N=" << N << " K=" << K << " pad=" << pad);
           REQUIRE(same_bits(pr.run(&k::avx512::gemm_f32_bf16), bf16_chains_oracle(pr)));
         }
   // More rows than one piece of permuted activations (2^19 floats: 64 rows at K = 8192).
-  const Problem big(Half::bf16, 70, 5, 8192, 800u);
+  const W16Problem big(Half::bf16, 70, 5, 8192, 800u);
   REQUIRE(same_bits(big.run(&k::avx512::gemm_f32_bf16), bf16_chains_oracle(big)));
 #else
   test_support::skip_tier("avx512", false);  // AVX-512 kernels not compiled on this platform

@@ -10,21 +10,15 @@
 #include "nnx/kernels/norm.hpp"
 #include "nnx/kernels/parallel.hpp"
 
+#include "../support/numeric.hpp"
+
 namespace {
 
 namespace k = nnx::kernels;
 using i64 = std::int64_t;
-constexpr double kUnit = 0x1p-24;
-
-std::vector<float> random_floats(std::size_t n, std::uint32_t seed, float lo, float hi) {
-  std::mt19937 gen(seed);
-  std::uniform_real_distribution<float> dist(lo, hi);
-  std::vector<float> v(n);
-  for (auto& x : v) x = dist(gen);
-  return v;
-}
-
-const i64 kCols[] = {1, 3, 7, 17, 33, 65, 129, 768, 1025};
+using test_support::kUnit;
+using test_support::random_floats;
+const i64 kNormCols[] = {1, 3, 7, 17, 33, 65, 129, 768, 1025};
 
 // Largest |y - ref| / bound for LayerNorm. With mean computed in float (error dm <= (cols+1)
 // u mean|x|), the deviations carry dm, the variance (cols + 2) u relative error, r half of
@@ -87,7 +81,7 @@ TEST_CASE("layer_norm_rows matches a double reference at odd sizes on every tier
     if (!k::isa_supported(isa)) continue;
     const auto layer_norm = k::select(k::kLayerNormRows, isa);
     for (i64 rows : {1, 3, 7})
-      for (i64 cols : kCols) {
+      for (i64 cols : kNormCols) {
         // An offset mean (as in real activations) exercises the two-pass variance.
         const auto x =
             random_floats(static_cast<std::size_t>(rows * cols), static_cast<std::uint32_t>(cols), -2.0f, 3.0f);
@@ -124,7 +118,7 @@ TEST_CASE("rms_norm_rows matches a double reference at odd sizes on every tier",
     if (!k::isa_supported(isa)) continue;
     const auto rms_norm = k::select(k::kRmsNormRows, isa);
     for (i64 rows : {1, 3, 7})
-      for (i64 cols : kCols) {
+      for (i64 cols : kNormCols) {
         const auto x =
             random_floats(static_cast<std::size_t>(rows * cols), static_cast<std::uint32_t>(cols) + 9, -2.0f, 3.0f);
         const auto scale = random_floats(static_cast<std::size_t>(cols), 10, 0.5f, 1.5f);

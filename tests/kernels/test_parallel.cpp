@@ -22,38 +22,27 @@
 #include "nnx/ops/threads.hpp"
 
 #include "../support/counting_new.hpp"
+#include "../support/numeric.hpp"
+#include "../support/thread_settings.hpp"
 
 namespace {
 
 namespace k = nnx::kernels;
 using i64 = std::int64_t;
+using test_support::random_floats;
 
-// Restores the thread count and the parallel threshold a test changes.
-// Also keeps the straggler guard off meanwhile: these tests check how chunks spread over
-// threads, which it changes on a loaded machine (more threads than free cores).
-struct ThreadSettings {
-  int threads = nnx::num_threads();
-  i64 min_work = k::parallel_min_work();
-  ThreadSettings() { k::set_straggler_guard(false); }
-  ~ThreadSettings() {
-    nnx::set_num_threads(threads);
-    k::set_parallel_min_work(min_work);
-    k::set_straggler_guard(true);
-  }
+// Restores the thread count and the parallel threshold a test changes, and keeps the
+// straggler guard off meanwhile: these tests check how chunks spread over threads, which it
+// changes on a loaded machine (more threads than free cores).
+struct SpreadSettings : test_support::ThreadSettings {
+  SpreadSettings() { k::set_straggler_guard(false); }
+  ~SpreadSettings() { k::set_straggler_guard(true); }
 };
-
-std::vector<float> random_floats(std::size_t n, std::uint32_t seed) {
-  std::mt19937 gen(seed);
-  std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
-  std::vector<float> v(n);
-  for (auto& x : v) x = dist(gen);
-  return v;
-}
 
 }  // namespace
 
 TEST_CASE("parallel_for covers every index exactly once, a slot never used twice at once", "[kernels][parallel]") {
-  ThreadSettings restore;
+  SpreadSettings restore;
   for (int threads : {1, 2, 3, 4, 7}) {
     nnx::set_num_threads(threads);
     for (i64 n : {0, 1, 2, 3, 5, 7, 8, 13, 100, 1001, 100000}) {
@@ -105,7 +94,7 @@ TEST_CASE("parallel_for covers every index exactly once, a slot never used twice
 }
 
 TEST_CASE("parallel_for with a two-argument function", "[kernels][parallel]") {
-  ThreadSettings restore;
+  SpreadSettings restore;
   nnx::set_num_threads(2);
   std::vector<int> out(1000, 0);
   k::parallel_for(static_cast<i64>(out.size()), [&](i64 begin, i64 end) noexcept {
@@ -115,7 +104,7 @@ TEST_CASE("parallel_for with a two-argument function", "[kernels][parallel]") {
 }
 
 TEST_CASE("nested and concurrent parallel_for calls run inline and stay correct", "[kernels][parallel]") {
-  ThreadSettings restore;
+  SpreadSettings restore;
   nnx::set_num_threads(2);
   SECTION("nested") {
     const i64 outer = 6, inner = 50;
@@ -189,7 +178,7 @@ TEST_CASE("the straggler guard runs calls alone while workers keep arriving late
 }
 
 TEST_CASE("set_num_threads validates its argument; the count is visible", "[kernels][parallel]") {
-  ThreadSettings restore;
+  SpreadSettings restore;
   CHECK_THROWS_AS(nnx::set_num_threads(0), nnx::InvalidArgument);
   CHECK_THROWS_WITH(nnx::set_num_threads(0), Catch::Contains("got 0"));
   CHECK_THROWS_WITH(nnx::set_num_threads(-3), Catch::Contains("got -3"));
@@ -203,7 +192,7 @@ TEST_CASE("set_num_threads validates its argument; the count is visible", "[kern
 }
 
 TEST_CASE("a warm parallel_for and a threaded GEMM allocate nothing", "[kernels][parallel][allocation]") {
-  ThreadSettings restore;
+  SpreadSettings restore;
   nnx::set_num_threads(2);
   k::set_parallel_min_work(1);
   const i64 M = 3, N = 300, K = 40;
@@ -228,7 +217,7 @@ TEST_CASE("a warm parallel_for and a threaded GEMM allocate nothing", "[kernels]
 }
 
 TEST_CASE("threaded gemm_f32 and gemm_f32_bt give the single-thread bits", "[kernels][parallel][gemm][determinism]") {
-  ThreadSettings restore;
+  SpreadSettings restore;
   for (i64 min_work : {i64{1}, restore.min_work}) {  // forced onto threads, and the default
     k::set_parallel_min_work(min_work);
     for (i64 M : {1, 3, 7, 33})
@@ -283,7 +272,7 @@ TEST_CASE("threaded gemm_f32 and gemm_f32_bt give the single-thread bits", "[ker
 TEST_CASE("threaded GEMM on every AVX2 path gives the single-thread bits", "[kernels][parallel][gemm][determinism]") {
   // Packed B (M >= 16, N >= 8192: per thread too, or not, depending on the split), copied
   // panels (row stride a multiple of 512 floats), in place; decode and prefill tiles of bt.
-  ThreadSettings restore;
+  SpreadSettings restore;
   k::set_parallel_min_work(1);
   struct Case {
     i64 M, N, K;

@@ -15,29 +15,18 @@
 #include "nnx/kernels/quantize.hpp"
 #include "nnx/ops/threads.hpp"
 
+#include "../support/numeric.hpp"
+#include "../support/thread_settings.hpp"
 #include "../support/tier.hpp"
 
 namespace {
 
 namespace k = nnx::kernels;
 using i64 = std::int64_t;
-
-struct ThreadSettings {
-  int threads = nnx::num_threads();
-  i64 min_work = k::parallel_min_work();
-  ~ThreadSettings() {
-    nnx::set_num_threads(threads);
-    k::set_parallel_min_work(min_work);
-  }
-};
-
-std::vector<float> random_floats(std::size_t n, std::uint32_t seed, float lo = -1.0f, float hi = 1.0f) {
-  std::mt19937 gen(seed);
-  std::uniform_real_distribution<float> dist(lo, hi);
-  std::vector<float> v(n);
-  for (auto& x : v) x = dist(gen);
-  return v;
-}
+using test_support::ThreadSettings;
+using test_support::bits;
+using test_support::random_floats;
+using test_support::same_bits;
 
 // Rows whose magnitudes differ wildly (as activations do): row r scaled by 10^(r % 7 - 3).
 std::vector<float> random_rows(i64 rows, i64 ld, std::uint32_t seed) {
@@ -72,7 +61,7 @@ using RowsFn = void (*)(i64, i64, const float*, i64, std::int8_t*, i64, float*);
 using ColsFn = void (*)(i64, i64, const float*, i64, std::int8_t*, i64, float*);
 using DequantFn = void (*)(i64, i64, const std::int8_t*, i64, const float*, float*, i64);
 
-struct Path {
+struct QuantizePath {
   const char* name;
   RowsFn rows;
   ColsFn cols;
@@ -81,26 +70,13 @@ struct Path {
 
 // The dispatching entry points and every tier this CPU runs, with the kernels it dispatches to
 // (its own, or the tier's below where it has none).
-std::vector<Path> paths() {
-  std::vector<Path> p{{"dispatch", &k::quantize_rows_absmax, &k::quantize_columns_absmax, &k::dequantize_rows}};
+std::vector<QuantizePath> quantize_paths() {
+  std::vector<QuantizePath> p{{"dispatch", &k::quantize_rows_absmax, &k::quantize_columns_absmax, &k::dequantize_rows}};
   for (k::Isa isa : k::kAllIsas)
     if (k::isa_supported(isa))
       p.push_back({k::isa_name(isa).data(), k::select(k::kQuantizeRowsAbsmax, isa),
                    k::select(k::kQuantizeColumnsAbsmax, isa), k::select(k::kDequantizeRows, isa)});
   return p;
-}
-
-std::uint32_t bits(float f) {
-  std::uint32_t b;
-  std::memcpy(&b, &f, sizeof b);
-  return b;
-}
-
-bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
-  if (a.size() != b.size()) return false;
-  for (std::size_t i = 0; i < a.size(); ++i)
-    if (bits(a[i]) != bits(b[i])) return false;
-  return true;
 }
 
 const i64 kRows[] = {1, 2, 3, 7, 9, 33};
@@ -110,7 +86,7 @@ const i64 kDepths[] = {1, 3, 31, 32, 33, 100, 257};
 }  // namespace
 
 TEST_CASE("quantize_rows_absmax matches the specification at odd sizes on every path", "[kernels][quantize]") {
-  for (const Path& p : paths())
+  for (const QuantizePath& p : quantize_paths())
     for (i64 M : kRows)
       for (i64 K : kDepths) {
         const i64 ldx = K + 3, ldq = K + 5;
@@ -134,7 +110,7 @@ TEST_CASE("quantize_rows_absmax matches the specification at odd sizes on every 
 
 TEST_CASE("quantize_columns_absmax matches the specification and the rows variant on the transpose",
           "[kernels][quantize]") {
-  for (const Path& p : paths())
+  for (const QuantizePath& p : quantize_paths())
     for (i64 N : kCols)
       for (i64 K : kDepths) {
         const i64 ldw = N + 2, ldq = K + 7;
@@ -181,7 +157,7 @@ TEST_CASE("quantization rounds exact ties half to even and clips the maximum to 
   const i64 N = 9, col = 4;
   auto w = random_floats(static_cast<std::size_t>(K * N), 5);
   for (i64 kk = 0; kk < K; ++kk) w[static_cast<std::size_t>(kk * N + col)] = row[static_cast<std::size_t>(kk)];
-  for (const Path& p : paths()) {
+  for (const QuantizePath& p : quantize_paths()) {
     INFO(p.name);
     std::vector<std::int8_t> q(static_cast<std::size_t>(K));
     float scale = 0.0f;
@@ -205,7 +181,7 @@ TEST_CASE("quantization ties are exact in every vector lane", "[kernels][quantiz
   for (i64 m = 0; m < M; ++m)
     for (i64 kk = 0; kk < K; ++kk)
       x[static_cast<std::size_t>(m * K + kk)] = kk == m ? 127.5f : 0.5f * static_cast<float>(((kk + 3 * m) % 61) - 30);
-  for (const Path& p : paths()) {
+  for (const QuantizePath& p : quantize_paths()) {
     std::vector<std::int8_t> q(static_cast<std::size_t>(M * K));
     std::vector<float> s(static_cast<std::size_t>(M));
     p.rows(M, K, x.data(), K, q.data(), K, s.data());
@@ -225,7 +201,7 @@ TEST_CASE("all-zero rows and columns get scale 1 and zero q", "[kernels][quantiz
   const i64 M = 3, K = 37;
   auto x = random_floats(static_cast<std::size_t>(M * K), 7);
   for (i64 kk = 0; kk < K; ++kk) x[static_cast<std::size_t>(K + kk)] = (kk % 2) ? 0.0f : -0.0f;  // row 1
-  for (const Path& p : paths()) {
+  for (const QuantizePath& p : quantize_paths()) {
     INFO(p.name);
     std::vector<std::int8_t> q(static_cast<std::size_t>(M * K), std::int8_t{5});
     std::vector<float> s(static_cast<std::size_t>(M));
@@ -257,7 +233,7 @@ TEST_CASE("non-finite input gives a non-finite scale and zero q without harming 
   x[static_cast<std::size_t>(2 * K + 8)] = inf;
   std::vector<std::vector<std::int8_t>> qs;
   std::vector<std::vector<float>> ss;
-  for (const Path& p : paths()) {
+  for (const QuantizePath& p : quantize_paths()) {
     INFO(p.name);
     std::vector<std::int8_t> q(static_cast<std::size_t>(M * K), std::int8_t{5});
     std::vector<float> s(static_cast<std::size_t>(M));
@@ -369,7 +345,7 @@ TEST_CASE("dequantize_rows gives q * scale and honours leading dimensions", "[ke
   std::mt19937 gen(3);
   for (auto& v : q) v = static_cast<std::int8_t>(static_cast<int>(gen() % 255) - 127);
   const auto scale = random_floats(static_cast<std::size_t>(N), 4, 0.001f, 2.0f);
-  for (const Path& p : paths()) {
+  for (const QuantizePath& p : quantize_paths()) {
     INFO(p.name);
     std::vector<float> w(static_cast<std::size_t>(N * ldw), 7.0f);
     p.dequant(N, K, q.data(), ldq, scale.data(), w.data(), ldw);

@@ -13,18 +13,15 @@
 
 #include "nnx/kernels/rope.hpp"
 
+#include "../support/numeric.hpp"
+
 namespace {
 
 namespace k = nnx::kernels;
 using i64 = std::int64_t;
-constexpr double kUnit = 0x1p-24;
-
-std::vector<float> random_floats(std::size_t n, std::uint32_t seed) {
-  std::mt19937 gen(seed);
-  std::uniform_real_distribution<float> dist(-2.0f, 2.0f);
-  std::vector<float> v(n);
-  for (auto& x : v) x = dist(gen);
-  return v;
+using test_support::kUnit;
+std::vector<float> rope_inputs(std::size_t n, std::uint32_t seed) {
+  return test_support::random_floats(n, seed, -2.0f, 2.0f);
 }
 
 // HF LlamaRotaryEmbedding + apply_rotary_pos_emb, in double:
@@ -62,7 +59,7 @@ TEST_CASE("rope_rotate_half matches the HF formula in double", "[kernels][rope]"
   const i64 T = static_cast<i64>(pos.size()), H = 3;
   for (float theta : {10000.0f, 500000.0f})
     for (i64 D : {2, 8, 64, 128, 130}) {
-      const auto x = random_floats(static_cast<std::size_t>(T * H * D), static_cast<std::uint32_t>(D));
+      const auto x = rope_inputs(static_cast<std::size_t>(T * H * D), static_cast<std::uint32_t>(D));
       std::vector<float> y = x;
       k::rope_rotate_half(y.data(), pos.data(), T, H, D, theta);
       INFO("theta=" << theta << " D=" << D);
@@ -92,7 +89,7 @@ TEST_CASE("rope_inv_freq follows HF's float32 computation", "[kernels][rope]") {
 }
 
 TEST_CASE("rope at position 0 is the identity", "[kernels][rope]") {
-  const auto x = random_floats(4 * 2 * 64, 3);
+  const auto x = rope_inputs(4 * 2 * 64, 3);
   std::vector<float> y = x;
   const std::vector<std::int32_t> pos(4, 0);
   k::rope_rotate_half(y.data(), pos.data(), 4, 2, 64, 10000.0f);
@@ -103,7 +100,7 @@ TEST_CASE("rope: precomputed inv_freq and wide heads give the same bits as theta
   const std::vector<std::int32_t> pos{3, 1000, 77};
   // D / 2 = 550 frequencies: three slices in the theta overload, 64-wide chunks inside.
   for (i64 D : {64, 1100}) {
-    const auto x = random_floats(static_cast<std::size_t>(3 * 2 * D), 4);
+    const auto x = rope_inputs(static_cast<std::size_t>(3 * 2 * D), 4);
     std::vector<float> a = x, b = x;
     k::rope_rotate_half(a.data(), pos.data(), 3, 2, D, 10000.0f);
     std::vector<float> inv(static_cast<std::size_t>(D / 2));
@@ -117,7 +114,7 @@ TEST_CASE("rope: precomputed inv_freq and wide heads give the same bits as theta
 
 TEST_CASE("rope: every head of a row gets its row's position", "[kernels][rope]") {
   const i64 H = 4, D = 16;
-  const auto x = random_floats(static_cast<std::size_t>(2 * H * D), 5);
+  const auto x = rope_inputs(static_cast<std::size_t>(2 * H * D), 5);
   std::vector<float> y = x;
   const std::vector<std::int32_t> pos{5, 9};
   k::rope_rotate_half(y.data(), pos.data(), 2, H, D, 10000.0f);
@@ -137,7 +134,7 @@ TEST_CASE("rope: every tier gives ref's bits, at odd head counts and frequency t
   for (auto& p : pos) p = position(gen);
   for (i64 H : {1, 3})
     for (i64 D : {2, 6, 18, 64, 130, 270}) {  // D/2 = 1, 3, 9, 32, 65 and 135: every tail of 8 and of 64
-      const auto x = random_floats(static_cast<std::size_t>(T * H * D), static_cast<std::uint32_t>(D + H));
+      const auto x = rope_inputs(static_cast<std::size_t>(T * H * D), static_cast<std::uint32_t>(D + H));
       std::vector<float> inv(static_cast<std::size_t>(D / 2));
       k::rope_inv_freq(500000.0f, D, inv.data());
       std::vector<float> want = x;
@@ -157,7 +154,7 @@ TEST_CASE("rope: the bits do not depend on the thread count", "[kernels][rope]")
   const i64 T = 37, H = 3, D = 64;
   std::vector<std::int32_t> pos(static_cast<std::size_t>(T));
   for (i64 t = 0; t < T; ++t) pos[static_cast<std::size_t>(t)] = static_cast<std::int32_t>(t * 13);
-  const auto x = random_floats(static_cast<std::size_t>(T * H * D), 7);
+  const auto x = rope_inputs(static_cast<std::size_t>(T * H * D), 7);
   const int threads_before = nnx::num_threads();
   const auto work_before = k::parallel_min_work();
   std::vector<float> one = x;
@@ -192,7 +189,7 @@ TEST_CASE("rope: a rope_scaling gives the same bits through theta, precomputed i
         k::rope_inv_freq(500000.0f, D, plain.data());
         k::rope_inv_freq(500000.0f, D, inv.data(), s);
         for (std::size_t i = 0; i < inv.size(); ++i) REQUIRE(inv[i] == k::ref::rope_scaled_inv_freq(plain[i], s));
-        const auto x = random_floats(static_cast<std::size_t>(T * H * D), static_cast<std::uint32_t>(D * H));
+        const auto x = rope_inputs(static_cast<std::size_t>(T * H * D), static_cast<std::uint32_t>(D * H));
         std::vector<float> want = x;
         k::ref::rope_rotate_slice(want.data(), pos.data(), T, H, D, 0, D / 2, inv.data());
         std::vector<float> by_theta = x, by_ref_theta = x, by_inv = x;

@@ -10,20 +10,15 @@
 
 #include "nnx/kernels/softmax.hpp"
 
+#include "../support/numeric.hpp"
+
 namespace {
 
 namespace k = nnx::kernels;
 using i64 = std::int64_t;
-constexpr double kUnit = 0x1p-24;
+using test_support::kUnit;
+using test_support::random_floats;
 constexpr float kInf = std::numeric_limits<float>::infinity();
-
-std::vector<float> random_floats(std::size_t n, std::uint32_t seed, float lo, float hi) {
-  std::mt19937 gen(seed);
-  std::uniform_real_distribution<float> dist(lo, hi);
-  std::vector<float> v(n);
-  for (auto& x : v) x = dist(gen);
-  return v;
-}
 
 using SoftmaxFn = void (*)(float*, i64, i64);
 

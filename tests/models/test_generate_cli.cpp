@@ -16,6 +16,7 @@
 #include <nnx/kernels/isa.hpp>
 
 #include "reference_fixture.hpp"
+#include "../io/io_test_util.hpp"
 
 // Built without examples (-DNNX_BUILD_EXAMPLES=OFF) there is no program to run.
 #ifdef NNX_GENERATE_BIN
@@ -53,12 +54,6 @@ std::string join(const std::vector<std::int32_t>& ids, const char* sep) {
   return s;
 }
 
-struct TempDir {
-  fs::path path = fs::temp_directory_path() / ("nnx_generate_test_" + std::to_string(::getpid()));
-  TempDir() { fs::create_directories(path); }
-  ~TempDir() { fs::remove_all(path); }
-};
-
 void check_error(const Run& r, const std::string& needle) {
   INFO("stderr: " << r.err);
   CHECK(r.code == 2);
@@ -76,7 +71,7 @@ TEST_CASE("generate prints the greedy tokens and dumps the prompt's logits", "[c
                                       {"gpt2_small_f16", ""}}) {
     INFO(name << weights);
     const auto e = fixture::expected(name);
-    TempDir tmp;
+    io_test::TempDir tmp;
     const auto dump = tmp.path / "logits.safetensors";
     const Run r = generate("--model " + fixture::dir(name).string() + " --prompt-ids " + join(e.prompt, ",") +
                            " --max-new-tokens 8 --dump-logits " + dump.string() + weights);
@@ -104,7 +99,7 @@ TEST_CASE("generate gives the same tokens on every kernel tier, and avx2 and avx
   for (const char* name : {"gpt2_tiny", "llama_tiny", "llama_gqa4", "llama_head_dim", "llama_tiny_bf16"}) {
     INFO(name);
     const auto e = fixture::expected(name);
-    TempDir tmp;
+    io_test::TempDir tmp;
     std::map<std::string, nnx::Tensor> logits;
     for (nnx::kernels::Isa isa : nnx::kernels::kAllIsas) {
       if (!nnx::kernels::isa_supported(isa)) continue;
@@ -135,7 +130,7 @@ TEST_CASE("generate gives the same tokens on every kernel tier, and avx2 and avx
 TEST_CASE("generate reads a native checkpoint", "[cli][generate][checkpoint]") {
   const auto e = fixture::expected("llama_tiny");
   auto model = fixture::load<nnx::Llama, nnx::LlamaConfig>("llama_tiny", nnx::Mode::train);
-  TempDir tmp;
+  io_test::TempDir tmp;
   auto [graphdef, params] = nnx::split(model, nnx::of<nnx::Param>);
   nnx::io::save_checkpoint(tmp.path / "ckpt", params, graphdef, model.config.to_json());
   const Run r = generate("--model " + (tmp.path / "ckpt").string() + " --prompt-ids " + join(e.prompt, ",") +
@@ -147,7 +142,7 @@ TEST_CASE("generate reads a native checkpoint", "[cli][generate][checkpoint]") {
 
 TEST_CASE("generate reports bad input on one line with exit code 2", "[cli][generate][errors]") {
   const std::string gpt2 = fixture::dir("gpt2_tiny").string();
-  TempDir tmp;
+  io_test::TempDir tmp;
   check_error(generate("--model " + (tmp.path / "nope").string() + " --prompt-ids 1,2 --max-new-tokens 2"),
               "no such path");
   check_error(generate("--model " + gpt2 + " --prompt-ids 1,128 --max-new-tokens 2"), "128");

@@ -11,18 +11,13 @@
 #include <nnx/ops/threads.hpp>
 #include <nnx/models.hpp>
 
+#include "../support/thread_settings.hpp"
+
 namespace {
 
 using i64 = std::int64_t;
 
-struct ThreadSettings {
-  int threads = nnx::num_threads();
-  i64 min_work = nnx::kernels::parallel_min_work();
-  ~ThreadSettings() {
-    nnx::set_num_threads(threads);
-    nnx::kernels::set_parallel_min_work(min_work);
-  }
-};
+using test_support::ThreadSettings;
 
 nnx::Gpt2Config small_gpt2() {
   nnx::Gpt2Config c;

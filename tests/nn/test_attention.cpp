@@ -23,7 +23,7 @@ using nn_ref::Vec;
 // Outputs are O(1) sums of O(100) float roundings each (32-64 term dot products, softmax over
 // at most 16 keys, two projections): their error stays near 1e-6. A wrong mask, scale, head
 // mapping, rotation or projection split moves outputs by 1e-2 or more.
-constexpr double kTol = 2e-5;
+constexpr double kAttentionTol = 2e-5;
 
 struct Style {
   std::string name;
@@ -69,7 +69,7 @@ TEST_CASE("Attention over full sequences matches the double reference", "[nn][at
       const Vec want = nn_ref::attention(nn_ref::rows(x, b, 0, T), T, attn);
       INFO("row " << b << ", largest output " << nn_ref::max_abs(want));
       CHECK(nn_ref::max_abs(want) > 0.1);  // not a degenerate case
-      CHECK(nn_ref::max_abs_diff(y.data<float>() + b * T * C, want) <= kTol);
+      CHECK(nn_ref::max_abs_diff(y.data<float>() + b * T * C, want) <= kAttentionTol);
     }
   }
 }
@@ -112,8 +112,8 @@ TEST_CASE("Attention with a KV cache: padded prefill, then decode steps, equal t
     {
       const Vec want0 = nn_ref::attention(sequence(prompt, 0, 6), 6, full);
       const Vec want1 = nn_ref::attention(sequence(prompt, 1, 4), 4, full);
-      CHECK(nn_ref::max_abs_diff(pre.data<float>(), want0) <= kTol);
-      CHECK(nn_ref::max_abs_diff(pre.data<float>() + 6 * C, want1) <= kTol);
+      CHECK(nn_ref::max_abs_diff(pre.data<float>(), want0) <= kAttentionTol);
+      CHECK(nn_ref::max_abs_diff(pre.data<float>() + 6 * C, want1) <= kAttentionTol);
     }
 
     // Two decode steps: row 0 at positions 6, 7; row 1 at 4, 5 (overwriting its padding).
@@ -129,8 +129,8 @@ TEST_CASE("Attention with a KV cache: padded prefill, then decode steps, equal t
       hist1.insert(hist1.end(), t1.begin(), t1.end());
       const i64 T0 = static_cast<i64>(hist0.size()) / C, T1 = static_cast<i64>(hist1.size()) / C;
       const Vec want0 = nn_ref::attention(hist0, T0, full), want1 = nn_ref::attention(hist1, T1, full);
-      CHECK(nn_ref::max_abs_diff(y.data<float>(), Vec(want0.end() - C, want0.end())) <= kTol);
-      CHECK(nn_ref::max_abs_diff(y.data<float>() + C, Vec(want1.end() - C, want1.end())) <= kTol);
+      CHECK(nn_ref::max_abs_diff(y.data<float>(), Vec(want0.end() - C, want0.end())) <= kAttentionTol);
+      CHECK(nn_ref::max_abs_diff(y.data<float>() + C, Vec(want1.end() - C, want1.end())) <= kAttentionTol);
 
       // The module without a cache, run on the whole sequence, agrees within float rounding.
       for (const auto& [hist, T, row] : {std::tuple{&hist0, T0, 0}, std::tuple{&hist1, T1, 1}}) {
@@ -140,7 +140,7 @@ TEST_CASE("Attention with a KV cache: padded prefill, then decode steps, equal t
         double worst = 0.0;
         for (i64 c = 0; c < C; ++c)
           worst = std::max(worst, std::fabs(static_cast<double>(last[c]) - y.data<float>()[row * C + c]));
-        CHECK(worst <= 2 * kTol);
+        CHECK(worst <= 2 * kAttentionTol);
       }
     }
   }

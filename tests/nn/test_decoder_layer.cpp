@@ -16,7 +16,7 @@ using i64 = std::int64_t;
 
 // A norm, attention and an MLP in sequence: errors near 1e-6 on O(1) outputs; a missing
 // residual, a norm on the wrong input or a swapped sub-block moves them by 1e-2 or more.
-constexpr double kTol = 3e-5;
+constexpr double kLayerTol = 3e-5;
 
 nnx::DecoderLayer<nnx::LayerNorm> gpt2_layer(i64 C, nnx::Rngs& rngs) {
   return {nnx::LayerNorm(C, 1e-5), nnx::Attention(C, {.num_heads = 4, .fused_qkv = true, .use_bias = true}, rngs),
@@ -39,7 +39,7 @@ void check_layer(Layer& layer, i64 C, std::uint32_t seed) {
   for (i64 b = 0; b < B; ++b) {
     const nn_ref::Vec want = nn_ref::decoder_layer(nn_ref::rows(x, b, 0, T), T, layer);
     INFO("row " << b);
-    CHECK(nn_ref::max_abs_diff(y.data<float>() + b * T * C, want) <= kTol);
+    CHECK(nn_ref::max_abs_diff(y.data<float>() + b * T * C, want) <= kLayerTol);
   }
 }
 
@@ -74,12 +74,12 @@ TEST_CASE("DecoderLayer with dropout drops the attention and MLP outputs, not th
   const nnx::Tensor ones = nnx::Tensor::full({1, T, C}, 1.0);
   const nn_ref::Vec m1 = nn_ref::to_double(twin(ones)), m2 = nn_ref::to_double(twin(ones));
   const nn_ref::Vec want = nn_ref::decoder_layer(nn_ref::rows(x, 0, 0, T), T, layer, m1, m2);
-  CHECK(nn_ref::max_abs_diff(y.data<float>(), want) <= kTol);
+  CHECK(nn_ref::max_abs_diff(y.data<float>(), want) <= kLayerTol);
   // ... and not the layer without dropout (the masks did something).
   const nn_ref::Vec plain = nn_ref::decoder_layer(nn_ref::rows(x, 0, 0, T), T, layer);
   CHECK(nn_ref::max_abs_diff(y.data<float>(), plain) > 1e-2);
 
   // In deterministic mode the layer is the plain one.
   layer.dropout->deterministic = true;
-  CHECK(nn_ref::max_abs_diff(layer(x, nn_ref::positions(1, T)).data<float>(), plain) <= kTol);
+  CHECK(nn_ref::max_abs_diff(layer(x, nn_ref::positions(1, T)).data<float>(), plain) <= kLayerTol);
 }

@@ -14,16 +14,14 @@
 #include <nnx/nn/attention.hpp>
 #include <nnx/nn/kv_cache.hpp>
 
+#include "../support/numeric.hpp"
+
 namespace {
 
 using i64 = std::int64_t;
 
-std::vector<float> random_floats(std::size_t n, std::uint32_t seed) {
-  std::mt19937 gen(seed);
-  std::uniform_real_distribution<float> u(-3.0f, 3.0f);
-  std::vector<float> v(n);
-  for (float& x : v) x = u(gen);
-  return v;
+std::vector<float> cache_values(std::size_t n, std::uint32_t seed) {
+  return test_support::random_floats(n, seed, -3.0f, 3.0f);
 }
 
 }  // namespace
@@ -87,7 +85,7 @@ TEST_CASE("attention over a compact cache stays near the f32 cache's", "[nn][kv_
     nnx::Attention compact(16, o, rngs);
     std::uint32_t seed = 7;
     for (nnx::Linear* l : {&*compact.query, &*compact.key, &*compact.value, &compact.out}) {
-      const auto w = random_floats(static_cast<std::size_t>(l->kernel->value().numel()), seed++);
+      const auto w = cache_values(static_cast<std::size_t>(l->kernel->value().numel()), seed++);
       for (std::size_t i = 0; i < w.size(); ++i) l->kernel->value().data<float>()[i] = w[i] * 0.25f;
     }
     nnx::Attention exact = compact;  // shares the weights; gets its own f32 cache
@@ -95,8 +93,8 @@ TEST_CASE("attention over a compact cache stays near the f32 cache's", "[nn][kv_
     nnx::Tensor positions = nnx::Tensor::empty({2, 5}, nnx::DType::i32);
     for (i64 i = 0; i < 10; ++i) positions.data<std::int32_t>()[i] = static_cast<std::int32_t>(i % 5 + (i / 5) * 3);
     nnx::Tensor next = nnx::Tensor::from_vector(std::vector<std::int32_t>{5, 8}, {2, 1});
-    const nnx::Tensor x = nnx::Tensor::from_vector(random_floats(2 * 5 * 16, 11), {2, 5, 16});
-    const nnx::Tensor x1 = nnx::Tensor::from_vector(random_floats(2 * 16, 12), {2, 1, 16});
+    const nnx::Tensor x = nnx::Tensor::from_vector(cache_values(2 * 5 * 16, 11), {2, 5, 16});
+    const nnx::Tensor x1 = nnx::Tensor::from_vector(cache_values(2 * 16, 12), {2, 1, 16});
     for (const auto& [input, pos] : {std::pair{x, positions}, std::pair{x1, next}}) {
       const nnx::Tensor want = exact(input, pos), got = compact(input, pos);
       double worst = 0, largest = 0;

@@ -21,20 +21,19 @@
 namespace {
 
 using ops_test::message_of;
+using ops_test::unit_tensor;
 
 using nnx::DType;
 using nnx::Shape;
 using nnx::Tensor;
 namespace ops = nnx::ops;
 
-Tensor random_tensor(const Shape& shape, std::uint32_t seed) { return ops_test::random_tensor(shape, seed, -1.0f, 1.0f); }
-
 bool same_bits(const Tensor& a, const Tensor& b) { return nnx::equal(a, b); }
 
 }  // namespace
 
 TEST_CASE("matmul over leading axes gives the kernel's bits", "[ops][matmul]") {
-  const Tensor x = random_tensor({2, 3, 17}, 1), w = random_tensor({17, 9}, 2);
+  const Tensor x = unit_tensor({2, 3, 17}, 1), w = unit_tensor({17, 9}, 2);
   const Tensor y = ops::matmul(x, w);
   REQUIRE(y.shape() == Shape{2, 3, 9});
   std::vector<float> expected(2 * 3 * 9);
@@ -47,8 +46,8 @@ TEST_CASE("matmul over leading axes gives the kernel's bits", "[ops][matmul]") {
 }
 
 TEST_CASE("matmul_transposed multiplies by wᵀ; a row's logits do not depend on the batch", "[ops][matmul]") {
-  const Tensor wte = random_tensor({101, 33}, 3);  // [V, C]
-  const Tensor h = random_tensor({4, 5, 33}, 4);   // [B, T, C]
+  const Tensor wte = unit_tensor({101, 33}, 3);  // [V, C]
+  const Tensor h = unit_tensor({4, 5, 33}, 4);   // [B, T, C]
   const Tensor logits = ops::matmul_transposed(h, wte);
   REQUIRE(logits.shape() == Shape{4, 5, 101});
   std::vector<float> expected(4 * 5 * 101);
@@ -63,7 +62,7 @@ TEST_CASE("matmul_transposed multiplies by wᵀ; a row's logits do not depend on
 }
 
 TEST_CASE("linear adds the bias, given by pointer or optional", "[ops][matmul]") {
-  const Tensor x = random_tensor({3, 7, 29}, 5), k = random_tensor({29, 13}, 6), b = random_tensor({13}, 7);
+  const Tensor x = unit_tensor({3, 7, 29}, 5), k = unit_tensor({29, 13}, 6), b = unit_tensor({13}, 7);
   const Tensor y = ops::linear(x, k, &b);
   REQUIRE(y.shape() == Shape{3, 7, 13});
   CHECK(same_bits(ops::linear(x, k, std::optional<Tensor>(b)), y));
@@ -86,8 +85,8 @@ TEST_CASE("linear adds the bias, given by pointer or optional", "[ops][matmul]")
 }
 
 TEST_CASE("the _into variants write into preallocated outputs without allocating", "[ops][matmul]") {
-  const Tensor x = random_tensor({2, 16}, 8), w = random_tensor({16, 24}, 9), b = random_tensor({24}, 10);
-  const Tensor wt = random_tensor({24, 16}, 11);
+  const Tensor x = unit_tensor({2, 16}, 8), w = unit_tensor({16, 24}, 9), b = unit_tensor({24}, 10);
+  const Tensor wt = unit_tensor({24, 16}, 11);
   Tensor out = Tensor::zeros({2, 24});
   const auto before = nnx::tensor_memory_stats().allocations;
   ops::matmul_into(out, x, w);
@@ -108,23 +107,23 @@ TEST_CASE("the _into variants write into preallocated outputs without allocating
 }
 
 TEST_CASE("matmul errors name what was expected and what was found", "[ops][matmul][errors]") {
-  const Tensor x = random_tensor({2, 5}, 12), w = random_tensor({4, 3}, 13);
+  const Tensor x = unit_tensor({2, 5}, 12), w = unit_tensor({4, 3}, 13);
   CHECK_THAT(message_of<nnx::ShapeError>([&] { ops::matmul(x, w); }), Catch::Contains("f32[2, 5]") &&
                                                                           Catch::Contains("f32[4, 3]") &&
                                                                           Catch::Contains("5") && Catch::Contains("4"));
   CHECK_THROWS_AS(ops::matmul_transposed(x, w), nnx::ShapeError);
   CHECK_THAT(message_of<nnx::DTypeError>([&] {
-               ops::matmul(Tensor::zeros({2, 5}, DType::i32), random_tensor({5, 3}, 1));
+               ops::matmul(Tensor::zeros({2, 5}, DType::i32), unit_tensor({5, 3}, 1));
              }),
              Catch::Contains("x must be f32") && Catch::Contains("i32[2, 5]"));
-  CHECK_THROWS_AS(ops::matmul(x, random_tensor({5, 3}, 1).astype(DType::bf16)), nnx::DTypeError);
+  CHECK_THROWS_AS(ops::matmul(x, unit_tensor({5, 3}, 1).astype(DType::bf16)), nnx::DTypeError);
   CHECK_THAT(message_of<nnx::ShapeError>([&] {
-               ops::matmul(x, random_tensor({5, 3, 1}, 1));
+               ops::matmul(x, unit_tensor({5, 3, 1}, 1));
              }),
              Catch::Contains("w must have rank 2"));
-  CHECK_THROWS_AS(ops::matmul(Tensor::full({}, 1.0), random_tensor({1, 3}, 1)), nnx::ShapeError);
+  CHECK_THROWS_AS(ops::matmul(Tensor::full({}, 1.0), unit_tensor({1, 3}, 1)), nnx::ShapeError);
   CHECK_THROWS_AS(ops::matmul(Tensor{}, w), nnx::InvalidArgument);
-  const Tensor w53 = random_tensor({5, 3}, 14);
+  const Tensor w53 = unit_tensor({5, 3}, 14);
   CHECK_THAT(message_of<nnx::ShapeError>([&] {
                ops::matmul_into(Tensor::zeros({2, 4}), x, w53);
              }),
@@ -132,13 +131,13 @@ TEST_CASE("matmul errors name what was expected and what was found", "[ops][matm
   CHECK_THROWS_AS(ops::matmul_into(Tensor::zeros({2, 3}, DType::f16), x, w53), nnx::DTypeError);
   CHECK_THROWS_AS(ops::matmul_into(Tensor{}, x, w53), nnx::InvalidArgument);
   // An output overlapping an input.
-  Tensor buf = random_tensor({2, 5}, 15);
+  Tensor buf = unit_tensor({2, 5}, 15);
   CHECK_THAT(message_of<nnx::InvalidArgument>([&] {
-               ops::matmul_into(buf.reshape({2, 5}).slice(0, 2), buf, random_tensor({5, 5}, 1));
+               ops::matmul_into(buf.reshape({2, 5}).slice(0, 2), buf, unit_tensor({5, 5}, 1));
              }),
              Catch::Contains("overlaps"));
   // Bias of the wrong shape or dtype.
-  CHECK_THAT(message_of<nnx::ShapeError>([&] { ops::linear(x, w53, random_tensor({5}, 1)); }),
+  CHECK_THAT(message_of<nnx::ShapeError>([&] { ops::linear(x, w53, unit_tensor({5}, 1)); }),
              Catch::Contains("bias must have shape [3]"));
   CHECK_THROWS_AS(ops::linear(x, w53, Tensor::zeros({3}, DType::i32)), nnx::DTypeError);
   const Tensor undefined;
@@ -154,7 +153,7 @@ TEST_CASE("matmul on abstract tensors propagates shapes", "[ops][matmul][abstrac
   CHECK(ops::linear(xa, wa, Tensor::abstract({96})).is_abstract());
   CHECK_THROWS_AS(ops::matmul(xa, Tensor::abstract({31, 96})), nnx::ShapeError);
   // Inside eval_shape concrete inputs give an abstract result, with no storage allocated.
-  const Tensor x = random_tensor({2, 8}, 16), w = random_tensor({8, 3}, 17);
+  const Tensor x = unit_tensor({2, 8}, 16), w = unit_tensor({8, 3}, 17);
   const auto before = nnx::tensor_memory_stats().allocations;
   const Tensor z = nnx::eval_shape([&] { return ops::linear(x, w); });
   CHECK(nnx::tensor_memory_stats().allocations == before);
@@ -167,5 +166,5 @@ TEST_CASE("matmul on abstract tensors propagates shapes", "[ops][matmul][abstrac
 TEST_CASE("matmul with an empty contraction gives zeros", "[ops][matmul]") {
   const Tensor y = ops::matmul(Tensor::zeros({3, 0}), Tensor::zeros({0, 4}));
   CHECK(y.to_vector<float>() == std::vector<float>(12, 0.0f));
-  CHECK(ops::matmul(Tensor::zeros({0, 5}), random_tensor({5, 4}, 1)).shape() == Shape{0, 4});
+  CHECK(ops::matmul(Tensor::zeros({0, 5}), unit_tensor({5, 4}, 1)).shape() == Shape{0, 4});
 }

@@ -14,21 +14,18 @@
 namespace {
 
 using ops_test::message_of;
+using ops_test::unit_tensor;
 
 using nnx::DType;
 using nnx::Shape;
 using nnx::Tensor;
 namespace ops = nnx::ops;
 
-Tensor random_tensor(const Shape& shape, std::uint32_t seed, float lo = -1.0f, float hi = 1.0f) {
-  return ops_test::random_tensor(shape, seed, lo, hi);
-}
-
 }  // namespace
 
 TEST_CASE("layer_norm normalizes the last axis with the kernel's bits", "[ops][norm]") {
-  const Tensor x = random_tensor({2, 3, 33}, 1, -2.0f, 3.0f);
-  const Tensor scale = random_tensor({33}, 2, 0.5f, 1.5f), bias = random_tensor({33}, 3);
+  const Tensor x = unit_tensor({2, 3, 33}, 1, -2.0f, 3.0f);
+  const Tensor scale = unit_tensor({33}, 2, 0.5f, 1.5f), bias = unit_tensor({33}, 3);
   const Tensor y = ops::layer_norm(x, scale, bias, 1e-5f);
   REQUIRE(y.shape() == x.shape());
   std::vector<float> expected(static_cast<std::size_t>(x.numel()));
@@ -54,7 +51,7 @@ TEST_CASE("layer_norm normalizes the last axis with the kernel's bits", "[ops][n
 }
 
 TEST_CASE("rms_norm gives the kernel's bits, also in place and into a preallocated output", "[ops][norm]") {
-  const Tensor x = random_tensor({4, 65}, 4, -2.0f, 3.0f), scale = random_tensor({65}, 5, 0.5f, 1.5f);
+  const Tensor x = unit_tensor({4, 65}, 4, -2.0f, 3.0f), scale = unit_tensor({65}, 5, 0.5f, 1.5f);
   const Tensor y = ops::rms_norm(x, scale, 1e-6f);
   std::vector<float> expected(static_cast<std::size_t>(x.numel()));
   nnx::kernels::rms_norm_rows(x.data<float>(), scale.data<float>(), 1e-6f, expected.data(), 4, 65);
@@ -70,7 +67,7 @@ TEST_CASE("rms_norm gives the kernel's bits, also in place and into a preallocat
 }
 
 TEST_CASE("norm errors", "[ops][norm][errors]") {
-  const Tensor x = random_tensor({2, 8}, 6), s = Tensor::full({8}, 1.0), b = Tensor::zeros({8});
+  const Tensor x = unit_tensor({2, 8}, 6), s = Tensor::full({8}, 1.0), b = Tensor::zeros({8});
   CHECK_THAT(message_of<nnx::ShapeError>([&] { ops::layer_norm(x, Tensor::full({7}, 1.0), b, 1e-5f); }),
              Catch::Contains("scale must have shape [8], found f32[7]"));
   CHECK_THAT(message_of<nnx::ShapeError>([&] {
@@ -85,7 +82,7 @@ TEST_CASE("norm errors", "[ops][norm][errors]") {
   CHECK_THROWS_AS(ops::rms_norm(Tensor{}, s, 1e-6f), nnx::InvalidArgument);
   CHECK_THROWS_AS(ops::rms_norm_into(Tensor::zeros({2, 7}), x, s, 1e-6f), nnx::ShapeError);
   // out overlapping x by half a row is rejected; out == x is in place.
-  Tensor buf = random_tensor({3, 8}, 7);
+  Tensor buf = unit_tensor({3, 8}, 7);
   CHECK_THAT(message_of<nnx::InvalidArgument>([&] { ops::rms_norm_into(buf.slice(1, 3), buf.slice(0, 2), s, 1e-6f); }),
              Catch::Contains("partially overlaps"));
   CHECK_NOTHROW(ops::rms_norm_into(buf.slice(0, 2), buf.slice(0, 2), s, 1e-6f));

@@ -15,18 +15,17 @@
 namespace {
 
 using ops_test::message_of;
+using ops_test::unit_tensor;
 
 using nnx::DType;
 using nnx::Shape;
 using nnx::Tensor;
 namespace ops = nnx::ops;
 
-Tensor random_tensor(const Shape& shape, std::uint32_t seed) { return ops_test::random_tensor(shape, seed, -1.0f, 1.0f); }
-
 }  // namespace
 
 TEST_CASE("rope_ rotates [B, T, H, D] by per-slot positions", "[ops][rope]") {
-  const Tensor x = random_tensor({2, 3, 4, 16}, 1);
+  const Tensor x = unit_tensor({2, 3, 4, 16}, 1);
   const std::vector<std::int32_t> pos{0, 1, 2, 40, 41, 42};
   const Tensor positions = Tensor::from_vector(pos, {2, 3});
   Tensor y = x.clone();
@@ -49,7 +48,7 @@ TEST_CASE("rope_ rotates [B, T, H, D] by per-slot positions", "[ops][rope]") {
 }
 
 TEST_CASE("rope_ errors", "[ops][rope][errors]") {
-  Tensor x = random_tensor({2, 3, 4, 16}, 2);
+  Tensor x = unit_tensor({2, 3, 4, 16}, 2);
   const Tensor pos = Tensor::zeros({2, 3}, DType::i32);
   CHECK_THAT(message_of<nnx::ShapeError>([&] {
                ops::rope_(x, Tensor::zeros({2, 4}, DType::i32), 1e4f);
@@ -60,10 +59,10 @@ TEST_CASE("rope_ errors", "[ops][rope][errors]") {
              }),
              Catch::Contains("positions must be i32, found i64[2, 3]"));
   CHECK_THAT(message_of<nnx::ShapeError>([&] {
-               ops::rope_(random_tensor({2, 3, 4, 15}, 3), pos, 1e4f);
+               ops::rope_(unit_tensor({2, 3, 4, 15}, 3), pos, 1e4f);
              }),
              Catch::Contains("odd head size 15"));
-  CHECK_THROWS_AS(ops::rope_(random_tensor({3, 16}, 4), Tensor::zeros({3}, DType::i32), 1e4f), nnx::ShapeError);
+  CHECK_THROWS_AS(ops::rope_(unit_tensor({3, 16}, 4), Tensor::zeros({3}, DType::i32), 1e4f), nnx::ShapeError);
   CHECK_THROWS_AS(ops::rope_(x.astype(DType::bf16), pos, 1e4f), nnx::DTypeError);
   CHECK_THAT(message_of<nnx::ShapeError>([&] { ops::rope_(x, pos, Tensor::zeros({16})); }),
              Catch::Contains("inv_freq must have shape [8]"));

@@ -14,18 +14,14 @@
 #include <nnx/models.hpp>
 #include <nnx/train.hpp>
 
+#include "train_test_util.hpp"
+
 namespace {
 
 using nnx::Tensor;
 using i64 = std::int64_t;
+using train_test::random_tokens;
 namespace train = nnx::train;
-
-Tensor random_tokens(i64 B, i64 T, i64 V, std::uint32_t seed) {
-  std::mt19937 gen(seed);
-  std::vector<std::int32_t> ids(B * T);
-  for (auto& x : ids) x = static_cast<std::int32_t>(gen() % V);
-  return Tensor::from_vector(ids, {B, T});
-}
 
 void randomize(Tensor t, std::uint32_t seed, float scale) {
   std::mt19937 gen(seed);
@@ -33,7 +29,7 @@ void randomize(Tensor t, std::uint32_t seed, float scale) {
   for (float& x : t.span<float>()) x = dist(gen);
 }
 
-nnx::LlamaConfig tiny_llama() {
+nnx::LlamaConfig lora_llama() {
   nnx::LlamaConfig c;
   c.vocab_size = 40;
   c.hidden_size = 32;
@@ -45,7 +41,7 @@ nnx::LlamaConfig tiny_llama() {
   return c;
 }
 
-nnx::Gpt2Config tiny_gpt2() {
+nnx::Gpt2Config lora_gpt2() {
   nnx::Gpt2Config c;
   c.vocab_size = 40;
   c.n_positions = 16;
@@ -63,7 +59,7 @@ void train_adapters_randomly(Model& model, std::uint32_t seed) {
   });
 }
 
-bool bitwise_equal(const nnx::State& a, const nnx::State& b) {
+bool same_state_bits(const nnx::State& a, const nnx::State& b) {
   if (a.size() != b.size()) return false;
   for (const auto& [path, leaf] : a)
     if (!nnx::equal(leaf.tensor(), b.at(path).tensor())) return false;
@@ -74,7 +70,7 @@ bool bitwise_equal(const nnx::State& a, const nnx::State& b) {
 
 TEST_CASE("add_lora: adapters on the Linears the pattern matches, a no-op until trained", "[train][lora]") {
   nnx::Rngs rngs{1};
-  nnx::Llama model(tiny_llama(), nnx::Mode::train, rngs);
+  nnx::Llama model(lora_llama(), nnx::Mode::train, rngs);
   const Tensor tokens = random_tokens(2, 9, 40, 2);
   const Tensor before = model(tokens, nnx::arange_positions(2, 9));
   const std::vector<nnx::Path> attached =
@@ -127,7 +123,7 @@ TEST_CASE("LoRA forward: the unmerged product against double and against merge_l
       CHECK(y.data<float>()[m * 5 + j] == Approx(ref).margin(1e-5));
     }
 
-  nnx::Llama model(tiny_llama(), nnx::Mode::train, rngs);
+  nnx::Llama model(lora_llama(), nnx::Mode::train, rngs);
   nnx::add_lora(model, {.rank = 4, .alpha = 8, .targets = "attn|mlp/down"}, rngs);
   train_adapters_randomly(model, 7);
   const Tensor tokens = random_tokens(2, 9, 40, 8);
@@ -220,7 +216,7 @@ TEST_CASE("LoRA gradients: the chain rule through the full model's kernel gradie
   nnx::Rngs rngs{9};
   const Tensor tokens = random_tokens(2, 10, 40, 10), targets = random_tokens(2, 10, 40, 11);
   SECTION("llama, untied head with an adapter") {
-    nnx::LlamaConfig c = tiny_llama();
+    nnx::LlamaConfig c = lora_llama();
     c.tie_word_embeddings = false;
     nnx::Llama model(c, nnx::Mode::train, rngs);
     nnx::add_lora(model, {.rank = 3, .alpha = 5, .targets = "attn/(query|key|value|out)|mlp|lm_head"}, rngs);
@@ -228,7 +224,7 @@ TEST_CASE("LoRA gradients: the chain rule through the full model's kernel gradie
     check_adapter_grads(model, tokens, targets, false);
   }
   SECTION("gpt2, fused qkv with bias, tied table frozen") {
-    nnx::Gpt2 model(tiny_gpt2(), nnx::Mode::train, rngs);
+    nnx::Gpt2 model(lora_gpt2(), nnx::Mode::train, rngs);
     nnx::add_lora(model, {.rank = 2, .alpha = 2, .targets = "attn/qkv|mlp/down"}, rngs);
     train_adapters_randomly(model, 13);
     check_adapter_grads(model, tokens, targets, true);
@@ -237,10 +233,10 @@ TEST_CASE("LoRA gradients: the chain rule through the full model's kernel gradie
 
 TEST_CASE("LoRA fine-tune: only the adapters get moments and updates; base weights bitwise kept", "[train][lora]") {
   nnx::Rngs rngs{14};
-  nnx::Llama model(tiny_llama(), nnx::Mode::train, rngs);
+  nnx::Llama model(lora_llama(), nnx::Mode::train, rngs);
   const nnx::State base_before = nnx::state(model, nnx::of<nnx::Param>);
   nnx::add_lora(model, {.rank = 4, .alpha = 8, .targets = "attn|mlp"}, rngs);
-  nnx::Llama plain(tiny_llama(), nnx::Mode::train, rngs);
+  nnx::Llama plain(lora_llama(), nnx::Mode::train, rngs);
   CHECK_THROWS_WITH(train::freeze_base(plain), Catch::Contains("no LoRA adapters"));
 
   const std::int64_t frozen = train::freeze_base(model);
@@ -263,6 +259,6 @@ TEST_CASE("LoRA fine-tune: only the adapters get moments and updates; base weigh
   const nnx::Llama trained = train::unfreeze(state.model);
   nnx::State base_after = nnx::state(trained, nnx::of<nnx::Param>)
                               .filter(nnx::Not(nnx::of<nnx::LoraParam>));
-  CHECK(bitwise_equal(base_after, base_before));
+  CHECK(same_state_bits(base_after, base_before));
   CHECK(nnx::state(state.model, nnx::of<train::FrozenParam>).size() == base_before.size());
 }

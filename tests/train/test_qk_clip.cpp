@@ -16,10 +16,13 @@
 #include <nnx/ops/grad.hpp>
 #include <nnx/train.hpp>
 
+#include "train_test_util.hpp"
+
 namespace {
 
 using nnx::Tensor;
 using i64 = std::int64_t;
+using train_test::random_tokens;
 namespace train = nnx::train;
 
 Tensor random_tensor(nnx::Shape shape, std::uint32_t seed, float scale) {
@@ -28,13 +31,6 @@ Tensor random_tensor(nnx::Shape shape, std::uint32_t seed, float scale) {
   Tensor t = Tensor::empty(shape);
   for (float& x : t.span<float>()) x = dist(gen);
   return t;
-}
-
-Tensor random_tokens(i64 B, i64 T, i64 V, std::uint32_t seed) {
-  std::mt19937 gen(seed);
-  std::vector<std::int32_t> ids(B * T);
-  for (auto& x : ids) x = static_cast<std::int32_t>(gen() % V);
-  return Tensor::from_vector(ids, {B, T});
 }
 
 // Every layer's sown max logits, in layer order, after one training forward of `tokens`.

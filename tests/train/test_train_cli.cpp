@@ -22,6 +22,7 @@
 #include <nnx/models.hpp>
 #include <nnx/train.hpp>
 
+#include "../io/io_test_util.hpp"
 #include "../models/reference_fixture.hpp"
 #include "../support/run_command.hpp"
 
@@ -31,12 +32,6 @@ namespace {
 
 namespace fs = std::filesystem;
 using test_support::run_command;
-
-struct TempDir {
-  fs::path path = fs::temp_directory_path() / ("nnx_train_cli_" + std::to_string(::getpid()));
-  TempDir() { fs::create_directories(path); }
-  ~TempDir() { fs::remove_all(path); }
-};
 
 std::string train(const std::string& args) { return std::string(NNX_TRAIN_BIN) + " " + args; }
 
@@ -81,7 +76,7 @@ test_support::CommandResult resume_matches(const fs::path& split, int steps, con
 }  // namespace
 
 TEST_CASE("train --dump-grads writes the library's loss and gradients under Hugging Face names", "[train][cli]") {
-  TempDir tmp;
+  io_test::TempDir tmp;
   const fs::path out = tmp.path / "grads.safetensors";
   const auto r = run_command(train("--model " + fixture::dir("gpt2_tiny").string() +
                                    " --tokens 5,17,99,3,64,8,127,0 --dump-grads " + out.string()));
@@ -128,7 +123,7 @@ TEST_CASE("train --dump-grads writes the library's loss and gradients under Hugg
 }
 
 TEST_CASE("train learns, saves a model generate loads, logs every step, and resumes bitwise", "[train][cli]") {
-  TempDir tmp;
+  io_test::TempDir tmp;
   write_run_inputs(tmp.path);
   const std::string common = "--config " + (tmp.path / "config.json").string() + " --data " +
                              (tmp.path / "text.txt").string() + " --batch 4 --seq 16 --lr 3e-3 --warmup 2 --seed 7" +
@@ -160,7 +155,7 @@ TEST_CASE("train learns, saves a model generate loads, logs every step, and resu
 }
 
 TEST_CASE("train rejects bad input with one line and exit code 2", "[train][cli]") {
-  TempDir tmp;
+  io_test::TempDir tmp;
   write_run_inputs(tmp.path);
   const std::string config = " --config " + (tmp.path / "config.json").string();
   const std::string data = " --data " + (tmp.path / "text.txt").string();
@@ -222,7 +217,7 @@ TEST_CASE("train rejects bad input with one line and exit code 2", "[train][cli]
 }
 
 TEST_CASE("train with --reference: DPO's gradients of one pair, and a DPO run lowering the loss", "[train][cli][dpo]") {
-  TempDir tmp;
+  io_test::TempDir tmp;
   const std::string models = " --model " + fixture::dir("llama_tiny").string() + " --reference " +
                              fixture::dir("llama_tiny_dpo_ref").string() + " --dpo-beta 0.5";
   nnx::Llama policy = fixture::load<nnx::Llama, nnx::LlamaConfig>("llama_tiny", nnx::Mode::train);
@@ -294,7 +289,7 @@ std::string generate_tokens(const std::string& args) {
 
 TEST_CASE("train --lora-rank: adapters alone saved, resumed bitwise, served unmerged and merged alike",
           "[train][cli][lora]") {
-  TempDir tmp;
+  io_test::TempDir tmp;
   write_token_file(tmp.path / "tokens.bin");
   const std::string base = fixture::dir("llama_tiny").string();
   const std::string common = "--model " + base + " --data " + (tmp.path / "tokens.bin").string() +
@@ -382,7 +377,7 @@ TEST_CASE("train --lora-rank: adapters alone saved, resumed bitwise, served unme
 
 TEST_CASE("train --layout stacked: the per-layer run (and DPO) bit for bit, saved stacked, resumed bitwise",
           "[train][cli][layout]") {
-  TempDir tmp;
+  io_test::TempDir tmp;
   write_token_file(tmp.path / "tokens.bin");
   const std::string common = "--model " + fixture::dir("llama_tiny").string() + " --data " +
                              (tmp.path / "tokens.bin").string() +

@@ -48,7 +48,7 @@ double relative_diff(const Tensor& a, const Tensor& b) {
 }
 
 // tokens and next-token targets i32 [B, T], a few targets set to the ignore id.
-std::pair<Tensor, Tensor> batch(i64 B, i64 T, i64 V, std::uint32_t seed) {
+std::pair<Tensor, Tensor> masked_batch(i64 B, i64 T, i64 V, std::uint32_t seed) {
   std::mt19937 gen(seed);
   std::vector<std::int32_t> tok(B * T), tgt(B * T);
   for (auto& x : tok) x = static_cast<std::int32_t>(gen() % V);
@@ -156,7 +156,7 @@ TEMPLATE_TEST_CASE("vocab tiles: the models' loss and every gradient equal the u
   }
   for (Model& model : models) {
     const i64 V = model.vocab_size();
-    const auto [tokens, targets] = batch(3, 9, V, 5);
+    const auto [tokens, targets] = masked_batch(3, 9, V, 5);
     const train::LossAndGrads whole = train::value_and_grad(model, tokens, targets);
     for (i64 tiles : {i64{4}, i64{9}}) {
       CAPTURE(tiles);
@@ -197,7 +197,7 @@ TEST_CASE("vocab tiles: a train_step with tiles updates as the untiled one", "[t
   // whole steps); a large rate so the updates dominate the rounding of the parameters.
   const train::TrainState<nnx::Gpt2> state(nnx::Gpt2(c, nnx::Mode::train, rngs),
                                            {.kind = train::OptimizerKind::sgd, .lr = {.peak = 100.0}});
-  const auto [tokens, targets] = batch(4, 8, c.vocab_size, 6);
+  const auto [tokens, targets] = masked_batch(4, 8, c.vocab_size, 6);
   auto [whole, m_whole] = train::train_step(state, tokens, targets, {.grad_accum = 2});
   auto [tiled, m_tiled] = train::train_step(state, tokens, targets, {.grad_accum = 2, .vocab_tiles = 5});
   CHECK(m_tiled.loss == Approx(m_whole.loss).epsilon(1e-6));

@@ -1,0 +1,20 @@
+// Helpers shared by the training tests.
+#pragma once
+
+#include <cstdint>
+#include <random>
+#include <vector>
+
+#include <nnx/core.hpp>
+
+namespace train_test {
+
+// Token ids i32 [B, T], uniform in [0, V), reproducible from the seed.
+inline nnx::Tensor random_tokens(std::int64_t B, std::int64_t T, std::int64_t V, std::uint32_t seed) {
+  std::mt19937 gen(seed);
+  std::vector<std::int32_t> ids(static_cast<std::size_t>(B * T));
+  for (auto& x : ids) x = static_cast<std::int32_t>(gen() % V);
+  return nnx::Tensor::from_vector(ids, {B, T});
+}
+
+}  // namespace train_test
