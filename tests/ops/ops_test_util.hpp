@@ -34,9 +34,7 @@ inline Tensor random_tensor(const Shape& shape, std::uint32_t seed, float lo = -
   return Tensor::from_vector(v, shape);
 }
 
-// The same, in [lo, hi) = [-1, 1) unless given.
-inline Tensor unit_tensor(const Shape& shape, std::uint32_t seed, float lo = -1.0f, float hi = 1.0f) {
-  return random_tensor(shape, seed, lo, hi);
-}
+// The same in [-1, 1).
+inline Tensor unit_tensor(const Shape& shape, std::uint32_t seed) { return random_tensor(shape, seed, -1.0f, 1.0f); }
 
 }  // namespace ops_test

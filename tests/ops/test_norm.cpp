@@ -14,6 +14,7 @@
 namespace {
 
 using ops_test::message_of;
+using ops_test::random_tensor;
 using ops_test::unit_tensor;
 
 using nnx::DType;
@@ -24,8 +25,8 @@ namespace ops = nnx::ops;
 }  // namespace
 
 TEST_CASE("layer_norm normalizes the last axis with the kernel's bits", "[ops][norm]") {
-  const Tensor x = unit_tensor({2, 3, 33}, 1, -2.0f, 3.0f);
-  const Tensor scale = unit_tensor({33}, 2, 0.5f, 1.5f), bias = unit_tensor({33}, 3);
+  const Tensor x = random_tensor({2, 3, 33}, 1, -2.0f, 3.0f);
+  const Tensor scale = random_tensor({33}, 2, 0.5f, 1.5f), bias = unit_tensor({33}, 3);
   const Tensor y = ops::layer_norm(x, scale, bias, 1e-5f);
   REQUIRE(y.shape() == x.shape());
   std::vector<float> expected(static_cast<std::size_t>(x.numel()));
@@ -51,7 +52,7 @@ TEST_CASE("layer_norm normalizes the last axis with the kernel's bits", "[ops][n
 }
 
 TEST_CASE("rms_norm gives the kernel's bits, also in place and into a preallocated output", "[ops][norm]") {
-  const Tensor x = unit_tensor({4, 65}, 4, -2.0f, 3.0f), scale = unit_tensor({65}, 5, 0.5f, 1.5f);
+  const Tensor x = random_tensor({4, 65}, 4, -2.0f, 3.0f), scale = random_tensor({65}, 5, 0.5f, 1.5f);
   const Tensor y = ops::rms_norm(x, scale, 1e-6f);
   std::vector<float> expected(static_cast<std::size_t>(x.numel()));
   nnx::kernels::rms_norm_rows(x.data<float>(), scale.data<float>(), 1e-6f, expected.data(), 4, 65);

@@ -20,6 +20,7 @@ namespace {
 
 using nnx::Tensor;
 using i64 = std::int64_t;
+using train_test::bitwise_equal;
 using train_test::random_tokens;
 namespace train = nnx::train;
 
@@ -57,13 +58,6 @@ void train_adapters_randomly(Model& model, std::uint32_t seed) {
   nnx::for_each_module<nnx::Linear>(model, [&](const nnx::Path&, nnx::Linear& l) {
     if (l.lora) randomize(l.lora->b.value(), seed++, 0.2f);
   });
-}
-
-bool same_state_bits(const nnx::State& a, const nnx::State& b) {
-  if (a.size() != b.size()) return false;
-  for (const auto& [path, leaf] : a)
-    if (!nnx::equal(leaf.tensor(), b.at(path).tensor())) return false;
-  return true;
 }
 
 }  // namespace
@@ -259,6 +253,6 @@ TEST_CASE("LoRA fine-tune: only the adapters get moments and updates; base weigh
   const nnx::Llama trained = train::unfreeze(state.model);
   nnx::State base_after = nnx::state(trained, nnx::of<nnx::Param>)
                               .filter(nnx::Not(nnx::of<nnx::LoraParam>));
-  CHECK(same_state_bits(base_after, base_before));
+  CHECK(bitwise_equal(base_after, base_before));
   CHECK(nnx::state(state.model, nnx::of<train::FrozenParam>).size() == base_before.size());
 }

@@ -18,9 +18,12 @@
 #include <nnx/quant/weight_dtype.hpp>
 #include <nnx/train.hpp>
 
+#include "train_test_util.hpp"
+
 namespace {
 
 using nnx::Tensor;
+using train_test::bitwise_equal;
 namespace train = nnx::train;
 
 nnx::Gpt2Config tiny_gpt2(double dropout = 0.0) {
@@ -71,15 +74,6 @@ double max_abs(const Tensor& a) {
   double m = 0;
   for (float x : a.span<float>()) m = std::max(m, std::fabs(double(x)));
   return m;
-}
-
-bool bitwise_equal(const nnx::State& a, const nnx::State& b) {
-  if (a.size() != b.size()) return false;
-  for (const auto& [path, leaf] : a) {
-    const auto* other = b.find(path);
-    if (!other || !nnx::equal(leaf.value, other->value)) return false;
-  }
-  return true;
 }
 
 // Mean cross-entropy in double from the model's own forward pass (its dropout included).

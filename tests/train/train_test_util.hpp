@@ -17,4 +17,14 @@ inline nnx::Tensor random_tokens(std::int64_t B, std::int64_t T, std::int64_t V,
   return nnx::Tensor::from_vector(ids, {B, T});
 }
 
+// Both states hold the same paths with bitwise equal values.
+inline bool bitwise_equal(const nnx::State& a, const nnx::State& b) {
+  if (a.size() != b.size()) return false;
+  for (const auto& [path, leaf] : a) {
+    const auto* other = b.find(path);
+    if (!other || !nnx::equal(leaf.value, other->value)) return false;
+  }
+  return true;
+}
+
 }  // namespace train_test
