@@ -57,6 +57,11 @@ std::vector<I8Path> i8_paths() {
   for (k::Isa isa : k::kAllIsas)
     if (k::isa_supported(isa))
       p.push_back({k::isa_name(isa).data(), k::select(k::kGemmF32W8, isa), k::select(k::kGemmI8I8, isa)});
+#if NNX_KERNELS_X86_DISPATCH
+  // The GEMV avx512 runs on AMD CPUs at one or two rows (kernels/gemm_i8.hpp).
+  if (k::isa_supported(k::Isa::avx2))
+    p.push_back({"avx2 one-stream", k::select(k::kGemmF32W8, k::Isa::avx2), &k::avx2::gemm_i8_i8_one_stream});
+#endif
   return p;
 }
 

@@ -53,9 +53,12 @@ inline constexpr TierTable<GemmI8I8Fn> kGemmI8I8{&ref::gemm_i8_i8, NNX_X86_ENTRY
 // ISA: inside a Llama-162M W8A8 decode step an AMD Zen 4 ran avx2's one-stream GEMV faster
 // than avx512's row tile (5.0 against 6.6 ms per token), an Intel Xeon (AVX-512, AMX) ran
 // avx512's faster (11.7 against 14.3 ms on one thread, 6.1 against 8.1 on two). So avx512 on
-// an AMD CPU keeps avx2's GEMV for M <= 2; everywhere else each tier runs its own kernel.
+// an AMD CPU keeps avx2's one-stream GEMV for M <= 2 (the avx2 tier's own entry reads one row
+// as four streams, measured faster on a Zen 3, not measured on a Zen 4); everywhere else
+// each tier runs its own kernel.
 inline GemmI8I8Fn gemm_i8_i8_entry(Isa isa, std::int64_t M) noexcept {
-  if (isa == Isa::avx512 && M <= 2 && cpu_vendor() == CpuVendor::amd) return kGemmI8I8.avx2;
+  if (isa == Isa::avx512 && M <= 2 && cpu_vendor() == CpuVendor::amd)
+    return NNX_X86_ENTRY(avx2::gemm_i8_i8_one_stream);
   return select(kGemmI8I8, isa);
 }
 

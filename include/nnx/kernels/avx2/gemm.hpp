@@ -433,12 +433,16 @@ NNX_TARGET_AVX2_FMA inline void gemm_packed(std::int64_t M, std::int64_t N, std:
   }
 }
 
-// Path choice (tuned on an AMD EPYC; every path computes the same chains, so the choice
-// never changes a bit of the result): B is packed for many rows of a wide B, where a k panel
-// of B read in place would be only a few rows deep; otherwise read in place (copied panel by
-// panel when its stride is 2 KiB-aliased and enough rows share each panel).
+// Path choice (every path computes the same chains, so the choice never changes a bit of the
+// result): B is packed for 16 rows or more; fewer read it in place (copied panel by panel when
+// its stride is 2 KiB-aliased and enough rows share each panel). Measured on a Zen 3 EPYC
+// (32 KiB L1, 512 KiB L2, AVX2 its best tier), one thread, GFLOP/s of a 100 peak, in place ->
+// packed: M 128 x K 768 x N 2304 72-73 -> 82, M 512 x K 768 x N 768 70-71 -> 93-94, M 64 x
+// K 3072 x N 768 61 -> 77-78, M 16-32 within noise. In place, the panels of a few rows of
+// B (~128 KiB) make every row tile reload its part of C once per panel, and C does not fit
+// that L2. (Until then only B of 8192 columns or more was packed, a choice made when the
+// avx2 tier was measured on AVX-512 CPUs with 1-2 MiB of L2.)
 inline constexpr std::int64_t kPackMinRows = 16;
-inline constexpr std::int64_t kPackMinCols = 8192;
 inline constexpr std::int64_t kCopyMinRows = 3;
 
 // C[i][j] for MR rows of A and NR rows of B (each element its own 8-lane accumulator). With
@@ -511,7 +515,7 @@ NNX_TARGET_AVX2_FMA inline void gemm_f32_split(std::int64_t M, std::int64_t N, s
       for (std::int64_t i = 0; i < M; ++i) std::fill(C + i * ldc, C + i * ldc + N, 0.0f);
     return;
   }
-  if (M >= detail::kPackMinRows && N >= detail::kPackMinCols) {
+  if (M >= detail::kPackMinRows) {
     const auto floats = static_cast<std::size_t>(detail::kKc * (detail::kNc + 16 + detail::kMc + 6));
     if (float* buf = detail::pack_buffer(floats)) {
       if (!split.out) return detail::gemm_packed(M, N, K, A, lda, B, ldb, C, ldc, accumulate, buf);
