@@ -23,9 +23,9 @@
 // Decoding (small M) is bound by reading the weights: they are streamed once, in blocks of
 // about 128 KiB; tiles of up to 4 rows x several output channels pass over each block (the
 // first from memory, the others from L2), so a batch of 8 reads the weights from memory
-// once, and each FMA chain has independent neighbours to overlap with (W8A8 with one row
-// takes one channel at a time instead: see i8_channels). Prefill uses the same tiles, hence
-// the same per-element arithmetic. Single-threaded: nnx/kernels/gemm_i8.hpp splits output
+// once, and each FMA chain has independent neighbours to overlap with. One row (batch-1
+// decode) reads the weights as kRegions streams side by side (see in_regions). Prefill uses
+// the same tiles, hence the same per-element arithmetic. Single-threaded: nnx/kernels/gemm_i8.hpp splits output
 // channels between threads, which changes no element's arithmetic.
 #pragma once
 
@@ -90,6 +90,24 @@ NNX_TARGET_AVX2_FMA inline __m256 load8_ps_partial(const narrow_t<W>* p, int r) 
 // that each row is a stream of whole lines.
 inline constexpr std::int64_t kRowBytesPerIter = 64;
 
+// One row of x (a batch-1 decode) reads its weights as kRegions long streams: the output
+// channels split into that many contiguous regions, and each tile takes the same channel of
+// every region, so each region's weight rows are read front to back beside the others'. A
+// Zen 3 core (AVX2 its best tier) reads several such streams faster than one. Measured there,
+// one thread, weights from DRAM in 2 MiB pages, W8A8 at K 768 x N 3072 / K 3072 x N 768 /
+// K 768 x N 2304: one channel at a time 14-17 GB/s, two regions 17-21, four 19-26, eight
+// 18-24. Each channel's sum is its own, so the bits are those of any other order.
+inline constexpr int kRegions = 4;
+
+// tile(n, stride) for n in [0, N / kRegions) with stride = N / kRegions (the tile's channels
+// are n, n + stride, ...), then one(n) for the channels past kRegions whole regions.
+template <class Tile, class One>
+NNX_TARGET_AVX2_FMA inline void in_regions(std::int64_t N, const Tile& tile, const One& one) noexcept {
+  const std::int64_t per = N / kRegions;
+  for (std::int64_t n = 0; n < per; ++n) tile(n, per);
+  for (std::int64_t n = per * kRegions; n < N; ++n) one(n);
+}
+
 // One step of 8 along k for an MR x NR tile: acc[i][j] = fma(x[i][k..k+8), q[j][k..k+8), acc).
 // The smaller side is held in registers and the other streamed past it, so that the
 // accumulators and the held vectors fit the 16 registers; both orders compute each
@@ -120,11 +138,13 @@ NNX_TARGET_AVX2_FMA inline void narrow_step_at(__m256 (&acc)[MR][NR], std::int64
   }
 }
 
-// y[i][j] for MR rows of x and NR weight rows (each element its own eight-lane accumulator,
-// so MR * NR independent FMA chains per step of 8), times ws[j] for int8 weights.
-template <Narrow W, int MR, int NR>
+// y[i][j * ldc] for MR rows of x and NR weight rows (each element its own eight-lane
+// accumulator, so MR * NR independent FMA chains per step of 8), times ws[j * ldc] for int8
+// weights. kPrefetch: the NR rows are one region, read front to back (see prefetch_ahead).
+template <Narrow W, int MR, int NR, bool kPrefetch = true>
 NNX_TARGET_AVX2_FMA inline void narrow_tile(std::int64_t K, const float* x, std::int64_t ldx, const narrow_t<W>* q,
-                                            std::int64_t ldq, const float* ws, float* y, std::int64_t ldy) noexcept {
+                                            std::int64_t ldq, const float* ws, float* y, std::int64_t ldy,
+                                            std::int64_t ldc = 1) noexcept {
   constexpr std::int64_t kPerIter = kRowBytesPerIter / static_cast<std::int64_t>(sizeof(narrow_t<W>));
   __m256 acc[MR][NR];
 #pragma GCC unroll 8
@@ -133,7 +153,7 @@ NNX_TARGET_AVX2_FMA inline void narrow_tile(std::int64_t K, const float* x, std:
     for (int j = 0; j < NR; ++j) acc[i][j] = _mm256_setzero_ps();
   std::int64_t k = 0;
   for (; k + kPerIter <= K; k += kPerIter) {
-    prefetch_ahead<NR>(q, k * static_cast<std::int64_t>(sizeof(narrow_t<W>)));
+    if constexpr (kPrefetch) prefetch_ahead<NR>(q, k * static_cast<std::int64_t>(sizeof(narrow_t<W>)));
 #pragma GCC unroll 8
     for (std::int64_t u = 0; u < kPerIter; u += 8) narrow_step_at<W, MR, NR>(acc, k + u, x, ldx, q, ldq);
   }
@@ -156,9 +176,9 @@ NNX_TARGET_AVX2_FMA inline void narrow_tile(std::int64_t K, const float* x, std:
 #pragma GCC unroll 8
     for (int j = 0; j < NR; ++j) {
       if constexpr (W == Narrow::i8)
-        y[i * ldy + j] = ws[j] * hsum(acc[i][j]);
+        y[i * ldy + j * ldc] = ws[j * ldc] * hsum(acc[i][j]);
       else
-        y[i * ldy + j] = hsum(acc[i][j]);
+        y[i * ldy + j * ldc] = hsum(acc[i][j]);
     }
 }
 
@@ -255,7 +275,7 @@ NNX_TARGET_AVX2_FMA inline void i8_tile(std::int64_t K, const std::int8_t* xq, s
 // on a Zen 4 EPYC, one thread, weights in 2 MiB pages: 31 GB/s, as fast as a plain sum over
 // the same bytes, against 21-26 GB/s for four channels with software prefetch (four short
 // streams 768 bytes apart defeat the prefetcher: 8-9 GB/s without the prefetch); in 4 KiB
-// pages 19-22 against 17-20 GB/s. (The avx2 tier's own entry reads one row as kI8Regions
+// pages 19-22 against 17-20 GB/s. (The avx2 tier's own entry reads one row as kRegions
 // streams instead: gemm_i8_i8 below.)
 constexpr int i8_channels(int mr) noexcept { return mr == 1 ? 1 : mr == 2 ? 4 : mr == 3 ? 3 : 2; }
 
@@ -268,24 +288,6 @@ NNX_TARGET_AVX2_FMA inline void i8_rows(std::int64_t N, std::int64_t K, const st
   for (; n + NR <= N; n += NR) i8_tile<MR, NR>(K, xq, ldx, xs, q + n * ldq, ldq, ws + n, y + n, ldy);
   if constexpr (NR > 1)
     for (; n < N; ++n) i8_tile<MR, 1>(K, xq, ldx, xs, q + n * ldq, ldq, ws + n, y + n, ldy);
-}
-
-// One row of x against channels [0, N) as kI8Regions long streams: the channels split into
-// that many contiguous regions, and each tile takes the same channel of every region, so each
-// region's weights are read front to back, row after row, beside the others. A Zen 3 core
-// (AVX2 its best tier) reads several such streams faster than one: one thread, weights from
-// DRAM in 2 MiB pages, K 768 x N 3072 / K 3072 x N 768 / K 768 x N 2304: one channel at a
-// time 14-17 GB/s, two regions 17-21, four 19-26, eight 18-24. Each channel's sum is its own,
-// so the bits are those of every other order.
-inline constexpr int kI8Regions = 4;
-
-NNX_TARGET_AVX2_FMA inline void i8_row_regions(std::int64_t N, std::int64_t K, const std::int8_t* xq,
-                                               const float* xs, const std::int8_t* q, std::int64_t ldq,
-                                               const float* ws, float* y) noexcept {
-  const std::int64_t per = N / kI8Regions;
-  for (std::int64_t n = 0; n < per; ++n)
-    i8_tile<1, kI8Regions, false>(K, xq, K, xs, q + n * ldq, per * ldq, ws + n, y + n, 0, per);
-  for (std::int64_t n = per * kI8Regions; n < N; ++n) i8_tile<1, 1>(K, xq, K, xs, q + n * ldq, ldq, ws + n, y + n, 0);
 }
 
 NNX_TARGET_AVX2_FMA inline void i8_rows_any(int mr, std::int64_t N, std::int64_t K, const std::int8_t* xq,
@@ -323,6 +325,14 @@ NNX_TARGET_AVX2_FMA inline void gemm_f32_narrow(std::int64_t M, std::int64_t N, 
                                                 std::int64_t ldx, const narrow_t<W>* q, std::int64_t ldq,
                                                 const float* ws, float* y, std::int64_t ldy) noexcept {
   if (M <= 0 || N <= 0) return;
+  auto scales = [&](std::int64_t n) { return W == Narrow::i8 ? ws + n : nullptr; };
+  if (M == 1)
+    return in_regions(
+        N,
+        [&](std::int64_t n, std::int64_t per) {
+          narrow_tile<W, 1, kRegions, false>(K, x, ldx, q + n * ldq, per * ldq, scales(n), y + n, ldy, per);
+        },
+        [&](std::int64_t n) { narrow_tile<W, 1, 1>(K, x, ldx, q + n * ldq, ldq, scales(n), y + n, ldy); });
   const std::int64_t nb = weight_block_rows(K * static_cast<std::int64_t>(sizeof(narrow_t<W>)));
   for (std::int64_t n0 = 0; n0 < N; n0 += nb) {
     const std::int64_t n1 = std::min(N, n0 + nb);
@@ -379,12 +389,18 @@ NNX_TARGET_AVX2_FMA inline void gemm_i8_i8_one_stream(std::int64_t M, std::int64
 }
 
 // The avx2 tier's W8A8: gemm_i8_i8_one_stream's contract and bits, one row read as
-// kI8Regions streams (i8_row_regions). Requires AVX2. Never throws.
+// kRegions streams (see in_regions). Requires AVX2. Never throws.
 NNX_TARGET_AVX2_FMA inline void gemm_i8_i8(std::int64_t M, std::int64_t N, std::int64_t K, const std::int8_t* xq,
                                            std::int64_t ldx, const float* xscale, const std::int8_t* q,
                                            std::int64_t ldq, const float* wscale, float* y, std::int64_t ldy) noexcept {
-  if (M == 1 && N > 0) return detail::i8::i8_row_regions(N, K, xq, xscale, q, ldq, wscale, y);
-  gemm_i8_i8_one_stream(M, N, K, xq, ldx, xscale, q, ldq, wscale, y, ldy);
+  if (M != 1 || N <= 0) return gemm_i8_i8_one_stream(M, N, K, xq, ldx, xscale, q, ldq, wscale, y, ldy);
+  detail::i8::in_regions(
+      N,
+      [&](std::int64_t n, std::int64_t per) {
+        detail::i8::i8_tile<1, detail::i8::kRegions, false>(K, xq, ldx, xscale, q + n * ldq, per * ldq, wscale + n,
+                                                              y + n, ldy, per);
+      },
+      [&](std::int64_t n) { detail::i8::i8_tile<1, 1>(K, xq, ldx, xscale, q + n * ldq, ldq, wscale + n, y + n, ldy); });
 }
 
 }  // namespace nnx::kernels::avx2
