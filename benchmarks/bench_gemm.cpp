@@ -113,14 +113,14 @@ void fma_peak(benchmark::State& state, int lanes, Fma fma, Set set) {
 #if defined(__AVX512F__)
 void BM_FmaPeak512(benchmark::State& state) {
   fma_peak<16, __m512>(state, 16, [](__m512 a, __m512 b, __m512 c) { return _mm512_fmadd_ps(a, b, c); },
-                   [](float x) { return _mm512_set1_ps(x); });
+                       [](float x) { return _mm512_set1_ps(x); });
 }
 BENCHMARK(BM_FmaPeak512)->UseRealTime();
 #endif
 #if defined(__AVX2__) && defined(__FMA__)
 void BM_FmaPeak256(benchmark::State& state) {
   fma_peak<12, __m256>(state, 8, [](__m256 a, __m256 b, __m256 c) { return _mm256_fmadd_ps(a, b, c); },
-                   [](float x) { return _mm256_set1_ps(x); });
+                       [](float x) { return _mm256_set1_ps(x); });
 }
 BENCHMARK(BM_FmaPeak256)->UseRealTime();
 #endif

@@ -25,8 +25,8 @@
 // first from memory, the others from L2), so a batch of 8 reads the weights from memory
 // once, and each FMA chain has independent neighbours to overlap with. One row (batch-1
 // decode) reads the weights as kRegions streams side by side (see in_regions). Prefill uses
-// the same tiles, hence the same per-element arithmetic. Single-threaded: nnx/kernels/gemm_i8.hpp splits output
-// channels between threads, which changes no element's arithmetic.
+// the same tiles, hence the same per-element arithmetic. Single-threaded: the caller
+// (nnx/kernels/gemm_i8.hpp) splits output channels between threads, which changes no sum.
 #pragma once
 
 #include "nnx/kernels/avx2/simd.hpp"
