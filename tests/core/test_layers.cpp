@@ -10,7 +10,7 @@ namespace {
 using nnx::Path;
 using nnx::Tensor;
 
-struct Block {
+struct LayerBlock {
   std::int64_t width = 0;
   nnx::Param kernel;
   std::optional<nnx::Param> bias;
@@ -31,13 +31,13 @@ struct Block {
   }
 };
 
-struct Net {
-  nnx::Layers<Block> blocks;
+struct LayeredNet {
+  nnx::Layers<LayerBlock> blocks;
   nnx::Param head;
   NNX_FIELDS(blocks, head)
 
   Tensor operator()(Tensor x) const {
-    for (const Block& b : blocks) x = b(x);
+    for (const LayerBlock& b : blocks) x = b(x);
     return x;
   }
 };
@@ -48,19 +48,19 @@ Tensor filled(const nnx::Shape& shape, float start) {
   return t;
 }
 
-Net make_net(nnx::Layout layout) {
-  std::vector<Block> blocks;
+LayeredNet make_net(nnx::Layout layout) {
+  std::vector<LayerBlock> blocks;
   for (int i = 0; i < 3; ++i)
     blocks.push_back({4, nnx::Param(filled({4, 4}, 0.1f * i), {"embed", "mlp"}),
                       nnx::Param(filled({4}, -0.2f * i), {"mlp"})});
-  return {nnx::Layers<Block>(std::move(blocks), layout), nnx::Param(filled({4}, 1.0f), {"embed"})};
+  return {nnx::Layers<LayerBlock>(std::move(blocks), layout), nnx::Param(filled({4}, 1.0f), {"embed"})};
 }
 
 }  // namespace
 
 TEST_CASE("Layers: per-layer and stacked leaves, the same function", "[core][layers]") {
-  Net per = make_net(nnx::Layout::per_layer);
-  Net st = make_net(nnx::Layout::stacked);
+  LayeredNet per = make_net(nnx::Layout::per_layer);
+  LayeredNet st = make_net(nnx::Layout::stacked);
   const nnx::State ps = nnx::state(per), ss = nnx::state(st);
   CHECK(ps.find(Path{"blocks", 2, "kernel"}));
   REQUIRE(ss.find(Path{"blocks", "kernel"}));
@@ -75,21 +75,21 @@ TEST_CASE("Layers: per-layer and stacked leaves, the same function", "[core][lay
 
   // for_each_module sees the layout's modules: three blocks, or the one stacked block.
   int seen = 0;
-  nnx::for_each_module<Block>(st, [&](const Path& p, Block&) {
+  nnx::for_each_module<LayerBlock>(st, [&](const Path& p, LayerBlock&) {
     CHECK(p == Path{"blocks"});
     ++seen;
   });
   CHECK(seen == 1);
-  nnx::for_each_module<Block>(per, [&](const Path&, Block&) { ++seen; });
+  nnx::for_each_module<LayerBlock>(per, [&](const Path&, LayerBlock&) { ++seen; });
   CHECK(seen == 4);
 }
 
 TEST_CASE("Layers: merge and update of stacked leaves reach the layers", "[core][layers]") {
-  Net st = make_net(nnx::Layout::stacked);
+  LayeredNet st = make_net(nnx::Layout::stacked);
   const Tensor x = filled({2, 4}, 0.5f);
   const Tensor before = st(x);  // builds the slices
   auto [graphdef, params] = nnx::split(st, nnx::everything);
-  Net merged = nnx::merge(graphdef, params);
+  LayeredNet merged = nnx::merge(graphdef, params);
   CHECK(nnx::equal(merged(x), before));
 
   // New values through update(): the slices follow (they are rebuilt when the leaves change).
@@ -101,7 +101,7 @@ TEST_CASE("Layers: merge and update of stacked leaves reach the layers", "[core]
   nnx::update(st, doubled);
   const Tensor after = st(x);
   CHECK_FALSE(nnx::equal(after, before));
-  Net expected = make_net(nnx::Layout::per_layer);
+  LayeredNet expected = make_net(nnx::Layout::per_layer);
   nnx::update(expected, nnx::to_layout(doubled, "blocks", nnx::Layout::per_layer));
   CHECK(nnx::equal(after, expected(x)));
 
@@ -113,7 +113,7 @@ TEST_CASE("Layers: merge and update of stacked leaves reach the layers", "[core]
 }
 
 TEST_CASE("Layers: set_layout round trip, QTensor leaves, and what does not stack", "[core][layers]") {
-  Net st = make_net(nnx::Layout::stacked);
+  LayeredNet st = make_net(nnx::Layout::stacked);
   const nnx::State stacked = nnx::state(st);
   st.blocks.set_layout(nnx::Layout::per_layer);
   CHECK(nnx::state(st) == nnx::to_layout(stacked, "blocks", nnx::Layout::per_layer));
@@ -121,13 +121,13 @@ TEST_CASE("Layers: set_layout round trip, QTensor leaves, and what does not stac
   CHECK(nnx::state(st) == stacked);
 
   // QTensor leaves stack their qvalue and every scale.
-  std::vector<Block> q;
+  std::vector<LayerBlock> q;
   for (int i = 0; i < 2; ++i) {
     Tensor qv = Tensor::empty({4, 4}, nnx::DType::i8);
     for (std::int64_t k = 0; k < 16; ++k) qv.data<std::int8_t>()[k] = static_cast<std::int8_t>(k - 8 + i);
     q.push_back({4, nnx::QuantizedParam(nnx::QTensor{qv, {filled({4}, 0.1f + i)}}), std::nullopt});
   }
-  nnx::Layers<Block> qs(q, nnx::Layout::stacked);
+  nnx::Layers<LayerBlock> qs(q, nnx::Layout::stacked);
   const nnx::State qstate = nnx::state(qs.stacked());
   const nnx::QTensor& qt = qstate.at(Path{"kernel"}).qtensor();
   CHECK(qt.qvalue.shape() == nnx::Shape{2, 4, 4});
@@ -136,13 +136,13 @@ TEST_CASE("Layers: set_layout round trip, QTensor leaves, and what does not stac
   CHECK(nnx::equal(qs[1].kernel.qvalue().scale[0], q[1].kernel.qvalue().scale[0]));
 
   // Layers that differ do not stack, and the stack is left as it was.
-  std::vector<Block> mixed{make_net(nnx::Layout::per_layer).blocks[0],
-                           Block{4, nnx::Param(filled({4, 4}, 0), {"embed", "mlp"}), std::nullopt}};
-  nnx::Layers<Block> m(mixed);
+  std::vector<LayerBlock> mixed{make_net(nnx::Layout::per_layer).blocks[0],
+                           LayerBlock{4, nnx::Param(filled({4, 4}, 0), {"embed", "mlp"}), std::nullopt}};
+  nnx::Layers<LayerBlock> m(mixed);
   CHECK_THROWS_AS(m.set_layout(nnx::Layout::stacked), nnx::ShapeError);
   CHECK(m.layout() == nnx::Layout::per_layer);
   mixed[1].bias = nnx::Param(filled({5}, 0), {"mlp"});
-  nnx::Layers<Block> m2(mixed);
+  nnx::Layers<LayerBlock> m2(mixed);
   CHECK_THROWS_WITH(m2.set_layout(nnx::Layout::stacked), Catch::Contains("'bias'") && Catch::Contains("layer 1"));
 }
 

@@ -39,7 +39,7 @@ struct MyKind : nnx::VariableKind<MyKind, nnx::Param> {
   static constexpr std::string_view kind_name = "MyKind";
 };
 
-enum class Act : std::int8_t { gelu = 3, relu = 5 };
+enum class Activation : std::int8_t { gelu = 3, relu = 5 };
 
 // ---- the test model ---------------------------------------------------------------------
 
@@ -75,7 +75,7 @@ struct Attn {
 };
 
 struct Mlp {
-  Act act = Act::gelu;
+  Activation act = Activation::gelu;
   Lin fc, out;
   NNX_FIELDS(act, fc, out)
 };
@@ -96,7 +96,7 @@ struct Embed {
 
 struct Model {
   std::string name;
-  Act act = Act::relu;
+  Activation act = Activation::relu;
   double eps = 0;
   std::vector<int> dims;
   std::vector<SplitBlock> blocks;
@@ -114,7 +114,7 @@ constexpr std::int64_t V = 10, D = 4, H = 8;
 Model make_model() {
   Model m;
   m.name = "tiny";
-  m.act = Act::gelu;
+  m.act = Activation::gelu;
   m.eps = 1e-5;
   m.dims = {V, D, H};
   for (int i = 0; i < 3; ++i) {

@@ -13,6 +13,11 @@
 
 namespace engine_test {
 
+// Token ids as an i32 [n] tensor.
+inline nnx::Tensor ids_tensor(const std::vector<std::int32_t>& ids) {
+  return nnx::Tensor::from_vector(ids, {static_cast<std::int64_t>(ids.size())});
+}
+
 inline nnx::Gpt2Config small_gpt2() {
   nnx::Gpt2Config c;
   c.vocab_size = 97;

@@ -23,7 +23,7 @@ namespace {
 
 using Ids = std::vector<std::int32_t>;
 
-nnx::Tensor ids_tensor(const Ids& ids) { return nnx::Tensor::from_vector(ids, {static_cast<std::int64_t>(ids.size())}); }
+using engine_test::ids_tensor;
 
 bool same_bits(const float* a, const float* b, std::int64_t n) {
   return std::memcmp(a, b, static_cast<std::size_t>(n) * sizeof(float)) == 0;

@@ -22,7 +22,7 @@ namespace {
 using Ids = std::vector<std::int32_t>;
 constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
 
-nnx::Tensor ids_tensor(const Ids& ids) { return nnx::Tensor::from_vector(ids, {static_cast<std::int64_t>(ids.size())}); }
+using engine_test::ids_tensor;
 
 using engine_test::small_llama;
 

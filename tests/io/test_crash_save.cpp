@@ -34,6 +34,7 @@
 #include "io_test_util.hpp"
 #include "nnx/io/checkpoint.hpp"
 #include "../support/crash_save_state.hpp"
+#include "../support/run_command.hpp"
 
 extern char** environ;
 
@@ -58,12 +59,13 @@ class Child {
     posix_spawn_file_actions_t fa;
     ::posix_spawn_file_actions_init(&fa);
     ::posix_spawn_file_actions_adddup2(&fa, p[1], 1);  // dup2 clears O_CLOEXEC on stdout
-    std::vector<std::string> all{NNX_CRASH_SAVE_BIN};
+    const std::string program = test_support::program_beside_test(NNX_CRASH_SAVE_BIN);
+    std::vector<std::string> all{program};
     all.insert(all.end(), args.begin(), args.end());
     std::vector<char*> argv;
     for (auto& a : all) argv.push_back(a.data());
     argv.push_back(nullptr);
-    const int rc = ::posix_spawn(&pid_, NNX_CRASH_SAVE_BIN, &fa, nullptr, argv.data(), environ);
+    const int rc = ::posix_spawn(&pid_, program.c_str(), &fa, nullptr, argv.data(), environ);
     ::posix_spawn_file_actions_destroy(&fa);
     ::close(p[1]);
     out_ = p[0];

@@ -13,7 +13,7 @@
 
 namespace {
 
-nnx::LlamaConfig small_llama() {
+nnx::LlamaConfig decode_llama() {
   nnx::LlamaConfig c;
   c.vocab_size = 64;
   c.hidden_size = 32;
@@ -25,7 +25,7 @@ nnx::LlamaConfig small_llama() {
   return c;
 }
 
-nnx::Gpt2Config small_gpt2() {
+nnx::Gpt2Config decode_gpt2() {
   nnx::Gpt2Config c;
   c.vocab_size = 97;
   c.n_positions = 64;
@@ -56,7 +56,7 @@ std::pair<std::int64_t, std::int64_t> warm_decode_heap_use(Model& model) {
 
 TEST_CASE("a warm decode step makes no heap allocation", "[models][allocation]") {
   nnx::Rngs rngs{0};
-  nnx::Llama model(small_llama(), nnx::Mode::autoregressive, rngs, {.cache_batch = 2, .cache_length = 64});
+  nnx::Llama model(decode_llama(), nnx::Mode::autoregressive, rngs, {.cache_batch = 2, .cache_length = 64});
   auto [bytes, count] = warm_decode_heap_use(model);
   CHECK(count == 0);
   CHECK(bytes == 0);
@@ -64,7 +64,7 @@ TEST_CASE("a warm decode step makes no heap allocation", "[models][allocation]")
 
 TEST_CASE("a warm GPT-2 decode step makes no heap allocation", "[models][allocation][gpt2]") {
   nnx::Rngs rngs{0};
-  nnx::Gpt2 model(small_gpt2(), nnx::Mode::autoregressive, rngs, {.cache_batch = 2, .cache_length = 64});
+  nnx::Gpt2 model(decode_gpt2(), nnx::Mode::autoregressive, rngs, {.cache_batch = 2, .cache_length = 64});
   auto [bytes, count] = warm_decode_heap_use(model);
   CHECK(count == 0);
   CHECK(bytes == 0);
@@ -73,7 +73,7 @@ TEST_CASE("a warm GPT-2 decode step makes no heap allocation", "[models][allocat
 TEST_CASE("a warm decode step of stacked layers makes no heap allocation", "[models][allocation][layout]") {
   // The layers' slices of the stacked leaves are built once and checked on each step.
   nnx::Rngs rngs{0};
-  nnx::Llama model(small_llama(), nnx::Mode::autoregressive, rngs,
+  nnx::Llama model(decode_llama(), nnx::Mode::autoregressive, rngs,
                    {.cache_batch = 2, .cache_length = 64, .layout = nnx::Layout::stacked});
   REQUIRE(model.layers.layout() == nnx::Layout::stacked);
   auto [bytes, count] = warm_decode_heap_use(model);
@@ -87,7 +87,7 @@ TEST_CASE("a warm int8 decode step makes no heap allocation", "[models][allocati
     const nnx::QuantConfig q{.scheme = scheme, .include_head = true};
     {
       nnx::Rngs rngs{0};
-      nnx::Gpt2 model(small_gpt2(), nnx::Mode::autoregressive, rngs, {.cache_batch = 2, .cache_length = 64});
+      nnx::Gpt2 model(decode_gpt2(), nnx::Mode::autoregressive, rngs, {.cache_batch = 2, .cache_length = 64});
       nnx::quantize(model, q, nnx::QuantMode::serve);
       REQUIRE(model.wte.qembedding.has_value());  // the int8 head (and layers) really run
       REQUIRE(model.h[0].attn.qkv->qkernel.has_value());
@@ -98,7 +98,7 @@ TEST_CASE("a warm int8 decode step makes no heap allocation", "[models][allocati
     }
     {
       nnx::Rngs rngs{0};
-      nnx::Llama model(small_llama(), nnx::Mode::autoregressive, rngs, {.cache_batch = 2, .cache_length = 64});
+      nnx::Llama model(decode_llama(), nnx::Mode::autoregressive, rngs, {.cache_batch = 2, .cache_length = 64});
       nnx::quantize(model, q, nnx::QuantMode::serve);
       REQUIRE(model.layers[0].mlp.up.qkernel.has_value());
       auto [bytes, count] = warm_decode_heap_use(model);
@@ -118,7 +118,7 @@ TEST_CASE("a warm int8 decode step makes no heap allocation", "[models][allocati
 // the pure-function design does not have yet.
 TEST_CASE("a warm Engine::generate step makes the same few small allocations at every position",
           "[engine][allocation]") {
-  nnx::Gpt2Config cfg = small_gpt2();
+  nnx::Gpt2Config cfg = decode_gpt2();
   cfg.vocab_size = 5000;  // logits of 60 KB a step: a tensor allocation would stand out
   const nnx::Engine<nnx::Gpt2> e(cfg, {.max_prefill_length = 8, .max_target_length = 48, .slots = 3});
   const nnx::State params = e.init_params(1);
@@ -156,7 +156,7 @@ TEST_CASE("a warm decode step with LoRA adapters makes no heap allocation", "[mo
   // Adapters are applied unmerged on every step (a served fine-tune): their down and up
   // products reuse pooled buffers like the base weights' products do.
   nnx::Rngs rngs{0};
-  nnx::Llama model(small_llama(), nnx::Mode::autoregressive, rngs, {.cache_batch = 2, .cache_length = 64});
+  nnx::Llama model(decode_llama(), nnx::Mode::autoregressive, rngs, {.cache_batch = 2, .cache_length = 64});
   REQUIRE(nnx::add_lora(model, {.rank = 4, .alpha = 8, .targets = "attn|mlp"}, rngs).size() == 14);
   auto [bytes, count] = warm_decode_heap_use(model);
   CHECK(count == 0);

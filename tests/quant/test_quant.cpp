@@ -19,6 +19,7 @@
 #include "../engine/engine_test_util.hpp"
 #include "../io/io_test_util.hpp"
 #include "../models/reference_fixture.hpp"
+#include "../support/run_command.hpp"
 
 namespace {
 
@@ -359,7 +360,7 @@ TEST_CASE("loading a GPT-2-124M serve checkpoint stays under 1.3x its int8 bytes
   config["quantization"] = q.to_json();
   nnx::io::save_checkpoint(tmp / "serve", serve, {}, config);
 
-  const std::string command = std::string(NNX_LOAD_PEAK_BIN) + " " + (tmp / "serve").string() + " > " +
+  const std::string command = test_support::program_beside_test(NNX_LOAD_PEAK_BIN) + " " + (tmp / "serve").string() + " > " +
                               (tmp / "out.txt").string() + " 2>&1";
   REQUIRE(std::system(command.c_str()) == 0);
   const std::string out = io_test::read_bytes(tmp / "out.txt");

@@ -1,5 +1,6 @@
 // Runs a command line as a user would (through the shell) and captures its exit code,
-// stdout and stderr: shared by the tests of the example programs.
+// stdout and stderr: shared by the tests of the example programs. Also finds the helper
+// programs built beside the test executables.
 #pragma once
 
 #include <sys/wait.h>
@@ -14,6 +15,13 @@
 #include <string>
 
 namespace test_support {
+
+// The helper program `file_name` in the test executable's own directory. Tests name helpers by
+// file name, not by absolute path, so that their compile commands are the same in every build
+// directory (CI's second build is ccache hits).
+inline std::string program_beside_test(const char* file_name) {
+  return (std::filesystem::read_symlink("/proc/self/exe").parent_path() / file_name).string();
+}
 
 struct CommandResult {
   int code = -1;  // the exit code, -1 when killed by a signal

@@ -25,13 +25,7 @@ using i64 = std::int64_t;
 using train_test::random_tokens;
 namespace train = nnx::train;
 
-Tensor random_tensor(nnx::Shape shape, std::uint32_t seed, float scale) {
-  std::mt19937 gen(seed);
-  std::normal_distribution<float> dist(0.0f, scale);
-  Tensor t = Tensor::empty(shape);
-  for (float& x : t.span<float>()) x = dist(gen);
-  return t;
-}
+using train_test::random_tensor;
 
 // Every layer's sown max logits, in layer order, after one training forward of `tokens`.
 template <class Model>

@@ -18,19 +18,15 @@
 #include <nnx/ops/threads.hpp>
 #include <nnx/train.hpp>
 
+#include "train_test_util.hpp"
+
 namespace {
 
 using nnx::Tensor;
 using i64 = std::int64_t;
 namespace train = nnx::train;
 
-Tensor random_tensor(nnx::Shape shape, std::uint32_t seed, float scale) {
-  std::mt19937 gen(seed);
-  std::normal_distribution<float> dist(0.0f, scale);
-  Tensor t = Tensor::empty(shape);
-  for (float& x : t.span<float>()) x = dist(gen);
-  return t;
-}
+using train_test::random_tensor;
 
 // Largest |a - b| over the largest |b|: the error relative to the tensor's scale.
 double relative_diff(std::span<const float> a, std::span<const double> b) {

@@ -17,6 +17,15 @@ inline nnx::Tensor random_tokens(std::int64_t B, std::int64_t T, std::int64_t V,
   return nnx::Tensor::from_vector(ids, {B, T});
 }
 
+// A tensor of normal values with standard deviation `scale`, reproducible from the seed.
+inline nnx::Tensor random_tensor(nnx::Shape shape, std::uint32_t seed, float scale) {
+  std::mt19937 gen(seed);
+  std::normal_distribution<float> dist(0.0f, scale);
+  nnx::Tensor t = nnx::Tensor::empty(shape);
+  for (float& x : t.span<float>()) x = dist(gen);
+  return t;
+}
+
 // Both states hold the same paths with bitwise equal values.
 inline bool bitwise_equal(const nnx::State& a, const nnx::State& b) {
   if (a.size() != b.size()) return false;
