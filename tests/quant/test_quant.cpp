@@ -360,8 +360,8 @@ TEST_CASE("loading a GPT-2-124M serve checkpoint stays under 1.3x its int8 bytes
   config["quantization"] = q.to_json();
   nnx::io::save_checkpoint(tmp / "serve", serve, {}, config);
 
-  const std::string command = test_support::program_beside_test(NNX_LOAD_PEAK_BIN) + " " + (tmp / "serve").string() + " > " +
-                              (tmp / "out.txt").string() + " 2>&1";
+  const std::string command = test_support::program_beside_test(NNX_LOAD_PEAK_BIN) + " " + (tmp / "serve").string() +
+                              " > " + (tmp / "out.txt").string() + " 2>&1";
   REQUIRE(std::system(command.c_str()) == 0);
   const std::string out = io_test::read_bytes(tmp / "out.txt");
   INFO(out);
