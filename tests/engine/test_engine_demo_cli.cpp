@@ -4,8 +4,6 @@
 // config, seed 2026, requests a..h) with a decode loop of this test's own.
 #include <catch2/catch.hpp>
 
-#ifdef NNX_ENGINE_DEMO_BIN
-
 #include <cstdint>
 #include <regex>
 #include <sstream>
@@ -16,6 +14,8 @@
 #include <nnx/models.hpp>
 
 #include "../support/run_command.hpp"
+
+using test_support::example_program;
 
 namespace {
 
@@ -45,7 +45,7 @@ Outcome run_alone(const nnx::Engine<nnx::Gpt2>& e, const nnx::State& params, con
 }  // namespace
 
 TEST_CASE("engine_demo prints each request's tokens as the engine computes them alone", "[cli][engine_demo]") {
-  const auto r = test_support::run_command(NNX_ENGINE_DEMO_BIN);
+  const auto r = test_support::run_command(example_program("engine_demo"));
   INFO("stdout:\n" << r.out << "\nstderr:\n" << r.err);
   REQUIRE(r.code == 0);
   CHECK(r.err.empty());
@@ -96,5 +96,3 @@ TEST_CASE("engine_demo prints each request's tokens as the engine computes them 
   CHECK(seen == 8);
   CHECK(r.out.find("each request alone in one slot gives the same tokens: yes") != std::string::npos);
 }
-
-#endif  // NNX_ENGINE_DEMO_BIN

@@ -4,8 +4,6 @@
 // JetStream-style summary.
 #include <catch2/catch.hpp>
 
-#ifdef NNX_SERVE_BATCH_BIN
-
 #include <sys/wait.h>
 
 #include <algorithm>
@@ -33,6 +31,9 @@
 #include "../io/io_test_util.hpp"
 #include "../models/reference_fixture.hpp"
 #include "../support/byte_tokenizer.hpp"
+#include "../support/run_command.hpp"
+
+using test_support::example_program;
 
 namespace {
 
@@ -51,7 +52,7 @@ std::string quote(const std::string& s) { return "'" + s + "'"; }
 Run serve_batch(const io_test::TempDir& dir, const std::string& args) {
   const fs::path out = dir / "stdout.txt", err = dir / "stderr.txt";
   const std::string cmd =
-      quote(NNX_SERVE_BATCH_BIN) + " " + args + " >" + quote(out.string()) + " 2>" + quote(err.string());
+      quote(example_program("serve_batch")) + " " + args + " >" + quote(out.string()) + " 2>" + quote(err.string());
   const int status = std::system(cmd.c_str());
   Run r;
   r.code = (status != -1 && WIFEXITED(status)) ? WEXITSTATUS(status) : -1;
@@ -220,7 +221,6 @@ Run check_two_requests(const io_test::TempDir& tmp, const fs::path& model, const
 }
 
 }  // namespace
-
 
 TEST_CASE("serve_batch: each request gets the engine's tokens for it alone, on any slots and threads",
           "[cli][serve_batch]") {
@@ -788,5 +788,3 @@ TEST_CASE("serve_batch: text prompts and stop strings with the model directory's
   CHECK(no_tok.code == 1);
   CHECK(no_tok.err.find("line 1: a text prompt needs a tokenizer") != std::string::npos);
 }
-
-#endif  // NNX_SERVE_BATCH_BIN

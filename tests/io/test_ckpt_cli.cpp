@@ -4,8 +4,6 @@
 // nearest even, and restorable), convert between stacked and per-layer layouts, and bad input (one line, exit code 2, naming the path).
 #include <catch2/catch.hpp>
 
-#ifdef NNX_CKPT_BIN
-
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -29,6 +27,8 @@
 #include "../support/run_command.hpp"
 #include "io_test_util.hpp"
 
+using test_support::example_program;
+
 namespace {
 
 namespace fs = std::filesystem;
@@ -37,7 +37,11 @@ using nnx::Tensor;
 std::string quote(const fs::path& p) { return "'" + p.string() + "'"; }
 
 test_support::CommandResult ckpt(const std::string& args) {
-  return test_support::run_command(std::string("'") + NNX_CKPT_BIN + "' " + args);
+  return test_support::run_command("'" + example_program("ckpt") + "' " + args);
+}
+
+test_support::CommandResult ckpt_generate(const std::string& args) {
+  return test_support::run_command("'" + example_program("generate") + "' " + args);
 }
 
 // The compare table's row for `path`, split on runs of spaces: path, dtype, shape, abs, rel,
@@ -281,10 +285,8 @@ TEST_CASE("ckpt export: a TrainState's params, rounded to bf16, native or Huggin
   const fs::path hf16 = tmp / "hf16";
   REQUIRE(ckpt("export --in " + quote(state_dir) + " --out " + quote(hf16) + " --hf --dtype bf16").code == 0);
   const std::string gen_args = " --prompt-ids 3,10,17 --max-new-tokens 5";
-  const auto gen =
-      test_support::run_command(std::string("'") + NNX_GENERATE_BIN + "' --model " + quote(out) + gen_args);
-  const auto gen_hf =
-      test_support::run_command(std::string("'") + NNX_GENERATE_BIN + "' --model " + quote(hf16) + gen_args);
+  const auto gen = ckpt_generate("--model " + quote(out) + gen_args);
+  const auto gen_hf = ckpt_generate("--model " + quote(hf16) + gen_args);
   INFO(gen.err << gen_hf.err);
   CHECK(gen.code == 0);
   CHECK(gen_hf.code == 0);
@@ -368,10 +370,8 @@ TEST_CASE("ckpt convert: a TrainState to stacked layers and back, bit for bit", 
   REQUIRE(ckpt("export --in " + quote(per_layer) + " --out " + quote(params_per)).code == 0);
   CHECK(nnx::io::checkpoint_layout(params_stacked, "layers") == nnx::Layout::stacked);
   const std::string gen_args = " --prompt-ids 3,10,17 --max-new-tokens 6";
-  const auto gen_s =
-      test_support::run_command(std::string("'") + NNX_GENERATE_BIN + "' --model " + quote(params_stacked) + gen_args);
-  const auto gen_p =
-      test_support::run_command(std::string("'") + NNX_GENERATE_BIN + "' --model " + quote(params_per) + gen_args);
+  const auto gen_s = ckpt_generate("--model " + quote(params_stacked) + gen_args);
+  const auto gen_p = ckpt_generate("--model " + quote(params_per) + gen_args);
   INFO(gen_s.err << gen_p.err);
   CHECK(gen_s.code == 0);
   CHECK(gen_s.out == gen_p.out);
@@ -440,5 +440,3 @@ TEST_CASE("ckpt bad input: one line naming the path, exit 2", "[ckpt][cli]") {
   CHECK(no_in.code == 2);
   CHECK(no_in.err.find(nowhere.string()) != std::string::npos);
 }
-
-#endif  // NNX_CKPT_BIN

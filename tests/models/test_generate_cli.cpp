@@ -17,9 +17,9 @@
 
 #include "reference_fixture.hpp"
 #include "../io/io_test_util.hpp"
+#include "../support/run_command.hpp"
 
-// Built without examples (-DNNX_BUILD_EXAMPLES=OFF) there is no program to run.
-#ifdef NNX_GENERATE_BIN
+using test_support::example_program;
 
 namespace {
 
@@ -34,7 +34,7 @@ struct Run {
 Run generate(const std::string& args, const std::string& env = "") {
   const fs::path err_file = fs::temp_directory_path() / ("nnx_generate_err_" + std::to_string(::getpid()));
   const std::string cmd =
-      (env.empty() ? std::string() : env + " ") + std::string(NNX_GENERATE_BIN) + " " + args + " 2>" + err_file.string();
+      (env.empty() ? std::string() : env + " ") + example_program("generate") + " " + args + " 2>" + err_file.string();
   Run r;
   FILE* p = ::popen(cmd.c_str(), "r");
   REQUIRE(p != nullptr);
@@ -172,5 +172,3 @@ TEST_CASE("generate reports bad input on one line with exit code 2", "[cli][gene
   std::ofstream(mismatch / "config.json") << cfg.dump();
   check_error(generate("--model " + mismatch.string() + " --prompt-ids 1 --max-new-tokens 1"), "shape");
 }
-
-#endif  // NNX_GENERATE_BIN

@@ -3,8 +3,6 @@
 // overflow or a bare library message without the file.
 #include <catch2/catch.hpp>
 
-#ifdef NNX_GENERATE_BIN
-
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
@@ -23,12 +21,14 @@
 #include "../support/run_command.hpp"
 #include "reference_fixture.hpp"
 
+using test_support::example_program;
+
 namespace {
 
 namespace fs = std::filesystem;
 
-test_support::CommandResult generate(const std::string& args) {
-  return test_support::run_command(std::string(NNX_GENERATE_BIN) + " " + args);
+test_support::CommandResult run_generate(const std::string& args) {
+  return test_support::run_command(example_program("generate") + " " + args);
 }
 
 void check_error(const test_support::CommandResult& r, const std::string& needle) {
@@ -54,7 +54,7 @@ fs::path with_config(const io_test::TempDir& tmp, const std::string& name, const
 }  // namespace
 
 TEST_CASE("generate: --help prints the usage and exits 0", "[cli][generate]") {
-  const auto r = generate("--help");
+  const auto r = run_generate("--help");
   CHECK(r.code == 0);
   CHECK(r.out.rfind("usage: generate --model PATH --prompt-ids", 0) == 0);
   CHECK(r.err.empty());
@@ -62,12 +62,12 @@ TEST_CASE("generate: --help prints the usage and exits 0", "[cli][generate]") {
 
 TEST_CASE("generate: malformed ids and lengths are usage errors, never overflows", "[cli][generate][errors]") {
   const std::string gpt2 = fixture::dir("gpt2_tiny").string();
-  check_error(generate("--model " + gpt2 + " --prompt-ids 1,2, --max-new-tokens 2"), "'' is not a token id");
-  check_error(generate("--model " + gpt2 + " --prompt-ids 1,,2 --max-new-tokens 2"), "'' is not a token id");
-  check_error(generate("--model " + gpt2 + " --prompt-ids , --max-new-tokens 2"), "'' is not a token id");
-  check_error(generate("--model " + gpt2 + " --prompt-ids 1,2 --max-new-tokens 9223372036854775807"),
+  check_error(run_generate("--model " + gpt2 + " --prompt-ids 1,2, --max-new-tokens 2"), "'' is not a token id");
+  check_error(run_generate("--model " + gpt2 + " --prompt-ids 1,,2 --max-new-tokens 2"), "'' is not a token id");
+  check_error(run_generate("--model " + gpt2 + " --prompt-ids , --max-new-tokens 2"), "'' is not a token id");
+  check_error(run_generate("--model " + gpt2 + " --prompt-ids 1,2 --max-new-tokens 9223372036854775807"),
               "exceeds the context length 64");
-  check_error(generate("--model " + gpt2 + " --prompt-ids 1,2 --max-new-tokens 9223372036854775808"),
+  check_error(run_generate("--model " + gpt2 + " --prompt-ids 1,2 --max-new-tokens 9223372036854775808"),
               "is not a non-negative integer");
 }
 
@@ -78,19 +78,19 @@ TEST_CASE("generate: NaN logits are an error, not token 0", "[cli][generate][nan
   auto [graphdef, params] = nnx::split(model, nnx::of<nnx::Param>);
   params.at(nnx::Path::parse("ln_f/scale")).tensor().fill(std::nanf(""));
   nnx::io::save_hf(tmp / "nan", model.config.to_json(), params);
-  check_error(generate("--model " + (tmp / "nan").string() + " --prompt-ids 1,2,3 --max-new-tokens 4"),
+  check_error(run_generate("--model " + (tmp / "nan").string() + " --prompt-ids 1,2,3 --max-new-tokens 4"),
               "logits at position 2 are NaN");
   // An infinite embedding row: inf - inf in the norm gives NaN.
   params.at(nnx::Path::parse("ln_f/scale")).tensor().fill(1.0f);
   params.at(nnx::Path::parse("wte/embedding")).tensor().select(5).fill(INFINITY);
   nnx::io::save_hf(tmp / "inf", model.config.to_json(), params);
-  check_error(generate("--model " + (tmp / "inf").string() + " --prompt-ids 5 --max-new-tokens 2"), "NaN");
+  check_error(run_generate("--model " + (tmp / "inf").string() + " --prompt-ids 5 --max-new-tokens 2"), "NaN");
 }
 
 TEST_CASE("generate: configs that overflow or make no sense are rejected naming the key", "[cli][generate][errors]") {
   io_test::TempDir tmp;
   const auto run = [&](const std::string& name, const nlohmann::json& changes) {
-    return generate("--model " + with_config(tmp, name, changes).string() + " --prompt-ids 1 --max-new-tokens 1");
+    return run_generate("--model " + with_config(tmp, name, changes).string() + " --prompt-ids 1 --max-new-tokens 1");
   };
   check_error(run("embd", {{"n_embd", std::int64_t{1} << 62}, {"n_head", 1}}), "parameters; at most 2^42");
   check_error(run("layers", {{"n_layer", 1000000000}}), "\"n_layer\" is 1000000000; at most 10000 layers");
@@ -98,7 +98,7 @@ TEST_CASE("generate: configs that overflow or make no sense are rejected naming 
   const fs::path twice = tmp / "twice";
   fs::create_directories(twice);
   io_test::write_bytes(twice / "config.json", R"({"model_type": "gpt2", "n_layer": 2, "n_layer": 3})");
-  check_error(generate("--model " + twice.string() + " --prompt-ids 1 --max-new-tokens 1"), "\"n_layer\" twice");
+  check_error(run_generate("--model " + twice.string() + " --prompt-ids 1 --max-new-tokens 1"), "\"n_layer\" twice");
 
   // Llama: an explicit head_dim whose products overflow int64, and rope_theta 0.
   nnx::LlamaConfig llama;
@@ -119,7 +119,7 @@ TEST_CASE("generate: configs that overflow or make no sense are rejected naming 
     cfg[key] = value;
     io_test::write_bytes(dir / "config.json", cfg.dump());
     nnx::io::save_safetensors(dir / "model.safetensors", {});  // the config is refused before any weight is read
-    check_error(generate("--model " + dir.string() + " --prompt-ids 1 --max-new-tokens 1"), needle);
+    check_error(run_generate("--model " + dir.string() + " --prompt-ids 1 --max-new-tokens 1"), needle);
   }
 }
 
@@ -130,8 +130,8 @@ TEST_CASE("generate --verify checks a native checkpoint's checksums before loadi
   const fs::path ckpt = tmp / "ckpt";
   nnx::io::save_checkpoint(ckpt, params, graphdef, model.config.to_json());
   const std::string args = " --prompt-ids 1,2,3 --max-new-tokens 3";
-  const auto plain = generate("--model " + ckpt.string() + args);
-  const auto verified = generate("--model " + ckpt.string() + args + " --verify");
+  const auto plain = run_generate("--model " + ckpt.string() + args);
+  const auto verified = run_generate("--model " + ckpt.string() + args + " --verify");
   INFO("stderr: " << verified.err);
   CHECK(verified.code == 0);
   CHECK(verified.out == plain.out);
@@ -140,8 +140,6 @@ TEST_CASE("generate --verify checks a native checkpoint's checksums before loadi
   std::string bytes = io_test::read_bytes(ckpt / "model.safetensors");
   bytes.back() = static_cast<char>(bytes.back() ^ 0x01);
   io_test::write_bytes(ckpt / "model.safetensors", bytes);
-  check_error(generate("--model " + ckpt.string() + args + " --verify"), "model.safetensors");
-  check_error(generate("--model " + fixture::dir("gpt2_tiny").string() + args + " --verify"), "no checksums");
+  check_error(run_generate("--model " + ckpt.string() + args + " --verify"), "model.safetensors");
+  check_error(run_generate("--model " + fixture::dir("gpt2_tiny").string() + args + " --verify"), "no checksums");
 }
-
-#endif  // NNX_GENERATE_BIN

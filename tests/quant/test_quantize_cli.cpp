@@ -18,15 +18,15 @@
 #include "../models/reference_fixture.hpp"
 #include "../support/run_command.hpp"
 
-#if defined(NNX_QUANTIZE_BIN) && defined(NNX_GENERATE_BIN)
+using test_support::example_program;
 
 namespace {
 
 test_support::CommandResult quantize(const std::string& args) {
-  return test_support::run_command(std::string(NNX_QUANTIZE_BIN) + " " + args);
+  return test_support::run_command(example_program("quantize") + " " + args);
 }
 test_support::CommandResult generate(const std::string& args) {
-  return test_support::run_command(std::string(NNX_GENERATE_BIN) + " " + args);
+  return test_support::run_command(example_program("generate") + " " + args);
 }
 
 std::string join(const std::vector<std::int32_t>& ids, const char* sep) {
@@ -196,5 +196,3 @@ TEST_CASE("quantize --force replaces a Hugging Face directory whole, in place to
   INFO("generate stderr: " << lg.err);
   CHECK(lg.code == 0);
 }
-
-#endif

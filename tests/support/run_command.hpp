@@ -1,6 +1,6 @@
 // Runs a command line as a user would (through the shell) and captures its exit code,
-// stdout and stderr: shared by the tests of the example programs. Also finds the helper
-// programs built beside the test executables.
+// stdout and stderr: shared by the tests of the example programs. Also finds the example
+// programs and the helper programs built beside the test executables.
 #pragma once
 
 #include <sys/wait.h>
@@ -21,6 +21,19 @@ namespace test_support {
 // directory (CI's second build is ccache hits).
 inline std::string program_beside_test(const char* file_name) {
   return (std::filesystem::read_symlink("/proc/self/exe").parent_path() / file_name).string();
+}
+
+// The example program `name` of the build these tests belong to. tests/CMakeLists.txt writes the
+// examples' directory into nnx_examples_dir.txt beside the test executables, again so that no
+// compile command holds a build path, and so that the CLI tests compile the same with examples
+// off (CTest then leaves out their [cli] cases). Throws when the build has no examples.
+inline std::string example_program(const char* name) {
+  const auto dir_file = std::filesystem::read_symlink("/proc/self/exe").parent_path() / "nnx_examples_dir.txt";
+  std::ifstream in(dir_file);
+  std::string dir;
+  if (!std::getline(in, dir) || dir.empty())
+    throw std::runtime_error(dir_file.string() + ": no examples directory (configured with NNX_BUILD_EXAMPLES=OFF?)");
+  return (std::filesystem::path(dir) / name).string();
 }
 
 struct CommandResult {

@@ -2,13 +2,13 @@
 // as the library; errors as one line and exit code 2.
 #include <catch2/catch.hpp>
 
-#ifdef NNX_TOKENIZE_BIN
-
 #include <string>
 #include <vector>
 
 #include "../support/run_command.hpp"
 #include "text_test_util.hpp"
+
+using test_support::example_program;
 
 namespace {
 
@@ -21,7 +21,7 @@ std::string q(const std::string& s) {  // single-quoted for the shell
   return out + "'";
 }
 
-std::string tokenize(const std::string& args) { return q(NNX_TOKENIZE_BIN) + " " + args; }
+std::string tokenize(const std::string& args) { return q(example_program("tokenize")) + " " + args; }
 
 std::string joined(const std::vector<std::int32_t>& ids) {
   std::string s;
@@ -86,5 +86,3 @@ TEST_CASE("tokenize errors are one line and exit code 2", "[text][cli]") {
   }
   CHECK(run_command(tokenize("--help")).code == 0);
 }
-
-#endif  // NNX_TOKENIZE_BIN

@@ -26,14 +26,14 @@
 #include "../models/reference_fixture.hpp"
 #include "../support/run_command.hpp"
 
-#ifdef NNX_TRAIN_BIN
+using test_support::example_program;
 
 namespace {
 
 namespace fs = std::filesystem;
 using test_support::run_command;
 
-std::string train(const std::string& args) { return std::string(NNX_TRAIN_BIN) + " " + args; }
+std::string run_train(const std::string& args) { return example_program("train") + " " + args; }
 
 void write(const fs::path& file, const std::string& text) {
   std::ofstream out(file, std::ios::binary);
@@ -62,7 +62,7 @@ bool same_tensors(const fs::path& a, const fs::path& b) {
 // model and train state equal those of `whole`, the unbroken run, bit for bit. Returns the
 // resumed run's output.
 test_support::CommandResult resume_matches(const fs::path& split, int steps, const fs::path& whole) {
-  auto rest = run_command(train("--resume " + split.string() + " --steps " + std::to_string(steps) + " --out " +
+  auto rest = run_command(run_train("--resume " + split.string() + " --steps " + std::to_string(steps) + " --out " +
                                 split.string()));
   INFO(rest.err);
   REQUIRE(rest.code == 0);
@@ -78,7 +78,7 @@ test_support::CommandResult resume_matches(const fs::path& split, int steps, con
 TEST_CASE("train --dump-grads writes the library's loss and gradients under Hugging Face names", "[train][cli]") {
   io_test::TempDir tmp;
   const fs::path out = tmp.path / "grads.safetensors";
-  const auto r = run_command(train("--model " + fixture::dir("gpt2_tiny").string() +
+  const auto r = run_command(run_train("--model " + fixture::dir("gpt2_tiny").string() +
                                    " --tokens 5,17,99,3,64,8,127,0 --dump-grads " + out.string()));
   INFO(r.err);
   REQUIRE(r.code == 0);
@@ -102,7 +102,7 @@ TEST_CASE("train --dump-grads writes the library's loss and gradients under Hugg
 
   // --vocab-tiles: the same loss and gradients up to rounding.
   const fs::path tiled_out = tmp.path / "grads_tiled.safetensors";
-  const auto tiled_run = run_command(train("--model " + fixture::dir("gpt2_tiny").string() +
+  const auto tiled_run = run_command(run_train("--model " + fixture::dir("gpt2_tiny").string() +
                                            " --tokens 5,17,99,3,64,8,127,0 --vocab-tiles 4 --dump-grads " +
                                            tiled_out.string()));
   INFO(tiled_run.err);
@@ -128,7 +128,7 @@ TEST_CASE("train learns, saves a model generate loads, logs every step, and resu
   const std::string common = "--config " + (tmp.path / "config.json").string() + " --data " +
                              (tmp.path / "text.txt").string() + " --batch 4 --seq 16 --lr 3e-3 --warmup 2 --seed 7" +
                              " --grad-accum 2 --log-every 3 --vocab-tiles 3 --qk-clip 0.5";
-  const auto whole = run_command(train(common + " --steps 6 --out " + (tmp.path / "whole").string() + " --log " +
+  const auto whole = run_command(run_train(common + " --steps 6 --out " + (tmp.path / "whole").string() + " --log " +
                                        (tmp.path / "whole.csv").string()));
   INFO(whole.err);
   REQUIRE(whole.code == 0);
@@ -144,12 +144,12 @@ TEST_CASE("train learns, saves a model generate loads, logs every step, and resu
   CHECK(lines[0] == "step,loss,held_out_loss,lr,grad_norm,tokens_per_s");
   CHECK(lines[6].rfind("6,", 0) == 0);
 
-  const auto gen = run_command(std::string(NNX_GENERATE_BIN) + " --model " + (tmp.path / "whole" / "model").string() +
+  const auto gen = run_command(example_program("generate") + " --model " + (tmp.path / "whole" / "model").string() +
                                " --prompt-ids 116,104,101 --max-new-tokens 4");
   INFO(gen.err);
   CHECK(gen.code == 0);
 
-  const auto first = run_command(train(common + " --steps 3 --out " + (tmp.path / "split").string()));
+  const auto first = run_command(run_train(common + " --steps 3 --out " + (tmp.path / "split").string()));
   REQUIRE(first.code == 0);
   CHECK(resume_matches(tmp.path / "split", 6, tmp.path / "whole").out.find("step      6/6") != std::string::npos);
 }
@@ -202,16 +202,16 @@ TEST_CASE("train rejects bad input with one line and exit code 2", "[train][cli]
   };
   for (const auto& [args, message] : cases) {
     CAPTURE(args);
-    const auto r = run_command(train(args));
+    const auto r = run_command(run_train(args));
     CHECK(r.code == 2);
     CHECK(r.out.empty());
     CHECK(r.err.find(message) != std::string::npos);
     CHECK(std::count(r.err.begin(), r.err.end(), '\n') == 1);
   }
   // A resumed run keeps its settings.
-  REQUIRE(run_command(train(config + data + " --steps 1 --batch 2 --seq 8 --out " + (tmp.path / "run").string())).code ==
-          0);
-  const auto r = run_command(train("--resume " + (tmp.path / "run").string() + " --steps 2 --lr 1"));
+  const std::string first_run = config + data + " --steps 1 --batch 2 --seq 8 --out " + (tmp.path / "run").string();
+  REQUIRE(run_command(run_train(first_run)).code == 0);
+  const auto r = run_command(run_train("--resume " + (tmp.path / "run").string() + " --steps 2 --lr 1"));
   CHECK(r.code == 2);
   CHECK(r.err.find("--lr cannot be changed when resuming") != std::string::npos);
 }
@@ -227,7 +227,7 @@ TEST_CASE("train with --reference: DPO's gradients of one pair, and a DPO run lo
                                                          {{2, 2}, {11, 12, 13}, {90, 91}}};
   {
     const fs::path out = tmp.path / "dpo_grads.safetensors";
-    const auto r = run_command(train(models + " --prompt-ids 5,17,3 --chosen-ids 9,22,40,2 --rejected-ids 61,7,8" +
+    const auto r = run_command(run_train(models + " --prompt-ids 5,17,3 --chosen-ids 9,22,40,2 --rejected-ids 61,7,8" +
                                      " --dump-grads " + out.string()));
     INFO(r.err);
     REQUIRE(r.code == 0);
@@ -245,7 +245,7 @@ TEST_CASE("train with --reference: DPO's gradients of one pair, and a DPO run lo
     jsonl += nlohmann::json{{"prompt_ids", p.prompt}, {"chosen_ids", p.chosen}, {"rejected_ids", p.rejected}}.dump() +
              "\n";
   write(tmp.path / "pairs.jsonl", jsonl);
-  const auto r = run_command(train(models + " --data " + (tmp.path / "pairs.jsonl").string() +
+  const auto r = run_command(run_train(models + " --data " + (tmp.path / "pairs.jsonl").string() +
                                    " --steps 6 --batch 3 --lr 3e-3 --log-every 2 --out " + (tmp.path / "dpo").string()));
   INFO(r.err);
   REQUIRE(r.code == 0);
@@ -260,7 +260,6 @@ TEST_CASE("train with --reference: DPO's gradients of one pair, and a DPO run lo
   CAPTURE(before, after);
   CHECK(after < 0.5 * before);
 }
-
 
 namespace {
 
@@ -279,7 +278,7 @@ void write_token_file(const fs::path& file) {
 }
 
 std::string generate_tokens(const std::string& args) {
-  const auto r = run_command(std::string(NNX_GENERATE_BIN) + " --prompt-ids 5,12,19,26 --max-new-tokens 12 " + args);
+  const auto r = run_command(example_program("generate") + " --prompt-ids 5,12,19,26 --max-new-tokens 12 " + args);
   INFO(r.err);
   REQUIRE(r.code == 0);
   return r.out;
@@ -295,7 +294,7 @@ TEST_CASE("train --lora-rank: adapters alone saved, resumed bitwise, served unme
   const std::string common = "--model " + base + " --data " + (tmp.path / "tokens.bin").string() +
                              " --lora-rank 4 --lora-alpha 8 --lora-targets 'attn|mlp' --batch 4 --seq 16 --lr 2e-2 --warmup 3" +
                              " --seed 3 --log-every 4 --vocab-tiles 2";
-  const auto whole = run_command(train(common + " --steps 8 --out " + (tmp.path / "whole").string()));
+  const auto whole = run_command(run_train(common + " --steps 8 --out " + (tmp.path / "whole").string()));
   INFO(whole.err);
   REQUIRE(whole.code == 0);
   CHECK(whole.out.find("LoRA rank 4 on 14 Linears") != std::string::npos);  // 2 layers x (4 attn + 3 mlp)
@@ -316,7 +315,7 @@ TEST_CASE("train --lora-rank: adapters alone saved, resumed bitwise, served unme
   // counts the adapters' parameters apart (it holds no base Param).
   std::int64_t adapter_numel = 0;
   for (const auto& name : adapter.names()) adapter_numel += adapter.get(name).numel();
-  const auto adapter_info = run_command(std::string(NNX_CKPT_BIN) + " info " + (tmp.path / "whole" / "model").string());
+  const auto adapter_info = run_command(example_program("ckpt") + " info " + (tmp.path / "whole" / "model").string());
   INFO(adapter_info.err);
   REQUIRE(adapter_info.code == 0);
   CHECK(adapter_info.out.find("\nparameters: 0\nlora parameters: " + std::to_string(adapter_numel) + "\n") !=
@@ -330,19 +329,19 @@ TEST_CASE("train --lora-rank: adapters alone saved, resumed bitwise, served unme
     CHECK((name.find("/lora/") != std::string::npos || name == "step"));
   }
 
-  const auto first = run_command(train(common + " --steps 4 --out " + (tmp.path / "split").string()));
+  const auto first = run_command(run_train(common + " --steps 4 --out " + (tmp.path / "split").string()));
   REQUIRE(first.code == 0);
   resume_matches(tmp.path / "split", 8, tmp.path / "whole");
 
   // Served unmerged, and merged by ckpt: the same greedy tokens.
   const std::string unmerged = generate_tokens("--model " + base + " --lora " + (tmp.path / "whole" / "model").string());
-  const auto merge = run_command(std::string(NNX_CKPT_BIN) + " merge-lora --in " + base + " --lora " +
+  const auto merge = run_command(example_program("ckpt") + " merge-lora --in " + base + " --lora " +
                                  (tmp.path / "whole" / "model").string() + " --out " + (tmp.path / "merged").string());
   INFO(merge.err);
   REQUIRE(merge.code == 0);
   CHECK(merge.out.find("merged the adapters of 14 Linears") != std::string::npos);
   CHECK(generate_tokens("--model " + (tmp.path / "merged").string()) == unmerged);
-  const auto merge_hf = run_command(std::string(NNX_CKPT_BIN) + " merge-lora --hf --in " + base + " --lora " +
+  const auto merge_hf = run_command(example_program("ckpt") + " merge-lora --hf --in " + base + " --lora " +
                                     (tmp.path / "whole" / "model").string() + " --out " +
                                     (tmp.path / "merged_hf").string());
   REQUIRE(merge_hf.code == 0);
@@ -352,17 +351,17 @@ TEST_CASE("train --lora-rank: adapters alone saved, resumed bitwise, served unme
 
   // Bad input: one line, exit 2.
   const std::vector<std::pair<std::string, std::string>> cases{
-      {train("--model " + base + " --data x --steps 1 --lora-alpha 4"), "need --lora-rank"},
-      {train("--model " + base + " --data " + (tmp.path / "tokens.bin").string() + " --steps 1 --seq 16 --lora-rank 2" +
-             " --lora-targets nothing_here"),
+      {run_train("--model " + base + " --data x --steps 1 --lora-alpha 4"), "need --lora-rank"},
+      {run_train("--model " + base + " --data " + (tmp.path / "tokens.bin").string() +
+                 " --steps 1 --seq 16 --lora-rank 2 --lora-targets nothing_here"),
        "match no Linear"},
-      {train("--model " + base + " --data x --steps 1 --lora-rank 2 --qk-clip 1"), "does not combine"},
-      {std::string(NNX_GENERATE_BIN) + " --model " + base + " --lora " + base + " --prompt-ids 1 --max-new-tokens 1",
+      {run_train("--model " + base + " --data x --steps 1 --lora-rank 2 --qk-clip 1"), "does not combine"},
+      {example_program("generate") + " --model " + base + " --lora " + base + " --prompt-ids 1 --max-new-tokens 1",
        "not a LoRA adapter"},
-      {std::string(NNX_GENERATE_BIN) + " --model " + fixture::dir("gpt2_tiny").string() + " --lora " +
+      {example_program("generate") + " --model " + fixture::dir("gpt2_tiny").string() + " --lora " +
            (tmp.path / "whole" / "model").string() + " --prompt-ids 1 --max-new-tokens 1",
        "trained on another model"},
-      {std::string(NNX_CKPT_BIN) + " merge-lora --in " + fixture::dir("llama_tied").string() + " --lora " +
+      {example_program("ckpt") + " merge-lora --in " + fixture::dir("llama_tied").string() + " --lora " +
            (tmp.path / "whole" / "model").string() + " --out " + (tmp.path / "bad").string(),
        "trained on another model"},
   };
@@ -383,8 +382,9 @@ TEST_CASE("train --layout stacked: the per-layer run (and DPO) bit for bit, save
                              (tmp.path / "tokens.bin").string() +
                              " --batch 4 --seq 16 --lr 1e-2 --warmup 2 --seed 5 --log-every 2 --qk-clip 2";
   const auto run = [&](const std::string& layout, const std::string& name, int steps) {
-    const auto r = run_command(train(common + " --steps " + std::to_string(steps) + " --layout " + layout + " --out " +
-                                     (tmp.path / name).string() + " --log " + (tmp.path / (name + ".csv")).string()));
+    const auto r = run_command(run_train(common + " --steps " + std::to_string(steps) + " --layout " + layout +
+                                         " --out " + (tmp.path / name).string() + " --log " +
+                                         (tmp.path / (name + ".csv")).string()));
     INFO(r.err);
     REQUIRE(r.code == 0);
   };
@@ -400,7 +400,7 @@ TEST_CASE("train --layout stacked: the per-layer run (and DPO) bit for bit, save
   CHECK(losses("stacked").size() == 5);
   CHECK(losses("stacked") == losses("per"));
 
-  const std::string ckpt = NNX_CKPT_BIN;
+  const std::string ckpt = example_program("ckpt");
   for (const char* part : {"state", "model"}) {
     CAPTURE(part);
     const auto info = run_command(ckpt + " info " + (tmp.path / "stacked" / part).string());
@@ -425,7 +425,7 @@ TEST_CASE("train --layout stacked: the per-layer run (and DPO) bit for bit, save
         "{\"prompt_ids\": [5, 17, 3], \"chosen_ids\": [9, 22, 40], \"rejected_ids\": [61, 7]}\n"
         "{\"prompt_ids\": [30, 1], \"chosen_ids\": [6, 6], \"rejected_ids\": [70, 33, 21]}\n");
   for (const char* layout : {"per-layer", "stacked"}) {
-    const auto r = run_command(train("--model " + fixture::dir("llama_tiny").string() + " --reference " +
+    const auto r = run_command(run_train("--model " + fixture::dir("llama_tiny").string() + " --reference " +
                                      fixture::dir("llama_tiny_dpo_ref").string() + " --dpo-beta 0.5 --data " +
                                      (tmp.path / "pairs.jsonl").string() + " --steps 2 --batch 2 --layout " + layout +
                                      " --out " + (tmp.path / (std::string("dpo_") + layout)).string()));
@@ -440,7 +440,7 @@ TEST_CASE("train --layout stacked: the per-layer run (and DPO) bit for bit, save
   const std::string model = "--model " + fixture::dir("llama_tiny").string() + " --data " +
                             (tmp.path / "tokens.bin").string() + " --steps 1";
   for (const std::string& bad : {std::string(" --layout diagonal"), std::string(" --layout stacked --lora-rank 2")}) {
-    const auto r = run_command(train(model + bad));
+    const auto r = run_command(run_train(model + bad));
     INFO(bad << ": " << r.err);
     CHECK(r.code == 2);
     CHECK(r.err.find("--layout") != std::string::npos);
@@ -450,13 +450,13 @@ TEST_CASE("train --layout stacked: the per-layer run (and DPO) bit for bit, save
   write(tmp.path / "config.json",
         R"({"model_type": "gpt2", "vocab_size": 256, "n_positions": 32, "n_embd": 16, "n_layer": 2, "n_head": 2,
             "resid_pdrop": 0.1})");
-  const auto dropout = run_command(train("--config " + (tmp.path / "config.json").string() + " --data " +
+  const auto dropout = run_command(run_train("--config " + (tmp.path / "config.json").string() + " --data " +
                                          (tmp.path / "text.txt").string() + " --seq 16 --steps 1 --layout stacked"));
   CHECK(dropout.code == 2);
   CHECK(dropout.err.find("dropout") != std::string::npos);
   // Trained per layer, its train state stores the stream once (under layer 0): ckpt convert to
   // stacked is refused naming that leaf; the parameters alone convert.
-  const auto per_layer = run_command(train("--config " + (tmp.path / "config.json").string() + " --data " +
+  const auto per_layer = run_command(run_train("--config " + (tmp.path / "config.json").string() + " --data " +
                                            (tmp.path / "text.txt").string() + " --seq 16 --steps 1 --out " +
                                            (tmp.path / "dropout_run").string()));
   INFO(per_layer.err);
@@ -472,5 +472,3 @@ TEST_CASE("train --layout stacked: the per-layer run (and DPO) bit for bit, save
   INFO(params.err);
   CHECK(params.code == 0);
 }
-
-#endif  // NNX_TRAIN_BIN

@@ -338,8 +338,7 @@ NNX_TARGET_AVX2_FMA inline void gemm_f32_narrow(std::int64_t M, std::int64_t N, 
     const std::int64_t n1 = std::min(N, n0 + nb);
     for (std::int64_t m0 = 0; m0 < M; m0 += kRowTile) {
       const int mr = static_cast<int>(std::min(kRowTile, M - m0));
-      narrow_rows_any<W>(mr, n1 - n0, K, x + m0 * ldx, ldx, q + n0 * ldq, ldq, W == Narrow::i8 ? ws + n0 : nullptr,
-                         y + m0 * ldy + n0, ldy);
+      narrow_rows_any<W>(mr, n1 - n0, K, x + m0 * ldx, ldx, q + n0 * ldq, ldq, scales(n0), y + m0 * ldy + n0, ldy);
     }
   }
 }
